@@ -1,0 +1,5 @@
+"""`python -m mlbcli` is the `mlb` command."""
+
+from mlbcli.cli import main
+
+main()

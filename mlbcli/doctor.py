@@ -1,0 +1,93 @@
+"""`mlb doctor`: tell an install problem from a model problem, offline.
+
+It reports versions and devices, then builds a tiny random LLaVA-OneVision checkpoint and a synthetic
+clip in a temporary folder and runs the real pipeline on them (decode -> encode -> prune -> prefill ->
+decode -> Parquet), exactly as `mlb answer` does with a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "decord2", "av", "pyarrow", "typer", "rich",
+            "numpy", "pillow")
+
+
+def _version(name: str) -> str:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def run_doctor(echo: Callable[[str], None] = print, keep_files: bool = False) -> bool:
+    from mlbcli import __version__
+
+    echo(f"mlb {__version__} on Python {platform.python_version()} ({platform.platform()})")
+    for name in PACKAGES:
+        echo(f"  {name:13s} {_version(name)}")
+    ok = True
+    checks: list[tuple[str, Callable[[], str]]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="mlb-doctor-"))
+
+    def devices() -> str:
+        import torch
+
+        found = ["cpu"]
+        if torch.cuda.is_available():
+            found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            found.append("mps")
+        return ", ".join(found)
+
+    def decoders() -> str:
+        from mlbcli.video import decode_frames, make_test_video
+
+        clip = make_test_video(workdir / "clip.mp4", num_frames=24)
+        results = []
+        for backend in ("decord", "pyav"):
+            frames = decode_frames(clip, num_frames=8, backend=backend)
+            results.append(f"{backend} {frames.array.shape[0]} frames")
+        return ", ".join(results)
+
+    def pipeline() -> str:
+        from mlbcli import api
+        from mlbcli.tiny import build_tiny_llava_onevision
+        from mlbcli.writers import read_results
+
+        model = build_tiny_llava_onevision(workdir / "tiny-model")
+        started = time.perf_counter()
+        out = workdir / "answers.parquet"
+        summary = api.answer([str(workdir / "clip.mp4")], question="What is happening in the video?",
+                             model=str(model), method="uniform", keep=0.5, frames=8, max_new_tokens=8,
+                             device="cpu", run=api.RunOptions(out=str(out), workers=0))
+        if summary.failed:
+            raise RuntimeError("; ".join(summary.errors))
+        row = read_results(out).to_pylist()[0]
+        return (f"answered in {time.perf_counter() - started:.2f}s, kept {row['visual_tokens_kept']}/"
+                f"{row['visual_tokens_in']} visual tokens, flops_ratio {row['flops_ratio']:.3f}")
+
+    checks = [("devices", devices), ("video decoding", decoders), ("tiny-model pipeline", pipeline)]
+    try:
+        for label, check in checks:
+            try:
+                echo(f"[ok]   {label}: {check()}")
+            except Exception as error:  # report every failing check, not just the first
+                ok = False
+                echo(f"[FAIL] {label}: {type(error).__name__}: {error}")
+                echo("       " + traceback.format_exc().strip().splitlines()[-1])
+    finally:
+        if keep_files:
+            echo(f"files kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    echo("all checks passed: mlb is installed correctly; problems with a real model are about the model"
+         if ok else "some checks failed: this is an installation problem (see above)")
+    return ok

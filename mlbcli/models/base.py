@@ -1,0 +1,160 @@
+"""The model-adapter contract: everything that differs between Video-LLM families lives behind it.
+
+The engine (`mlbcli.engine`) only ever talks to a `ModelAdapter`: it asks it for the decoder layers,
+the rotary embedding, the prompt layout and the visual tokens. A new family (Qwen2.5-VL, LLaVA-NeXT...)
+is one new module in this package that subclasses `ModelAdapter` and registers itself.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+
+@dataclass
+class VideoTokens:
+    """Visual tokens of one video, after the projector and the model's own pooling.
+
+    `features` is frame-major, raster order inside a frame: token `t * N + r * w + c` is frame t,
+    grid row r, column c. This flat numbering is the "visual id" every selection method speaks.
+    """
+
+    features: torch.Tensor  # [T, N, D] prunable frame tokens, N = h * w
+    grid: tuple[int, int]  # (h, w) token grid of one frame
+    extra: torch.Tensor | None  # [E, D] structural tokens after the frames (OneVision: image_newline); never pruned
+    frame_features: torch.Tensor | None  # [T, Dv] one global vector per frame (vision tower, mean-pooled)
+    timestamps_s: list[float] = field(default_factory=list)  # real timestamp of each sampled frame
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def num_visual(self) -> int:
+        return self.num_frames * self.tokens_per_frame
+
+
+@dataclass
+class Prompt:
+    """A tokenized prompt with one visual placeholder block.
+
+    Layout: input_ids[visual_start : visual_start + num_visual] are frame-token placeholders, followed by
+    `num_extra` structural placeholders; `question_index` are the positions of the user's question
+    tokens (the default query rows of the attention probe).
+    """
+
+    input_ids: torch.Tensor  # [1, L]
+    visual_start: int
+    num_visual: int
+    num_extra: int
+    question_index: torch.Tensor  # [q] positions in input_ids, ascending
+    text: str  # the rendered prompt, before placeholder expansion (provenance / debugging)
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+class ModelAdapter(abc.ABC):
+    """One subclass per model family. Instances wrap a loaded model and its tokenizer."""
+
+    family: ClassVar[str]  # e.g. "llava_onevision"
+    model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter serves
+    default_frames: ClassVar[int]
+
+    def __init__(self, model: nn.Module, tokenizer: Any, model_id: str, preprocess_config: dict[str, Any]):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.preprocess_config = preprocess_config
+
+    # -- loading ------------------------------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def model_class(cls) -> type:
+        """The transformers class to instantiate (imported lazily)."""
+
+    # -- vision side -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        """[T, H, W, 3] uint8 RGB frames -> the tensors the vision tower takes."""
+
+    @abc.abstractmethod
+    def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
+        """Vision tower + projector + the model's own pooling."""
+
+    # -- text side -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_prompt(self, question_text: str, video: VideoTokens) -> Prompt:
+        """Chat-templated prompt with the visual placeholder block expanded for `video`."""
+
+    @abc.abstractmethod
+    def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        """Input embeddings [1, L, D] with the visual block filled in, as the stock forward builds them."""
+
+    @abc.abstractmethod
+    def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        """Position ids of the full prompt, as the stock model computes them: [1, L]."""
+
+    # -- the decoder, exposed for the engine's own prefill/decode loop -------------------------------
+    @property
+    @abc.abstractmethod
+    def decoder(self) -> nn.Module:
+        """The text decoder: has `.layers`, `.norm`, `.rotary_emb`, `.embed_tokens`."""
+
+    @property
+    def layers(self) -> Sequence[nn.Module]:
+        return self.decoder.layers
+
+    @property
+    def text_config(self) -> Any:
+        return self.decoder.config
+
+    @property
+    @abc.abstractmethod
+    def lm_head(self) -> nn.Module: ...
+
+    @property
+    def apply_rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        """`apply_rotary_pos_emb(q, k, cos, sin)` of the decoder's own modelling file (Qwen2, Llama...)."""
+        import sys
+
+        return sys.modules[type(self.decoder).__module__].apply_rotary_pos_emb
+
+    def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder.rotary_emb(hidden, position_ids)
+
+    def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
+        """Position ids of the `steps`-th generated token (0-based) after a prefill with `position_ids`."""
+        return position_ids.max(dim=-1, keepdim=True).values + 1 + steps
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        if ids is None:
+            return set()
+        return {int(i) for i in ids} if isinstance(ids, (list, tuple)) else {int(ids)}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def decode_text(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()

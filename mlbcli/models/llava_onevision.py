@@ -1,0 +1,141 @@
+"""LLaVA-OneVision (`LlavaOnevisionForConditionalGeneration`, e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf).
+
+Video layout in transformers 5.x (`LlavaOnevisionModel.get_video_features`): every frame goes through
+SigLIP at `image_size` (384 px for the real models), the projector maps each of the g x g patches
+(g = image_size // patch_size = 27) into the LLM width, and the grid is bilinearly pooled to
+ceil(g/2) x ceil(g/2) = 14 x 14 = 196 tokens per frame. One `image_newline` token follows the last
+frame. The prompt holds T*N + 1 `<video>` placeholders that the stock forward `masked_scatter`s.
+
+We do the processor's job ourselves (no torchvision here, see stack.md): resize to the checkpoint's
+size with bicubic + antialias, rescale by 1/255 and normalise with the checkpoint's mean/std.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+
+class LlavaOnevisionAdapter(ModelAdapter):
+    family = "llava_onevision"
+    model_types = ("llava_onevision",)
+    default_frames = 32
+
+    @classmethod
+    def model_class(cls) -> type:
+        from transformers import LlavaOnevisionForConditionalGeneration
+
+        return LlavaOnevisionForConditionalGeneration
+
+    # -- vision side -------------------------------------------------------------------------------------
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.preprocess_config.get("size") or {}
+        side = self.model.config.vision_config.image_size
+        if "height" in size and "width" in size:
+            return int(size["height"]), int(size["width"])
+        if "shortest_edge" in size:
+            return int(size["shortest_edge"]), int(size["shortest_edge"])
+        return side, side
+
+    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        import torch
+        import torch.nn.functional as F
+
+        mean = torch.tensor(self.preprocess_config.get("image_mean", [0.5, 0.5, 0.5])).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocess_config.get("image_std", [0.5, 0.5, 0.5])).view(1, 3, 1, 1)
+        scale = float(self.preprocess_config.get("rescale_factor", 1 / 255))
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
+        x = F.interpolate(x, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
+        x = (x.clamp(0, 255) * scale - mean) / std
+        pixel = x.unsqueeze(0).to(device=self.device, dtype=self.dtype)  # [1, T, 3, S, S]
+        return {"pixel_values_videos": pixel}
+
+    def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
+        out = self.model.model.get_video_features(
+            pixel_values_videos=pixel_inputs["pixel_values_videos"], return_dict=True
+        )
+        T = pixel_inputs["pixel_values_videos"].shape[1]
+        pooled = out.pooler_output[0]  # [T*N + 1, D]: frames then image_newline
+        n = (pooled.shape[0] - 1) // T
+        side = math.isqrt(n)
+        features = pooled[:-1].reshape(T, n, -1)  # [T, N, D]
+        # One global vector per frame from the tower's last hidden state ([T, g*g, Dv]), mean-pooled:
+        # cheap (already computed) and what segment detection compares between adjacent frames.
+        frame_features = out.last_hidden_state.float().mean(dim=1) if out.last_hidden_state is not None else None
+        return VideoTokens(
+            features=features, grid=(side, n // side), extra=pooled[-1:], frame_features=frame_features
+        )
+
+    # -- text side ---------------------------------------------------------------------------------------
+    @property
+    def video_token(self) -> str:
+        token = getattr(self.tokenizer, "video_token", None)
+        return token or self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
+
+    def build_prompt(self, question_text: str, video: VideoTokens) -> Prompt:
+        import torch
+
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if text.count(self.video_token) != 1:
+            raise ValueError(f"chat template rendered {text.count(self.video_token)} video placeholders, expected 1")
+        n_extra = 0 if video.extra is None else int(video.extra.shape[0])
+        before, after = text.split(self.video_token)
+        ids_before = self.tokenizer(before, add_special_tokens=False).input_ids
+        ids_after_enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
+        ids_after = ids_after_enc.input_ids
+        placeholder = [self.model.config.video_token_id] * (video.num_visual + n_extra)
+        input_ids = torch.tensor([ids_before + placeholder + ids_after], dtype=torch.long)
+        # The question's tokens: those whose characters overlap the question text inside `after`.
+        q_start = after.rfind(question_text)
+        q_end = q_start + len(question_text)
+        offset = len(ids_before) + len(placeholder)
+        q_rows = [
+            offset + i
+            for i, (a, b) in enumerate(ids_after_enc.offset_mapping)
+            if q_start >= 0 and b > q_start and a < q_end
+        ]
+        if not q_rows:  # template rewrote the question: fall back to the last prompt token
+            q_rows = [input_ids.shape[1] - 1]
+        return Prompt(
+            input_ids=input_ids,
+            visual_start=len(ids_before),
+            num_visual=video.num_visual,
+            num_extra=n_extra,
+            question_index=torch.tensor(q_rows, dtype=torch.long),
+            text=text,
+        )
+
+    def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        import torch
+
+        ids = prompt.input_ids.to(self.device)
+        embeds = self.decoder.embed_tokens(ids)  # [1, L, D]
+        block = [video.features.reshape(-1, video.features.shape[-1])]
+        if video.extra is not None:
+            block.append(video.extra)
+        visual = torch.cat(block).to(embeds.dtype)  # [T*N + E, D]
+        start, stop = prompt.visual_start, prompt.visual_start + visual.shape[0]
+        return torch.cat([embeds[:, :start], visual[None], embeds[:, stop:]], dim=1)
+
+    def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        import torch
+
+        return torch.arange(prompt.length, device=self.device)[None]  # [1, L]
+
+    # -- decoder -------------------------------------------------------------------------------------------
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head

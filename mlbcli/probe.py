@@ -1,0 +1,87 @@
+"""Attention scores of a few query rows at one layer, computed beside SDPA.
+
+Pruning needs "how much do the question tokens attend to each visual token" at layer K-1. Eager
+attention with `output_attentions=True` would materialise an [H, L, L] map for every layer (gigabytes
+at 6k tokens, 4x slower). Instead we hook the attention module of that one layer, capture what it
+computes anyway (the q/k projections and the rotary cos/sin), and compute softmax(q_rows Kᵀ) only for
+the chosen rows: [H, q, L] floats. The layer itself still runs with SDPA. Hooks are installed and
+removed inside one context manager; no transformers class is modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ProbeCapture:
+    """Holds what the hooks captured during one forward of the probed attention module."""
+
+    def __init__(self, attn: nn.Module, query_slots: torch.Tensor, apply_rotary: Callable[..., Any]):
+        self.attn = attn
+        self.query_slots = query_slots
+        self.apply_rotary = apply_rotary
+        self.q: torch.Tensor | None = None  # [1, L, Hq*d] query projection (before RoPE)
+        self.k: torch.Tensor | None = None  # [1, L, Hkv*d] key projection (before RoPE)
+        self.cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def probabilities(self) -> torch.Tensor:
+        """[1, H, q, L] attention probabilities of the query rows (causal), in fp32."""
+        if self.q is None or self.k is None or self.cos_sin is None:
+            raise RuntimeError("the probed attention module did not run")
+        attn = self.attn
+        head_dim = attn.head_dim
+        B, L, _ = self.k.shape
+        rows = self.query_slots
+        q = self.q[:, rows].view(B, rows.numel(), -1, head_dim).transpose(1, 2)  # [B, Hq, q, d]
+        k = self.k.view(B, L, -1, head_dim).transpose(1, 2)  # [B, Hkv, L, d]
+        cos, sin = self.cos_sin
+        # Rotate each query row with its own position, the keys with theirs (as the layer does).
+        q, _ = self.apply_rotary(q, q, cos[..., rows, :], sin[..., rows, :])
+        _, k = self.apply_rotary(k, k, cos, sin)
+        groups = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(groups, dim=1)  # GQA: [B, Hq, L, d]
+        logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling  # [B, Hq, q, L]
+        future = torch.arange(L, device=rows.device)[None, :] > rows[:, None]  # [q, L] causal mask
+        logits = logits.masked_fill(future, float("-inf"))
+        return logits.softmax(dim=-1)
+
+    def received(self) -> torch.Tensor:
+        """[L] attention each token receives, averaged over heads and query rows."""
+        return self.probabilities()[0].mean(dim=(0, 1))
+
+
+@contextmanager
+def attention_probe(
+    attn: nn.Module, query_slots: torch.Tensor, apply_rotary: Callable[..., Any]
+) -> Iterator[ProbeCapture]:
+    """Capture one forward of `attn` (a Qwen2/Llama-style attention module with q_proj/k_proj).
+
+    Usage: `with attention_probe(layer.self_attn, rows, apply_rotary_pos_emb) as p: layer(...)`,
+    then `p.received()`.
+    """
+    capture = ProbeCapture(attn, query_slots, apply_rotary)
+
+    def on_attention(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        capture.cos_sin = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
+
+    def on_q(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        capture.q = output
+
+    def on_k(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        capture.k = output
+
+    handles = [
+        attn.register_forward_pre_hook(on_attention, with_kwargs=True),
+        attn.q_proj.register_forward_hook(on_q),
+        attn.k_proj.register_forward_hook(on_k),
+    ]
+    try:
+        yield capture
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,156 @@
+"""One request = one encoded video x one prompt: prune, prefill, decode, and measure.
+
+`Pipeline` is the notebook-facing object (load a model once, ask about many videos); the batch
+functions in `mlbcli.api` drive it over sources and writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mlbcli import engine
+from mlbcli.flops import LLMDims, visual_flops
+from mlbcli.selection import Method, MethodOptions, get_method
+
+if TYPE_CHECKING:
+    from mlbcli.models.base import ModelAdapter, VideoTokens
+    from mlbcli.video import Frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenStats:
+    """Per-request token statistics; every number is measured from the engine's actual schedule."""
+
+    visual_tokens_in: int
+    visual_tokens_kept: int  # visual tokens entering the last decoder layer (appended summary included)
+    keep_realized: float  # kept / in
+    flops_ratio: float  # visual-token LLM FLOPs vs the unpruned run (algorithms.md §2)
+    tokens_per_layer: list[int]
+    kept_per_frame: list[int]  # surviving original tokens of each frame (appended tokens not included)
+    appended_tokens: int
+    attention_per_frame: list[float] | None  # probe attention mass per frame (first probe layer)
+    info: dict[str, Any] = field(default_factory=dict)  # method diagnostics (segments, budgets...)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "visual_tokens_in": self.visual_tokens_in,
+            "visual_tokens_kept": self.visual_tokens_kept,
+            "keep_realized": self.keep_realized,
+            "flops_ratio": self.flops_ratio,
+            "tokens_per_layer": self.tokens_per_layer,
+            "kept_per_frame": self.kept_per_frame,
+            "appended_tokens": self.appended_tokens,
+            "attention_per_frame": self.attention_per_frame,
+        }
+
+
+def token_stats(state: engine.PrefillResult, video: VideoTokens, dims: LLMDims) -> TokenStats:
+    n_in = state.visual_in
+    per_layer = state.visual_per_layer
+    kept = per_layer[-1] if per_layer else n_in
+    frames = torch.bincount(state.kept_ids.cpu() // video.tokens_per_frame, minlength=video.num_frames)
+    attention = None
+    if state.scores:
+        first = state.scores[min(state.scores)].cpu()
+        attention = torch.nan_to_num(first).view(video.num_frames, -1).sum(dim=1).tolist()
+    full = visual_flops([n_in] * dims.num_layers, dims)
+    return TokenStats(
+        visual_tokens_in=n_in,
+        visual_tokens_kept=kept,
+        keep_realized=kept / n_in if n_in else 1.0,
+        flops_ratio=visual_flops(per_layer, dims) / full if full else 1.0,
+        tokens_per_layer=list(per_layer),
+        kept_per_frame=frames.tolist(),
+        appended_tokens=state.appended,
+        attention_per_frame=attention,
+        info={str(k): v for k, v in state.infos.items() if v},
+    )
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    stats: TokenStats
+    prefill_s: float
+    generate_s: float
+
+
+@dataclass
+class EncodedVideo:
+    tokens: VideoTokens
+    encode_s: float
+
+
+class Pipeline:
+    """A loaded model plus a token-reduction method. Reuse one per process.
+
+    >>> pipe = Pipeline("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", method="fastv", keep=0.25)
+    >>> frames = decode_frames("clip.mp4", num_frames=pipe.default_frames)
+    >>> pipe.answer(pipe.encode(frames), "What is the person doing?").text
+    """
+
+    def __init__(
+        self,
+        model: str | ModelAdapter,
+        *,
+        method: str | Method = "none",
+        device: str = "auto",
+        dtype: str = "auto",
+        **method_options: Any,
+    ):
+        from mlbcli.models import load_adapter
+
+        self.adapter = load_adapter(model, device=device, dtype=dtype) if isinstance(model, str) else model
+        self.method = method if isinstance(method, Method) else get_method(method, MethodOptions(**method_options))
+        self.dims = LLMDims.from_config(self.adapter.text_config)
+
+    @property
+    def default_frames(self) -> int:
+        return self.adapter.default_frames
+
+    @torch.inference_mode()
+    def encode(self, frames: Frames | np.ndarray) -> EncodedVideo:
+        """Vision tower + projector + pooling, once per video (reused by every question)."""
+        array = frames if isinstance(frames, np.ndarray) else frames.array
+        started = time.perf_counter()
+        tokens = self.adapter.encode(self.adapter.preprocess(array))
+        if not isinstance(frames, np.ndarray):
+            tokens.timestamps_s = list(frames.timestamps_s)
+        return EncodedVideo(tokens, time.perf_counter() - started)
+
+    def _prefill(self, video: VideoTokens, prompt_text: str, *, stop_after_pruning: bool) -> engine.PrefillResult:
+        adapter = self.adapter
+        prompt = adapter.build_prompt(prompt_text, video)
+        plan = self.method.plan(video, prompt)
+        embeds = adapter.embed(prompt, video)
+        positions = adapter.position_ids(prompt, video)
+        visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
+        return engine.prefill(adapter, embeds, positions, visual, prompt.question_index, plan,
+                              stop_after_pruning=stop_after_pruning)
+
+    @torch.inference_mode()
+    def answer(self, video: EncodedVideo, prompt_text: str, *, max_new_tokens: int = 32) -> Answer:
+        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=False)
+        generation = engine.greedy_decode(self.adapter, state, max_new_tokens=max_new_tokens)
+        return Answer(
+            text=self.adapter.decode_text(generation.token_ids),
+            token_ids=generation.token_ids,
+            stats=token_stats(state, video.tokens, self.dims),
+            prefill_s=state.seconds,
+            generate_s=generation.seconds,
+        )
+
+    @torch.inference_mode()
+    def reduce(self, video: EncodedVideo, prompt_text: str) -> tuple[TokenStats, engine.PrefillResult]:
+        """Run only up to the last pruning step: token statistics without generation (`compress`)."""
+        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=True)
+        return token_stats(state, video.tokens, self.dims), state

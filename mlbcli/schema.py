@@ -1,0 +1,108 @@
+"""Output schemas (pyarrow), one per subcommand. Documented in README.md ("Output schema").
+
+Bump `writers.SCHEMA_VERSION` when a column changes meaning or type; adding a nullable column is
+backwards compatible (old files merge with nulls).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_PROVENANCE = [
+    pa.field("mlb_version", pa.string()),
+    pa.field("torch_version", pa.string()),
+    pa.field("transformers_version", pa.string()),
+    pa.field("options_json", pa.string()),  # every option of the run, JSON (reproducibility)
+    pa.field("started_at_utc", pa.string()),
+]
+
+_VIDEO = [
+    pa.field("video_id", pa.string()),
+    pa.field("video_path", pa.string()),
+]
+
+_TOKENS = [
+    pa.field("model", pa.string()),
+    pa.field("method", pa.string()),
+    pa.field("keep_requested", pa.float64()),
+    pa.field("frames", pa.int64()),  # frames actually sampled
+    pa.field("frame_timestamps_s", pa.list_(pa.float64())),
+    pa.field("visual_tokens_in", pa.int64()),
+    pa.field("visual_tokens_kept", pa.int64()),
+    pa.field("keep_realized", pa.float64()),  # measured kept / in
+    pa.field("flops_ratio", pa.float64()),  # visual-token LLM FLOPs vs unpruned (algorithms.md §2)
+    pa.field("tokens_per_layer", pa.list_(pa.int64())),
+    pa.field("kept_per_frame", pa.list_(pa.int64())),
+    pa.field("appended_tokens", pa.int64()),
+    pa.field("attention_per_frame", pa.list_(pa.float64())),
+    pa.field("segments", pa.string()),  # method diagnostics, JSON (segment bounds and budgets...)
+    pa.field("decode_s", pa.float64()),
+    pa.field("encode_s", pa.float64()),
+    pa.field("prefill_s", pa.float64()),
+]
+
+ANSWER = pa.schema(
+    _VIDEO
+    + [
+        pa.field("question_id", pa.string()),
+        pa.field("question", pa.string()),
+        pa.field("options", pa.list_(pa.string())),
+        pa.field("ground_truth", pa.string()),
+        pa.field("answer", pa.string()),  # the model's raw response
+        pa.field("choice", pa.string()),  # parsed option letter (multiple choice), else null
+        pa.field("correct", pa.bool_()),  # null without ground truth
+    ]
+    + _TOKENS
+    + [
+        pa.field("generate_s", pa.float64()),
+        pa.field("generated_tokens", pa.int64()),
+        pa.field("error", pa.string()),
+        pa.field("origin", pa.string()),
+    ]
+    + _PROVENANCE
+)
+
+COMPRESS = pa.schema(
+    _VIDEO
+    + [pa.field("question_id", pa.string()), pa.field("question", pa.string())]
+    + _TOKENS
+    + [pa.field("tokens_file", pa.string()), pa.field("error", pa.string()), pa.field("origin", pa.string())]
+    + _PROVENANCE
+)
+
+SUMMARIZE = pa.schema(
+    _VIDEO
+    + [
+        pa.field("fingerprint", pa.string()),  # size-mtime: a changed file is summarised again
+        pa.field("prompt", pa.string()),
+        pa.field("summary", pa.string()),
+    ]
+    + _TOKENS
+    + [
+        pa.field("generate_s", pa.float64()),
+        pa.field("generated_tokens", pa.int64()),
+        pa.field("error", pa.string()),
+        pa.field("origin", pa.string()),
+    ]
+    + _PROVENANCE
+)
+
+SAMPLE = pa.schema(
+    _VIDEO
+    + [
+        pa.field("num_frames_total", pa.int64()),
+        pa.field("fps", pa.float64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("width", pa.int64()),
+        pa.field("height", pa.int64()),
+        pa.field("codec", pa.string()),
+        pa.field("backend", pa.string()),
+        pa.field("frame_indices", pa.list_(pa.int64())),
+        pa.field("timestamps_s", pa.list_(pa.float64())),
+        pa.field("contact_sheet", pa.string()),
+        pa.field("decode_s", pa.float64()),
+        pa.field("error", pa.string()),
+        pa.field("origin", pa.string()),
+    ]
+    + _PROVENANCE
+)

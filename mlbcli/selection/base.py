@@ -1,0 +1,88 @@
+"""The token-selection contract: a `Method` turns one request into a keep schedule (`PrunePlan`).
+
+Methods are registered by name (`@register_method`) so that the CLI, the library API and plugins see
+the same list. A method decides *where* it prunes (before the LLM, or before decoder layer K with
+attention scores from layer K-1) and *what* it keeps; the engine does the bookkeeping (order, original
+position ids, KV cache, statistics), so a method is a small pure function of tensors.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlbcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlbcli.engine import PrunePlan
+    from mlbcli.models.base import Prompt, VideoTokens
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Options every method understands; method-specific hyperparameters go in `params`."""
+
+    keep: float = 1.0  # fraction of visual tokens that continue past the pruning point, 0 < keep <= 1
+    layer: int = 2  # attention methods: prune before decoder layer K, scored by layer K-1's attention
+    query: str = "question"  # probe query rows: "question" (all question tokens) or "last" (FastV)
+    seed: int = 0  # for stochastic methods (random)
+    debias: tuple[str, ...] | None = None  # debiaser list; None = the method's own default
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.keep <= 1.0):
+            raise UsageError(f"--keep must be in (0, 1], got {self.keep}")
+        if self.layer < 0:
+            raise UsageError(f"--layer must be >= 0, got {self.layer}")
+        if self.query not in ("question", "last"):
+            raise UsageError(f"--query must be 'question' or 'last', got {self.query!r}")
+
+
+def token_budget(num_tokens: int, keep: float) -> int:
+    """Tokens kept out of `num_tokens` at ratio `keep`: round half up, at least one token."""
+    if num_tokens <= 0:
+        return 0
+    return max(1, min(num_tokens, math.floor(num_tokens * keep + 0.5)))
+
+
+class Method(abc.ABC):
+    """A token-reduction method. Subclasses set `name`, `description` and implement `plan`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: True when the method's selection depends on the question (so `compress` needs a prompt).
+    query_aware: ClassVar[bool] = False
+
+    def __init__(self, options: MethodOptions | None = None):
+        self.options = options or MethodOptions()
+
+    @abc.abstractmethod
+    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+        """The keep schedule for one (video, prompt) request."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options})"
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by `cls.name` (CLI `--method`, `get_method`)."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"a method named {cls.name!r} is already registered")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str, options: MethodOptions | None = None) -> Method:
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name](options)
+
+
+def available_methods() -> dict[str, str]:
+    return {name: cls.description for name, cls in sorted(METHODS.items())}
