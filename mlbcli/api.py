@@ -118,24 +118,41 @@ def _decode_group(group: list[Item], num_frames: int | None, fps: float | None) 
     return decode_frames(group[0].video_path, num_frames=num_frames, fps=fps)
 
 
-def _open_writer(kind: str, schema: Any, run: RunOptions, skip_key: Sequence[str],
-                 unique_key: Sequence[str] | None, metadata: dict[str, str]):
+def _open_writer(
+    kind: str,
+    schema: Any,
+    run: RunOptions,
+    skip_key: Sequence[str],
+    unique_key: Sequence[str] | None,
+    metadata: dict[str, str],
+):
     from mlbcli.writers import ResultWriter
 
     out = run.out or f"{kind}.parquet"
-    return ResultWriter(out, schema=schema, kind=kind, fmt=run.fmt, resume=run.resume,
-                        overwrite=run.overwrite, skip_key=skip_key, unique_key=unique_key, metadata=metadata)
+    return ResultWriter(
+        out,
+        schema=schema,
+        kind=kind,
+        fmt=run.fmt,
+        resume=run.resume,
+        overwrite=run.overwrite,
+        skip_key=skip_key,
+        unique_key=unique_key,
+        metadata=metadata,
+    )
 
 
-def _decoded(groups: list[list[Item]], run: RunOptions, num_frames: int | None,
-             fps: float | None) -> Iterator[tuple[list[Item], Any, float]]:
+def _decoded(
+    groups: list[list[Item]], run: RunOptions, num_frames: int | None, fps: float | None
+) -> Iterator[tuple[list[Item], Any, float]]:
     """(group, Frames or exception, seconds waited) in input order, decoded ahead in the background."""
     from mlbcli.prefetch import prefetch
 
     decode = functools.partial(_decode_group, num_frames=num_frames, fps=fps)
     waited = time.perf_counter()
-    for group, result in prefetch(groups, decode, workers=run.workers, depth=run.prefetch,
-                                  timeout_s=run.decode_timeout_s):
+    for group, result in prefetch(
+        groups, decode, workers=run.workers, depth=run.prefetch, timeout_s=run.decode_timeout_s
+    ):
         yield group, result, time.perf_counter() - waited
         waited = time.perf_counter()
 
@@ -148,8 +165,9 @@ def _base_row(item: Item) -> dict[str, Any]:
     return {"video_id": item.video_id, "video_path": item.video_path, "origin": item.origin}
 
 
-def _token_columns(pipe: Pipeline, stats: TokenStats, frames: Frames, video: EncodedVideo,
-                   decode_s: float, prefill_s: float) -> dict[str, Any]:
+def _token_columns(
+    pipe: Pipeline, stats: TokenStats, frames: Frames, video: EncodedVideo, decode_s: float, prefill_s: float
+) -> dict[str, Any]:
     return {
         "model": pipe.adapter.model_id,
         "method": pipe.method.name,
@@ -174,13 +192,19 @@ def _run_model_batch(
     fps: float | None,
     summary: RunSummary,
     reporter: Reporter,
-    handle: Callable[[Pipeline, Item, Frames, EncodedVideo, float], dict[str, Any]],
+    handle: Callable[..., dict[str, Any]],
     provenance: dict[str, Any],
+    identity: Callable[[Item], dict[str, Any]],
+    tokens_dir: str | None = None,
 ) -> None:
-    """Shared loop of answer/compress/summarize: decode ahead, encode once per video, one row per item."""
+    """Shared loop of answer/compress/summarize: decode ahead, encode once per video, one row per item.
+
+    `identity` gives the key columns of an item's row; error rows carry them too, so that a resumed run
+    recognises (and retries) them instead of adding a second row.
+    """
     broken = [item for item in items if item.error]
     for item in broken:  # broken manifest lines: an error row each, the batch goes on
-        row = {**_base_row(item), "error": item.error, **provenance}
+        row = {**_base_row(item), **identity(item), "error": item.error, **provenance}
         writer.write(row)
         summary.record(row)
         reporter.advance(row)
@@ -189,7 +213,59 @@ def _run_model_batch(
         return
     pipe = pipe_factory()
     num_frames = frames if frames is not None or fps is not None else pipe.default_frames
-    for group, decoded, decode_s in _decoded(list(group_by_video(good)), run, num_frames, fps):
+    groups = list(group_by_video(good))
+    saved_groups: list[tuple[list[Item], Any]] = []
+    if tokens_dir:  # videos whose tokens `compress --save-tokens` stored skip decoding and encoding
+        from mlbcli.tokens_io import load_video_tokens
+
+        remaining = []
+        for group in groups:
+            saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
+            (saved_groups.append((group, saved)) if saved is not None else remaining.append(group))
+        groups = remaining
+
+    def emit(item: Item, row: dict[str, Any]) -> None:
+        writer.write(row)
+        summary.record(row)
+        reporter.advance(row)
+        if run.fail_fast and row.get("error"):
+            raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
+
+    def run_group(
+        group: list[Item],
+        decoded: Any,
+        video: Any,
+        error: BaseException | None,
+        decode_s: float,
+        override: Any = None,
+    ) -> None:
+        for item in group:
+            base = {**_base_row(item), **identity(item)}
+            if error is not None:
+                row = {**base, "error": _error_text(error), "decode_s": decode_s, **provenance}
+            else:
+                try:
+                    row = {**base, **handle(pipe, item, decoded, video, decode_s, override), **provenance}
+                except Exception as exc:
+                    log.debug("%s failed for %s", kind, item.video_path, exc_info=True)
+                    row = {**base, "error": _error_text(exc), **provenance}
+            emit(item, row)
+
+    for group, saved in saved_groups:
+        from mlbcli.runner import EncodedVideo
+
+        override, error = None, None
+        if saved.reduced:
+            override = saved.stored_reduction()
+            if pipe.method.name != "none":
+                error = UsageError(
+                    f"{saved.path.name} holds tokens already reduced by {saved.method_name!r}; "
+                    "use --method none with them, or save unreduced tokens (compress --method none)"
+                )
+        stand_in = _SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
+        run_group(group, stand_in, EncodedVideo(saved.tokens, 0.0), error, 0.0, override)
+
+    for group, decoded, decode_s in _decoded(groups, run, num_frames, fps):
         video = None
         error: BaseException | None = decoded if isinstance(decoded, BaseException) else None
         if error is None:
@@ -198,20 +274,15 @@ def _run_model_batch(
             except Exception as exc:  # one bad video never stops the batch
                 log.debug("encode failed for %s", group[0].video_path, exc_info=True)
                 error = exc
-        for item in group:
-            if error is not None:
-                row = {**_base_row(item), "error": _error_text(error), "decode_s": decode_s, **provenance}
-            else:
-                try:
-                    row = {**_base_row(item), **handle(pipe, item, decoded, video, decode_s), **provenance}
-                except Exception as exc:
-                    log.debug("%s failed for %s", kind, item.video_path, exc_info=True)
-                    row = {**_base_row(item), "error": _error_text(exc), **provenance}
-            writer.write(row)
-            summary.record(row)
-            reporter.advance(row)
-            if run.fail_fast and row.get("error"):
-                raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
+        run_group(group, decoded, video, error, decode_s)
+
+
+@dataclass
+class _SavedFrames:
+    """Frame bookkeeping of a video whose tokens were loaded from `--tokens` (nothing decoded)."""
+
+    indices: list[int]
+    timestamps_s: list[float]
 
 
 def _pipeline_factory(model: str, method: str, device: str, dtype: str, method_kwargs: dict[str, Any]):
@@ -223,14 +294,26 @@ def _pipeline_factory(model: str, method: str, device: str, dtype: str, method_k
     return build
 
 
-def _method_kwargs(keep: float, layer: int, query: str, seed: int, debias: Sequence[str] | str | None,
-                   params: dict[str, Any] | None) -> dict[str, Any]:
+def _method_kwargs(
+    keep: float,
+    layer: int,
+    query: str,
+    seed: int,
+    debias: Sequence[str] | str | None,
+    params: dict[str, Any] | None,
+) -> dict[str, Any]:
     from mlbcli.selection import MethodOptions
 
     if isinstance(debias, str):
         debias = tuple(part.strip() for part in debias.split(",") if part.strip())
-    kwargs = {"keep": keep, "layer": layer, "query": query, "seed": seed,
-              "debias": tuple(debias) if debias is not None else None, "params": dict(params or {})}
+    kwargs = {
+        "keep": keep,
+        "layer": layer,
+        "query": query,
+        "seed": seed,
+        "debias": tuple(debias) if debias is not None else None,
+        "params": dict(params or {}),
+    }
     MethodOptions(**kwargs)  # validate before any work (UsageError on bad values)
     return kwargs
 
@@ -265,11 +348,16 @@ def answer(
     device: str = "auto",
     dtype: str = "auto",
     seed: int = 0,
+    tokens: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     stdin: TextIO | None = None,
 ) -> RunSummary:
-    """Answer every (video, question) item of `sources`; one row per item (see schema.ANSWER)."""
+    """Answer every (video, question) item of `sources`; one row per item (see schema.ANSWER).
+
+    `tokens`: a folder written by `compress --save-tokens`; videos found there are not decoded or
+    encoded again (a stale file, whose video changed since, is ignored).
+    """
     from mlbcli import schema
     from mlbcli.prompting import format_question, grade, parse_choice
 
@@ -279,9 +367,19 @@ def answer(
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
     method_kwargs = _method_kwargs(keep, layer, query, seed, debias, params)
-    options = {"kind": "answer", "model": model, "method": method, **method_kwargs, "frames": frames,
-               "fps": fps, "max_new_tokens": max_new_tokens, "device": device, "dtype": dtype,
-               **asdict(run)}
+    options = {
+        "kind": "answer",
+        "model": model,
+        "method": method,
+        **method_kwargs,
+        "frames": frames,
+        "fps": fps,
+        "max_new_tokens": max_new_tokens,
+        "device": device,
+        "dtype": dtype,
+        "tokens": tokens,
+        **asdict(run),
+    }
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
     summary = RunSummary("answer", total=len(items))
     started = time.perf_counter()
@@ -290,34 +388,72 @@ def answer(
     def key(item: Item) -> tuple:
         return (item.video_id, item.question_id)
 
-    with _open_writer("answer", schema.ANSWER, run, ("video_id", "question_id"), None,
-                      {"options": provenance["options_json"]}) as writer:
+    def identity(item: Item) -> dict[str, Any]:
+        return {
+            "question_id": item.question_id,
+            "question": item.question,
+            "options": list(item.options) if item.options else None,
+            "ground_truth": item.answer,
+        }
+
+    with _open_writer(
+        "answer",
+        schema.ANSWER,
+        run,
+        ("video_id", "question_id"),
+        None,
+        {"options": provenance["options_json"]},
+    ) as writer:
         summary.out = str(writer.out) if hasattr(writer, "out") else run.out
         pending = _pending(items, writer.done_keys(), key)
         summary.skipped = len(items) - len(pending)
         reporter.start("answer", total=len(pending), skipped=summary.skipped)
         _seed_everything(seed)
 
-        def handle(pipe: Pipeline, item: Item, decoded: Frames, video: EncodedVideo, decode_s: float):
+        def handle(
+            pipe: Pipeline,
+            item: Item,
+            decoded: Frames,
+            video: EncodedVideo,
+            decode_s: float,
+            override: Any = None,
+        ):
             prompt = format_question(item.question or "", item.options)
-            result = pipe.answer(video, prompt, max_new_tokens=max_new_tokens)
+            result = pipe.answer(video, prompt, max_new_tokens=max_new_tokens, method=override)
             choice = parse_choice(result.text, item.options) if item.options else None
             return {
-                "question_id": item.question_id,
-                "question": item.question,
-                "options": list(item.options) if item.options else None,
-                "ground_truth": item.answer,
                 "answer": result.text,
                 "choice": choice,
                 "correct": grade(result.text, choice, item.answer, item.options),
                 **_token_columns(pipe, result.stats, decoded, video, decode_s, result.prefill_s),
+                **(
+                    {
+                        "method": f"stored:{override.saved.method_name}",
+                        "keep_requested": override.options.keep,
+                    }
+                    if override is not None
+                    else {}
+                ),
                 "generate_s": result.generate_s,
                 "generated_tokens": len(result.token_ids),
             }
 
         try:
-            _run_model_batch("answer", pending, _pipeline_factory(model, method, device, dtype, method_kwargs),
-                             writer, run, frames, fps, summary, reporter, handle, provenance)
+            _run_model_batch(
+                "answer",
+                pending,
+                _pipeline_factory(model, method, device, dtype, method_kwargs),
+                writer,
+                run,
+                frames,
+                fps,
+                summary,
+                reporter,
+                handle,
+                provenance,
+                identity,
+                tokens_dir=tokens,
+            )
         finally:
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)
@@ -357,8 +493,18 @@ def compress(
     reporter = reporter or NullReporter()
     _validate_sampling(frames, fps)
     method_kwargs = _method_kwargs(keep, layer, query, seed, debias, params)
-    options = {"kind": "compress", "model": model, "method": method, **method_kwargs, "frames": frames,
-               "fps": fps, "device": device, "dtype": dtype, "save_tokens": save_tokens, **asdict(run)}
+    options = {
+        "kind": "compress",
+        "model": model,
+        "method": method,
+        **method_kwargs,
+        "frames": frames,
+        "fps": fps,
+        "device": device,
+        "dtype": dtype,
+        "save_tokens": save_tokens,
+        **asdict(run),
+    }
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=False))
     summary = RunSummary("compress", total=len(items))
     started = time.perf_counter()
@@ -367,17 +513,35 @@ def compress(
     def key(item: Item) -> tuple:
         return (item.video_id, item.question_id)
 
-    with _open_writer("compress", schema.COMPRESS, run, ("video_id", "question_id"), None,
-                      {"options": provenance["options_json"]}) as writer:
+    def identity(item: Item) -> dict[str, Any]:
+        return {"question_id": item.question_id, "question": item.question}
+
+    with _open_writer(
+        "compress",
+        schema.COMPRESS,
+        run,
+        ("video_id", "question_id"),
+        None,
+        {"options": provenance["options_json"]},
+    ) as writer:
         pending = _pending(items, writer.done_keys(), key)
         summary.skipped = len(items) - len(pending)
         reporter.start("compress", total=len(pending), skipped=summary.skipped)
         _seed_everything(seed)
 
-        def handle(pipe: Pipeline, item: Item, decoded: Frames, video: EncodedVideo, decode_s: float):
+        def handle(
+            pipe: Pipeline,
+            item: Item,
+            decoded: Frames,
+            video: EncodedVideo,
+            decode_s: float,
+            override: Any = None,
+        ):
             from mlbcli.prompting import format_question
 
-            prompt = format_question(item.question, item.options) if item.question else DEFAULT_COMPRESS_PROMPT
+            prompt = (
+                format_question(item.question, item.options) if item.question else DEFAULT_COMPRESS_PROMPT
+            )
             stats, state = pipe.reduce(video, prompt)
             tokens_file = None
             if save_tokens:
@@ -389,15 +553,25 @@ def compress(
 
                 write_bias_report(bias_report, item, video, state, stats)
             return {
-                "question_id": item.question_id,
-                "question": item.question,
                 **_token_columns(pipe, stats, decoded, video, decode_s, state.seconds),
                 "tokens_file": tokens_file,
             }
 
         try:
-            _run_model_batch("compress", pending, _pipeline_factory(model, method, device, dtype, method_kwargs),
-                             writer, run, frames, fps, summary, reporter, handle, provenance)
+            _run_model_batch(
+                "compress",
+                pending,
+                _pipeline_factory(model, method, device, dtype, method_kwargs),
+                writer,
+                run,
+                frames,
+                fps,
+                summary,
+                reporter,
+                handle,
+                provenance,
+                identity,
+            )
         finally:
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)
@@ -437,9 +611,19 @@ def summarize(
     if not prompt.strip():
         raise UsageError("--prompt must not be empty")
     method_kwargs = _method_kwargs(keep, layer, query, seed, debias, params)
-    options = {"kind": "summarize", "model": model, "method": method, **method_kwargs, "frames": frames,
-               "fps": fps, "prompt": prompt, "max_new_tokens": max_new_tokens, "device": device,
-               "dtype": dtype, **asdict(run)}
+    options = {
+        "kind": "summarize",
+        "model": model,
+        "method": method,
+        **method_kwargs,
+        "frames": frames,
+        "fps": fps,
+        "prompt": prompt,
+        "max_new_tokens": max_new_tokens,
+        "device": device,
+        "dtype": dtype,
+        **asdict(run),
+    }
     items = [item for item in iter_items(sources, stdin=stdin, require_question=False)]
     # One row per video: a manifest listing a video twice (several questions) is summarised once.
     seen: set[str] = set()
@@ -452,18 +636,32 @@ def summarize(
     def key(item: Item) -> tuple:
         return (item.video_id, prints[item.video_path])
 
-    with _open_writer("summarize", schema.SUMMARIZE, run, ("video_id", "fingerprint"), ("video_id",),
-                      {"options": provenance["options_json"]}) as writer:
+    def identity(item: Item) -> dict[str, Any]:
+        return {"fingerprint": prints[item.video_path] or None, "prompt": prompt}
+
+    with _open_writer(
+        "summarize",
+        schema.SUMMARIZE,
+        run,
+        ("video_id", "fingerprint"),
+        ("video_id",),
+        {"options": provenance["options_json"]},
+    ) as writer:
         pending = _pending(items, writer.done_keys(), key)
         summary.skipped = len(items) - len(pending)
         reporter.start("summarize", total=len(pending), skipped=summary.skipped)
         _seed_everything(seed)
 
-        def handle(pipe: Pipeline, item: Item, decoded: Frames, video: EncodedVideo, decode_s: float):
+        def handle(
+            pipe: Pipeline,
+            item: Item,
+            decoded: Frames,
+            video: EncodedVideo,
+            decode_s: float,
+            override: Any = None,
+        ):
             result = pipe.answer(video, prompt, max_new_tokens=max_new_tokens)
             return {
-                "fingerprint": prints[item.video_path],
-                "prompt": prompt,
                 "summary": result.text,
                 **_token_columns(pipe, result.stats, decoded, video, decode_s, result.prefill_s),
                 "generate_s": result.generate_s,
@@ -471,8 +669,20 @@ def summarize(
             }
 
         try:
-            _run_model_batch("summarize", pending, _pipeline_factory(model, method, device, dtype, method_kwargs),
-                             writer, run, frames, fps, summary, reporter, handle, provenance)
+            _run_model_batch(
+                "summarize",
+                pending,
+                _pipeline_factory(model, method, device, dtype, method_kwargs),
+                writer,
+                run,
+                frames,
+                fps,
+                summary,
+                reporter,
+                handle,
+                provenance,
+                identity,
+            )
         finally:
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)
@@ -498,15 +708,22 @@ def sample(
     reporter = reporter or NullReporter()
     _validate_sampling(frames, fps)
     num_frames = frames if frames is not None or fps is not None else SAMPLE_DEFAULT_FRAMES
-    options = {"kind": "sample", "frames": num_frames, "fps": fps, "contact_sheet": contact_sheet, **asdict(run)}
+    options = {
+        "kind": "sample",
+        "frames": num_frames,
+        "fps": fps,
+        "contact_sheet": contact_sheet,
+        **asdict(run),
+    }
     items = list(iter_items(sources, stdin=stdin, require_question=False))
     seen: set[str] = set()
     items = [i for i in items if not (i.video_id in seen or seen.add(i.video_id))]
     summary = RunSummary("sample", total=len(items))
     started = time.perf_counter()
     provenance = _provenance(options)
-    with _open_writer("sample", schema.SAMPLE, run, ("video_id",), None,
-                      {"options": provenance["options_json"]}) as writer:
+    with _open_writer(
+        "sample", schema.SAMPLE, run, ("video_id",), None, {"options": provenance["options_json"]}
+    ) as writer:
         pending = _pending(items, writer.done_keys(), lambda item: (item.video_id,))
         summary.skipped = len(items) - len(pending)
         reporter.start("sample", total=len(pending), skipped=summary.skipped)
@@ -524,10 +741,17 @@ def sample(
                     row["error"] = _error_text(decoded)
                 else:
                     info = decoded.info
-                    row.update(num_frames_total=info.num_frames_total, fps=info.fps, duration_s=info.duration_s,
-                               width=info.width, height=info.height, codec=info.codec, backend=decoded.backend,
-                               frame_indices=[int(i) for i in decoded.indices],
-                               timestamps_s=[float(t) for t in decoded.timestamps_s])
+                    row.update(
+                        num_frames_total=info.num_frames_total,
+                        fps=info.fps,
+                        duration_s=info.duration_s,
+                        width=info.width,
+                        height=info.height,
+                        codec=info.codec,
+                        backend=decoded.backend,
+                        frame_indices=[int(i) for i in decoded.indices],
+                        timestamps_s=[float(t) for t in decoded.timestamps_s],
+                    )
                     if contact_sheet:
                         from mlbcli.video import contact_sheet as write_sheet
 
@@ -563,3 +787,59 @@ def iter_rows(path: str) -> Iterable[dict[str, Any]]:
     from mlbcli.writers import read_results
 
     return read_results(path).to_pylist()
+
+
+@dataclass
+class FlopsPlan:
+    """`mlb flops`: visual-token FLOPs of a method from the model config alone (no weights)."""
+
+    model: str
+    family: str
+    method: str
+    frames: int
+    visual_tokens: int
+    tokens_per_layer: list[int]
+    flops: float
+    flops_vanilla: float
+
+    @property
+    def ratio(self) -> float:
+        return self.flops / self.flops_vanilla if self.flops_vanilla else 1.0
+
+
+def flops(
+    *,
+    model: str,
+    method: str = "none",
+    keep: float = 1.0,
+    layer: int = 2,
+    frames: int | None = None,
+    debias: Sequence[str] | str | None = None,
+    params: dict[str, Any] | None = None,
+) -> FlopsPlan:
+    """Plan the visual-token LLM FLOPs of `method` (algorithms.md §2) from the checkpoint config."""
+    from mlbcli.flops import LLMDims, tokens_per_layer, visual_flops
+    from mlbcli.models import _load_config, adapter_class_for
+    from mlbcli.selection import MethodOptions, get_method
+
+    config = _load_config(model)
+    adapter_cls = adapter_class_for(config)
+    frames = frames or adapter_cls.default_frames
+    if frames < 1:
+        raise UsageError(f"--frames must be >= 1, got {frames}")
+    dims = LLMDims.from_config(config.text_config if hasattr(config, "text_config") else config)
+    if layer >= dims.num_layers:
+        raise UsageError(f"--layer {layer} does not exist: the model has {dims.num_layers} decoder layers")
+    n = frames * adapter_cls.tokens_per_frame(config)
+    chosen = get_method(method, MethodOptions(**_method_kwargs(keep, layer, "question", 0, debias, params)))
+    schedule = tokens_per_layer(n, chosen.nominal_schedule(n), dims.num_layers)
+    return FlopsPlan(
+        model=model,
+        family=adapter_cls.family,
+        method=method,
+        frames=frames,
+        visual_tokens=n,
+        tokens_per_layer=schedule,
+        flops=visual_flops(schedule, dims),
+        flops_vanilla=visual_flops([n] * dims.num_layers, dims),
+    )

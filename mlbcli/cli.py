@@ -179,6 +179,13 @@ def answer(
     quiet: Quiet = False,
     verbose: Verbose = False,
     seed: Seed = 0,
+    tokens: Annotated[
+        str | None,
+        typer.Option(
+            "--tokens",
+            help="Folder of tokens saved by `compress --save-tokens`: those videos skip decode and encode.",
+        ),
+    ] = None,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
 ) -> None:
@@ -195,6 +202,7 @@ def answer(
         return api.answer(sources, question=question, model=model, method=method, keep=keep, layer=layer,
                           query=query, debias=debias, params=_params(param), frames=frames, fps=fps,
                           max_new_tokens=max_new_tokens, device=device, dtype=dtype, seed=seed,
+                          tokens=tokens,
                           run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
                           reporter=_reporter(quiet, out), stdin=sys.stdin)
 
@@ -321,6 +329,52 @@ def sample(
                           reporter=_reporter(quiet, out), stdin=sys.stdin)
 
     _finish(call)
+
+
+@app.command(
+    epilog="Example: mlb flops --model llava-hf/llava-onevision-qwen2-7b-ov-hf --frames 32 "
+    "--method fastv --keep 0.25 --layer 2"
+)
+def flops(
+    model: Model = DEFAULT_MODEL,
+    method: Method = "none",
+    keep: Keep = 1.0,
+    layer: Layer = 2,
+    frames: Frames = None,
+    debias: Debias = None,
+    param: Param = None,
+) -> None:
+    """Visual-token LLM FLOPs of a method and its ratio to the unpruned model, from the config alone.
+
+    Convention of FastV/FastVID/LLaVA-MLB (one multiply-accumulate = one FLOP, visual tokens only), so
+    the numbers compare with published tables. No weights are loaded.
+    """
+    _setup_logging(False, True)
+    try:
+        from mlbcli import api
+
+        plan = api.flops(
+            model=model,
+            method=method,
+            keep=keep,
+            layer=layer,
+            frames=frames,
+            debias=debias,
+            params=_params(param),
+        )
+    except UsageError as error:
+        typer.echo(f"mlb: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    cuts = sorted(
+        {(i, n) for i, n in enumerate(plan.tokens_per_layer) if i == 0 or n != plan.tokens_per_layer[i - 1]}
+    )
+    typer.echo(f"model          {plan.model} ({plan.family})")
+    typer.echo(f"frames         {plan.frames} -> {plan.visual_tokens} visual tokens")
+    typer.echo(f"method         {plan.method}, keep {keep}")
+    typer.echo("tokens         " + ", ".join(f"{n} from layer {i}" for i, n in cuts))
+    typer.echo(f"vanilla        {plan.flops_vanilla / 1e12:.2f} TFLOPs")
+    typer.echo(f"{plan.method:14s} {plan.flops / 1e12:.2f} TFLOPs")
+    typer.echo(f"ratio          {plan.ratio:.4f}")
 
 
 @app.command()

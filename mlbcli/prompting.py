@@ -79,7 +79,10 @@ def format_question(question: str, options: Sequence[str] | None) -> str:
         return question
     if len(options) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} options are supported, got {len(options)}")
-    lines = [f"{letter}. {_strip_label(str(opt), letter).strip()}" for letter, opt in zip(LETTERS, options)]
+    lines = [
+        f"{letter}. {_strip_label(str(opt), letter).strip()}"
+        for letter, opt in zip(LETTERS[: len(options)], options, strict=True)
+    ]
     return question.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + MC_POST_PROMPT
 
 
@@ -101,7 +104,8 @@ def _is_word_use(letter: str, rest: str, *, lowercase_only: bool = False) -> boo
 
 
 def _option_texts(options: Sequence[str]) -> list[str]:
-    return [_norm_text(_strip_label(str(opt), letter)) for letter, opt in zip(LETTERS, options)]
+    # Options beyond Z have no letter, so they can never be picked: zip truncates on purpose.
+    return [_norm_text(_strip_label(str(opt), letter)) for letter, opt in zip(LETTERS, options, strict=False)]
 
 
 def _match_option_text(response: str, options: Sequence[str], *, exact: bool) -> str | None:
@@ -144,9 +148,12 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
     # 3. a label at the start.
     if (m := _START_LABEL.match(text)) and (letter := ok(m.group(1) or m.group(2))):
         return letter
-    if (m := _START_BARE.match(text)) and not _is_word_use(m.group(1), text[m.end() :]):
-        if letter := ok(m.group(1)):
-            return letter
+    if (
+        (m := _START_BARE.match(text))
+        and not _is_word_use(m.group(1), text[m.end() :])
+        and (letter := ok(m.group(1)))
+    ):
+        return letter
     # 4. answer phrases; the last one counts.
     found = None
     for m in _ANSWER_PHRASE.finditer(text):

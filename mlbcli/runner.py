@@ -127,10 +127,12 @@ class Pipeline:
             tokens.timestamps_s = list(frames.timestamps_s)
         return EncodedVideo(tokens, time.perf_counter() - started)
 
-    def _prefill(self, video: VideoTokens, prompt_text: str, *, stop_after_pruning: bool) -> engine.PrefillResult:
+    def _prefill(
+        self, video: VideoTokens, prompt_text: str, *, stop_after_pruning: bool, method: Method | None = None
+    ) -> engine.PrefillResult:
         adapter = self.adapter
         prompt = adapter.build_prompt(prompt_text, video)
-        plan = self.method.plan(video, prompt)
+        plan = (method or self.method).plan(video, prompt)
         embeds = adapter.embed(prompt, video)
         positions = adapter.position_ids(prompt, video)
         visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
@@ -138,8 +140,11 @@ class Pipeline:
                               stop_after_pruning=stop_after_pruning)
 
     @torch.inference_mode()
-    def answer(self, video: EncodedVideo, prompt_text: str, *, max_new_tokens: int = 32) -> Answer:
-        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=False)
+    def answer(
+        self, video: EncodedVideo, prompt_text: str, *, max_new_tokens: int = 32, method: Method | None = None
+    ) -> Answer:
+        """Answer one prompt about an encoded video (`method` overrides the pipeline's for this call)."""
+        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=False, method=method)
         generation = engine.greedy_decode(self.adapter, state, max_new_tokens=max_new_tokens)
         return Answer(
             text=self.adapter.decode_text(generation.token_ids),

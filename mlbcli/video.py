@@ -10,9 +10,11 @@ it can be written into a result row as is.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -268,7 +270,7 @@ def _av_info(av: Any, name: str) -> VideoInfo:
             duration_s=_av_duration(container, stream, n, fps),
             width=int(ctx.width or 0),
             height=int(ctx.height or 0),
-            codec=ctx.name or None,
+            codec=_codec_of(stream),
         )
     finally:
         container.close()
@@ -282,14 +284,41 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         return _av_info(av, name)
 
 
-def _codec_name(name: str) -> str | None:
-    """Codec of the first video stream, for decord results (decord does not expose it). Never raises."""
+@dataclass(frozen=True)
+class _Header:
+    """What PyAV reads from the container header alone: enough to choose a backend."""
+
+    format_name: str
+    codec: str | None
+
+
+def _codec_of(stream: Any) -> str | None:
+    """Codec id name ("h264", "hevc", "av1"), not the decoder's name ("libdav1d")."""
+    ctx = stream.codec_context
+    codec = getattr(ctx, "codec", None)
+    return getattr(codec, "canonical_name", None) or ctx.name or None
+
+
+def _read_header(av: Any, name: str) -> _Header:
+    container = _open_av(av, name)
     try:
-        av = _import_av()
-        with av.open(name, mode="r") as container:
-            return container.streams.video[0].codec_context.name or None
-    except Exception:
-        return None
+        stream = _video_stream(container, name)
+        return _Header(format_name=str(container.format.name), codec=_codec_of(stream))
+    finally:
+        container.close()
+
+
+# decord 0.6 / decord2 3.4 seek to keyframes and count frames themselves, and silently return the WRONG
+# frames for some inputs (measured against a sequential PyAV decode of synthetic clips): HEVC with
+# B-frames (mp4 and mkv), H.264 in AVI, H.264 with B-frames in MPEG-TS, MPEG-1/2 in MPEG-PS/TS, WMV2
+# in ASF (also garbage timestamps). Frame-exact in every trial: H.264, MPEG-4 part 2, VP8, VP9 and AV1
+# in MP4/MOV, Matroska/WebM and FLV. So "auto" uses decord only for these pairs and PyAV otherwise.
+_DECORD_SAFE_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "flv"})
+_DECORD_SAFE_CODECS = frozenset({"h264", "mpeg4", "vp8", "vp9", "av1", "flv1"})
+
+
+def _decord_is_exact_for(header: _Header) -> bool:
+    return header.format_name in _DECORD_SAFE_FORMATS and header.codec in _DECORD_SAFE_CODECS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,8 +335,10 @@ def decode_frames(
 ) -> Frames:
     """Decode the frames chosen by :func:`mlbcli.sampling.sample_indices` as one RGB uint8 array.
 
-    ``backend="auto"`` tries decord and falls back to PyAV when decord cannot open or decode the file;
-    ``Frames.backend`` records which one produced the result. Raises ``VideoDecodeError`` only.
+    ``backend="auto"`` reads the container header with PyAV (cheap; gives the codec and clear errors for
+    non-videos), decodes with decord where decord is known to be frame-exact, and with PyAV otherwise or
+    when decord fails. ``Frames.backend`` records which one produced the result. Raises
+    ``VideoDecodeError`` for any problem with the file.
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -317,16 +348,28 @@ def decode_frames(
     with quiet_native_stderr():
         if backend == "pyav":
             return _decode_pyav(name, num_frames, fps)
+        if backend == "decord":
+            return _decode_decord(name, num_frames, fps, codec=_codec_or_none(name))
+        header = _read_header(_import_av(), name)
+        if not _decord_is_exact_for(header):
+            logger.debug("%s: %s in %s -> PyAV", name, header.codec, header.format_name)
+            return _decode_pyav(name, num_frames, fps)
         try:
-            return _decode_decord(name, num_frames, fps)
+            return _decode_decord(name, num_frames, fps, codec=header.codec)
         except VideoDecodeError as exc:
-            if backend == "decord":
-                raise
             logger.debug("decord failed on %s (%s); falling back to PyAV", name, exc)
             return _decode_pyav(name, num_frames, fps)
 
 
-def _decode_decord(name: str, num_frames: int | None, fps: float | None) -> Frames:
+def _codec_or_none(name: str) -> str | None:
+    """Codec for an explicit decord decode; PyAV may fail where decord works, so never raise."""
+    try:
+        return _read_header(_import_av(), name).codec
+    except VideoDecodeError:
+        return None
+
+
+def _decode_decord(name: str, num_frames: int | None, fps: float | None, *, codec: str | None) -> Frames:
     try:
         import decord
     except ImportError as exc:
@@ -354,6 +397,8 @@ def _decode_decord(name: str, num_frames: int | None, fps: float | None) -> Fram
     finally:
         del vr
     array = _as_rgb_uint8(array, name)
+    timestamps = [float(t) for t in np.asarray(stamps).reshape(len(indices), -1)[:, 0]]
+    _check_timestamps(timestamps, name)
     info = VideoInfo(
         path=name,
         num_frames_total=n,
@@ -361,17 +406,28 @@ def _decode_decord(name: str, num_frames: int | None, fps: float | None) -> Fram
         duration_s=end if end > 0 else (n / native_fps if native_fps > 0 else 0.0),
         width=int(array.shape[2]),
         height=int(array.shape[1]),
-        codec=_codec_name(name),
+        codec=codec,
     )
-    timestamps = [float(t) for t in np.asarray(stamps).reshape(len(indices), -1)[:, 0]]
     return Frames(array=array, indices=list(indices), timestamps_s=timestamps, info=info, backend="decord")
 
 
+def _check_timestamps(timestamps: list[float], name: str) -> None:
+    """decord's seek index goes wrong on some containers and then reports nonsense times: refuse those."""
+    ok = all(math.isfinite(t) and t > -1e-3 for t in timestamps) and all(
+        b > a for a, b in itertools.pairwise(timestamps)
+    )
+    if not ok:
+        raise VideoDecodeError(f"{name}: decord returned inconsistent timestamps")
+
+
+_DECORD_NOISE = re.compile(r"\[\d{2}:\d{2}:\d{2}\]\s*\S+\.(?:cc|h|cpp):\d+:\s*")
+
+
 def _first_line(exc: BaseException) -> str:
-    """decord messages embed C++ source locations and newlines; keep the last informative line short."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text[:200]
+    """decord messages embed timestamps, C++ source locations and newlines; keep a short plain cause."""
+    text = _DECORD_NOISE.sub("", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
 def _as_rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:
@@ -511,6 +567,7 @@ def make_test_video(
     codec: str = "libx264",
     seed: int = 0,
     pattern: str = "moving",
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write a small deterministic synthetic clip with PyAV and return its path.
 
@@ -518,6 +575,8 @@ def make_test_video(
     ``flash`` (four scenes with different background colours and objects: hard cuts at frames
     ``num_frames * k // 4``, for segment detection) and ``static`` (an almost still scene, for redundancy
     tests). The ``seed`` perturbs colours and positions; same arguments give the same frames.
+    ``container_options`` go to the muxer, e.g. ``{"movflags": "faststart"}`` to put the MP4 index first
+    (then a truncated copy still opens, which tests partial decoding).
     """
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; choose one of {', '.join(PATTERNS)}")
@@ -529,12 +588,15 @@ def make_test_video(
     rng = np.random.default_rng(seed)
     scene = _SceneParams.random(rng)
     rate = Fraction(fps).limit_denominator(1001)
-    with quiet_native_stderr(), av.open(str(out), mode="w") as container:
+    with quiet_native_stderr(), av.open(str(out), mode="w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = width, height
         stream.pix_fmt = _pick_pix_fmt(stream)
-        if codec in ("libx264", "libx265"):
+        if codec == "libx264":
             stream.options = {"threads": "1"}  # single-threaded: byte-identical output for a seed
+        elif codec == "libx265":
+            # x265 prints its statistics with its own logger, outside FFmpeg's log level.
+            stream.options = {"x265-params": "log-level=error:frame-threads=1"}
         for i in range(num_frames):
             rgb = _render(pattern, i, num_frames, width, height, scene)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")

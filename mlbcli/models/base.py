@@ -85,6 +85,16 @@ class ModelAdapter(abc.ABC):
     def model_class(cls) -> type:
         """The transformers class to instantiate (imported lazily)."""
 
+    @classmethod
+    @abc.abstractmethod
+    def tokens_per_frame(cls, config: Any) -> int:
+        """Visual tokens one frame becomes, from the checkpoint config alone (for `mlb flops`)."""
+
+    @classmethod
+    def structural_tokens(cls, config: Any, num_frames: int) -> int:
+        """Non-prunable visual-block tokens (e.g. OneVision's image_newline); not counted as visual."""
+        return 0
+
     # -- vision side -----------------------------------------------------------------------------------
     @abc.abstractmethod
     def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:

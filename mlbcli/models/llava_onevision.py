@@ -13,7 +13,7 @@ size with bicubic + antialias, rescale by 1/255 and normalise with the checkpoin
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
 
@@ -33,6 +33,16 @@ class LlavaOnevisionAdapter(ModelAdapter):
         from transformers import LlavaOnevisionForConditionalGeneration
 
         return LlavaOnevisionForConditionalGeneration
+
+    @classmethod
+    def tokens_per_frame(cls, config: Any) -> int:
+        vision = config.vision_config
+        side = math.ceil((vision.image_size // vision.patch_size) / 2)  # bilinear 2x pooling, rounded up
+        return side * side
+
+    @classmethod
+    def structural_tokens(cls, config: Any, num_frames: int) -> int:
+        return 1  # one image_newline after the last frame
 
     # -- vision side -------------------------------------------------------------------------------------
     @property

@@ -55,6 +55,9 @@ class Method(abc.ABC):
     description: ClassVar[str]
     #: True when the method's selection depends on the question (so `compress` needs a prompt).
     query_aware: ClassVar[bool] = False
+    #: Where the method cuts tokens: "input" (before the LLM), "layer" (before decoder layer
+    #: `options.layer`), or None (never). Used by `mlb flops` to plan without running the model.
+    prune_point: ClassVar[str | None] = "input"
 
     def __init__(self, options: MethodOptions | None = None):
         self.options = options or MethodOptions()
@@ -62,6 +65,17 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
         """The keep schedule for one (video, prompt) request."""
+
+    def nominal_schedule(self, num_visual: int) -> dict[int, int]:
+        """Visual tokens from each pruning layer on, as planned (`flops.tokens_per_layer` format).
+
+        Content-dependent methods (deduplication, merging by similarity) may realise a different
+        count; the measured one is in every output row.
+        """
+        if self.prune_point is None or self.options.keep >= 1.0:
+            return {}
+        layer = 0 if self.prune_point == "input" else self.options.layer
+        return {layer: token_budget(num_visual, self.options.keep)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options})"

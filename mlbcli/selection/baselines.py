@@ -40,6 +40,7 @@ def grid_cells(h: int, w: int, cells: int) -> list[list[int]]:
 class NoPruning(Method):
     name = "none"
     description = "Keep every visual token (the reference)."
+    prune_point = None
 
     def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
         return PrunePlan()

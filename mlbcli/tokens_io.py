@@ -1,0 +1,180 @@
+"""Saved visual tokens: `compress --save-tokens DIR` writes them, `answer --tokens DIR` reuses them.
+
+The vision tower is most of the cost of a video question on small LLMs (stack.md: 70-80 %), so a
+video compressed once can be asked many questions later without decoding or encoding it again.
+
+What is stored (one safetensors file per video, named after the video id):
+- methods that prune only before the LLM and ignore the question (uniform, random, visionzip, dycoke):
+  the *reduced* tokens: `kept_ids` [k], `kept` [k, D] (merged/pooled states included) and the
+  `appended` [m, D] tokens. Reusing them reproduces that method's run exactly.
+- every other method (its selection depends on the question or happens inside the LLM): the full
+  encoded tokens `features` [T, N, D], so any method can run on them at answer time.
+Metadata records the model, frame count, timestamps and the video's size-mtime fingerprint; a file
+whose video changed since is ignored (the video is decoded and encoded again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mlbcli import engine
+from mlbcli.models.base import VideoTokens
+from mlbcli.selection.base import Method, MethodOptions
+
+if TYPE_CHECKING:
+    from mlbcli.runner import EncodedVideo, Pipeline
+    from mlbcli.sources import Item
+    from mlbcli.video import Frames
+
+FORMAT_VERSION = "1"
+
+
+def tokens_path(folder: str | Path, video_id: str) -> Path:
+    from mlbcli.api import _safe_name
+
+    return Path(folder) / f"{_safe_name(video_id)}.safetensors"
+
+
+def _is_reusable_reduction(method: Method) -> bool:
+    return not method.query_aware and method.name != "none"
+
+
+def save_video_tokens(
+    folder: str | Path, item: Item, video: EncodedVideo, frames: Frames, pipe: Pipeline
+) -> Path:
+    from safetensors.torch import save_file
+
+    from mlbcli.sources import fingerprint
+
+    tokens = video.tokens
+    tensors: dict[str, torch.Tensor] = {}
+    reduced = False
+    if _is_reusable_reduction(pipe.method):
+        plan = pipe.method.plan(tokens, None)  # query-agnostic methods do not look at the prompt
+        if set(plan.steps) == {0}:
+            flat = tokens.features.reshape(-1, tokens.features.shape[-1])  # [T*N, D]
+            n = flat.shape[0]
+            ctx = engine.LayerContext(0, flat[None], torch.arange(n), torch.arange(n), None)
+            decision = plan.steps[0](ctx)
+            tensors["kept_ids"] = decision.keep.to(torch.int64)
+            tensors["kept"] = decision.replace if decision.replace is not None else flat[decision.keep]
+            if decision.append is not None:
+                tensors["appended"] = decision.append
+            reduced = True
+    if not reduced:
+        tensors["features"] = tokens.features
+    if tokens.extra is not None:
+        tensors["extra"] = tokens.extra
+    if tokens.frame_features is not None:
+        tensors["frame_features"] = tokens.frame_features
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "model": pipe.adapter.model_id,
+        "video_id": item.video_id,
+        "video_path": item.video_path,
+        "fingerprint": fingerprint(item.video_path),
+        "shape": json.dumps([tokens.num_frames, tokens.tokens_per_frame, int(tokens.features.shape[-1])]),
+        "grid": json.dumps(list(tokens.grid)),
+        "frames": str(len(frames.indices)),
+        "timestamps_s": json.dumps([float(t) for t in frames.timestamps_s]),
+        "reduced": json.dumps(reduced),
+        "method": pipe.method.name,
+        "keep": str(pipe.method.options.keep),
+    }
+    target = tokens_path(folder, item.video_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, target)
+    return target
+
+
+class SavedTokens:
+    """A saved file loaded back: the video's tokens, and the stored reduction if there is one."""
+
+    def __init__(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]):
+        self.path = path
+        self.metadata = metadata
+        T, N, D = json.loads(metadata["shape"])
+        h, w = json.loads(metadata["grid"])
+        self.reduced = json.loads(metadata["reduced"])
+        features = tensors.get("features")
+        if features is None:  # dropped tokens are never read (pruned before layer 0): zeros are fine
+            features = torch.zeros(T * N, D, dtype=tensors["kept"].dtype)
+            features[tensors["kept_ids"]] = tensors["kept"]
+            features = features.view(T, N, D)
+        self.tensors = tensors
+        self.timestamps_s = json.loads(metadata["timestamps_s"])
+        self.tokens = VideoTokens(
+            features=features,
+            grid=(h, w),
+            extra=tensors.get("extra"),
+            frame_features=tensors.get("frame_features"),
+            timestamps_s=self.timestamps_s,
+        )
+
+    @property
+    def method_name(self) -> str:
+        return self.metadata["method"]
+
+    def stored_reduction(self) -> Method:
+        """A method that replays the stored pre-LLM reduction."""
+        return StoredReduction(self)
+
+
+def load_video_tokens(folder: str | Path, item: Item, model_id: str) -> SavedTokens | None:
+    """The saved tokens of `item`'s video, or None when absent, for another model, or stale."""
+    from safetensors import safe_open
+
+    from mlbcli.sources import fingerprint
+
+    path = tokens_path(folder, item.video_id)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("format_version") != FORMAT_VERSION or metadata.get("model") != model_id:
+            return None
+        try:
+            if metadata.get("fingerprint") != fingerprint(item.video_path):
+                return None
+        except OSError:
+            pass  # the video itself is gone: the saved tokens are all we have, use them
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    return SavedTokens(path, tensors, metadata)
+
+
+class StoredReduction(Method):
+    """Replays a reduction saved by `compress --save-tokens` (deliberately not in the --method registry)."""
+
+    name = "stored"
+    description = "Replay the reduction stored with saved tokens (used by `answer --tokens`)."
+
+    def __init__(self, saved: SavedTokens | None = None, options: MethodOptions | None = None):
+        super().__init__(options or MethodOptions(keep=float(saved.metadata["keep"]) if saved else 1.0))
+        self.saved = saved
+
+    def plan(self, video: VideoTokens, prompt: Any) -> engine.PrunePlan:
+        if self.saved is None:
+            from mlbcli.errors import UsageError
+
+            raise UsageError("the 'stored' method is used through `mlb answer --tokens DIR`")
+        kept_ids = self.saved.tensors["kept_ids"]
+        kept = self.saved.tensors["kept"]
+        appended = self.saved.tensors.get("appended")
+
+        def replay(ctx: engine.LayerContext) -> engine.LayerKeep:
+            device = ctx.hidden.device
+            return engine.LayerKeep(
+                keep=kept_ids.to(device),
+                replace=kept.to(device, ctx.hidden.dtype),
+                append=None if appended is None else appended.to(device, ctx.hidden.dtype),
+            )
+
+        return engine.PrunePlan(steps={0: replay})
