@@ -78,7 +78,7 @@ Timeout = Annotated[float, typer.Option("--decode-timeout", help="Abandon a vide
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    level = logging.DEBUG if verbose else logging.WARNING  # progress lines come from the reporter
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not verbose:
         # transformers/hub chatter (progress bars, advisory warnings) is noise for batch users.

@@ -82,13 +82,20 @@ def _worker_main(conn: multiprocessing.connection.Connection, log_level: int) ->
 
 
 def _configure_worker_logging(level: int) -> None:
-    """Mirror the parent's mlbcli log level; in DEBUG, show worker logs on stderr with the pid."""
+    """Mirror the parent's mlbcli log level. In DEBUG, show worker logs on stderr tagged with the pid;
+    otherwise drop them (a NullHandler stops logging's last-resort stderr output), because worker
+    lines would tear the parent's progress display and what matters reaches the parent in the result
+    (errors, ``Frames.warning``)."""
     root = logging.getLogger("mlbcli")
     root.setLevel(level)
-    if level <= logging.DEBUG and not root.handlers:
-        handler = logging.StreamHandler()
+    if root.handlers:
+        return
+    if level <= logging.DEBUG:
+        handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(f"[decode-worker {os.getpid()}] %(name)s: %(message)s"))
-        root.addHandler(handler)
+    else:
+        handler = logging.NullHandler()
+    root.addHandler(handler)
 
 
 def _portable_exception(exc: BaseException) -> BaseException:

@@ -308,7 +308,7 @@ def _read_header(av: Any, name: str) -> _Header:
         container.close()
 
 
-# decord 0.6 / decord2 3.4 seek to keyframes and count frames themselves, and silently return the WRONG
+# decord (decord2 3.4.0 here) seeks to keyframes with its own frame index and silently returns the WRONG
 # frames for some inputs (measured against a sequential PyAV decode of synthetic clips): HEVC with
 # B-frames (mp4 and mkv), H.264 in AVI, H.264 with B-frames in MPEG-TS, MPEG-1/2 in MPEG-PS/TS, WMV2
 # in ASF (also garbage timestamps). Frame-exact in every trial: H.264, MPEG-4 part 2, VP8, VP9 and AV1
@@ -344,21 +344,33 @@ def decode_frames(
         raise UsageError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if num_frames is None and fps is None:
         raise UsageError("decode_frames needs num_frames or fps")
+    if num_frames is not None and num_frames < 1:
+        raise UsageError(f"number of frames must be >= 1, got {num_frames}")
+    if fps is not None and not (fps > 0 and math.isfinite(fps)):
+        raise UsageError(f"fps must be a positive number, got {fps}")
     name = _check_file(path)
     with quiet_native_stderr():
-        if backend == "pyav":
-            return _decode_pyav(name, num_frames, fps)
-        if backend == "decord":
-            return _decode_decord(name, num_frames, fps, codec=_codec_or_none(name))
-        header = _read_header(_import_av(), name)
-        if not _decord_is_exact_for(header):
-            logger.debug("%s: %s in %s -> PyAV", name, header.codec, header.format_name)
-            return _decode_pyav(name, num_frames, fps)
-        try:
-            return _decode_decord(name, num_frames, fps, codec=header.codec)
-        except VideoDecodeError as exc:
-            logger.debug("decord failed on %s (%s); falling back to PyAV", name, exc)
-            return _decode_pyav(name, num_frames, fps)
+        frames = _decode_with(backend, name, num_frames, fps)
+    if frames.warning:
+        # Logged outside the quiet block: fd 2 is /dev/null inside it, and the log handler may use it.
+        logger.warning("%s: %s", name, frames.warning)
+    return frames
+
+
+def _decode_with(backend: str, name: str, num_frames: int | None, fps: float | None) -> Frames:
+    if backend == "pyav":
+        return _decode_pyav(name, num_frames, fps)
+    if backend == "decord":
+        return _decode_decord(name, num_frames, fps, codec=_codec_or_none(name))
+    header = _read_header(_import_av(), name)
+    if not _decord_is_exact_for(header):
+        logger.debug("%s: %s in %s -> PyAV", name, header.codec, header.format_name)
+        return _decode_pyav(name, num_frames, fps)
+    try:
+        return _decode_decord(name, num_frames, fps, codec=header.codec)
+    except VideoDecodeError as exc:
+        logger.debug("decord failed on %s (%s); falling back to PyAV", name, exc)
+        return _decode_pyav(name, num_frames, fps)
 
 
 def _codec_or_none(name: str) -> str | None:
@@ -466,7 +478,6 @@ def _decode_pyav(name: str, num_frames: int | None, fps: float | None) -> Frames
             f"only {result.decoded} of {info.num_frames_total} frames could be decoded "
             "(file truncated or corrupt); sampled from those"
         )
-        logger.warning("%s: %s", name, warning)
         indices = sample_indices(result.decoded, native_fps, num_frames=num_frames, fps=fps)
         if not set(indices) <= result.kept.keys():
             result = _pyav_pass(av, name, set(indices), stop_after=indices[-1])

@@ -75,7 +75,9 @@ def test_fps_spacing_follows_the_target_rate(n: int, native: float, target: floa
 
 
 @given(n=totals, native=rates, target=rates, cap=st.integers(min_value=1, max_value=64))
-def test_fps_cap_falls_back_to_uniform_over_fps_samples(n: int, native: float, target: float, cap: int) -> None:
+def test_fps_cap_falls_back_to_uniform_over_fps_samples(
+    n: int, native: float, target: float, cap: int
+) -> None:
     full = fps_indices(n, native, target)
     capped = fps_indices(n, native, target, max_frames=cap)
     _well_formed(capped, n)

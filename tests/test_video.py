@@ -65,7 +65,13 @@ def test_frames_array_and_metadata(clips: dict[str, Path]) -> None:
     assert frames.timestamps_s == pytest.approx([i / 8 for i in frames.indices])
     assert all(b > a for a, b in zip(frames.timestamps_s, frames.timestamps_s[1:], strict=False))
     info = frames.info
-    assert (info.num_frames_total, info.fps, info.width, info.height, info.codec) == (32, 8.0, 160, 120, "h264")
+    assert (info.num_frames_total, info.fps, info.width, info.height, info.codec) == (
+        32,
+        8.0,
+        160,
+        120,
+        "h264",
+    )
     assert info.duration_s == pytest.approx(4.0)
     assert frames.warning is None
     # The synthetic content moves: consecutive sampled frames differ.
@@ -244,11 +250,14 @@ def test_video_extensions() -> None:
     assert is_video_path("A/B/CLIP.MP4") and not is_video_path("notes.txt")
 
 
-@pytest.mark.parametrize(("name", "columns", "tile_width", "size"), [
-    ("sheet.png", None, 160, (3 * 160, 3 * 120)),  # 8 tiles -> ceil(sqrt(8)) = 3 columns, 3 rows
-    ("sheet.jpg", 4, 80, (4 * 80, 2 * 60)),
-    ("sheet.JPEG", 10, 40, (8 * 40, 30)),  # never more columns than tiles
-])
+@pytest.mark.parametrize(
+    ("name", "columns", "tile_width", "size"),
+    [
+        ("sheet.png", None, 160, (3 * 160, 3 * 120)),  # 8 tiles -> ceil(sqrt(8)) = 3 columns, 3 rows
+        ("sheet.jpg", 4, 80, (4 * 80, 2 * 60)),
+        ("sheet.JPEG", 10, 40, (8 * 40, 30)),  # never more columns than tiles
+    ],
+)
 def test_contact_sheet(clips: dict[str, Path], tmp_path: Path, name, columns, tile_width, size) -> None:
     frames = decode_frames(clips["mp4"], num_frames=8)
     out = contact_sheet(frames, tmp_path / "sub" / name, columns=columns, tile_width=tile_width)
@@ -281,3 +290,16 @@ def test_quiet_native_stderr_hides_fd2_and_restores_it(capfd: pytest.CaptureFixt
     err = capfd.readouterr().err
     assert "before" in err and "after" in err and "shown" in err
     assert "hidden" not in err
+
+
+def test_fast_path_imports_no_decoder_or_torch() -> None:
+    """`mlb --help` and source listing import these modules: decoders, PIL and torch must stay lazy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlbcli.video, mlbcli.sources, mlbcli.prefetch, mlbcli.sampling;"
+        "print(','.join(m for m in ('torch', 'transformers', 'av', 'decord', 'PIL', 'pyarrow') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == ""

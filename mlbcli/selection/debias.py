@@ -37,7 +37,7 @@ def allocate(total: int, weights: Sequence[float], capacities: Sequence[int],
     """
     k = len(capacities)
     caps = [max(0, int(c)) for c in capacities]
-    alloc = [min(int(f), c) for f, c in zip(floors or [0] * k, caps)]
+    alloc = [min(int(f), c) for f, c in zip(floors or [0] * k, caps, strict=True)]
     total = min(int(total), sum(caps))
     remaining = total - sum(alloc)
     if remaining < 0:
@@ -49,14 +49,14 @@ def allocate(total: int, weights: Sequence[float], capacities: Sequence[int],
         if not math.isfinite(wsum) or wsum <= 0:
             w, wsum = [1.0] * len(active), float(len(active))
         shares = [remaining * wj / wsum for wj in w]
-        full = [j for j, s in zip(active, shares) if alloc[j] + s >= caps[j]]
+        full = [j for j, s in zip(active, shares, strict=True) if alloc[j] + s >= caps[j]]
         if full:
             for j in full:
                 remaining -= caps[j] - alloc[j]
                 alloc[j] = caps[j]
             continue
         base = [math.floor(s) for s in shares]
-        for j, b in zip(active, base):
+        for j, b in zip(active, base, strict=True):
             alloc[j] += b
         left = remaining - sum(base)
         order = sorted(range(len(active)), key=lambda i: (-(shares[i] - base[i]), i))
@@ -91,15 +91,19 @@ def segment_budgets(total: int, segments: torch.Tensor, relevance: torch.Tensor 
                     min_fraction: float, temperature: float, capacities: Sequence[int]) -> list[int]:
     """AdaTP global debiasing: budget per segment, summing exactly to min(total, sum(capacities)).
 
-    weight_j = |s_j| * exp((r_j - max r) / temperature) (length prior x question relevance); floor_j =
+    weight_j = |s_j| * exp(z_j / temperature) (length prior x question relevance, z_j = relevance
+    standardised over segments); floor_j =
     floor(min_fraction * total * |s_j| / T), so no segment (e.g. the middle of the video) can be
     starved by attention that piles up at the two ends of the sequence.
     """
     lengths = torch.bincount(segments).tolist()
     T = sum(lengths)
     r = relevance.float() if relevance is not None else torch.zeros(len(lengths))
-    boost = torch.exp((r - r.max()) / temperature).tolist()
-    weights = [n * b for n, b in zip(lengths, boost)]
+    # z-score across segments: cosines in the LLM embedding space have a model-dependent scale, so
+    # the temperature is in standard deviations (scale-free across models).
+    z = (r - r.mean()) / r.std().clamp_min(1e-6) if r.numel() > 1 else torch.zeros_like(r)
+    boost = torch.exp((z - z.max()) / temperature).tolist()
+    weights = [n * b for n, b in zip(lengths, boost, strict=True)]
     floors = [math.floor(min_fraction * total * n / T) for n in lengths]
     return allocate(total, weights, capacities, floors)
 

@@ -39,9 +39,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict([
     _hp("min_segment_budget", float, 0.25,
         "global: each segment keeps at least this fraction of its even (length-proportional) share of "
         "the budget (AdaTP b_min).", ("global", "adatp"), 0.0, 1.0),
-    _hp("relevance_temperature", float, 0.05,
-        "global: segment weight = length * exp(relevance / this); relevance = cosine between the mean "
-        "question-token input embedding and the segment's mean visual token. Smaller = sharper.",
+    _hp("relevance_temperature", float, 1.0,
+        "global: segment weight = length * exp(z / this), z = relevance standardised over segments; "
+        "relevance = cosine between the mean question-token input embedding and the segment's mean "
+        "visual token. Smaller = sharper.",
         ("global", "adatp"), 1e-6, None),
     _hp("dedup_threshold", float, 0.9,
         "local: inside a segment, drop a token whose cosine with the same grid position in the previous "

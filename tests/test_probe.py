@@ -1,0 +1,47 @@
+"""The engine's layer-K probe equals the rows of eager attention (`output_attentions=True`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlbcli import engine
+
+QUESTION = "What is happening in the video?"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir, tiny_adapter):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    eager = LlavaOnevisionForConditionalGeneration.from_pretrained(
+        str(tiny_model_dir), attn_implementation="eager", dtype=torch.float32).eval()
+    frames = np.random.default_rng(3).integers(0, 255, (6, 90, 120, 3), dtype=np.uint8)
+    video = tiny_adapter.encode(tiny_adapter.preprocess(frames))
+    prompt = tiny_adapter.build_prompt(QUESTION, video)
+    embeds = tiny_adapter.embed(prompt, video)
+    positions = tiny_adapter.position_ids(prompt, video)
+    with torch.inference_mode():
+        out = eager.model.language_model(inputs_embeds=embeds, position_ids=positions, output_attentions=True)
+    return tiny_adapter, video, prompt, embeds, positions, out.attentions
+
+
+def _keep_all(ctx: engine.LayerContext) -> engine.LayerKeep:
+    return engine.LayerKeep(keep=torch.arange(ctx.visual_slots.numel()))
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+@pytest.mark.parametrize("query", ["question", "last"])
+def test_probe_matches_eager_attention(setup, layer, query):
+    adapter, video, prompt, embeds, positions, attentions = setup
+    visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
+    plan = engine.PrunePlan(steps={layer: _keep_all}, needs_scores=frozenset({layer}), query=query)
+    state = engine.prefill(adapter, embeds, positions, visual, prompt.question_index, plan)
+    rows = prompt.question_index if query == "question" else torch.tensor([prompt.length - 1])
+    expected = attentions[layer - 1][0].float()[:, rows].mean(dim=(0, 1))[visual]  # [n]
+    assert state.scores[layer - 1].shape == (video.num_visual,)
+    torch.testing.assert_close(state.scores[layer - 1], expected, rtol=0, atol=1e-5)
+    # Keeping everything after probing changes nothing downstream.
+    plain = engine.prefill(adapter, embeds, positions, visual, prompt.question_index)
+    torch.testing.assert_close(state.logits, plain.logits, rtol=0, atol=1e-5)
