@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from mlbcli import __version__
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.progress import NullReporter, Reporter
-from mlbcli.sources import Item, fingerprint, group_by_video, iter_items
+from mlbcli.sources import Item, fingerprint, iter_items
 
 if TYPE_CHECKING:
     from mlbcli.runner import EncodedVideo, Pipeline, TokenStats
@@ -176,6 +176,7 @@ def _token_columns(
         "frame_timestamps_s": [float(t) for t in frames.timestamps_s],
         **stats.as_row(),
         "segments": json.dumps(stats.info, default=str) if stats.info else None,
+        "decode_warning": getattr(frames, "warning", None),
         "decode_s": decode_s,
         "encode_s": video.encode_s,
         "prefill_s": prefill_s,
@@ -213,7 +214,12 @@ def _run_model_batch(
         return
     pipe = pipe_factory()
     num_frames = frames if frames is not None or fps is not None else pipe.default_frames
-    groups = list(group_by_video(good))
+    # All questions about one video form one group, even when a manifest interleaves videos: every
+    # video is decoded and encoded once. Groups keep the order of each video's first appearance.
+    by_video: dict[str, list[Item]] = {}
+    for item in good:
+        by_video.setdefault(item.video_path, []).append(item)
+    groups = list(by_video.values())
     saved_groups: list[tuple[list[Item], Any]] = []
     if tokens_dir:  # videos whose tokens `compress --save-tokens` stored skip decoding and encoding
         from mlbcli.tokens_io import load_video_tokens
@@ -751,6 +757,7 @@ def sample(
                         backend=decoded.backend,
                         frame_indices=[int(i) for i in decoded.indices],
                         timestamps_s=[float(t) for t in decoded.timestamps_s],
+                        decode_warning=decoded.warning,
                     )
                     if contact_sheet:
                         from mlbcli.video import contact_sheet as write_sheet

@@ -36,6 +36,7 @@ _TOKENS = [
     pa.field("appended_tokens", pa.int64()),
     pa.field("attention_per_frame", pa.list_(pa.float64())),
     pa.field("segments", pa.string()),  # method diagnostics, JSON (segment bounds and budgets...)
+    pa.field("decode_warning", pa.string()),  # e.g. a truncated file: only part of it could be decoded
     pa.field("decode_s", pa.float64()),
     pa.field("encode_s", pa.float64()),
     pa.field("prefill_s", pa.float64()),
@@ -100,6 +101,7 @@ SAMPLE = pa.schema(
         pa.field("frame_indices", pa.list_(pa.int64())),
         pa.field("timestamps_s", pa.list_(pa.float64())),
         pa.field("contact_sheet", pa.string()),
+        pa.field("decode_warning", pa.string()),
         pa.field("decode_s", pa.float64()),
         pa.field("error", pa.string()),
         pa.field("origin", pa.string()),

@@ -298,3 +298,18 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "mlbcli", "--version"], capture_output=True, text=True,
                          env={**os.environ}, check=True).stdout
     assert out.startswith("mlb ")
+
+
+def test_each_video_is_encoded_once_for_all_its_questions(tiny_model_dir, clips, tmp_path, monkeypatch):
+    from mlbcli.runner import Pipeline
+
+    calls = []
+    original = Pipeline.encode
+    monkeypatch.setattr(Pipeline, "encode", lambda self, frames: calls.append(1) or original(self, frames))
+    manifest = clips / "m.jsonl"
+    questions = [("a.mp4", "One?"), ("b.mp4", "Two?"), ("a.mp4", "Three?"), ("b.mp4", "Four?"), ("a.mp4", "Five?")]
+    manifest.write_text("".join(json.dumps({"video": v, "question": q}) + "\n" for v, q in questions))
+    out = tmp_path / "once.parquet"
+    assert run(["answer", manifest, "--model", tiny_model_dir, "--out", out, *FAST]).exit_code == 0
+    assert len(calls) == 2
+    assert len(rows(out)) == 5

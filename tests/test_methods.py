@@ -280,3 +280,18 @@ def test_bias_report_png(tiny_adapter, encoded, tmp_path, method):
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 100
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(0, 40), G=st.integers(1, 5), seed=st.integers(0, 999), data=st.data())
+def test_select_grouped_matches_reference(n, G, seed, data):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 5, (n,), generator=g).float()  # many ties
+    groups = torch.randint(0, G, (n,), generator=g)
+    budgets = data.draw(st.lists(st.integers(0, 10), min_size=G, max_size=G))
+    expected = []
+    for k in range(G):
+        members = [i for i in range(n) if groups[i] == k]
+        members.sort(key=lambda i: (-float(scores[i]), i))
+        expected += members[: budgets[k]]
+    assert D.select_grouped(scores, groups, budgets).tolist() == sorted(expected)

@@ -138,38 +138,63 @@ def select_topk(scores: torch.Tensor, budget: int) -> torch.Tensor:
 
 
 def select_grouped(scores: torch.Tensor, groups: torch.Tensor, budgets: Sequence[int]) -> torch.Tensor:
-    """Top-`budgets[g]` of the candidates in each group `groups` [n] (group ids 0..G-1), ascending."""
-    chosen = []
-    for g, b in enumerate(budgets):
-        members = (groups == g).nonzero().squeeze(1)
-        if b > 0 and members.numel():
-            chosen.append(members[select_topk(scores[members], b)])
-    if not chosen:
+    """Top-`budgets[g]` of the candidates in each group `groups` [n] (group ids 0..G-1), ascending.
+
+    Vectorised (one sort, no per-group loop): order by (group, -score, index), rank inside the group,
+    keep ranks below the group's budget.
+    """
+    if scores.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
-    return torch.cat(chosen).sort().values
+    order = torch.sort(-scores.float(), stable=True).indices  # by score, ties: lower index first
+    order = order[torch.sort(groups[order], stable=True).indices]  # then by group (stable)
+    sorted_groups = groups[order]
+    first = torch.searchsorted(sorted_groups, sorted_groups, right=False)  # start of each group's run
+    rank = torch.arange(order.numel()) - first
+    limit = torch.as_tensor(list(budgets), dtype=torch.long)
+    return order[rank < limit[sorted_groups]].sort().values
 
 
-def select_grid(scores: torch.Tensor, positions: torch.Tensor, grid: tuple[int, int], budget: int,
-                cells_per_side: int = 0) -> torch.Tensor:
-    """LLaVA-MLB GAPool (select mode) inside one frame: most attended tokens of each spatial cell.
+def grid_cell_ids(grid: tuple[int, int], budget: int, cells_per_side: int = 0) -> torch.Tensor:
+    """[h*w] cell id of every grid position when a frame with `budget` tokens is split into cells.
 
-    `scores` [n] and `positions` [n] (0..h*w-1) are the frame's candidates. The frame is split into
-    `budget` cells (cells_per_side=0) or min(g*g, budget) cells, the budget is split evenly over cells
-    (capped by each cell's candidates, spill-over to the others) and each cell keeps its top tokens.
+    `budget` cells (cells_per_side=0: one token per cell, the finest balanced grid) or
+    min(g*g, budget) cells; ragged cells via `grid_cells`.
     """
     h, w = grid
-    budget = min(int(budget), scores.numel())
-    if budget <= 0:
-        return torch.zeros(0, dtype=torch.long)
     n_cells = budget if cells_per_side <= 0 else min(cells_per_side * cells_per_side, budget)
-    n_cells = min(n_cells, h * w)
+    n_cells = max(1, min(n_cells, h * w))
     cell_of_position = torch.empty(h * w, dtype=torch.long)
     for c, members in enumerate(grid_cells(h, w, n_cells)):
         cell_of_position[members] = c
-    cells = cell_of_position[positions.cpu()]  # [n]
-    caps = torch.bincount(cells, minlength=n_cells).tolist()
-    per_cell = allocate(budget, [1.0] * n_cells, caps)
-    return select_grouped(scores.cpu(), cells, per_cell)
+    return cell_of_position
+
+
+def select_grid(scores: torch.Tensor, frames: torch.Tensor, positions: torch.Tensor, grid: tuple[int, int],
+                frame_budgets: Sequence[int], cells_per_side: int = 0) -> torch.Tensor:
+    """LLaVA-MLB GAPool (select mode): in every frame, the most attended tokens of each spatial cell.
+
+    `scores`, `frames`, `positions` [n] describe the candidates (positions 0..h*w-1). Frame t's budget
+    is split evenly over its cells (`grid_cell_ids`), capped by each cell's candidates with spill-over
+    to the other cells of the frame; each cell keeps its top tokens. Returns ascending indices.
+    """
+    h, w = grid
+    layouts: dict[int, torch.Tensor] = {}  # even frame budgets take at most two distinct values
+    group = torch.full_like(frames, -1)
+    budgets: list[int] = []
+    for t, b in enumerate(frame_budgets):
+        members = (frames == t).nonzero().squeeze(1)
+        b = min(int(b), members.numel())
+        if b <= 0:
+            continue
+        if b not in layouts:
+            layouts[b] = grid_cell_ids(grid, b, cells_per_side)
+        cells = layouts[b][positions[members]]  # [m] cell of each candidate of the frame
+        n_cells = int(layouts[b].max()) + 1
+        caps = torch.bincount(cells, minlength=n_cells).tolist()
+        group[members] = cells + len(budgets)
+        budgets += allocate(b, [1.0] * n_cells, caps)
+    alive = (group >= 0).nonzero().squeeze(1)
+    return alive[select_grouped(scores[alive], group[alive], budgets)]
 
 
 def per_group_mass(scores: torch.Tensor, groups: torch.Tensor, num_groups: int) -> list[float]:

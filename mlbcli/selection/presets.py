@@ -26,7 +26,7 @@ from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D
-from mlbcli.selection.base import Method, register_method, token_budget
+from mlbcli.selection.base import Method, MethodOptions, register_method, token_budget
 from mlbcli.selection.baselines import frame_budgets
 from mlbcli.selection.params import resolve_params
 
@@ -112,12 +112,7 @@ def attention_select(
         keep = D.select_topk(scores, budget)
     if per_frame is not None:
         info["frame_budgets"] = per_frame
-        chosen = []
-        for t, b in enumerate(per_frame):
-            members = (frames == t).nonzero().squeeze(1)
-            if b > 0:
-                chosen.append(members[D.select_grid(scores[members], positions[members], grid, b, cells_per_side)])
-        keep = torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
+        keep = D.select_grid(scores, frames, positions, grid, per_frame, cells_per_side)
     # Diagnostics for the bias report: the probe's attention mass per frame over all candidates, and
     # over the kept tokens only (what the selection actually spends its budget on), each summing to 1.
     info["attention_per_frame"] = D.per_group_mass(scores, frames, num_frames)
@@ -131,6 +126,10 @@ class _AttentionPreset(Method):
     default_debias: ClassVar[tuple[str, ...]] = ()
     query_aware = True
     prune_point = "layer"
+
+    def __init__(self, options: MethodOptions | None = None):
+        super().__init__(options)
+        resolve_params(self.options.params, self.debiasers())  # UsageError at construction, before any work
 
     def debiasers(self) -> tuple[str, ...]:
         return parse_debias(self.options.debias, self.default_debias)
@@ -256,6 +255,10 @@ class LlavaMLB(_AttentionPreset):
 class _PreLLMPreset(Method):
     prune_point = "input"
 
+    def __init__(self, options: MethodOptions | None = None):
+        super().__init__(options)
+        self._check()  # UsageError at construction, before any work
+
     def _check(self) -> dict[str, Any]:
         if self.options.debias is not None and parse_debias(self.options.debias, ()) != ():
             raise UsageError(f"--method {self.name} prunes before the LLM without attention scores and takes "
@@ -331,7 +334,17 @@ class DyCokeTTM(_PreLLMPreset):
             x = ctx.hidden[0, ctx.visual_slots].view(T, N, -1)  # [T, N, D]
             mask = D.dycoke_keep(x, ratio, window)  # [T, N]
             keep = mask.flatten().nonzero().squeeze(1)
-            return LayerKeep(keep=keep.to(ctx.visual_slots.device),
-                             info={"merge_ratio": ratio, "merge_window": window, "kept_per_frame": mask.sum(1).tolist()})
+            info = {"merge_ratio": ratio, "merge_window": window, "kept_per_frame": mask.sum(1).tolist()}
+            return LayerKeep(keep=keep.to(ctx.visual_slots.device), info=info)
 
         return PrunePlan(steps={0: prune})
+
+    def nominal_schedule(self, num_visual: int) -> dict[int, int]:
+        """Expected retention of full windows, (1 + (w-1)(1-K)) / w (not --keep: K is clamped to [0, 1])."""
+        params = self._check()
+        window, ratio = params["merge_window"], params["merge_ratio"]
+        if ratio is None:
+            if self.options.keep >= 1.0:
+                return {}
+            ratio = D.dycoke_ratio(self.options.keep, window)
+        return {0: max(1, min(num_visual, round(num_visual * (1 + (window - 1) * (1 - ratio)) / window)))}
