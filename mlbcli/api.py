@@ -157,109 +157,216 @@ def _decoded(
         waited = time.perf_counter()
 
 
-def _pending(items: list[Item], done: set[tuple], key: Callable[[Item], tuple]) -> list[Item]:
-    return [item for item in items if key(item) not in done]
-
-
 def _base_row(item: Item) -> dict[str, Any]:
     return {"video_id": item.video_id, "video_path": item.video_path, "origin": item.origin}
 
 
-def _token_columns(
-    pipe: Pipeline, stats: TokenStats, frames: Frames, video: EncodedVideo, decode_s: float, prefill_s: float
-) -> dict[str, Any]:
-    return {
-        "model": pipe.adapter.model_id,
-        "method": pipe.method.name,
-        "keep_requested": pipe.method.options.keep,
-        "frames": len(frames.indices),
-        "frame_timestamps_s": [float(t) for t in frames.timestamps_s],
-        **stats.as_row(),
-        "segments": json.dumps(stats.info, default=str) if stats.info else None,
-        "decode_warning": getattr(frames, "warning", None),
-        "decode_s": decode_s,
-        "encode_s": video.encode_s,
-        "prefill_s": prefill_s,
-    }
+def _unique_videos(items: list[Item]) -> list[Item]:
+    """One item per video (for per-video commands): a manifest may list a video several times."""
+    seen: set[str] = set()
+    return [item for item in items if not (item.video_id in seen or seen.add(item.video_id))]
 
 
-def _run_model_batch(
+Emit = Callable[[Item, dict[str, Any]], None]
+
+
+def _run_batch(
     kind: str,
+    schema: Any,
     items: list[Item],
-    pipe_factory: Callable[[], Pipeline],
-    writer: Any,
+    *,
+    key: Callable[[Item], tuple],
+    skip_key: Sequence[str],
+    unique_key: Sequence[str] | None,
+    identity: Callable[[Item], dict[str, Any]],
+    work: Callable[[list[Item], Emit, dict[str, Any]], None],
+    options: dict[str, Any],
     run: RunOptions,
+    reporter: Reporter | None,
+) -> RunSummary:
+    """The harness every command shares: writer, resume, error rows, progress, summary.
+
+    `work(pending, emit, provenance)` processes the items not done yet and calls `emit(item, row)` once
+    per item. Rows get the item's identity columns (`identity`) and the run's provenance; items whose
+    source line was broken become error rows without reaching `work`. Error rows carry the key columns
+    too, so a resumed run retries them instead of adding a second row.
+    """
+    reporter = reporter or NullReporter()
+    summary = RunSummary(kind, total=len(items))
+    started = time.perf_counter()
+    provenance = _provenance(options)
+    with _open_writer(
+        kind, schema, run, skip_key, unique_key, {"options": provenance["options_json"]}
+    ) as writer:
+        summary.out = writer.out
+        pending = [item for item in items if key(item) not in writer.done_keys()]
+        summary.skipped = len(items) - len(pending)
+        reporter.start(kind, total=len(pending), skipped=summary.skipped)
+
+        def emit(item: Item, row: dict[str, Any]) -> None:
+            row = {**_base_row(item), **identity(item), **row, **provenance}
+            writer.write(row)
+            summary.record(row)
+            reporter.advance(row)
+            if run.fail_fast and row.get("error"):
+                raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
+
+        try:
+            for item in pending:
+                if item.error:  # a broken manifest line: an error row, the batch goes on
+                    emit(item, {"error": item.error})
+            work([item for item in pending if not item.error], emit, provenance)
+        finally:
+            summary.seconds = time.perf_counter() - started
+            reporter.finish(summary)
+    return summary
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model, method and sampling a model command runs with (validated before any work)."""
+
+    model: str
+    method: str = "none"
+    keep: float = 1.0
+    layer: int = 2
+    query: str = "question"
+    debias: tuple[str, ...] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    frames: int | None = None
+    fps: float | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _validate_sampling(self.frames, self.fps)
+        self.method_options()  # UsageError on bad --keep/--layer/--query before any work
+
+    def method_options(self) -> Any:
+        from mlbcli.selection import MethodOptions
+
+        return MethodOptions(
+            keep=self.keep,
+            layer=self.layer,
+            query=self.query,
+            seed=self.seed,
+            debias=self.debias,
+            params=dict(self.params),
+        )
+
+    def pipeline(self) -> Pipeline:
+        from mlbcli.runner import Pipeline
+        from mlbcli.selection import get_method
+
+        method = get_method(self.method, self.method_options())
+        return Pipeline(self.model, method=method, device=self.device, dtype=self.dtype)
+
+
+def _model_spec(
+    model: str,
+    method: str,
+    keep: float,
+    layer: int,
+    query: str,
+    debias: Sequence[str] | str | None,
+    params: dict[str, Any] | None,
+    seed: int,
     frames: int | None,
     fps: float | None,
-    summary: RunSummary,
-    reporter: Reporter,
-    handle: Callable[..., dict[str, Any]],
-    provenance: dict[str, Any],
-    identity: Callable[[Item], dict[str, Any]],
-    tokens_dir: str | None = None,
-) -> None:
-    """Shared loop of answer/compress/summarize: decode ahead, encode once per video, one row per item.
+    device: str,
+    dtype: str,
+) -> ModelSpec:
+    if isinstance(debias, str):
+        debias = tuple(part.strip() for part in debias.split(",") if part.strip())
+    return ModelSpec(
+        model=model,
+        method=method,
+        keep=keep,
+        layer=layer,
+        query=query,
+        debias=tuple(debias) if debias is not None else None,
+        params=dict(params or {}),
+        seed=seed,
+        frames=frames,
+        fps=fps,
+        device=device,
+        dtype=dtype,
+    )
 
-    `identity` gives the key columns of an item's row; error rows carry them too, so that a resumed run
-    recognises (and retries) them instead of adding a second row.
+
+Handle = Callable[..., dict[str, Any]]
+
+
+def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: str | None = None):
+    """`work` for answer/compress/summarize: decode ahead, encode once per video, `handle` each item.
+
+    `handle(pipe, item, frames, video, override)` returns the row's result columns; `override` is the
+    replayed reduction of tokens saved by `compress --save-tokens`, or None.
     """
-    broken = [item for item in items if item.error]
-    for item in broken:  # broken manifest lines: an error row each, the batch goes on
-        row = {**_base_row(item), **identity(item), "error": item.error, **provenance}
-        writer.write(row)
-        summary.record(row)
-        reporter.advance(row)
-    good = [item for item in items if not item.error]
-    if not good:
-        return
-    pipe = pipe_factory()
-    num_frames = frames if frames is not None or fps is not None else pipe.default_frames
-    # All questions about one video form one group, even when a manifest interleaves videos: every
-    # video is decoded and encoded once. Groups keep the order of each video's first appearance.
-    by_video: dict[str, list[Item]] = {}
-    for item in good:
-        by_video.setdefault(item.video_path, []).append(item)
-    groups = list(by_video.values())
-    saved_groups: list[tuple[list[Item], Any]] = []
-    if tokens_dir:  # videos whose tokens `compress --save-tokens` stored skip decoding and encoding
-        from mlbcli.tokens_io import load_video_tokens
 
-        remaining = []
-        for group in groups:
-            saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
-            (saved_groups.append((group, saved)) if saved is not None else remaining.append(group))
-        groups = remaining
+    def work(items: list[Item], emit: Emit, provenance: dict[str, Any]) -> None:
+        if not items:
+            return
+        import torch
 
-    def emit(item: Item, row: dict[str, Any]) -> None:
-        writer.write(row)
-        summary.record(row)
-        reporter.advance(row)
-        if run.fail_fast and row.get("error"):
-            raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
+        torch.manual_seed(spec.seed)
+        pipe = spec.pipeline()
+        num_frames = spec.frames if spec.frames is not None or spec.fps is not None else pipe.default_frames
+        # All questions about one video form one group, even when a manifest interleaves videos: every
+        # video is decoded and encoded once. Groups keep the order of each video's first appearance.
+        by_video: dict[str, list[Item]] = {}
+        for item in items:
+            by_video.setdefault(item.video_path, []).append(item)
+        groups = list(by_video.values())
 
-    def run_group(
-        group: list[Item],
-        decoded: Any,
-        video: Any,
-        error: BaseException | None,
-        decode_s: float,
-        override: Any = None,
-    ) -> None:
-        for item in group:
-            base = {**_base_row(item), **identity(item)}
-            if error is not None:
-                row = {**base, "error": _error_text(error), "decode_s": decode_s, **provenance}
-            else:
+        def run_group(
+            group: list[Item],
+            frames: Any,
+            video: Any,
+            error: BaseException | None,
+            decode_s: float,
+            override: Any = None,
+        ) -> None:
+            for item in group:
+                if error is not None:
+                    emit(item, {"error": _error_text(error), "decode_s": decode_s})
+                    continue
                 try:
-                    row = {**base, **handle(pipe, item, decoded, video, decode_s, override), **provenance}
+                    row = handle(pipe, item, frames, video, override)
+                except Exception as exc:  # one bad item never stops the batch
+                    log.debug("failed on %s", item.video_path, exc_info=True)
+                    row = {"error": _error_text(exc)}
+                emit(item, {**row, "decode_s": decode_s})
+
+        if tokens_dir:  # videos whose tokens `compress --save-tokens` stored skip decoding and encoding
+            groups = _run_saved_groups(groups, tokens_dir, pipe, run_group)
+        for group, decoded, decode_s in _decoded(groups, run, num_frames, spec.fps):
+            video, error = None, decoded if isinstance(decoded, BaseException) else None
+            if error is None:
+                try:
+                    video = pipe.encode(decoded)
                 except Exception as exc:
-                    log.debug("%s failed for %s", kind, item.video_path, exc_info=True)
-                    row = {**base, "error": _error_text(exc), **provenance}
-            emit(item, row)
+                    log.debug("encode failed for %s", group[0].video_path, exc_info=True)
+                    error = exc
+            run_group(group, decoded, video, error, decode_s)
 
-    for group, saved in saved_groups:
-        from mlbcli.runner import EncodedVideo
+    return work
 
+
+def _run_saved_groups(
+    groups: list[list[Item]], tokens_dir: str, pipe: Pipeline, run_group: Callable[..., None]
+) -> list[list[Item]]:
+    """Answer the groups whose tokens are saved in `tokens_dir`; return the others (to decode)."""
+    from mlbcli.runner import EncodedVideo
+    from mlbcli.tokens_io import load_video_tokens
+
+    remaining = []
+    for group in groups:
+        saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
+        if saved is None:
+            remaining.append(group)
+            continue
         override, error = None, None
         if saved.reduced:
             override = saved.stored_reduction()
@@ -268,19 +375,9 @@ def _run_model_batch(
                     f"{saved.path.name} holds tokens already reduced by {saved.method_name!r}; "
                     "use --method none with them, or save unreduced tokens (compress --method none)"
                 )
-        stand_in = _SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
-        run_group(group, stand_in, EncodedVideo(saved.tokens, 0.0), error, 0.0, override)
-
-    for group, decoded, decode_s in _decoded(groups, run, num_frames, fps):
-        video = None
-        error: BaseException | None = decoded if isinstance(decoded, BaseException) else None
-        if error is None:
-            try:
-                video = pipe.encode(decoded)
-            except Exception as exc:  # one bad video never stops the batch
-                log.debug("encode failed for %s", group[0].video_path, exc_info=True)
-                error = exc
-        run_group(group, decoded, video, error, decode_s)
+        frames = _SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
+        run_group(group, frames, EncodedVideo(saved.tokens, 0.0), error, 0.0, override)
+    return remaining
 
 
 @dataclass
@@ -289,39 +386,30 @@ class _SavedFrames:
 
     indices: list[int]
     timestamps_s: list[float]
+    warning: str | None = None
 
 
-def _pipeline_factory(model: str, method: str, device: str, dtype: str, method_kwargs: dict[str, Any]):
-    def build() -> Pipeline:
-        from mlbcli.runner import Pipeline
-
-        return Pipeline(model, method=method, device=device, dtype=dtype, **method_kwargs)
-
-    return build
-
-
-def _method_kwargs(
-    keep: float,
-    layer: int,
-    query: str,
-    seed: int,
-    debias: Sequence[str] | str | None,
-    params: dict[str, Any] | None,
+def _token_columns(
+    pipe: Pipeline,
+    stats: TokenStats,
+    frames: Any,
+    video: EncodedVideo,
+    prefill_s: float,
+    override: Any = None,
 ) -> dict[str, Any]:
-    from mlbcli.selection import MethodOptions
-
-    if isinstance(debias, str):
-        debias = tuple(part.strip() for part in debias.split(",") if part.strip())
-    kwargs = {
-        "keep": keep,
-        "layer": layer,
-        "query": query,
-        "seed": seed,
-        "debias": tuple(debias) if debias is not None else None,
-        "params": dict(params or {}),
+    method = pipe.method
+    return {
+        "model": pipe.adapter.model_id,
+        "method": f"stored:{override.saved.method_name}" if override is not None else method.name,
+        "keep_requested": (override or method).options.keep,
+        "frames": len(frames.indices),
+        "frame_timestamps_s": [float(t) for t in frames.timestamps_s],
+        **stats.as_row(),
+        "segments": json.dumps(stats.info, default=str) if stats.info else None,
+        "decode_warning": frames.warning,
+        "encode_s": video.encode_s,
+        "prefill_s": prefill_s,
     }
-    MethodOptions(**kwargs)  # validate before any work (UsageError on bad values)
-    return kwargs
 
 
 def _validate_sampling(frames: int | None, fps: float | None) -> None:
@@ -331,10 +419,9 @@ def _validate_sampling(frames: int | None, fps: float | None) -> None:
         raise UsageError(f"--fps must be > 0, got {fps}")
 
 
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
+def _options(kind: str, spec: ModelSpec | None, run: RunOptions, **extra: Any) -> dict[str, Any]:
+    """Every option of the run, recorded in each row (`options_json`) for reproducibility."""
+    return {"kind": kind, **(asdict(spec) if spec else {}), **extra, **asdict(run)}
 
 
 def answer(
@@ -368,31 +455,27 @@ def answer(
     from mlbcli.prompting import format_question, grade, parse_choice
 
     run = run or RunOptions()
-    reporter = reporter or NullReporter()
-    _validate_sampling(frames, fps)
+    spec = _model_spec(model, method, keep, layer, query, debias, params, seed, frames, fps, device, dtype)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
-    method_kwargs = _method_kwargs(keep, layer, query, seed, debias, params)
-    options = {
-        "kind": "answer",
-        "model": model,
-        "method": method,
-        **method_kwargs,
-        "frames": frames,
-        "fps": fps,
-        "max_new_tokens": max_new_tokens,
-        "device": device,
-        "dtype": dtype,
-        "tokens": tokens,
-        **asdict(run),
-    }
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
-    summary = RunSummary("answer", total=len(items))
-    started = time.perf_counter()
-    provenance = _provenance(options)
 
-    def key(item: Item) -> tuple:
-        return (item.video_id, item.question_id)
+    def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
+        result = pipe.answer(
+            video,
+            format_question(item.question or "", item.options),
+            max_new_tokens=max_new_tokens,
+            method=override,
+        )
+        choice = parse_choice(result.text, item.options) if item.options else None
+        return {
+            "answer": result.text,
+            "choice": choice,
+            "correct": grade(result.text, choice, item.answer, item.options),
+            **_token_columns(pipe, result.stats, frames, video, result.prefill_s, override),
+            "generate_s": result.generate_s,
+            "generated_tokens": len(result.token_ids),
+        }
 
     def identity(item: Item) -> dict[str, Any]:
         return {
@@ -402,68 +485,19 @@ def answer(
             "ground_truth": item.answer,
         }
 
-    with _open_writer(
+    return _run_batch(
         "answer",
         schema.ANSWER,
-        run,
-        ("video_id", "question_id"),
-        None,
-        {"options": provenance["options_json"]},
-    ) as writer:
-        summary.out = str(writer.out) if hasattr(writer, "out") else run.out
-        pending = _pending(items, writer.done_keys(), key)
-        summary.skipped = len(items) - len(pending)
-        reporter.start("answer", total=len(pending), skipped=summary.skipped)
-        _seed_everything(seed)
-
-        def handle(
-            pipe: Pipeline,
-            item: Item,
-            decoded: Frames,
-            video: EncodedVideo,
-            decode_s: float,
-            override: Any = None,
-        ):
-            prompt = format_question(item.question or "", item.options)
-            result = pipe.answer(video, prompt, max_new_tokens=max_new_tokens, method=override)
-            choice = parse_choice(result.text, item.options) if item.options else None
-            return {
-                "answer": result.text,
-                "choice": choice,
-                "correct": grade(result.text, choice, item.answer, item.options),
-                **_token_columns(pipe, result.stats, decoded, video, decode_s, result.prefill_s),
-                **(
-                    {
-                        "method": f"stored:{override.saved.method_name}",
-                        "keep_requested": override.options.keep,
-                    }
-                    if override is not None
-                    else {}
-                ),
-                "generate_s": result.generate_s,
-                "generated_tokens": len(result.token_ids),
-            }
-
-        try:
-            _run_model_batch(
-                "answer",
-                pending,
-                _pipeline_factory(model, method, device, dtype, method_kwargs),
-                writer,
-                run,
-                frames,
-                fps,
-                summary,
-                reporter,
-                handle,
-                provenance,
-                identity,
-                tokens_dir=tokens,
-            )
-        finally:
-            summary.seconds = time.perf_counter() - started
-            reporter.finish(summary)
-    return summary
+        items,
+        key=lambda item: (item.video_id, item.question_id),
+        skip_key=("video_id", "question_id"),
+        unique_key=None,
+        identity=identity,
+        work=_model_work(spec, run, handle, tokens),
+        run=run,
+        reporter=reporter,
+        options=_options("answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens),
+    )
 
 
 def compress(
@@ -491,97 +525,43 @@ def compress(
     """Encode + token reduction + per-video token statistics, no generation (see schema.COMPRESS).
 
     Query-aware methods score tokens against the item's question, `question`, or a generic prompt.
-    `save_tokens` stores the encoded visual tokens per video (safetensors) for `answer --tokens`.
+    `save_tokens` stores each video's tokens (safetensors) for `answer --tokens`; `bias_report` writes a
+    PNG per video with the attention bias and what the method kept.
     """
     from mlbcli import schema
+    from mlbcli.prompting import format_question
 
     run = run or RunOptions()
-    reporter = reporter or NullReporter()
-    _validate_sampling(frames, fps)
-    method_kwargs = _method_kwargs(keep, layer, query, seed, debias, params)
-    options = {
-        "kind": "compress",
-        "model": model,
-        "method": method,
-        **method_kwargs,
-        "frames": frames,
-        "fps": fps,
-        "device": device,
-        "dtype": dtype,
-        "save_tokens": save_tokens,
-        **asdict(run),
-    }
+    spec = _model_spec(model, method, keep, layer, query, debias, params, seed, frames, fps, device, dtype)
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=False))
-    summary = RunSummary("compress", total=len(items))
-    started = time.perf_counter()
-    provenance = _provenance(options)
 
-    def key(item: Item) -> tuple:
-        return (item.video_id, item.question_id)
+    def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
+        prompt = format_question(item.question, item.options) if item.question else DEFAULT_COMPRESS_PROMPT
+        stats, state = pipe.reduce(video, prompt)
+        tokens_file = None
+        if save_tokens:
+            from mlbcli.tokens_io import save_video_tokens
 
-    def identity(item: Item) -> dict[str, Any]:
-        return {"question_id": item.question_id, "question": item.question}
+            tokens_file = str(save_video_tokens(save_tokens, item, video, frames, pipe))
+        if bias_report:
+            from mlbcli.report import write_bias_report
 
-    with _open_writer(
+            write_bias_report(bias_report, item, video, state, stats)
+        return {**_token_columns(pipe, stats, frames, video, state.seconds), "tokens_file": tokens_file}
+
+    return _run_batch(
         "compress",
         schema.COMPRESS,
-        run,
-        ("video_id", "question_id"),
-        None,
-        {"options": provenance["options_json"]},
-    ) as writer:
-        pending = _pending(items, writer.done_keys(), key)
-        summary.skipped = len(items) - len(pending)
-        reporter.start("compress", total=len(pending), skipped=summary.skipped)
-        _seed_everything(seed)
-
-        def handle(
-            pipe: Pipeline,
-            item: Item,
-            decoded: Frames,
-            video: EncodedVideo,
-            decode_s: float,
-            override: Any = None,
-        ):
-            from mlbcli.prompting import format_question
-
-            prompt = (
-                format_question(item.question, item.options) if item.question else DEFAULT_COMPRESS_PROMPT
-            )
-            stats, state = pipe.reduce(video, prompt)
-            tokens_file = None
-            if save_tokens:
-                from mlbcli.tokens_io import save_video_tokens
-
-                tokens_file = str(save_video_tokens(save_tokens, item, video, decoded, pipe))
-            if bias_report:
-                from mlbcli.report import write_bias_report
-
-                write_bias_report(bias_report, item, video, state, stats)
-            return {
-                **_token_columns(pipe, stats, decoded, video, decode_s, state.seconds),
-                "tokens_file": tokens_file,
-            }
-
-        try:
-            _run_model_batch(
-                "compress",
-                pending,
-                _pipeline_factory(model, method, device, dtype, method_kwargs),
-                writer,
-                run,
-                frames,
-                fps,
-                summary,
-                reporter,
-                handle,
-                provenance,
-                identity,
-            )
-        finally:
-            summary.seconds = time.perf_counter() - started
-            reporter.finish(summary)
-    return summary
+        items,
+        key=lambda item: (item.video_id, item.question_id),
+        skip_key=("video_id", "question_id"),
+        unique_key=None,
+        identity=lambda item: {"question_id": item.question_id, "question": item.question},
+        work=_model_work(spec, run, handle),
+        run=run,
+        reporter=reporter,
+        options=_options("compress", spec, run, save_tokens=save_tokens, bias_report=bias_report),
+    )
 
 
 def summarize(
@@ -612,87 +592,34 @@ def summarize(
     from mlbcli import schema
 
     run = run or RunOptions()
-    reporter = reporter or NullReporter()
-    _validate_sampling(frames, fps)
+    spec = _model_spec(model, method, keep, layer, query, debias, params, seed, frames, fps, device, dtype)
     if not prompt.strip():
         raise UsageError("--prompt must not be empty")
-    method_kwargs = _method_kwargs(keep, layer, query, seed, debias, params)
-    options = {
-        "kind": "summarize",
-        "model": model,
-        "method": method,
-        **method_kwargs,
-        "frames": frames,
-        "fps": fps,
-        "prompt": prompt,
-        "max_new_tokens": max_new_tokens,
-        "device": device,
-        "dtype": dtype,
-        **asdict(run),
-    }
-    items = [item for item in iter_items(sources, stdin=stdin, require_question=False)]
-    # One row per video: a manifest listing a video twice (several questions) is summarised once.
-    seen: set[str] = set()
-    items = [i for i in items if not (i.video_id in seen or seen.add(i.video_id))]
-    prints = {item.video_path: (fingerprint(item.video_path) if not item.error else "") for item in items}
-    summary = RunSummary("summarize", total=len(items))
-    started = time.perf_counter()
-    provenance = _provenance(options)
+    items = _unique_videos(list(iter_items(sources, stdin=stdin, require_question=False)))
+    prints = {item.video_path: fingerprint(item.video_path) for item in items if not item.error}
 
-    def key(item: Item) -> tuple:
-        return (item.video_id, prints[item.video_path])
+    def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
+        result = pipe.answer(video, prompt, max_new_tokens=max_new_tokens)
+        return {
+            "summary": result.text,
+            **_token_columns(pipe, result.stats, frames, video, result.prefill_s),
+            "generate_s": result.generate_s,
+            "generated_tokens": len(result.token_ids),
+        }
 
-    def identity(item: Item) -> dict[str, Any]:
-        return {"fingerprint": prints[item.video_path] or None, "prompt": prompt}
-
-    with _open_writer(
+    return _run_batch(
         "summarize",
         schema.SUMMARIZE,
-        run,
-        ("video_id", "fingerprint"),
-        ("video_id",),
-        {"options": provenance["options_json"]},
-    ) as writer:
-        pending = _pending(items, writer.done_keys(), key)
-        summary.skipped = len(items) - len(pending)
-        reporter.start("summarize", total=len(pending), skipped=summary.skipped)
-        _seed_everything(seed)
-
-        def handle(
-            pipe: Pipeline,
-            item: Item,
-            decoded: Frames,
-            video: EncodedVideo,
-            decode_s: float,
-            override: Any = None,
-        ):
-            result = pipe.answer(video, prompt, max_new_tokens=max_new_tokens)
-            return {
-                "summary": result.text,
-                **_token_columns(pipe, result.stats, decoded, video, decode_s, result.prefill_s),
-                "generate_s": result.generate_s,
-                "generated_tokens": len(result.token_ids),
-            }
-
-        try:
-            _run_model_batch(
-                "summarize",
-                pending,
-                _pipeline_factory(model, method, device, dtype, method_kwargs),
-                writer,
-                run,
-                frames,
-                fps,
-                summary,
-                reporter,
-                handle,
-                provenance,
-                identity,
-            )
-        finally:
-            summary.seconds = time.perf_counter() - started
-            reporter.finish(summary)
-    return summary
+        items,
+        key=lambda item: (item.video_id, prints.get(item.video_path)),
+        skip_key=("video_id", "fingerprint"),
+        unique_key=("video_id",),
+        identity=lambda item: {"fingerprint": prints.get(item.video_path), "prompt": prompt},
+        work=_model_work(spec, run, handle),
+        run=run,
+        reporter=reporter,
+        options=_options("summarize", spec, run, prompt=prompt, max_new_tokens=max_new_tokens),
+    )
 
 
 def sample(
@@ -711,73 +638,53 @@ def sample(
     from mlbcli import schema
 
     run = run or RunOptions()
-    reporter = reporter or NullReporter()
     _validate_sampling(frames, fps)
     num_frames = frames if frames is not None or fps is not None else SAMPLE_DEFAULT_FRAMES
-    options = {
-        "kind": "sample",
-        "frames": num_frames,
-        "fps": fps,
-        "contact_sheet": contact_sheet,
-        **asdict(run),
-    }
-    items = list(iter_items(sources, stdin=stdin, require_question=False))
-    seen: set[str] = set()
-    items = [i for i in items if not (i.video_id in seen or seen.add(i.video_id))]
-    summary = RunSummary("sample", total=len(items))
-    started = time.perf_counter()
-    provenance = _provenance(options)
-    with _open_writer(
-        "sample", schema.SAMPLE, run, ("video_id",), None, {"options": provenance["options_json"]}
-    ) as writer:
-        pending = _pending(items, writer.done_keys(), lambda item: (item.video_id,))
-        summary.skipped = len(items) - len(pending)
-        reporter.start("sample", total=len(pending), skipped=summary.skipped)
-        try:
-            for item in (i for i in pending if i.error):
-                row = {**_base_row(item), "error": item.error, **provenance}
-                writer.write(row)
-                summary.record(row)
-                reporter.advance(row)
-            good = [[i] for i in pending if not i.error]
-            for group, decoded, decode_s in _decoded(good, run, num_frames, fps):
-                item = group[0]
-                row = {**_base_row(item), "decode_s": decode_s, **provenance}
-                if isinstance(decoded, BaseException):
-                    row["error"] = _error_text(decoded)
-                else:
-                    info = decoded.info
-                    row.update(
-                        num_frames_total=info.num_frames_total,
-                        fps=info.fps,
-                        duration_s=info.duration_s,
-                        width=info.width,
-                        height=info.height,
-                        codec=info.codec,
-                        backend=decoded.backend,
-                        frame_indices=[int(i) for i in decoded.indices],
-                        timestamps_s=[float(t) for t in decoded.timestamps_s],
-                        decode_warning=decoded.warning,
-                    )
-                    if contact_sheet:
-                        from mlbcli.video import contact_sheet as write_sheet
+    items = _unique_videos(list(iter_items(sources, stdin=stdin, require_question=False)))
 
-                        target = Path(contact_sheet) / (_safe_name(item.video_id) + ".jpg")
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        try:
-                            write_sheet(decoded, target)
-                            row["contact_sheet"] = str(target)
-                        except Exception as exc:
-                            row["error"] = f"contact sheet: {_error_text(exc)}"
-                writer.write(row)
-                summary.record(row)
-                reporter.advance(row)
-                if run.fail_fast and row.get("error"):
-                    raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
-        finally:
-            summary.seconds = time.perf_counter() - started
-            reporter.finish(summary)
-    return summary
+    def work(pending: list[Item], emit: Emit, provenance: dict[str, Any]) -> None:
+        for group, decoded, decode_s in _decoded([[item] for item in pending], run, num_frames, fps):
+            item, row = group[0], {"decode_s": decode_s}
+            if isinstance(decoded, BaseException):
+                emit(item, {**row, "error": _error_text(decoded)})
+                continue
+            info = decoded.info
+            row.update(
+                num_frames_total=info.num_frames_total,
+                fps=info.fps,
+                duration_s=info.duration_s,
+                width=info.width,
+                height=info.height,
+                codec=info.codec,
+                backend=decoded.backend,
+                frame_indices=[int(i) for i in decoded.indices],
+                timestamps_s=[float(t) for t in decoded.timestamps_s],
+                decode_warning=decoded.warning,
+            )
+            if contact_sheet:
+                from mlbcli.video import contact_sheet as write_sheet
+
+                target = Path(contact_sheet) / (_safe_name(item.video_id) + ".jpg")
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    row["contact_sheet"] = str(write_sheet(decoded, target))
+                except Exception as exc:
+                    row["error"] = f"contact sheet: {_error_text(exc)}"
+            emit(item, row)
+
+    return _run_batch(
+        "sample",
+        schema.SAMPLE,
+        items,
+        key=lambda item: (item.video_id,),
+        skip_key=("video_id",),
+        unique_key=None,
+        identity=lambda item: {},
+        work=work,
+        run=run,
+        reporter=reporter,
+        options=_options("sample", None, run, frames=num_frames, fps=fps, contact_sheet=contact_sheet),
+    )
 
 
 def _safe_name(video_id: str) -> str:
@@ -827,7 +734,7 @@ def flops(
     """Plan the visual-token LLM FLOPs of `method` (algorithms.md §2) from the checkpoint config."""
     from mlbcli.flops import LLMDims, tokens_per_layer, visual_flops
     from mlbcli.models import _load_config, adapter_class_for
-    from mlbcli.selection import MethodOptions, get_method
+    from mlbcli.selection import get_method
 
     config = _load_config(model)
     adapter_cls = adapter_class_for(config)
@@ -838,7 +745,8 @@ def flops(
     if layer >= dims.num_layers:
         raise UsageError(f"--layer {layer} does not exist: the model has {dims.num_layers} decoder layers")
     n = frames * adapter_cls.tokens_per_frame(config)
-    chosen = get_method(method, MethodOptions(**_method_kwargs(keep, layer, "question", 0, debias, params)))
+    spec = _model_spec(model, method, keep, layer, "question", debias, params, 0, frames, None, "cpu", "auto")
+    chosen = get_method(method, spec.method_options())
     schedule = tokens_per_layer(n, chosen.nominal_schedule(n), dims.num_layers)
     return FlopsPlan(
         model=model,
