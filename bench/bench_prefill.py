@@ -171,6 +171,22 @@ def run_prefill(adapter: BenchAdapter, req: Request, plan: engine.PrunePlan | No
     return engine.prefill(adapter, req.embeds, req.positions, req.visual, req.prompt.question_index, plan)
 
 
+def probe_compute_seconds(adapter: BenchAdapter, req: Request, layer: int, device: str, repeats: int = 5) -> float:
+    """Median time of the probe's own work (hooks + `received()`) on decoder layer `layer - 1` alone."""
+    from mlbcli.probe import attention_probe
+
+    block = adapter.layers[layer - 1]
+    cos_sin = adapter.rotary(req.embeds, req.positions)
+    out = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            with attention_probe(block.self_attn, req.prompt.question_index.to(req.embeds.device),
+                                 adapter.apply_rotary) as probe:
+                block(req.embeds, attention_mask=None, position_embeddings=cos_sin, position_ids=req.positions)
+            out.append(timed(device, probe.received)[0])
+    return statistics.median(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", choices=sorted(ARCHS), default="mid")
@@ -183,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layer", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (after one untimed warm-up round)")
     p.add_argument("--probe-repeats", type=int, default=5)
+    p.add_argument("--only-probe", action="store_true", help="measure the probe overhead only")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     dims = LLMDims.from_config(adapter.text_config)
     methods = [m for m in args.methods.split(",") if m]
     keeps = [float(k) for k in args.keeps.split(",") if k]
-    configs = [(m, k) for m in methods for k in keeps if k < 1.0]
+    configs = [] if args.only_probe else [(m, k) for m in methods for k in keeps if k < 1.0]
     plans = {}
     for m, k in configs:
         method = get_method(m, MethodOptions(keep=k, layer=args.layer))
@@ -205,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     memory: dict[object, float] = {}
     stats = {}
     memory["vanilla"] = peak_memory(args.device, lambda: run_prefill(adapter, req, None))  # warm-up round
+    if args.only_probe:
+        args.repeats = 0
     for key in configs:
         holder: dict[str, engine.PrefillResult] = {}
         memory[key] = peak_memory(args.device, lambda key=key, holder=holder: holder.setdefault(
@@ -225,8 +244,19 @@ def main(argv: list[str] | None = None) -> int:
         plain_t.append(timed(args.device, lambda: run_prefill(adapter, req, None))[0])
         probe_t.append(timed(args.device, lambda: run_prefill(adapter, req, probe_plan))[0])
 
-    vanilla = statistics.median(times["vanilla"])
     n = req.video.num_visual
+    plain, probed = statistics.median(plain_t), statistics.median(probe_t)
+    component = probe_compute_seconds(adapter, req, args.layer, args.device)
+    probe_line = (f"Probe overhead (layer {args.layer - 1} probe, question rows, keep-all step at layer {args.layer}): "
+                  f"plain {plain * 1e3:.1f} ms, probed {probed * 1e3:.1f} ms, overhead {100 * (probed / plain - 1):+.2f}% "
+                  f"(median of {args.probe_repeats} interleaved pairs; per-pair ratios: median "
+                  f"{100 * (statistics.median(b / a for a, b in zip(plain_t, probe_t, strict=True)) - 1):+.2f}%). "
+                  f"Probe computation alone (softmax of the query rows, isolated): {component * 1e3:.1f} ms = "
+                  f"{100 * component / plain:.2f}% of the plain prefill")
+    if args.only_probe:
+        print(probe_line)
+        return 0
+    vanilla = statistics.median(times["vanilla"])
     layers, hidden, ffn, heads, kv, _ = ARCHS[args.arch]
     print(f"### Prefill benchmark: {args.arch} (L={layers}, D={hidden}, D'={ffn}, H={heads}, H_kv={kv}), "
           f"{args.frames} frames x {args.grid * args.grid} = {n} visual tokens, prompt {req.prompt.length} "
@@ -246,10 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             s, t = stats[(m, k)], statistics.median(times[(m, k)])
             print(f"| {m} | {k:.2f} | {s.keep_realized:.3f} | {s.flops_ratio:.3f} | {t * 1e3:.0f} | "
                   f"{vanilla * 1e3:.0f} | {vanilla / t:.2f}x | {memory[(m, k)]:.0f} |")
-    plain, probed = statistics.median(plain_t), statistics.median(probe_t)
-    print(f"\nProbe overhead (layer {args.layer - 1} probe, question rows, keep-all step at layer {args.layer}): "
-          f"plain {plain * 1e3:.1f} ms, probed {probed * 1e3:.1f} ms, overhead {100 * (probed / plain - 1):+.2f}% "
-          f"(median of {args.probe_repeats} interleaved pairs)")
+    print("\n" + probe_line)
     return 0
 
 

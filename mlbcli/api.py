@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -238,6 +238,8 @@ class ModelSpec:
     fps: float | None = None
     device: str = "auto"
     dtype: str = "auto"
+    min_pixels: int | None = None  # Qwen2-VL family: per-frame pixel bounds (as the official processor)
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         _validate_sampling(self.frames, self.fps)
@@ -260,38 +262,28 @@ class ModelSpec:
         from mlbcli.selection import get_method
 
         method = get_method(self.method, self.method_options())
-        return Pipeline(self.model, method=method, device=self.device, dtype=self.dtype)
+        return Pipeline(
+            self.model,
+            method=method,
+            device=self.device,
+            dtype=self.dtype,
+            adapter_options={"min_pixels": self.min_pixels, "max_pixels": self.max_pixels},
+        )
 
 
 def _model_spec(
-    model: str,
-    method: str,
-    keep: float,
-    layer: int,
-    query: str,
-    debias: Sequence[str] | str | None,
-    params: dict[str, Any] | None,
-    seed: int,
-    frames: int | None,
-    fps: float | None,
-    device: str,
-    dtype: str,
+    debias: Sequence[str] | str | None = None, params: dict[str, Any] | None = None, **options: Any
 ) -> ModelSpec:
+    """A `ModelSpec` from keyword options; `debias` may be a comma list ("global,local")."""
     if isinstance(debias, str):
         debias = tuple(part.strip() for part in debias.split(",") if part.strip())
+    unknown = set(options) - {f.name for f in fields(ModelSpec)}
+    if unknown:
+        raise TypeError(f"unknown model option(s): {', '.join(sorted(unknown))}")
+    if "model" not in options:
+        raise TypeError("model= is required (a hub id or a local checkpoint folder)")
     return ModelSpec(
-        model=model,
-        method=method,
-        keep=keep,
-        layer=layer,
-        query=query,
-        debias=tuple(debias) if debias is not None else None,
-        params=dict(params or {}),
-        seed=seed,
-        frames=frames,
-        fps=fps,
-        device=device,
-        dtype=dtype,
+        debias=tuple(debias) if debias is not None else None, params=dict(params or {}), **options
     )
 
 
@@ -428,26 +420,17 @@ def answer(
     sources: Sequence[str],
     *,
     question: str | None = None,
-    model: str,
-    method: str = "none",
-    keep: float = 1.0,
-    layer: int = 2,
-    query: str = "question",
-    debias: Sequence[str] | str | None = None,
-    params: dict[str, Any] | None = None,
-    frames: int | None = None,
-    fps: float | None = None,
     max_new_tokens: int = 32,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
     tokens: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     stdin: TextIO | None = None,
+    **model_options: Any,
 ) -> RunSummary:
     """Answer every (video, question) item of `sources`; one row per item (see schema.ANSWER).
 
+    `model_options` are the fields of `ModelSpec`: `model` (required), `method`, `keep`, `layer`,
+    `query`, `debias`, `params`, `seed`, `frames`, `fps`, `device`, `dtype`, `min_pixels`, `max_pixels`.
     `tokens`: a folder written by `compress --save-tokens`; videos found there are not decoded or
     encoded again (a stale file, whose video changed since, is ignored).
     """
@@ -455,7 +438,7 @@ def answer(
     from mlbcli.prompting import format_question, grade, parse_choice
 
     run = run or RunOptions()
-    spec = _model_spec(model, method, keep, layer, query, debias, params, seed, frames, fps, device, dtype)
+    spec = _model_spec(**model_options)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
@@ -504,23 +487,12 @@ def compress(
     sources: Sequence[str],
     *,
     question: str | None = None,
-    model: str,
-    method: str = "none",
-    keep: float = 1.0,
-    layer: int = 2,
-    query: str = "question",
-    debias: Sequence[str] | str | None = None,
-    params: dict[str, Any] | None = None,
-    frames: int | None = None,
-    fps: float | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
     save_tokens: str | None = None,
     bias_report: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     stdin: TextIO | None = None,
+    **model_options: Any,
 ) -> RunSummary:
     """Encode + token reduction + per-video token statistics, no generation (see schema.COMPRESS).
 
@@ -532,7 +504,7 @@ def compress(
     from mlbcli.prompting import format_question
 
     run = run or RunOptions()
-    spec = _model_spec(model, method, keep, layer, query, debias, params, seed, frames, fps, device, dtype)
+    spec = _model_spec(**model_options)
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=False))
 
     def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
@@ -568,22 +540,11 @@ def summarize(
     sources: Sequence[str],
     *,
     prompt: str = DEFAULT_SUMMARY_PROMPT,
-    model: str,
-    method: str = "none",
-    keep: float = 1.0,
-    layer: int = 2,
-    query: str = "question",
-    debias: Sequence[str] | str | None = None,
-    params: dict[str, Any] | None = None,
-    frames: int | None = None,
-    fps: float | None = None,
     max_new_tokens: int = 96,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     stdin: TextIO | None = None,
+    **model_options: Any,
 ) -> RunSummary:
     """Summarise every video not yet summarised, or changed since (size/mtime), for nightly cron runs.
 
@@ -592,7 +553,7 @@ def summarize(
     from mlbcli import schema
 
     run = run or RunOptions()
-    spec = _model_spec(model, method, keep, layer, query, debias, params, seed, frames, fps, device, dtype)
+    spec = _model_spec(**model_options)
     if not prompt.strip():
         raise UsageError("--prompt must not be empty")
     items = _unique_videos(list(iter_items(sources, stdin=stdin, require_question=False)))
@@ -745,7 +706,9 @@ def flops(
     if layer >= dims.num_layers:
         raise UsageError(f"--layer {layer} does not exist: the model has {dims.num_layers} decoder layers")
     n = frames * adapter_cls.tokens_per_frame(config)
-    spec = _model_spec(model, method, keep, layer, "question", debias, params, 0, frames, None, "cpu", "auto")
+    spec = _model_spec(
+        model=model, method=method, keep=keep, layer=layer, debias=debias, params=params, frames=frames
+    )
     chosen = get_method(method, spec.method_options())
     schedule = tokens_per_layer(n, chosen.nominal_schedule(n), dims.num_layers)
     return FlopsPlan(

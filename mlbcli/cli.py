@@ -72,6 +72,10 @@ FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first f
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, decoder messages included.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for stochastic methods.")]
+MinPixels = Annotated[int | None, typer.Option("--min-pixels", help="Qwen2-VL family: lower bound on the "
+                                               "pixels per frame after resizing (checkpoint default).")]
+MaxPixels = Annotated[int | None, typer.Option("--max-pixels", help="Qwen2-VL family: upper bound on the "
+                                               "pixels per frame after resizing (checkpoint default).")]
 Workers = Annotated[int, typer.Option("--workers", help="Background decode processes (0 = inline).")]
 Timeout = Annotated[float, typer.Option("--decode-timeout", help="Abandon a video whose decode takes "
                                         "longer than this many seconds.")]
@@ -171,6 +175,8 @@ def answer(
     max_new_tokens: MaxNew = 32,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    min_pixels: MinPixels = None,
+    max_pixels: MaxPixels = None,
     out: Out = None,
     format: Format = None,
     resume: Resume = True,
@@ -201,7 +207,7 @@ def answer(
 
         return api.answer(sources, question=question, model=model, method=method, keep=keep, layer=layer,
                           query=query, debias=debias, params=_params(param), frames=frames, fps=fps,
-                          max_new_tokens=max_new_tokens, device=device, dtype=dtype, seed=seed,
+                          max_new_tokens=max_new_tokens, device=device, dtype=dtype, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels,
                           tokens=tokens,
                           run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
                           reporter=_reporter(quiet, out), stdin=sys.stdin)
@@ -224,6 +230,8 @@ def compress(
     fps: Fps = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    min_pixels: MinPixels = None,
+    max_pixels: MaxPixels = None,
     save_tokens: Annotated[str | None, typer.Option("--save-tokens", help="Folder to store each video's "
                                                     "encoded visual tokens (safetensors).")] = None,
     bias_report: Annotated[str | None, typer.Option("--bias-report", help="Folder for per-video attention "
@@ -247,7 +255,7 @@ def compress(
 
         return api.compress(sources, question=question, model=model, method=method, keep=keep, layer=layer,
                             query=query, debias=debias, params=_params(param), frames=frames, fps=fps,
-                            device=device, dtype=dtype, seed=seed, save_tokens=save_tokens,
+                            device=device, dtype=dtype, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels, save_tokens=save_tokens,
                             bias_report=bias_report,
                             run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
                             reporter=_reporter(quiet, out), stdin=sys.stdin)
@@ -273,6 +281,8 @@ def summarize(
     max_new_tokens: MaxNew = 96,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    min_pixels: MinPixels = None,
+    max_pixels: MaxPixels = None,
     out: Out = None,
     format: Format = None,
     resume: Resume = True,
@@ -293,7 +303,7 @@ def summarize(
         kwargs = {"prompt": prompt} if prompt is not None else {}
         return api.summarize(sources, model=model, method=method, keep=keep, layer=layer, query=query,
                              debias=debias, params=_params(param), frames=frames, fps=fps,
-                             max_new_tokens=max_new_tokens, device=device, dtype=dtype, seed=seed,
+                             max_new_tokens=max_new_tokens, device=device, dtype=dtype, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels,
                              run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
                              reporter=_reporter(quiet, out), stdin=sys.stdin, **kwargs)
 

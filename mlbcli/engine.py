@@ -188,12 +188,15 @@ def prefill(
     plan: PrunePlan | None = None,
     *,
     stop_after_pruning: bool = False,
+    reserve_tokens: int = 0,
 ) -> PrefillResult:
     """Run the decoder over `embeds` [1, L, D], applying `plan` between layers.
 
     `visual_slots` are the positions of the prunable visual tokens (their visual ids are 0..n-1 in
     order); `query_slots` are the probe's query rows. With `stop_after_pruning`, layers after the last
     pruning step are skipped (token statistics only: `compress`) and `logits`/`cache` are not usable.
+    The sequence that enters the LLM (after any layer-0 step) plus `reserve_tokens` generated tokens
+    must fit the model's context (`adapter.check_context` raises otherwise).
     """
     from transformers import DynamicCache
 
@@ -229,6 +232,11 @@ def prefill(
             infos[i] = decision.info
             seq = _apply_keep(seq, decision, i)
             cos_sin = None
+        if i == 0:
+            if adapter.renumber_input_positions and seq.position_ids.dim() == 2:
+                seq.position_ids = torch.arange(seq.hidden.shape[1], device=device)[None]
+            extent = int(seq.position_ids.max()) + 1
+            adapter.check_context(extent, reserve_tokens, num_visual=int(seq.visual_slots.numel()))
         if stop_after_pruning and i > last_step:
             visual_per_layer.extend([visual_per_layer[-1]] * (len(layers) - i))
             break

@@ -105,11 +105,15 @@ class Pipeline:
         method: str | Method = "none",
         device: str = "auto",
         dtype: str = "auto",
+        adapter_options: dict[str, Any] | None = None,
         **method_options: Any,
     ):
         from mlbcli.models import load_adapter
 
-        self.adapter = load_adapter(model, device=device, dtype=dtype) if isinstance(model, str) else model
+        if isinstance(model, str):
+            self.adapter = load_adapter(model, device=device, dtype=dtype, **(adapter_options or {}))
+        else:
+            self.adapter = model
         self.method = method if isinstance(method, Method) else get_method(method, MethodOptions(**method_options))
         self.dims = LLMDims.from_config(self.adapter.text_config)
 
@@ -128,7 +132,13 @@ class Pipeline:
         return EncodedVideo(tokens, time.perf_counter() - started)
 
     def _prefill(
-        self, video: VideoTokens, prompt_text: str, *, stop_after_pruning: bool, method: Method | None = None
+        self,
+        video: VideoTokens,
+        prompt_text: str,
+        *,
+        stop_after_pruning: bool,
+        method: Method | None = None,
+        reserve_tokens: int = 0,
     ) -> engine.PrefillResult:
         adapter = self.adapter
         prompt = adapter.build_prompt(prompt_text, video)
@@ -137,14 +147,15 @@ class Pipeline:
         positions = adapter.position_ids(prompt, video)
         visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
         return engine.prefill(adapter, embeds, positions, visual, prompt.question_index, plan,
-                              stop_after_pruning=stop_after_pruning)
+                              stop_after_pruning=stop_after_pruning, reserve_tokens=reserve_tokens)
 
     @torch.inference_mode()
     def answer(
         self, video: EncodedVideo, prompt_text: str, *, max_new_tokens: int = 32, method: Method | None = None
     ) -> Answer:
         """Answer one prompt about an encoded video (`method` overrides the pipeline's for this call)."""
-        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=False, method=method)
+        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=False, method=method,
+                              reserve_tokens=max_new_tokens)
         generation = engine.greedy_decode(self.adapter, state, max_new_tokens=max_new_tokens)
         return Answer(
             text=self.adapter.decode_text(generation.token_ids),

@@ -1,7 +1,7 @@
 """Tiny random checkpoints built from config, for `mlb doctor` and the test suite.
 
-No weights can be downloaded in CI, so we build a real `LlavaOnevisionForConditionalGeneration` with a
-few thousand parameters, save it with `save_pretrained` next to a byte-level BPE tokenizer trained on
+No weights can be downloaded in CI, so we build a real `LlavaOnevisionForConditionalGeneration` (and
+Qwen2-VL / Qwen2.5-VL / LLaVA-NeXT models, one builder each) with a few thousand parameters, save it with `save_pretrained` next to a byte-level BPE tokenizer trained on
 the fly, and load it back by path exactly as a user loads a real checkpoint. Random weights are drawn
 with a large `initializer_range` (0.5): at the default 0.02 a tiny model prints the same tokens
 whatever the video, and tests could not see the effect of pruning.
@@ -31,27 +31,79 @@ CHAT_TEMPLATE = (
 )
 
 
-def _build_tokenizer():
+# Qwen2-VL style: a video item renders as <|vision_start|><|video_pad|><|vision_end|>, with the
+# official default system prompt.
+QWEN_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# The llava-hf/llava-v1.6-vicuna-*-hf template: "USER: <image>\nQUESTION ASSISTANT:"; images only (a
+# "video" item is not rendered) and no BOS (the tokenizer adds it).
+VICUNA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] + ' ' }}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}"
+    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def _build_tokenizer(style: str = "onevision"):
+    """Byte-level BPE trained on `_CORPUS`; `style` picks special tokens and chat template.
+
+    onevision: <|im_start|>/<|im_end|>, <image>, <video>; qwen: + <|vision_start|> <|vision_end|>
+    <|image_pad|> <|video_pad|>; vicuna: <s> </s> <unk> and <image>.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    if style == "qwen":
+        specials += ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    elif style == "vicuna":
+        specials = ["<unk>", "<s>", "</s>", "<image>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=600,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 20, trainer)
+    if style == "vicuna":
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            pad_token="<unk>",
+            extra_special_tokens={"image_token": "<image>"},
+        )
+        fast.chat_template = VICUNA_CHAT_TEMPLATE
+        return fast
+    extra = {"image_token": "<image>", "video_token": "<video>"}
+    if style == "qwen":
+        extra = {
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_bos_token": "<|vision_start|>",
+            "vision_eos_token": "<|vision_end|>",
+        }
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        extra_special_tokens=extra,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = QWEN_CHAT_TEMPLATE if style == "qwen" else CHAT_TEMPLATE
     return fast
 
 
@@ -130,4 +182,193 @@ def build_tiny_llava_onevision(
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     video_pre = dict(preprocessor, video_processor_type="LlavaOnevisionVideoProcessor")
     (out / "video_preprocessor_config.json").write_text(json.dumps(video_pre, indent=2))
+    return out
+
+
+def build_tiny_qwen2_vl(
+    out_dir: str | Path,
+    *,
+    version: str = "2",
+    seed: int = 0,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 112 * 112,
+) -> Path:
+    """Write a tiny random Qwen2-VL (`version="2"`) or Qwen2.5-VL (`"2.5"`) checkpoint to `out_dir`.
+
+    Vision: patch 14, 2x2 merge, temporal patch 2, depth 2. Text: a 4-layer Qwen2 with hidden 64,
+    4 heads (head_dim 16, mrope_section [2, 3, 3]), 2 KV heads. The video preprocessor config bounds a
+    frame to [min_pixels, max_pixels]: a 90x120 frame becomes 84x112 -> 3x4 = 12 tokens per
+    temporal patch with the defaults.
+    """
+    import torch
+
+    if version not in ("2", "2.5"):
+        raise ValueError(f"version must be '2' or '2.5', not {version!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _build_tokenizer("qwen")
+    ids = {
+        name: tok.convert_tokens_to_ids(token)
+        for name, token in [
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        ]
+    }
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.5,
+        max_position_embeddings=32768,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    if version == "2":
+        from transformers import Qwen2VLConfig as Config
+        from transformers import Qwen2VLForConditionalGeneration as Model
+
+        vision = dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=hidden_size,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            initializer_range=0.5,
+        )
+    else:
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers import Qwen2_5_VLForConditionalGeneration as Model
+
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=hidden_size,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[1],
+            tokens_per_second=2,
+            initializer_range=0.5,
+        )
+    cfg = Config(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+    cfg.initializer_range = 0.5
+    torch.manual_seed(seed)
+    model = Model(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    common = {
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "rescale_factor": 1 / 255,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "resample": 3,
+    }
+    image = dict(common, image_processor_type="Qwen2VLImageProcessor", min_pixels=3136, max_pixels=12845056)
+    (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
+    video = dict(
+        common,
+        video_processor_type="Qwen2VLVideoProcessor",
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+    )
+    (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
+    return out
+
+
+def build_tiny_llava_next(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    image_size: int = 56,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    max_position_embeddings: int = 4096,
+) -> Path:
+    """Write a tiny random LLaVA-NeXT (CLIP + Llama, Vicuna template) checkpoint to `out_dir`.
+
+    CLIP 56 px / patch 14 -> 4x4 = 16 tokens per frame (the real 336 px model: 24x24 = 576), feature
+    layer -2, "default" strategy (CLS dropped), like llava-v1.6-vicuna-7b-hf.
+    """
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _build_tokenizer("vicuna")
+    cfg = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=14,
+            projection_dim=32,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            initializer_range=0.5,
+            max_position_embeddings=max_position_embeddings,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_grid_pinpoints=[
+            [image_size, image_size],
+            [image_size, 2 * image_size],
+            [2 * image_size, image_size],
+        ],
+        image_seq_length=(image_size // 14) ** 2,
+    )
+    cfg.initializer_range = 0.5
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    preprocessor = {
+        "image_processor_type": "LlavaNextImageProcessor",
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
+        "do_center_crop": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "rescale_factor": 1 / 255,
+        "resample": 3,
+        "image_grid_pinpoints": cfg.image_grid_pinpoints,
+        "do_convert_rgb": True,
+    }
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     return out

@@ -108,7 +108,8 @@ def _parts_dir(path: Path) -> Path:
 
 
 def _lock_path(path: Path) -> Path:
-    return _sibling(path, ".lock")
+    # Hidden: the lock file outlives the run (flock semantics make removing it racy) and is noise.
+    return path.with_name(f".{path.name}.lock")
 
 
 def _fsync_path(path: Path) -> None:

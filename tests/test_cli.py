@@ -313,3 +313,9 @@ def test_each_video_is_encoded_once_for_all_its_questions(tiny_model_dir, clips,
     assert run(["answer", manifest, "--model", tiny_model_dir, "--out", out, *FAST]).exit_code == 0
     assert len(calls) == 2
     assert len(rows(out)) == 5
+
+
+def test_family_specific_option_on_the_wrong_family_is_a_usage_error(tiny_model_dir, clips):
+    result = run(["answer", clips / "a.mp4", "--question", "q", "--model", tiny_model_dir, "--max-pixels", "50000",
+                  *FAST])
+    assert result.exit_code == 2 and "--max-pixels does not apply to llava_onevision" in result.output

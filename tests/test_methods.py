@@ -295,3 +295,21 @@ def test_select_grouped_matches_reference(n, G, seed, data):
         members.sort(key=lambda i: (-float(scores[i]), i))
         expected += members[: budgets[k]]
     assert D.select_grouped(scores, groups, budgets).tolist() == sorted(expected)
+
+
+def test_bad_params_fail_at_construction():
+    """A typo must stop the run before any video is processed (UsageError from get_method)."""
+    with pytest.raises(UsageError):
+        get_method("adatp", MethodOptions(params={"segment_treshold": 0.8}))
+    with pytest.raises(UsageError):
+        get_method("visionzip", MethodOptions(debias=("local",)))
+    get_method("fastv", MethodOptions(debias=("local",), params={"dedup_threshold": 0.8}))  # valid ablation
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.25, 0.1])
+def test_dycoke_nominal_schedule_close_to_measured(tiny_adapter, encoded, keep):
+    method = get_method("dycoke", MethodOptions(keep=keep))
+    _, state = _prefill(tiny_adapter, encoded.tokens, method)
+    n = encoded.tokens.num_visual
+    (count,) = method.nominal_schedule(n).values()
+    assert abs(count - state.visual_per_layer[0]) <= encoded.tokens.num_frames  # floor rounding per frame

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlbcli.errors import ModelLoadError
+from mlbcli.errors import ModelLoadError, UsageError
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.llava_next import LlavaNextAdapter
 from mlbcli.models.llava_onevision import LlavaOnevisionAdapter
+from mlbcli.models.qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,9 @@ def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
 
 
 register_adapter(LlavaOnevisionAdapter)
+register_adapter(Qwen2VLAdapter)
+register_adapter(Qwen2_5_VLAdapter)
+register_adapter(LlavaNextAdapter)
 
 __all__ = [
     "ADAPTERS",
@@ -135,8 +141,12 @@ def adapter_class_for(config: Any) -> type[ModelAdapter]:
     return ADAPTERS[model_type]
 
 
-def load_adapter(model_id: str, *, device: str = "auto", dtype: str = "auto") -> ModelAdapter:
-    """Load a checkpoint by hub id or local folder (safetensors only, no remote code)."""
+def load_adapter(model_id: str, *, device: str = "auto", dtype: str = "auto", **adapter_options: Any) -> ModelAdapter:
+    """Load a checkpoint by hub id or local folder (safetensors only, no remote code).
+
+    `adapter_options` are family-specific settings (Qwen2-VL: `min_pixels`, `max_pixels`); None values
+    are ignored, and an option the family does not have is a `UsageError`.
+    """
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -145,6 +155,12 @@ def load_adapter(model_id: str, *, device: str = "auto", dtype: str = "auto") ->
     torch_dtype = resolve_dtype(dtype, device)
     config = _load_config(model_id)
     cls = adapter_class_for(config)
+    adapter_options = {k: v for k, v in adapter_options.items() if v is not None}
+    accepted = inspect.signature(cls.__init__).parameters
+    for name in adapter_options:
+        if name not in accepted:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to {cls.family} models")
     try:
         model = cls.model_class().from_pretrained(
             model_id,
@@ -167,4 +183,4 @@ def load_adapter(model_id: str, *, device: str = "auto", dtype: str = "auto") ->
         model_id, "preprocessor_config.json"
     ) or {}
     log.debug("loaded %s as %s on %s/%s", model_id, cls.family, device, torch_dtype)
-    return cls(model, tokenizer, model_id, preprocess)
+    return cls(model, tokenizer, model_id, preprocess, **adapter_options)

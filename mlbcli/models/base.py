@@ -72,6 +72,9 @@ class ModelAdapter(abc.ABC):
     family: ClassVar[str]  # e.g. "llava_onevision"
     model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter serves
     default_frames: ClassVar[int]
+    #: Image LLMs driven on video (LLaVA-NeXT) re-sequence the tokens kept before the LLM (contiguous
+    #: positions), so that pruning makes room in a short context. Video LLMs keep original positions.
+    renumber_input_positions: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, tokenizer: Any, model_id: str, preprocess_config: dict[str, Any]):
         self.model = model
@@ -148,6 +151,37 @@ class ModelAdapter(abc.ABC):
     def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
         """Position ids of the `steps`-th generated token (0-based) after a prefill with `position_ids`."""
         return position_ids.max(dim=-1, keepdim=True).values + 1 + steps
+
+    # -- limits ------------------------------------------------------------------------------------------
+    @property
+    def context_limit(self) -> int | None:
+        """Longest sequence (prompt + generated tokens) the LLM supports: `max_position_embeddings`."""
+        limit = getattr(self.text_config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    def check_context(
+        self, num_prompt_tokens: int, max_new_tokens: int, *, num_visual: int | None = None
+    ) -> None:
+        """Raise `UsageError` before running when the request cannot fit the LLM's context.
+
+        `num_prompt_tokens` counts every prompt token that enters the LLM (text + visual placeholders);
+        `num_visual` (optional) is the visual share of it, for the message. Never truncates silently.
+        """
+        from mlbcli.errors import UsageError
+
+        limit = self.context_limit
+        needed = int(num_prompt_tokens) + int(max_new_tokens)
+        if limit is None or needed <= limit:
+            return
+        parts = f"{num_prompt_tokens} prompt tokens"
+        if num_visual is not None:
+            parts = f"{num_prompt_tokens - num_visual} text + {num_visual} visual prompt tokens"
+        raise UsageError(
+            f"{self.model_id}: the request needs {needed} tokens ({parts} + {max_new_tokens} new tokens) "
+            f"but the model's context is {limit} (text_config.max_position_embeddings). "
+            "Use fewer frames (--frames), prune before the LLM (--keep with a pre-LLM method), "
+            "or use --method mlb."
+        )
 
     @property
     def eos_token_ids(self) -> set[int]:

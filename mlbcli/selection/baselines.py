@@ -30,7 +30,7 @@ def grid_cells(h: int, w: int, cells: int) -> list[list[int]]:
     row_groups = [g.tolist() for g in torch.arange(h).tensor_split(bands)]
     per_band = frame_budgets(cells, bands)
     out: list[list[int]] = []
-    for rows, n_cells in zip(row_groups, per_band):
+    for rows, n_cells in zip(row_groups, per_band, strict=True):
         for cols in torch.arange(w).tensor_split(n_cells):
             out.append([r * w + int(c) for r in rows for c in cols])
     return out

@@ -1,0 +1,313 @@
+"""Qwen2-VL and Qwen2.5-VL (`Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`).
+
+Video layout in transformers 5.x, which we reproduce without the HF video processor (it needs
+torchvision):
+
+- Preprocessing. Every frame is resized (bicubic + antialias) to (H', W') = `smart_resize(H, W)`:
+  multiples of patch * merge = 28, aspect ratio kept, H' * W' within [min_pixels, max_pixels]. The
+  bounds come from the checkpoint's `video_preprocessor_config.json` (`size.shortest_edge` /
+  `size.longest_edge`, or `min_pixels` / `max_pixels`), and can be overridden with the
+  `min_pixels=` / `max_pixels=` constructor kwargs (or the same-named adapter attributes). When
+  only an *image* processor config is present (older hub repos), its pixel bounds are image bounds
+  (up to 12.8 MP per image), so the video processor's defaults are used instead: 128*28*28 ..
+  768*28*28 pixels per frame (qwen-vl-utils' VIDEO_MIN/MAX_PIXELS). The per-video total-pixel cap
+  of qwen-vl-utils (`cap_pixels_per_frame`) is not applied: with mlb's frame counts (<= 64) it never
+  binds. Then rescale (1/255) and normalise with the checkpoint's mean/std (CLIP's by default).
+- Temporal patches. Two consecutive frames form one temporal patch (`temporal_patch_size` = 2); an odd
+  frame count is padded by repeating the last frame, as the official processor does. The tower sees
+  `pixel_values_videos` [t*h*w, 3*2*14*14] and `video_grid_thw` [[t, h, w]] (h, w in 14-px patches),
+  and its merger turns every 2x2 patch window into one LLM token: t * (h/2) * (w/2) tokens, in
+  (temporal patch, row, column) raster order.
+
+Mapping to `VideoTokens` (what selection methods see):
+  `features` is [t, (h/2)*(w/2), D]: ONE ROW PER TEMPORAL PATCH (= 2 sampled frames), `grid` is
+  (h/2, w/2). So per-"frame" statistics, frame budgets, `kept_per_frame` and the `local` / `grid`
+  debiasers all work per temporal patch on that grid; `num_frames` is t = ceil(frames / 2).
+  `frame_features` is the tower's last hidden state mean-pooled per temporal patch. `timestamps_s`
+  keeps the real timestamps of the sampled frames (2 per row).
+
+Positions (M-RoPE). `position_ids()` returns the model's own `get_rope_index` result, [3, 1, L]
+(temporal, height, width axes; text tokens have the same value on all three). Qwen2.5-VL spaces
+temporal patches by `tokens_per_second * second_per_grid_t`, with `second_per_grid_t` = 2 x the mean
+interval between the REAL sampled timestamps (`VideoTokens.timestamps_s`, set by the pipeline after
+`encode`; without timestamps: 2 / fps of the preprocess config, 2 fps by default, i.e. 1 s). Pruned
+tokens keep their 3-D positions (the engine slices, never renumbers). Decoding continues as the stock
+model does through `rope_deltas`: the n-th new token gets max(all prefill positions) + 1 + n on all
+three axes.
+
+Rotary. In transformers 5.23 `Qwen2VLRotaryEmbedding` already recomposes the mrope sections
+(temporal / height / width frequency bands) into one [B, L, head_dim] cos/sin, and the attention
+applies the plain `apply_rotary_pos_emb` of the modelling file, so the base class's `rotary` and
+`apply_rotary` are exact for the probe as well.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+VIDEO_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor size.shortest_edge / qwen-vl-utils VIDEO_MIN_PIXELS
+VIDEO_MAX_PIXELS = 768 * 28 * 28  # Qwen2VLVideoProcessor size.longest_edge / qwen-vl-utils VIDEO_MAX_PIXELS
+DEFAULT_FPS = 2.0
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The official Qwen2-VL `smart_resize`: multiples of `factor`, pixel count within the bounds."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}"
+        )
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+class _QwenVLAdapter(ModelAdapter):
+    """Shared Qwen2-VL / Qwen2.5-VL logic; the subclasses differ in class and temporal position spacing."""
+
+    default_frames = 32
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        model_id: str,
+        preprocess_config: dict[str, Any],
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+    ):
+        super().__init__(model, tokenizer, model_id, preprocess_config)
+        # Per-frame pixel bounds overriding the checkpoint's (`--min-pixels` / `--max-pixels`); settable.
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+
+    # -- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def tokens_per_frame(cls, config: Any) -> int:
+        """Resolution-dependent; from config alone we use the video default `max_pixels` (768*28*28).
+
+        One temporal patch (2 frames) then becomes at most 768 tokens, i.e. 384 per sampled frame:
+        an upper bound (smart_resize floors to multiples of 28), exact for frames whose resized size
+        hits the budget exactly.
+        """
+        vision = config.vision_config
+        factor = vision.patch_size * vision.spatial_merge_size
+        per_patch = VIDEO_MAX_PIXELS // (factor * factor)
+        return max(1, per_patch // vision.temporal_patch_size)
+
+    # -- vision side -----------------------------------------------------------------------------------
+    @property
+    def _vision(self) -> Any:
+        return self.model.config.vision_config
+
+    @property
+    def pixel_bounds(self) -> tuple[int, int]:
+        """(min_pixels, max_pixels) per frame: overrides > video config > video defaults.
+
+        Top-level `min_pixels` / `max_pixels` / `size` of an image-processor config are image bounds
+        and are ignored (see the module docstring); in a video config, or a config without
+        `image_processor_type`, they are honoured.
+        """
+        cfg = self.preprocess_config
+        size = cfg.get("size") or {}
+        image_only = "image_processor_type" in cfg and "video_processor_type" not in cfg
+        lo, hi = VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS
+        if not image_only:
+            lo = int(cfg.get("min_pixels") or size.get("shortest_edge") or lo)
+            hi = int(cfg.get("max_pixels") or size.get("longest_edge") or hi)
+        lo = int(self.min_pixels) if self.min_pixels is not None else lo
+        hi = int(self.max_pixels) if self.max_pixels is not None else hi
+        if lo > hi:
+            raise ValueError(f"min_pixels {lo} > max_pixels {hi}")
+        return lo, hi
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        factor = self._vision.patch_size * self._vision.spatial_merge_size
+        lo, hi = self.pixel_bounds
+        return smart_resize(height, width, factor, lo, hi)
+
+    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        import torch
+        import torch.nn.functional as F
+
+        vision = self._vision
+        P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
+        cfg = self.preprocess_config
+        mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1)
+        scale = float(cfg.get("rescale_factor", 1 / 255))
+        T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+        rh, rw = self.resized_size(H, W)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
+        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
+        x = (x.clamp(0, 255) * scale - mean) / std
+        if pad := -T % TP:  # odd frame count: repeat the last frame (official patchify)
+            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+        gt, gh, gw = x.shape[0] // TP, rh // P, rw // P
+        patches = x.view(gt, TP, 3, gh // M, M, P, gw // M, M, P).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        pixel = patches.reshape(gt * gh * gw, 3 * TP * P * P)
+        return {
+            "pixel_values_videos": pixel.to(device=self.device, dtype=self.dtype),
+            "video_grid_thw": torch.tensor([[gt, gh, gw]], device=self.device),
+        }
+
+    def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
+        grid_thw = pixel_inputs["video_grid_thw"]
+        out = self.model.model.get_video_features(
+            pixel_values_videos=pixel_inputs["pixel_values_videos"], video_grid_thw=grid_thw, return_dict=True
+        )
+        gt, gh, gw = (int(v) for v in grid_thw[0])
+        M = self._vision.spatial_merge_size
+        pooled = out.pooler_output[0]  # [t * h/M * w/M, D] in (t, row, col) raster order
+        features = pooled.reshape(gt, (gh // M) * (gw // M), -1)
+        frame_features = None
+        if out.last_hidden_state is not None:  # [t*h*w, Dv], grouped by temporal patch
+            frame_features = out.last_hidden_state.float().reshape(gt, gh * gw, -1).mean(dim=1)
+        return VideoTokens(
+            features=features, grid=(gh // M, gw // M), extra=None, frame_features=frame_features
+        )
+
+    def video_grid_thw(self, video: VideoTokens) -> torch.Tensor:
+        """[[t, h, w]] in 14-px patches, recovered from the token grid (also for saved tokens)."""
+        import torch
+
+        M = self._vision.spatial_merge_size
+        h, w = video.grid
+        return torch.tensor([[video.num_frames, h * M, w * M]], device=self.device)
+
+    def second_per_grid_t(self, video: VideoTokens) -> float:
+        """Seconds covered by one temporal patch, from the real sampled timestamps when known."""
+        tp = self._vision.temporal_patch_size
+        ts = [float(t) for t in video.timestamps_s if t == t]  # drop NaN
+        if len(ts) >= 2 and ts[-1] > ts[0]:
+            return tp * (ts[-1] - ts[0]) / (len(ts) - 1)
+        fps = float(self.preprocess_config.get("fps") or DEFAULT_FPS)
+        return tp / fps
+
+    # -- text side -------------------------------------------------------------------------------------
+    @property
+    def video_token(self) -> str:
+        return self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
+
+    def build_prompt(self, question_text: str, video: VideoTokens) -> Prompt:
+        import torch
+
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if text.count(self.video_token) != 1:
+            raise ValueError(
+                f"chat template rendered {text.count(self.video_token)} video placeholders, expected 1"
+            )
+        before, after = text.split(self.video_token)
+        ids_before = self.tokenizer(before, add_special_tokens=False).input_ids
+        ids_after_enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
+        placeholder = [self.model.config.video_token_id] * video.num_visual
+        input_ids = torch.tensor([ids_before + placeholder + ids_after_enc.input_ids], dtype=torch.long)
+        q_start = after.rfind(question_text)
+        q_end = q_start + len(question_text)
+        offset = len(ids_before) + len(placeholder)
+        q_rows = [
+            offset + i
+            for i, (a, b) in enumerate(ids_after_enc.offset_mapping)
+            if q_start >= 0 and b > q_start and a < q_end
+        ]
+        if not q_rows:
+            q_rows = [input_ids.shape[1] - 1]
+        return Prompt(
+            input_ids=input_ids,
+            visual_start=len(ids_before),
+            num_visual=video.num_visual,
+            num_extra=0,
+            question_index=torch.tensor(q_rows, dtype=torch.long),
+            text=text,
+        )
+
+    def mm_token_type_ids(self, prompt: Prompt) -> torch.Tensor:
+        """Text 0, image 1, video 2, as the official processor builds them."""
+        ids = prompt.input_ids
+        cfg = self.model.config
+        return (ids == cfg.image_token_id).int() + 2 * (ids == cfg.video_token_id).int()
+
+    def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        import torch
+
+        ids = prompt.input_ids.to(self.device)
+        embeds = self.decoder.embed_tokens(ids)
+        visual = video.features.reshape(-1, video.features.shape[-1]).to(embeds.dtype)
+        start, stop = prompt.visual_start, prompt.visual_start + visual.shape[0]
+        return torch.cat([embeds[:, :start], visual[None], embeds[:, stop:]], dim=1)
+
+    def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
+        """The keyword arguments the stock model's `get_rope_index` / `forward` take for this prompt."""
+        return {
+            "mm_token_type_ids": self.mm_token_type_ids(prompt).to(self.device),
+            "video_grid_thw": self.video_grid_thw(video),
+        }
+
+    def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        """3-D M-RoPE positions [3, 1, L] from the model's own `get_rope_index`."""
+        positions, _ = self.model.model.get_rope_index(
+            prompt.input_ids.to(self.device), **self.rope_kwargs(prompt, video)
+        )
+        return positions
+
+    def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
+        """Stock decoding: position = cache length + rope_delta = max(prefill positions) + 1 + step, all axes."""
+        value = position_ids.max() + 1 + steps
+        return value.view(1, 1, 1).expand(3, position_ids.shape[-2], 1)
+
+    # -- decoder -------------------------------------------------------------------------------------------
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+
+class Qwen2VLAdapter(_QwenVLAdapter):
+    family = "qwen2_vl"
+    model_types = ("qwen2_vl",)
+
+    @classmethod
+    def model_class(cls) -> type:
+        from transformers import Qwen2VLForConditionalGeneration
+
+        return Qwen2VLForConditionalGeneration
+
+
+class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spelling)
+    family = "qwen2_5_vl"
+    model_types = ("qwen2_5_vl",)
+
+    @classmethod
+    def model_class(cls) -> type:
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration
+
+    def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
+        import torch
+
+        kwargs = super().rope_kwargs(prompt, video)
+        kwargs["second_per_grid_ts"] = torch.tensor([self.second_per_grid_t(video)], device=self.device)
+        return kwargs

@@ -1,0 +1,325 @@
+"""Qwen2-VL, Qwen2.5-VL and LLaVA-NeXT adapters against their stock models (tiny checkpoints, offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlbcli import engine
+from mlbcli.errors import UsageError
+from mlbcli.runner import Pipeline
+from mlbcli.selection import MethodOptions, get_method
+
+QUESTION = "What is happening in the video?"
+QWEN_VERSIONS = {"qwen2_vl": "2", "qwen2_5_vl": "2.5"}
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "llava_next"]
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from mlbcli.tiny import build_tiny_llava_next, build_tiny_qwen2_vl
+
+    dirs = {
+        name: str(build_tiny_qwen2_vl(tmp_path_factory.mktemp(name), version=v))
+        for name, v in QWEN_VERSIONS.items()
+    }
+    dirs["llava_next"] = str(build_tiny_llava_next(tmp_path_factory.mktemp("llava_next")))
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def adapters(model_dirs):
+    from mlbcli.models import load_adapter
+
+    return {name: load_adapter(path, device="cpu") for name, path in model_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    # 7 frames: an odd count, so Qwen pads the last temporal patch with a repeated frame.
+    return np.random.default_rng(0).integers(0, 255, (7, 90, 120, 3), dtype=np.uint8)
+
+
+TIMESTAMPS = [0.25 * i for i in range(7)]  # 4 fps: Qwen2.5 second_per_grid_t = 0.5 s
+
+
+def _encode(adapter, frames):
+    video = adapter.encode(adapter.preprocess(frames))
+    video.timestamps_s = list(TIMESTAMPS)  # what Pipeline.encode does with decoded Frames
+    return video
+
+
+def _no_eos(adapter):
+    class _Ctx:
+        def __enter__(self):
+            self.saved = adapter.model.generation_config.eos_token_id
+            adapter.model.generation_config.eos_token_id = -1
+
+        def __exit__(self, *exc):
+            adapter.model.generation_config.eos_token_id = self.saved
+
+    return _Ctx()
+
+
+def _engine_run(adapter, video, plan=None, max_new_tokens=8):
+    prompt = adapter.build_prompt(QUESTION, video)
+    visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
+    state = engine.prefill(
+        adapter,
+        adapter.embed(prompt, video),
+        adapter.position_ids(prompt, video),
+        visual,
+        prompt.question_index,
+        plan,
+    )
+    with _no_eos(adapter):
+        gen = engine.greedy_decode(adapter, state, max_new_tokens=max_new_tokens, keep_logits=True)
+    return prompt, state, gen
+
+
+def _stock_kwargs(name, adapter, frames, video, prompt):
+    """Inputs the stock `generate()` takes, built the way the official processor would."""
+    if name == "llava_next":  # our frames-as-images layout has no stock input path: hand the features over
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        flat = adapter.encode(adapter.preprocess(frames)).features.reshape(-1, video.features.shape[-1])
+        return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=(flat,))}}
+    pixel = adapter.preprocess(frames)
+    kwargs = {
+        "pixel_values_videos": pixel["pixel_values_videos"],
+        "video_grid_thw": pixel["video_grid_thw"],
+        "mm_token_type_ids": adapter.mm_token_type_ids(prompt),
+    }
+    if name == "qwen2_5_vl":
+        kwargs["second_per_grid_ts"] = torch.tensor([2 * 0.25])
+    return kwargs
+
+
+# -- parity with stock generate --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_empty_schedule_reproduces_stock_generate(adapters, frames, name):
+    adapter = adapters[name]
+    video = _encode(adapter, frames)
+    prompt, _, gen = _engine_run(adapter, video, max_new_tokens=10)
+    out = adapter.model.generate(
+        input_ids=prompt.input_ids,
+        **_stock_kwargs(name, adapter, frames, video, prompt),
+        max_new_tokens=10,
+        min_new_tokens=10,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    assert gen.token_ids == out.sequences[0, prompt.length :].tolist()
+    for ours, theirs in zip(gen.logits, out.logits, strict=True):
+        assert torch.equal(ours, theirs[0].float())  # identical, not merely close
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_output_depends_on_video(adapters, frames, name):
+    """Guards the tiny model itself: a model that ignores the video would make the tests vacuous."""
+    adapter = adapters[name]
+    a = _engine_run(adapter, _encode(adapter, frames), max_new_tokens=6)[2].token_ids
+    b = _engine_run(adapter, _encode(adapter, np.full_like(frames, 200)), max_new_tokens=6)[2].token_ids
+    assert a != b
+
+
+def test_llava_next_features_are_the_stock_base_patch(adapters, frames):
+    """Our per-frame tokens = the base-image part of the stock `get_image_features` (same layer, no CLS)."""
+    adapter = adapters["llava_next"]
+    pixel = adapter.preprocess(frames)["pixel_values"]  # [T, 3, S, S]
+    video = adapter.encode({"pixel_values": pixel})
+    S = pixel.shape[-1]
+    cfg = adapter.model.config
+    with torch.inference_mode():
+        stock = adapter.model.model.get_image_features(
+            pixel_values=pixel[:, None].expand(-1, 2, -1, -1, -1),
+            image_sizes=torch.tensor([[S, S]] * len(frames)),
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+            return_dict=True,
+        ).pooler_output
+    n = video.tokens_per_frame
+    assert n == (S // cfg.vision_config.patch_size) ** 2 and video.grid == (4, 4) and video.extra is None
+    for t in range(len(frames)):
+        assert torch.equal(stock[t][:n], video.features[t])
+    prompt = adapter.build_prompt(QUESTION, video)
+    assert prompt.input_ids[0, 0] == adapter.tokenizer.bos_token_id  # the Vicuna template renders no BOS
+    assert int((prompt.input_ids == cfg.image_token_id).sum()) == len(frames) * n
+
+
+# -- Qwen preprocessing and M-RoPE ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", QWEN_VERSIONS)
+def test_qwen_preprocess_layout(adapters, frames, name):
+    adapter = adapters[name]
+    pixel = adapter.preprocess(frames)
+    # 90x120 within [56*56, 112*112] -> smart_resize gives 84x112 -> 6x8 patches, 3x4 merged tokens.
+    assert pixel["video_grid_thw"].tolist() == [[4, 6, 8]]
+    assert pixel["pixel_values_videos"].shape == (4 * 6 * 8, 3 * 2 * 14 * 14)
+    # Odd frame count: the last temporal patch repeats frame 6 (layout [..., 3, TP, 14, 14]).
+    last = pixel["pixel_values_videos"][-48:].view(48, 3, 2, 14 * 14)
+    assert torch.equal(last[:, :, 0], last[:, :, 1])
+    video = adapter.encode(pixel)
+    assert video.features.shape[:2] == (4, 12) and video.grid == (3, 4)
+    assert video.frame_features.shape[0] == 4
+    # Pixel bounds: video config honoured, image config ignored, explicit override wins.
+    assert adapter.pixel_bounds == (56 * 56, 112 * 112)
+    adapter.max_pixels = 56 * 56
+    try:
+        assert adapter.preprocess(frames)["video_grid_thw"].tolist() == [[4, 2, 4]]  # 28x56 px
+    finally:
+        adapter.max_pixels = None
+    image_only = type(adapter)(
+        adapter.model,
+        adapter.tokenizer,
+        "x",
+        {"image_processor_type": "Qwen2VLImageProcessor", "max_pixels": 12845056},
+    )
+    assert image_only.pixel_bounds == (128 * 28 * 28, 768 * 28 * 28)
+
+
+def test_qwen2_5_temporal_positions_follow_real_timestamps(adapters, frames):
+    adapter = adapters["qwen2_5_vl"]
+    video = _encode(adapter, frames)
+    prompt = adapter.build_prompt(QUESTION, video)
+    start, n = prompt.visual_start, prompt.num_visual
+    temporal = adapter.position_ids(prompt, video)[0, 0, start : start + n].view(4, -1)[:, 0]
+    # tokens_per_second 2 x second_per_grid 0.5 s = 1 position per temporal patch
+    assert (temporal - temporal[0]).tolist() == [0, 1, 2, 3]
+    video.timestamps_s = [1.5 * i for i in range(7)]  # 3 s per temporal patch -> 6 positions
+    temporal = adapter.position_ids(prompt, video)[0, 0, start : start + n].view(4, -1)[:, 0]
+    assert (temporal - temporal[0]).tolist() == [0, 6, 12, 18]
+
+
+@pytest.mark.parametrize("name", QWEN_VERSIONS)
+@pytest.mark.parametrize("method", ["uniform", "random"])
+def test_qwen_pruned_run_keeps_mrope_positions(adapters, frames, name, method):
+    """Pruning keeps each survivor's own 3-D position; logits equal the stock model fed those positions."""
+    adapter = adapters[name]
+    video = _encode(adapter, frames)
+    prompt = adapter.build_prompt(QUESTION, video)
+    full_positions, _ = adapter.model.model.get_rope_index(
+        prompt.input_ids, **adapter.rope_kwargs(prompt, video)
+    )
+    plan = get_method(method, MethodOptions(keep=0.3, seed=3)).plan(video, prompt)
+    assert set(plan.steps) == {0}
+    decisions = []
+    pruner = plan.steps[0]
+    plan.steps[0] = lambda ctx: decisions.append(pruner(ctx)) or decisions[-1]
+    _, state, gen = _engine_run(adapter, video, plan, max_new_tokens=4)
+    start, n = prompt.visual_start, prompt.num_visual
+    keep = torch.cat([torch.arange(start), start + state.kept_ids, torch.arange(start + n, prompt.length)])
+    assert 0 < state.kept_ids.numel() < n
+    assert state.position_ids.shape == (3, 1, keep.numel())
+    assert torch.equal(state.position_ids, full_positions[..., keep])  # not renumbered
+    # Reference: the stock model on the kept tokens with their 3-D positions, then stock decoding through
+    # `rope_deltas` (cache length + delta), compared logit for logit with our greedy_decode.
+    model = adapter.model
+    embeds = adapter.embed(prompt, video)
+    if decisions[0].replace is not None:  # uniform pools: the kept tokens carry pooled states
+        embeds[0, start + state.kept_ids] = decisions[0].replace.to(embeds.dtype)
+    embeds = embeds[:, keep]
+    pos = full_positions[..., keep]
+    with torch.inference_mode():
+        out = model(inputs_embeds=embeds, position_ids=pos, use_cache=True, logits_to_keep=1)
+        assert torch.equal(out.logits[:, -1].float(), gen.logits[0][None])
+        model.model.rope_deltas = (pos.max() + 1 - keep.numel()).view(1, 1)
+        cache = out.past_key_values
+        for step in range(1, 4):
+            token = torch.tensor([[gen.token_ids[step - 1]]])
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            assert torch.equal(out.logits[:, -1].float(), gen.logits[step][None])
+        model.model.rope_deltas = None
+
+
+@pytest.mark.parametrize("name", QWEN_VERSIONS)
+def test_qwen_probe_matches_eager_attention(adapters, frames, name):
+    """The layer-K probe (M-RoPE cos/sin + plain apply_rotary) equals the eager attention map."""
+    adapter = adapters[name]
+    video = _encode(adapter, frames)
+    prompt = adapter.build_prompt(QUESTION, video)
+    seen = {}
+
+    def keep_all(ctx: engine.LayerContext) -> engine.LayerKeep:
+        seen["scores"] = ctx.scores
+        return engine.LayerKeep(keep=torch.arange(ctx.visual_slots.numel()))
+
+    _engine_run(adapter, video, engine.PrunePlan(steps={2: keep_all}, needs_scores=frozenset({2})), 1)
+    positions = adapter.position_ids(prompt, video)
+    lm = adapter.decoder
+    lm.config._attn_implementation = "eager"
+    try:
+        with torch.inference_mode():
+            attn = lm(
+                inputs_embeds=adapter.embed(prompt, video), position_ids=positions, output_attentions=True
+            ).attentions[1]  # [1, H, L, L]
+    finally:
+        lm.config._attn_implementation = "sdpa"
+    rows = prompt.question_index
+    start = prompt.visual_start
+    expected = attn[0][:, rows].mean(dim=(0, 1))[start : start + prompt.num_visual].float()
+    torch.testing.assert_close(seen["scores"], expected, rtol=1e-5, atol=1e-7)
+
+
+# -- pipeline, context limit, flops --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("method", ["uniform", "random"])
+def test_pipeline_methods_end_to_end(adapters, frames, name, method):
+    adapter = adapters[name]
+    pipe = Pipeline(adapter, method=method, keep=0.25)
+    encoded = pipe.encode(frames)
+    result = pipe.answer(encoded, QUESTION, max_new_tokens=4)
+    stats = result.stats
+    n = encoded.tokens.num_visual
+    assert stats.visual_tokens_in == n
+    assert stats.visual_tokens_kept == round(n * 0.25)
+    assert sum(stats.kept_per_frame) == stats.visual_tokens_kept
+    # Qwen: one "frame" row per temporal patch (2 sampled frames).
+    assert len(stats.kept_per_frame) == (4 if name != "llava_next" else 7)
+    assert 1 <= len(result.token_ids) <= 4
+    same = Pipeline(adapter, method=method, keep=1.0).answer(encoded, QUESTION, max_new_tokens=4)
+    none = Pipeline(adapter, method="none").answer(encoded, QUESTION, max_new_tokens=4)
+    assert same.token_ids == none.token_ids
+
+
+def test_llava_next_context_limit(tmp_path):
+    from mlbcli.models import load_adapter
+    from mlbcli.tiny import build_tiny_llava_next
+
+    adapter = load_adapter(
+        str(build_tiny_llava_next(tmp_path / "small", max_position_embeddings=128)), device="cpu"
+    )
+    pipe = Pipeline(adapter)
+    few = np.random.default_rng(1).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    assert pipe.answer(pipe.encode(few), QUESTION, max_new_tokens=2).token_ids  # 64 visual tokens fit
+    many = np.random.default_rng(1).integers(0, 255, (10, 64, 64, 3), dtype=np.uint8)  # 160 visual tokens
+    with pytest.raises(UsageError, match=r"--frames") as info:
+        pipe.answer(pipe.encode(many), QUESTION, max_new_tokens=2)
+    assert "160 visual" in str(info.value) and "128" in str(info.value)
+    # Pruning before the LLM re-sequences an image LLM's tokens, so the same video fits at keep 0.25.
+    pruned = Pipeline(adapter, method="uniform", keep=0.25).answer(pipe.encode(many), QUESTION, max_new_tokens=2)
+    assert pruned.stats.visual_tokens_kept == 40 and pruned.token_ids
+    video = pipe.encode(few).tokens
+    prompt = adapter.build_prompt(QUESTION, video)
+    adapter.check_context(prompt.length, 128 - prompt.length)  # exactly fits
+    with pytest.raises(UsageError, match=r"--method mlb"):
+        adapter.check_context(prompt.length, 129 - prompt.length, num_visual=prompt.num_visual)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_flops_from_config(model_dirs, name):
+    from mlbcli.api import flops
+
+    plan = flops(model=model_dirs[name], method="uniform", keep=0.5, frames=8)
+    assert plan.family == name
+    per_frame = 16 if name == "llava_next" else 768 // 2  # Qwen: default max_pixels 768*28*28 per 2 frames
+    assert plan.visual_tokens == 8 * per_frame
+    assert 0 < plan.flops < plan.flops_vanilla
