@@ -446,7 +446,7 @@ def answer(
     def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
         result = pipe.answer(
             video,
-            format_question(item.question or "", item.options),
+            format_question(item.question or "", item.options, pipe.adapter.mc_post_prompt),
             max_new_tokens=max_new_tokens,
             method=override,
         )
@@ -508,7 +508,11 @@ def compress(
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=False))
 
     def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
-        prompt = format_question(item.question, item.options) if item.question else DEFAULT_COMPRESS_PROMPT
+        prompt = (
+            format_question(item.question, item.options, pipe.adapter.mc_post_prompt)
+            if item.question
+            else DEFAULT_COMPRESS_PROMPT
+        )
         stats, state = pipe.reduce(video, prompt)
         tokens_file = None
         if save_tokens:

@@ -1,7 +1,7 @@
 """`mlb doctor`: tell an install problem from a model problem, offline.
 
-It reports versions and devices, then builds a tiny random LLaVA-OneVision checkpoint and a synthetic
-clip in a temporary folder and runs the real pipeline on them (decode -> encode -> prune -> prefill ->
+It reports versions and devices, then builds a tiny random checkpoint of every supported family and a
+synthetic clip in a temporary folder and runs the real pipeline on them (decode -> encode -> prune -> prefill ->
 decode -> Parquet), exactly as `mlb answer` does with a real checkpoint.
 """
 
@@ -16,8 +16,19 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "decord2", "av", "pyarrow", "typer", "rich",
-            "numpy", "pillow")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "decord2",
+    "av",
+    "pyarrow",
+    "typer",
+    "rich",
+    "numpy",
+    "pillow",
+)
 
 
 def _version(name: str) -> str:
@@ -57,24 +68,47 @@ def run_doctor(echo: Callable[[str], None] = print, keep_files: bool = False) ->
             results.append(f"{backend} {frames.array.shape[0]} frames")
         return ", ".join(results)
 
-    def pipeline() -> str:
-        from mlbcli import api
-        from mlbcli.tiny import build_tiny_llava_onevision
-        from mlbcli.writers import read_results
+    def pipeline(family: str, build: Callable[[Path], Path]) -> Callable[[], str]:
+        def check() -> str:
+            from mlbcli import api
+            from mlbcli.writers import read_results
 
-        model = build_tiny_llava_onevision(workdir / "tiny-model")
-        started = time.perf_counter()
-        out = workdir / "answers.parquet"
-        summary = api.answer([str(workdir / "clip.mp4")], question="What is happening in the video?",
-                             model=str(model), method="uniform", keep=0.5, frames=8, max_new_tokens=8,
-                             device="cpu", run=api.RunOptions(out=str(out), workers=0))
-        if summary.failed:
-            raise RuntimeError("; ".join(summary.errors))
-        row = read_results(out).to_pylist()[0]
-        return (f"answered in {time.perf_counter() - started:.2f}s, kept {row['visual_tokens_kept']}/"
-                f"{row['visual_tokens_in']} visual tokens, flops_ratio {row['flops_ratio']:.3f}")
+            model = build(workdir / f"tiny-{family}")
+            started = time.perf_counter()
+            out = workdir / f"answers-{family}.parquet"
+            summary = api.answer(
+                [str(workdir / "clip.mp4")],
+                question="What is happening in the video?",
+                model=str(model),
+                method="uniform",
+                keep=0.5,
+                frames=8,
+                max_new_tokens=8,
+                device="cpu",
+                run=api.RunOptions(out=str(out), workers=0),
+            )
+            if summary.failed:
+                raise RuntimeError("; ".join(summary.errors))
+            row = read_results(out).to_pylist()[0]
+            return (
+                f"answered in {time.perf_counter() - started:.2f}s, kept {row['visual_tokens_kept']}/"
+                f"{row['visual_tokens_in']} visual tokens, flops_ratio {row['flops_ratio']:.3f}"
+            )
 
-    checks = [("devices", devices), ("video decoding", decoders), ("tiny-model pipeline", pipeline)]
+        return check
+
+    from mlbcli import tiny
+
+    families = {
+        "llava_onevision": tiny.build_tiny_llava_onevision,
+        "qwen2_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2"),
+        "qwen2_5_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2.5"),
+        "llava_next": tiny.build_tiny_llava_next,
+    }
+    checks = [("devices", devices), ("video decoding", decoders)]
+    checks += [
+        (f"pipeline on a tiny {name} model", pipeline(name, build)) for name, build in families.items()
+    ]
     try:
         for label, check in checks:
             try:
@@ -88,6 +122,9 @@ def run_doctor(echo: Callable[[str], None] = print, keep_files: bool = False) ->
             echo(f"files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    echo("all checks passed: mlb is installed correctly; problems with a real model are about the model"
-         if ok else "some checks failed: this is an installation problem (see above)")
+    echo(
+        "all checks passed: mlb is installed correctly; problems with a real model are about the model"
+        if ok
+        else "some checks failed: this is an installation problem (see above)"
+    )
     return ok

@@ -73,8 +73,11 @@ def _strip_label(option: str, letter: str) -> str:
     return option
 
 
-def format_question(question: str, options: Sequence[str] | None) -> str:
-    """The prompt text: the question alone, or the question, ``A. option`` lines and the post-prompt."""
+def format_question(question: str, options: Sequence[str] | None, post_prompt: str = MC_POST_PROMPT) -> str:
+    """The prompt text: the question alone, or the question, ``A. option`` lines and the post-prompt.
+
+    `post_prompt` is the model family's evaluation convention (`ModelAdapter.mc_post_prompt`).
+    """
     if not options:
         return question
     if len(options) > len(LETTERS):
@@ -83,7 +86,7 @@ def format_question(question: str, options: Sequence[str] | None) -> str:
         f"{letter}. {_strip_label(str(opt), letter).strip()}"
         for letter, opt in zip(LETTERS[: len(options)], options, strict=True)
     ]
-    return question.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + MC_POST_PROMPT
+    return question.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + post_prompt
 
 
 def _clean(response: str) -> str:
