@@ -53,6 +53,13 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class BenchAdapter:
     """The slice of `ModelAdapter` the engine uses, over a bare Qwen2ForCausalLM."""
 
+    renumber_input_positions = False  # LLaVA-OneVision keeps original position ids
+
+    def check_context(
+        self, num_prompt_tokens: int, max_new_tokens: int, *, num_visual: int | None = None
+    ) -> None:
+        """Random-weight model built with a 32k context: nothing to check."""
+
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.decoder = model.model
@@ -69,9 +76,16 @@ def build_model(arch: str, device: str, dtype: torch.dtype, seed: int) -> BenchA
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     layers, hidden, ffn, heads, kv, vocab = ARCHS[arch]
-    cfg = Qwen2Config(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=ffn,
-                      num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
-                      max_position_embeddings=32768, attn_implementation="sdpa")
+    cfg = Qwen2Config(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        vocab_size=vocab,
+        max_position_embeddings=32768,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # initialise directly in the target dtype / device (7B: no fp32 copy)
@@ -103,10 +117,16 @@ def make_request(adapter: BenchAdapter, frames: int, side: int, seed: int) -> Re
     static = (torch.rand(N, generator=g) < 0.3).float()[None, :, None]  # [1, N, 1] 30% static positions
     noise = torch.randn(frames, N, D, generator=g) * (0.1 * static + 0.8 * (1 - static))
     features = (scene_tokens[scene_of] + noise) * 0.02  # [T, N, D], roughly the embedding scale
-    frame_features = torch.randn(scenes, 64, generator=g)[scene_of] + 0.05 * torch.randn(frames, 64, generator=g)
+    frame_features = torch.randn(scenes, 64, generator=g)[scene_of] + 0.05 * torch.randn(
+        frames, 64, generator=g
+    )
     device, dtype = adapter.model.device, adapter.model.dtype
-    video = VideoTokens(features.to(device, dtype), (side, side), torch.zeros(1, D, device=device, dtype=dtype),
-                        frame_features)
+    video = VideoTokens(
+        features.to(device, dtype),
+        (side, side),
+        torch.zeros(1, D, device=device, dtype=dtype),
+        frame_features,
+    )
     prefix, question, suffix = 14, 24, 5
     n = frames * N
     length = prefix + n + 1 + question + suffix
@@ -116,8 +136,9 @@ def make_request(adapter: BenchAdapter, frames: int, side: int, seed: int) -> Re
     with torch.inference_mode():
         embeds = adapter.decoder.embed_tokens(ids)
         embeds[0, prefix : prefix + n] = video.features.reshape(n, D)
-    return Request(video, prompt, embeds, torch.arange(length, device=device)[None],
-                   torch.arange(prefix, prefix + n))
+    return Request(
+        video, prompt, embeds, torch.arange(length, device=device)[None], torch.arange(prefix, prefix + n)
+    )
 
 
 def sync(device: str) -> None:
@@ -171,7 +192,9 @@ def run_prefill(adapter: BenchAdapter, req: Request, plan: engine.PrunePlan | No
     return engine.prefill(adapter, req.embeds, req.positions, req.visual, req.prompt.question_index, plan)
 
 
-def probe_compute_seconds(adapter: BenchAdapter, req: Request, layer: int, device: str, repeats: int = 5) -> float:
+def probe_compute_seconds(
+    adapter: BenchAdapter, req: Request, layer: int, device: str, repeats: int = 5
+) -> float:
     """Median time of the probe's own work (hooks + `received()`) on decoder layer `layer - 1` alone."""
     from mlbcli.probe import attention_probe
 
@@ -180,9 +203,12 @@ def probe_compute_seconds(adapter: BenchAdapter, req: Request, layer: int, devic
     out = []
     with torch.inference_mode():
         for _ in range(repeats):
-            with attention_probe(block.self_attn, req.prompt.question_index.to(req.embeds.device),
-                                 adapter.apply_rotary) as probe:
-                block(req.embeds, attention_mask=None, position_embeddings=cos_sin, position_ids=req.positions)
+            with attention_probe(
+                block.self_attn, req.prompt.question_index.to(req.embeds.device), adapter.apply_rotary
+            ) as probe:
+                block(
+                    req.embeds, attention_mask=None, position_embeddings=cos_sin, position_ids=req.positions
+                )
             out.append(timed(device, probe.received)[0])
     return statistics.median(out)
 
@@ -226,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = 0
     for key in configs:
         holder: dict[str, engine.PrefillResult] = {}
-        memory[key] = peak_memory(args.device, lambda key=key, holder=holder: holder.setdefault(
-            "s", run_prefill(adapter, req, plans[key]())))
+        memory[key] = peak_memory(
+            args.device,
+            lambda key=key, holder=holder: holder.setdefault("s", run_prefill(adapter, req, plans[key]())),
+        )
         stats[key] = token_stats(holder["s"], req.video, dims)
     for _ in range(args.repeats):
         times["vanilla"].append(timed(args.device, lambda: run_prefill(adapter, req, None))[0])
@@ -247,26 +275,36 @@ def main(argv: list[str] | None = None) -> int:
     n = req.video.num_visual
     plain, probed = statistics.median(plain_t), statistics.median(probe_t)
     component = probe_compute_seconds(adapter, req, args.layer, args.device)
-    probe_line = (f"Probe overhead (layer {args.layer - 1} probe, question rows, keep-all step at layer {args.layer}): "
-                  f"plain {plain * 1e3:.1f} ms, probed {probed * 1e3:.1f} ms, overhead {100 * (probed / plain - 1):+.2f}% "
-                  f"(median of {args.probe_repeats} interleaved pairs; per-pair ratios: median "
-                  f"{100 * (statistics.median(b / a for a, b in zip(plain_t, probe_t, strict=True)) - 1):+.2f}%). "
-                  f"Probe computation alone (softmax of the query rows, isolated): {component * 1e3:.1f} ms = "
-                  f"{100 * component / plain:.2f}% of the plain prefill")
+    probe_line = (
+        f"Probe overhead (layer {args.layer - 1} probe, question rows, keep-all step at layer {args.layer}): "
+        f"plain {plain * 1e3:.1f} ms, probed {probed * 1e3:.1f} ms, overhead {100 * (probed / plain - 1):+.2f}% "
+        f"(median of {args.probe_repeats} interleaved pairs; per-pair ratios: median "
+        f"{100 * (statistics.median(b / a for a, b in zip(plain_t, probe_t, strict=True)) - 1):+.2f}%). "
+        f"Probe computation alone (softmax of the query rows, isolated): {component * 1e3:.1f} ms = "
+        f"{100 * component / plain:.2f}% of the plain prefill"
+    )
     if args.only_probe:
         print(probe_line)
         return 0
     vanilla = statistics.median(times["vanilla"])
     layers, hidden, ffn, heads, kv, _ = ARCHS[args.arch]
-    print(f"### Prefill benchmark: {args.arch} (L={layers}, D={hidden}, D'={ffn}, H={heads}, H_kv={kv}), "
-          f"{args.frames} frames x {args.grid * args.grid} = {n} visual tokens, prompt {req.prompt.length} "
-          f"tokens, device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}, "
-          f"K={args.layer}, median of {args.repeats} interleaved rounds\n")
-    mem_label = "peak extra GPU mem (MiB)" if args.device.startswith("cuda") else "peak extra RSS (MiB, sampled)"
-    print(f"| method | keep | realized keep | FLOPs ratio | prefill ms | vanilla ms | speedup | {mem_label} |")
+    print(
+        f"### Prefill benchmark: {args.arch} (L={layers}, D={hidden}, D'={ffn}, H={heads}, H_kv={kv}), "
+        f"{args.frames} frames x {args.grid * args.grid} = {n} visual tokens, prompt {req.prompt.length} "
+        f"tokens, device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}, "
+        f"K={args.layer}, median of {args.repeats} interleaved rounds\n"
+    )
+    mem_label = (
+        "peak extra GPU mem (MiB)" if args.device.startswith("cuda") else "peak extra RSS (MiB, sampled)"
+    )
+    print(
+        f"| method | keep | realized keep | FLOPs ratio | prefill ms | vanilla ms | speedup | {mem_label} |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| none (vanilla) | 1.00 | 1.000 | 1.000 | {vanilla * 1e3:.0f} | {vanilla * 1e3:.0f} | 1.00x | "
-          f"{memory['vanilla']:.0f} |")
+    print(
+        f"| none (vanilla) | 1.00 | 1.000 | 1.000 | {vanilla * 1e3:.0f} | {vanilla * 1e3:.0f} | 1.00x | "
+        f"{memory['vanilla']:.0f} |"
+    )
     for m in methods:
         if 1.0 in keeps:
             print(f"| {m} | 1.00 | 1.000 | 1.000 | = vanilla (empty plan) | | | |")
@@ -274,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             if k >= 1.0:
                 continue
             s, t = stats[(m, k)], statistics.median(times[(m, k)])
-            print(f"| {m} | {k:.2f} | {s.keep_realized:.3f} | {s.flops_ratio:.3f} | {t * 1e3:.0f} | "
-                  f"{vanilla * 1e3:.0f} | {vanilla / t:.2f}x | {memory[(m, k)]:.0f} |")
+            print(
+                f"| {m} | {k:.2f} | {s.keep_realized:.3f} | {s.flops_ratio:.3f} | {t * 1e3:.0f} | "
+                f"{vanilla * 1e3:.0f} | {vanilla / t:.2f}x | {memory[(m, k)]:.0f} |"
+            )
     print("\n" + probe_line)
     return 0
 

@@ -714,7 +714,7 @@ def flops(
         model=model, method=method, keep=keep, layer=layer, debias=debias, params=params, frames=frames
     )
     chosen = get_method(method, spec.method_options())
-    schedule = tokens_per_layer(n, chosen.nominal_schedule(n), dims.num_layers)
+    schedule = tokens_per_layer(n, chosen.nominal_schedule(n, frames), dims.num_layers)
     return FlopsPlan(
         model=model,
         family=adapter_cls.family,

@@ -7,9 +7,12 @@ imports (torch, transformers, decoders) happen inside the commands so `mlb --hel
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -40,31 +43,62 @@ app = typer.Typer(
 )
 
 # -- shared option types ---------------------------------------------------------------------------------
-Sources = Annotated[list[str], typer.Argument(help="Video files, folders (recursive), manifests "
-                                              "(.jsonl/.csv/.parquet) or '-' for paths on stdin.",
-                                              show_default=False)]
+Sources = Annotated[
+    list[str],
+    typer.Argument(
+        help="Video files, folders (recursive), manifests (.jsonl/.csv/.parquet) or '-' for paths on stdin.",
+        show_default=False,
+    ),
+]
 Question = Annotated[str | None, typer.Option("--question", help="Question for items that carry none.")]
-Model = Annotated[str, typer.Option("--model", envvar="MLB_MODEL",
-                                    help="Hub id or local checkpoint folder.")]
+Model = Annotated[str, typer.Option("--model", envvar="MLB_MODEL", help="Hub id or local checkpoint folder.")]
 Method = Annotated[str, typer.Option("--method", help="Token-reduction method (see `mlb methods`).")]
-Keep = Annotated[float, typer.Option("--keep", help="Fraction of visual tokens kept past the pruning point, "
-                                     "0 < keep <= 1.")]
-Layer = Annotated[int, typer.Option("--layer", help="Attention methods: prune before decoder layer K, "
-                                    "scored by the attention of layer K-1.")]
-Query = Annotated[str, typer.Option("--query", help="Attention probe rows: 'question' (all question "
-                                    "tokens) or 'last' (last prompt token, FastV).")]
-Debias = Annotated[str | None, typer.Option("--debias", help="Comma list of debiasers overriding the "
-                                            "method's default (global, local, grid, tail, none).")]
-Param = Annotated[list[str] | None, typer.Option("--param", help="Method hyperparameter NAME=VALUE "
-                                                 "(repeatable); see `mlb methods`.")]
-Frames = Annotated[int | None, typer.Option("--frames", help="Frames sampled uniformly per video "
-                                            "(default: the model's usual, 32 for LLaVA-OneVision).")]
+Keep = Annotated[
+    float,
+    typer.Option("--keep", help="Fraction of visual tokens kept past the pruning point, 0 < keep <= 1."),
+]
+Layer = Annotated[
+    int,
+    typer.Option(
+        "--layer",
+        help="Attention methods: prune before decoder layer K, scored by the attention of layer K-1.",
+    ),
+]
+Query = Annotated[
+    str,
+    typer.Option(
+        "--query",
+        help="Attention probe rows: 'question' (all question tokens) or 'last' (last prompt token, FastV).",
+    ),
+]
+Debias = Annotated[
+    str | None,
+    typer.Option(
+        "--debias",
+        help="Comma list of debiasers overriding the method's default (global, local, grid, tail, none).",
+    ),
+]
+Param = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="Method hyperparameter NAME=VALUE (repeatable); see `mlb methods`."),
+]
+Frames = Annotated[
+    int | None,
+    typer.Option(
+        "--frames",
+        help="Frames sampled uniformly per video (default: the model's usual, 32 for LLaVA-OneVision).",
+    ),
+]
 Fps = Annotated[float | None, typer.Option("--fps", help="Sample at this rate instead (capped by --frames).")]
 MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Generation limit per answer.")]
 Device = Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")]
-Out = Annotated[str | None, typer.Option("--out", "-o", help="Output file, or '-' for JSON lines on stdout "
-                                         "[default: <command>.parquet].")]
+Out = Annotated[
+    str | None,
+    typer.Option(
+        "--out", "-o", help="Output file, or '-' for JSON lines on stdout [default: <command>.parquet]."
+    ),
+]
 Format = Annotated[str | None, typer.Option("--format", help="parquet | jsonl | csv (default: from --out).")]
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Skip items already in --out.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out instead of resuming it.")]
@@ -72,13 +106,65 @@ FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first f
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, decoder messages included.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for stochastic methods.")]
-MinPixels = Annotated[int | None, typer.Option("--min-pixels", help="Qwen2-VL family: lower bound on the "
-                                               "pixels per frame after resizing (checkpoint default).")]
-MaxPixels = Annotated[int | None, typer.Option("--max-pixels", help="Qwen2-VL family: upper bound on the "
-                                               "pixels per frame after resizing (checkpoint default).")]
+MinPixels = Annotated[
+    int | None,
+    typer.Option(
+        "--min-pixels",
+        help="Qwen2-VL family: lower bound on the pixels per frame after resizing (checkpoint default).",
+    ),
+]
+MaxPixels = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pixels",
+        help="Qwen2-VL family: upper bound on the pixels per frame after resizing (checkpoint default).",
+    ),
+]
 Workers = Annotated[int, typer.Option("--workers", help="Background decode processes (0 = inline).")]
-Timeout = Annotated[float, typer.Option("--decode-timeout", help="Abandon a video whose decode takes "
-                                        "longer than this many seconds.")]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--decode-timeout", help="Abandon a video whose decode takes longer than this many seconds."
+    ),
+]
+
+
+def with_method_parameters(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command one named option per method hyperparameter (`--dedup-threshold`...).
+
+    The options are generated from the one registry (`mlbcli.selection.params.HYPERPARAMETERS`), so a
+    new hyperparameter appears in every command's --help with its default and the methods it applies
+    to. The command receives the given ones (None = not given) as `method_params`.
+    """
+    from mlbcli.selection.params import HYPERPARAMETERS
+
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name != "method_params"]
+    extra = []
+    for name, hp in HYPERPARAMETERS.items():
+        default = "derived" if hp.default is None else hp.default
+        option = typer.Option(
+            f"--{name.replace('_', '-')}",
+            show_default=False,
+            help=f"[{', '.join(hp.methods)}] {hp.help} [default: {default}]",
+        )
+        extra.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[hp.type | None, option],
+            )
+        )  # noqa: UP045
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in HYPERPARAMETERS if name in kwargs}
+        return command(*args, **kwargs, method_params=given)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {}
+    return wrapper
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -107,14 +193,22 @@ def _run_options(out, fmt, resume, overwrite, fail_fast, workers, timeout) -> An
         raise UsageError(f"--format must be parquet, jsonl or csv, not {fmt!r}")
     if workers < 0:
         raise UsageError("--workers must be >= 0")
-    return RunOptions(out=out, fmt=fmt, resume=resume, overwrite=overwrite, fail_fast=fail_fast,
-                      workers=workers, decode_timeout_s=timeout)
+    return RunOptions(
+        out=out,
+        fmt=fmt,
+        resume=resume,
+        overwrite=overwrite,
+        fail_fast=fail_fast,
+        workers=workers,
+        decode_timeout_s=timeout,
+    )
 
 
-def _params(values: list[str] | None) -> dict[str, Any]:
+def _params(values: list[str] | None, named: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Method hyperparameters from the named options and repeatable `--param NAME=VALUE`."""
     import json
 
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {k: v for k, v in (named or {}).items() if v is not None}
     for value in values or []:
         name, sep, raw = value.partition("=")
         if not sep or not name:
@@ -153,13 +247,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """mlb: batch video QA with attention-debiased visual-token pruning."""
 
 
 @app.command(epilog="Example: mlb answer videos/ --question 'What is the person doing?' --keep 0.25")
+@with_method_parameters
 def answer(
     sources: Sources,
     question: Question = None,
@@ -194,6 +290,7 @@ def answer(
     ] = None,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    method_params: dict[str, Any] | None = None,
 ) -> None:
     """Answer questions about videos; one row per video x question (answers + token statistics).
 
@@ -205,17 +302,35 @@ def answer(
     def call():
         from mlbcli import api
 
-        return api.answer(sources, question=question, model=model, method=method, keep=keep, layer=layer,
-                          query=query, debias=debias, params=_params(param), frames=frames, fps=fps,
-                          max_new_tokens=max_new_tokens, device=device, dtype=dtype, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels,
-                          tokens=tokens,
-                          run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
-                          reporter=_reporter(quiet, out), stdin=sys.stdin)
+        return api.answer(
+            sources,
+            question=question,
+            model=model,
+            method=method,
+            keep=keep,
+            layer=layer,
+            query=query,
+            debias=debias,
+            params=_params(param, method_params),
+            frames=frames,
+            fps=fps,
+            max_new_tokens=max_new_tokens,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            tokens=tokens,
+            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            reporter=_reporter(quiet, out),
+            stdin=sys.stdin,
+        )
 
     _finish(call)
 
 
 @app.command(epilog="Example: mlb compress videos/ --method uniform --keep 0.25 --out stats.parquet")
+@with_method_parameters
 def compress(
     sources: Sources,
     question: Question = None,
@@ -232,10 +347,15 @@ def compress(
     dtype: Dtype = "auto",
     min_pixels: MinPixels = None,
     max_pixels: MaxPixels = None,
-    save_tokens: Annotated[str | None, typer.Option("--save-tokens", help="Folder to store each video's "
-                                                    "encoded visual tokens (safetensors).")] = None,
-    bias_report: Annotated[str | None, typer.Option("--bias-report", help="Folder for per-video attention "
-                                                    "bias plots (PNG).")] = None,
+    save_tokens: Annotated[
+        str | None,
+        typer.Option(
+            "--save-tokens", help="Folder to store each video's encoded visual tokens (safetensors)."
+        ),
+    ] = None,
+    bias_report: Annotated[
+        str | None, typer.Option("--bias-report", help="Folder for per-video attention bias plots (PNG).")
+    ] = None,
     out: Out = None,
     format: Format = None,
     resume: Resume = True,
@@ -246,6 +366,7 @@ def compress(
     seed: Seed = 0,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    method_params: dict[str, Any] | None = None,
 ) -> None:
     """Encode videos and reduce their visual tokens; per-video token statistics, no generation."""
     _setup_logging(verbose, quiet)
@@ -253,22 +374,44 @@ def compress(
     def call():
         from mlbcli import api
 
-        return api.compress(sources, question=question, model=model, method=method, keep=keep, layer=layer,
-                            query=query, debias=debias, params=_params(param), frames=frames, fps=fps,
-                            device=device, dtype=dtype, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels, save_tokens=save_tokens,
-                            bias_report=bias_report,
-                            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
-                            reporter=_reporter(quiet, out), stdin=sys.stdin)
+        return api.compress(
+            sources,
+            question=question,
+            model=model,
+            method=method,
+            keep=keep,
+            layer=layer,
+            query=query,
+            debias=debias,
+            params=_params(param, method_params),
+            frames=frames,
+            fps=fps,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            save_tokens=save_tokens,
+            bias_report=bias_report,
+            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            reporter=_reporter(quiet, out),
+            stdin=sys.stdin,
+        )
 
     _finish(call)
 
 
 @app.command(epilog="Example (crontab): 0 2 * * * mlb summarize /srv/cams --out /srv/summaries.parquet -q")
+@with_method_parameters
 def summarize(
     sources: Sources,
-    prompt: Annotated[str | None, typer.Option("--prompt", help="Summary prompt "
-                                               "[default: 'Describe what happens in this video in a few "
-                                               "sentences.'].")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt",
+            help="Summary prompt [default: 'Describe what happens in this video in a few sentences.'].",
+        ),
+    ] = None,
     model: Model = DEFAULT_MODEL,
     method: Method = "none",
     keep: Keep = 1.0,
@@ -293,6 +436,7 @@ def summarize(
     seed: Seed = 0,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    method_params: dict[str, Any] | None = None,
 ) -> None:
     """Summarise new or changed videos (safe to run from cron; concurrent runs do not collide)."""
     _setup_logging(verbose, quiet)
@@ -301,11 +445,28 @@ def summarize(
         from mlbcli import api
 
         kwargs = {"prompt": prompt} if prompt is not None else {}
-        return api.summarize(sources, model=model, method=method, keep=keep, layer=layer, query=query,
-                             debias=debias, params=_params(param), frames=frames, fps=fps,
-                             max_new_tokens=max_new_tokens, device=device, dtype=dtype, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels,
-                             run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
-                             reporter=_reporter(quiet, out), stdin=sys.stdin, **kwargs)
+        return api.summarize(
+            sources,
+            model=model,
+            method=method,
+            keep=keep,
+            layer=layer,
+            query=query,
+            debias=debias,
+            params=_params(param, method_params),
+            frames=frames,
+            fps=fps,
+            max_new_tokens=max_new_tokens,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            reporter=_reporter(quiet, out),
+            stdin=sys.stdin,
+            **kwargs,
+        )
 
     _finish(call)
 
@@ -313,11 +474,16 @@ def summarize(
 @app.command(epilog="Example: mlb sample videos/ --frames 16 --contact-sheet sheets/ --out frames.parquet")
 def sample(
     sources: Sources,
-    frames: Annotated[int | None, typer.Option("--frames", help="Frames sampled uniformly per video "
-                                               "[default: 32].")] = None,
+    frames: Annotated[
+        int | None, typer.Option("--frames", help="Frames sampled uniformly per video [default: 32].")
+    ] = None,
     fps: Fps = None,
-    contact_sheet: Annotated[str | None, typer.Option("--contact-sheet", help="Folder for one image per "
-                                                      "video with the sampled frames in a grid.")] = None,
+    contact_sheet: Annotated[
+        str | None,
+        typer.Option(
+            "--contact-sheet", help="Folder for one image per video with the sampled frames in a grid."
+        ),
+    ] = None,
     out: Out = None,
     format: Format = None,
     resume: Resume = True,
@@ -334,9 +500,15 @@ def sample(
     def call():
         from mlbcli import api
 
-        return api.sample(sources, frames=frames, fps=fps, contact_sheet=contact_sheet,
-                          run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
-                          reporter=_reporter(quiet, out), stdin=sys.stdin)
+        return api.sample(
+            sources,
+            frames=frames,
+            fps=fps,
+            contact_sheet=contact_sheet,
+            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            reporter=_reporter(quiet, out),
+            stdin=sys.stdin,
+        )
 
     _finish(call)
 
@@ -345,6 +517,7 @@ def sample(
     epilog="Example: mlb flops --model llava-hf/llava-onevision-qwen2-7b-ov-hf --frames 32 "
     "--method fastv --keep 0.25 --layer 2"
 )
+@with_method_parameters
 def flops(
     model: Model = DEFAULT_MODEL,
     method: Method = "none",
@@ -353,6 +526,7 @@ def flops(
     frames: Frames = None,
     debias: Debias = None,
     param: Param = None,
+    method_params: dict[str, Any] | None = None,
 ) -> None:
     """Visual-token LLM FLOPs of a method and its ratio to the unpruned model, from the config alone.
 
@@ -370,7 +544,7 @@ def flops(
             layer=layer,
             frames=frames,
             debias=debias,
-            params=_params(param),
+            params=_params(param, method_params),
         )
     except UsageError as error:
         typer.echo(f"mlb: error: {error}", err=True)
@@ -399,7 +573,9 @@ def methods() -> None:
 @app.command()
 def doctor(
     verbose: Verbose = False,
-    keep_files: Annotated[bool, typer.Option("--keep-files", help="Keep the generated model and clip.")] = False,
+    keep_files: Annotated[
+        bool, typer.Option("--keep-files", help="Keep the generated model and clip.")
+    ] = False,
 ) -> None:
     """Offline self-check: versions, devices, and the full pipeline on a tiny random model and clip."""
     _setup_logging(verbose, quiet=True)

@@ -86,7 +86,9 @@ class PrefillResult:
     visual_in: int  # prunable visual tokens of the prompt
     kept_ids: torch.Tensor  # [k] visual ids alive after the last pruning step
     appended: int  # tokens added by pruners (e.g. a summary tail)
-    scores: dict[int, torch.Tensor]  # probe layer -> [n_visual] scores by visual id (NaN where already dropped)
+    scores: dict[
+        int, torch.Tensor
+    ]  # probe layer -> [n_visual] scores by visual id (NaN where already dropped)
     infos: dict[int, dict[str, Any]]  # layer -> pruner diagnostics
     seconds: float = 0.0
 
@@ -126,6 +128,8 @@ class _Sequence:
 def _apply_keep(seq: _Sequence, decision: LayerKeep, layer: int) -> _Sequence:
     keep = decision.keep.to(seq.visual_slots.device)
     n = seq.visual_slots.numel()
+    if keep.numel() == n and decision.replace is None and decision.append is None:
+        return seq  # keeps everything as it is (e.g. a diagnostics-only step): no copy
     if keep.numel() and (keep.min() < 0 or keep.max() >= n or not bool((keep[1:] > keep[:-1]).all())):
         raise ValueError("pruner must return unique ascending indices into visual_slots")
     hidden = seq.hidden
@@ -140,11 +144,14 @@ def _apply_keep(seq: _Sequence, decision: LayerKeep, layer: int) -> _Sequence:
     alive = torch.ones_like(is_visual)
     alive[dropped] = False
     order = alive.nonzero().squeeze(1)
-    seq = _Sequence(hidden, seq.position_ids, seq.visual_slots, seq.visual_ids, seq.appended_slots,
-                    seq.query_slots).select(order)
+    seq = _Sequence(
+        hidden, seq.position_ids, seq.visual_slots, seq.visual_ids, seq.appended_slots, seq.query_slots
+    ).select(order)
     if decision.append is not None and decision.append.shape[0]:
         if layer != 0:
-            raise ValueError("tokens can only be appended before the LLM (layer 0): earlier KV would miss them")
+            raise ValueError(
+                "tokens can only be appended before the LLM (layer 0): earlier KV would miss them"
+            )
         seq = _insert_after_visual(seq, decision.append)
     return seq
 
@@ -162,8 +169,14 @@ def _insert_after_visual(seq: _Sequence, extra: torch.Tensor) -> _Sequence:
         return torch.where(slots >= at, slots + m, slots)
 
     appended = torch.arange(at, at + m, device=seq.visual_slots.device)
-    return _Sequence(hidden, pos, shift(seq.visual_slots), seq.visual_ids,
-                     torch.cat([shift(seq.appended_slots), appended]), shift(seq.query_slots))
+    return _Sequence(
+        hidden,
+        pos,
+        shift(seq.visual_slots),
+        seq.visual_ids,
+        torch.cat([shift(seq.appended_slots), appended]),
+        shift(seq.query_slots),
+    )
 
 
 def _run_layer(adapter: ModelAdapter, layer: torch.nn.Module, seq: _Sequence, cos_sin: Any, cache: Any):
@@ -244,7 +257,11 @@ def prefill(
         if cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
             cos_sin = adapter.rotary(seq.hidden, seq.position_ids)
         probing = (i + 1) in plan.needs_scores
-        probe_ctx = attention_probe(layer.self_attn, seq.query_slots, adapter.apply_rotary) if probing else nullcontext()
+        probe_ctx = (
+            attention_probe(layer.self_attn, seq.query_slots, adapter.apply_rotary)
+            if probing
+            else nullcontext()
+        )
         with probe_ctx as probe:
             seq.hidden = _run_layer(adapter, layer, seq, cos_sin, cache)
         if probing:
@@ -305,7 +322,13 @@ def greedy_decode(
         positions = adapter.next_positions(state.position_ids, step)
         cos_sin = adapter.rotary(hidden, positions)
         for layer in adapter.layers:
-            hidden = layer(hidden, attention_mask=None, position_embeddings=cos_sin, position_ids=positions,
-                           past_key_values=state.cache, use_cache=True)
+            hidden = layer(
+                hidden,
+                attention_mask=None,
+                position_embeddings=cos_sin,
+                position_ids=positions,
+                past_key_values=state.cache,
+                use_cache=True,
+            )
         logits = adapter.lm_head(decoder.norm(hidden[:, -1])).float()
     return Generation(tokens, kept, time.perf_counter() - started)

@@ -70,7 +70,9 @@ class PlainReporter:
             self.last = now
             rate, eta = _rate_eta(self.done, self.total, now - self.started)
             eta_text = f", ETA {eta:.0f}s" if eta is not None else ""
-            self._line(f"{self.kind}: {self.done}/{self.total} done, {self.failed} failed, {rate:.2f}/s{eta_text}")
+            self._line(
+                f"{self.kind}: {self.done}/{self.total} done, {self.failed} failed, {rate:.2f}/s{eta_text}"
+            )
 
     def finish(self, summary: RunSummary) -> None:
         self._line(summary_text(summary))
@@ -123,9 +125,15 @@ class RichReporter:
             return
         self.failed += int(bool(row.get("error")))
         done = self.progress.tasks[0].completed + 1
-        rate, _ = _rate_eta(int(done), int(self.progress.tasks[0].total or 0), time.monotonic() - self.started)
-        self.progress.update(self.task, advance=1, rate=f"{rate:.2f} items/s",
-                             failed=f"{self.failed} failed" if self.failed else "")
+        rate, _ = _rate_eta(
+            int(done), int(self.progress.tasks[0].total or 0), time.monotonic() - self.started
+        )
+        self.progress.update(
+            self.task,
+            advance=1,
+            rate=f"{rate:.2f} items/s",
+            failed=f"{self.failed} failed" if self.failed else "",
+        )
 
     def finish(self, summary: RunSummary) -> None:
         from rich.table import Table

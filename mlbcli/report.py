@@ -84,7 +84,9 @@ def _bars(draw: Any, box: tuple[int, int, int, int], before: list[float], after:
     _text(draw, (x0 + 5, y0 + 3), f"max {top:.3f}")
 
 
-def _heatmap(draw: Any, origin: tuple[int, int], counts: torch.Tensor, grid: tuple[int, int], cell: int) -> None:
+def _heatmap(
+    draw: Any, origin: tuple[int, int], counts: torch.Tensor, grid: tuple[int, int], cell: int
+) -> None:
     h, w = grid
     peak = max(1, int(counts.max()))
     for r in range(h):
@@ -95,8 +97,15 @@ def _heatmap(draw: Any, origin: tuple[int, int], counts: torch.Tensor, grid: tup
             draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(255, shade, shade), outline=_GRID)
 
 
-def _kept_maps(draw: Any, origin: tuple[int, int], kept: torch.Tensor, T: int, grid: tuple[int, int],
-               cell: int, per_row: int) -> int:
+def _kept_maps(
+    draw: Any,
+    origin: tuple[int, int],
+    kept: torch.Tensor,
+    T: int,
+    grid: tuple[int, int],
+    cell: int,
+    per_row: int,
+) -> int:
     """Draw T small grids; returns the height used."""
     h, w = grid
     mask = torch.zeros(T * h * w, dtype=torch.bool)
@@ -111,13 +120,23 @@ def _kept_maps(draw: Any, origin: tuple[int, int], kept: torch.Tensor, T: int, g
         for r in range(h):
             for c in range(w):
                 x, y = gx + c * cell, gy + 12 + r * cell
-                draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=_KEPT if mask[t, r, c] else _BG,
-                               outline=_GRID if cell > 3 else None)
+                draw.rectangle(
+                    (x, y, x + cell - 1, y + cell - 1),
+                    fill=_KEPT if mask[t, r, c] else _BG,
+                    outline=_GRID if cell > 3 else None,
+                )
     return rows * (h * cell + gap + 12)
 
 
-def render_bias_report(title: str, scores: torch.Tensor | None, debiased: list[float] | None,
-                       kept_ids: torch.Tensor, num_frames: int, grid: tuple[int, int], subtitle: str = ""):
+def render_bias_report(
+    title: str,
+    scores: torch.Tensor | None,
+    debiased: list[float] | None,
+    kept_ids: torch.Tensor,
+    num_frames: int,
+    grid: tuple[int, int],
+    subtitle: str = "",
+):
     """The report image (PIL.Image) from plain tensors (scores [T*N] by visual id, or None)."""
     from PIL import Image, ImageDraw
 
@@ -134,15 +153,24 @@ def render_bias_report(title: str, scores: torch.Tensor | None, debiased: list[f
     _text(draw, (10, 22), subtitle)
     y = 40
     if scores is None:
-        _text(draw, (10, y), "no attention probe: this method does not read LLM attention (kept-token map only)")
+        _text(
+            draw, (10, y), "no attention probe: this method does not read LLM attention (kept-token map only)"
+        )
         y += 30
     else:
         before = frame_mass(scores, T)
-        _text(draw, (10, y), "(1) attention mass per frame: blue = before debiasing (all candidates), "
-                             "orange = kept tokens")
+        _text(
+            draw,
+            (10, y),
+            "(1) attention mass per frame: blue = before debiasing (all candidates), orange = kept tokens",
+        )
         _bars(draw, (10, y + 15, _WIDTH - 10, y + 175), before, debiased)
         y += 190
-        _text(draw, (10, y), f"(2) grid positions of the top-10% tokens by attention ({h}x{w}, pooled over frames)")
+        _text(
+            draw,
+            (10, y),
+            f"(2) grid positions of the top-10% tokens by attention ({h}x{w}, pooled over frames)",
+        )
         _heatmap(draw, (10, y + 15), top_position_histogram(scores, T), grid, heat_cell)
         y += 15 + max(h * heat_cell, 30) + 35
     _text(draw, (10, y), f"(3) kept tokens per frame ({kept_ids.numel()} of {T * h * w}); green = kept")
@@ -150,21 +178,25 @@ def render_bias_report(title: str, scores: torch.Tensor | None, debiased: list[f
     return image
 
 
-def write_bias_report(folder: str, item: Any, video: EncodedVideo, state: PrefillResult,
-                      stats: TokenStats) -> Path:
+def write_bias_report(
+    folder: str, item: Any, video: EncodedVideo, state: PrefillResult, stats: TokenStats
+) -> Path:
     """Write `<folder>/<safe video id>-<hash>.png` atomically (tmp file + os.replace); return its path."""
     tokens = video.tokens
     T = tokens.num_frames
     scores = state.scores[min(state.scores)] if state.scores else None
     debiased = _debiased_mass(state, scores, T) if scores is not None else None
-    subtitle = (f"visual tokens {stats.visual_tokens_in} -> {stats.visual_tokens_kept} "
-                f"(keep {stats.keep_realized:.3f}, FLOPs ratio {stats.flops_ratio:.3f}, "
-                f"appended {stats.appended_tokens})")
+    subtitle = (
+        f"visual tokens {stats.visual_tokens_in} -> {stats.visual_tokens_kept} "
+        f"(keep {stats.keep_realized:.3f}, FLOPs ratio {stats.flops_ratio:.3f}, "
+        f"appended {stats.appended_tokens})"
+    )
     if state.scores:
         k = min(state.scores)
         subtitle += f"; attention probe at layer {k} (pruning before layer {k + 1})"
-    image = render_bias_report(f"video {item.video_id}", scores, debiased, state.kept_ids, T, tokens.grid,
-                               subtitle)
+    image = render_bias_report(
+        f"video {item.video_id}", scores, debiased, state.kept_ids, T, tokens.grid, subtitle
+    )
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / report_name(item.video_id, getattr(item, "question_id", None))

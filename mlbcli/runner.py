@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mlbcli import engine
+from mlbcli.errors import UsageError
 from mlbcli.flops import LLMDims, visual_flops
 from mlbcli.selection import Method, MethodOptions, get_method
 
@@ -114,8 +115,17 @@ class Pipeline:
             self.adapter = load_adapter(model, device=device, dtype=dtype, **(adapter_options or {}))
         else:
             self.adapter = model
-        self.method = method if isinstance(method, Method) else get_method(method, MethodOptions(**method_options))
+        self.method = (
+            method if isinstance(method, Method) else get_method(method, MethodOptions(**method_options))
+        )
         self.dims = LLMDims.from_config(self.adapter.text_config)
+        layer, num_layers = self.method.options.layer, self.dims.num_layers
+        if self.method.prune_point == "layer" and not 1 <= layer < num_layers:
+            raise UsageError(
+                f"--layer {layer}: {self.method.name} prunes before decoder layer K using the "
+                f"attention of layer K-1; this model has {num_layers} layers, choose "
+                f"1..{num_layers - 1}"
+            )
 
     @property
     def default_frames(self) -> int:
@@ -146,16 +156,25 @@ class Pipeline:
         embeds = adapter.embed(prompt, video)
         positions = adapter.position_ids(prompt, video)
         visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-        return engine.prefill(adapter, embeds, positions, visual, prompt.question_index, plan,
-                              stop_after_pruning=stop_after_pruning, reserve_tokens=reserve_tokens)
+        return engine.prefill(
+            adapter,
+            embeds,
+            positions,
+            visual,
+            prompt.question_index,
+            plan,
+            stop_after_pruning=stop_after_pruning,
+            reserve_tokens=reserve_tokens,
+        )
 
     @torch.inference_mode()
     def answer(
         self, video: EncodedVideo, prompt_text: str, *, max_new_tokens: int = 32, method: Method | None = None
     ) -> Answer:
         """Answer one prompt about an encoded video (`method` overrides the pipeline's for this call)."""
-        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=False, method=method,
-                              reserve_tokens=max_new_tokens)
+        state = self._prefill(
+            video.tokens, prompt_text, stop_after_pruning=False, method=method, reserve_tokens=max_new_tokens
+        )
         generation = engine.greedy_decode(self.adapter, state, max_new_tokens=max_new_tokens)
         return Answer(
             text=self.adapter.decode_text(generation.token_ids),

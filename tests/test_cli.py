@@ -48,8 +48,23 @@ def test_help_lists_commands_and_examples_without_torch():
 
 def test_answer_folder_writes_one_row_per_video(tiny_model_dir, clips, tmp_path):
     out = tmp_path / "answers.parquet"
-    result = run(["answer", clips, "--question", "What is happening?", "--model", tiny_model_dir,
-                  "--method", "uniform", "--keep", "0.25", "--out", out, *FAST])
+    result = run(
+        [
+            "answer",
+            clips,
+            "--question",
+            "What is happening?",
+            "--model",
+            tiny_model_dir,
+            "--method",
+            "uniform",
+            "--keep",
+            "0.25",
+            "--out",
+            out,
+            *FAST,
+        ]
+    )
     assert result.exit_code == 0, result.output
     table = rows(out)
     assert sorted(r["video_id"] for r in table) == ["a.mp4", "b.mp4", "sub/c.mp4"]
@@ -69,16 +84,36 @@ def test_uniform_keep_one_equals_none_from_the_cli(tiny_model_dir, clips, tmp_pa
     answers = {}
     for method in ("none", "uniform"):
         out = tmp_path / f"{method}.parquet"
-        assert run(["answer", clips / "a.mp4", "--question", "What is happening?", "--model", tiny_model_dir,
-                    "--method", method, "--keep", "1.0", "--out", out, *FAST]).exit_code == 0
+        assert (
+            run(
+                [
+                    "answer",
+                    clips / "a.mp4",
+                    "--question",
+                    "What is happening?",
+                    "--model",
+                    tiny_model_dir,
+                    "--method",
+                    method,
+                    "--keep",
+                    "1.0",
+                    "--out",
+                    out,
+                    *FAST,
+                ]
+            ).exit_code
+            == 0
+        )
         answers[method] = rows(out)[0]["answer"]
     assert answers["none"] == answers["uniform"]
 
 
 def test_stdin_paths_and_json_lines_on_stdout(tiny_model_dir, clips):
     paths = f"{clips / 'a.mp4'}\n\n{clips / 'b.mp4'}\n"
-    result = run(["answer", "-", "--question", "Describe it.", "--model", tiny_model_dir, "--out", "-", *FAST],
-                 input=paths)
+    result = run(
+        ["answer", "-", "--question", "Describe it.", "--model", tiny_model_dir, "--out", "-", *FAST],
+        input=paths,
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [Path(line["video_path"]).name for line in lines] == ["a.mp4", "b.mp4"]
@@ -87,9 +122,12 @@ def test_stdin_paths_and_json_lines_on_stdout(tiny_model_dir, clips):
 def test_manifest_multiple_choice_accuracy_and_per_row_questions(tiny_model_dir, clips, tmp_path):
     manifest = clips / "bench.jsonl"
     manifest.write_text(
-        json.dumps({"video": "a.mp4", "question": "Colour?", "options": ["red", "blue"], "answer": "A"}) + "\n"
+        json.dumps({"video": "a.mp4", "question": "Colour?", "options": ["red", "blue"], "answer": "A"})
+        + "\n"
         + json.dumps({"video": "a.mp4", "question": "Shape?", "options": ["disc", "cube"], "answer": "disc"})
-        + "\n" + json.dumps({"video": "sub/c.mp4", "question": "Open question?"}) + "\n"
+        + "\n"
+        + json.dumps({"video": "sub/c.mp4", "question": "Open question?"})
+        + "\n"
     )
     out = tmp_path / "mc.parquet"
     result = run(["answer", manifest, "--model", tiny_model_dir, "--out", out, *FAST[:-1]])
@@ -109,7 +147,10 @@ def test_csv_and_parquet_manifests(tiny_model_dir, clips, tmp_path):
 
     pq.write_table(pa.table({"video": ["sub/c.mp4"], "question": ["What?"]}), clips / "m.parquet")
     out = tmp_path / "both.jsonl"
-    assert run(["answer", csv, clips / "m.parquet", "--model", tiny_model_dir, "--out", out, *FAST]).exit_code == 0
+    assert (
+        run(["answer", csv, clips / "m.parquet", "--model", tiny_model_dir, "--out", out, *FAST]).exit_code
+        == 0
+    )
     table = rows(out)
     assert [r["video_id"] for r in table] == ["b.mp4", "sub/c.mp4"]
     assert table[0]["options"] == ["x", "y"] and table[0]["ground_truth"] == "B"
@@ -135,9 +176,19 @@ def test_bad_inputs_become_error_rows_and_the_batch_completes(tiny_model_dir, cl
     (clips / "truncated.mp4").write_bytes(good[: len(good) // 3])
     manifest = clips / "m.jsonl"
     manifest.write_text(
-        json.dumps({"video": "a.mp4"}) + "\n" + "{not json\n" + json.dumps({"video": "missing.mp4"}) + "\n"
-        + json.dumps({"video": "empty.mp4"}) + "\n" + json.dumps({"video": "notes.mp4"}) + "\n"
-        + json.dumps({"video": "truncated.mp4"}) + "\n" + json.dumps({"video": "sub/c.mp4"}) + "\n"
+        json.dumps({"video": "a.mp4"})
+        + "\n"
+        + "{not json\n"
+        + json.dumps({"video": "missing.mp4"})
+        + "\n"
+        + json.dumps({"video": "empty.mp4"})
+        + "\n"
+        + json.dumps({"video": "notes.mp4"})
+        + "\n"
+        + json.dumps({"video": "truncated.mp4"})
+        + "\n"
+        + json.dumps({"video": "sub/c.mp4"})
+        + "\n"
     )
     out = tmp_path / "bad.parquet"
     result = run(["answer", manifest, "--question", "What?", "--model", tiny_model_dir, "--out", out, *FAST])
@@ -150,8 +201,11 @@ def test_bad_inputs_become_error_rows_and_the_batch_completes(tiny_model_dir, cl
     broken = [r for key, r in table.items() if key.endswith(":2")]
     assert len(broken) == 1 and broken[0]["error"]
     # A truncated file either decodes the frames that survive or fails with a clear message.
-    assert table["truncated.mp4"]["error"] is None or "truncated.mp4" in table["truncated.mp4"]["error"] or \
-        table["truncated.mp4"]["error"]
+    assert (
+        table["truncated.mp4"]["error"] is None
+        or "truncated.mp4" in table["truncated.mp4"]["error"]
+        or table["truncated.mp4"]["error"]
+    )
 
 
 def test_fail_fast_stops_at_the_first_error(tiny_model_dir, clips, tmp_path):
@@ -159,8 +213,9 @@ def test_fail_fast_stops_at_the_first_error(tiny_model_dir, clips, tmp_path):
     manifest = clips / "m.jsonl"
     manifest.write_text(json.dumps({"video": "empty.mp4"}) + "\n" + json.dumps({"video": "a.mp4"}) + "\n")
     out = tmp_path / "ff.parquet"
-    result = run(["answer", manifest, "--question", "q", "--model", tiny_model_dir, "--out", out, "--fail-fast",
-                  *FAST])
+    result = run(
+        ["answer", manifest, "--question", "q", "--model", tiny_model_dir, "--out", out, "--fail-fast", *FAST]
+    )
     assert result.exit_code == 1
     assert [r["video_id"] for r in rows(out)] == ["empty.mp4"]
 
@@ -214,7 +269,9 @@ def test_concurrent_run_on_the_same_output_is_refused(tiny_model_dir, clips, tmp
 def test_sample_rows_and_contact_sheets(clips, tmp_path):
     out = tmp_path / "sample.parquet"
     sheets = tmp_path / "sheets"
-    result = run(["sample", clips, "--frames", "5", "--contact-sheet", sheets, "--out", out, "--workers", "0", "-q"])
+    result = run(
+        ["sample", clips, "--frames", "5", "--contact-sheet", sheets, "--out", out, "--workers", "0", "-q"]
+    )
     assert result.exit_code == 0, result.output
     table = {r["video_id"]: r for r in rows(out)}
     assert table["a.mp4"]["num_frames_total"] == 24 and table["b.mp4"]["num_frames_total"] == 16
@@ -237,16 +294,65 @@ def test_compress_saves_tokens_that_answer_reuses(tiny_model_dir, clips, tmp_pat
     tokens = tmp_path / "tokens"
     stats = tmp_path / "stats.parquet"
     common = ["--model", tiny_model_dir, "--workers", "0", "--frames", "6", "-q"]
-    result = run(["compress", clips / "a.mp4", "--method", "uniform", "--keep", "0.5", "--save-tokens", tokens,
-                  "--out", stats, *common])
+    result = run(
+        [
+            "compress",
+            clips / "a.mp4",
+            "--method",
+            "uniform",
+            "--keep",
+            "0.5",
+            "--save-tokens",
+            tokens,
+            "--out",
+            stats,
+            *common,
+        ]
+    )
     assert result.exit_code == 0, result.output
     row = rows(stats)[0]
-    assert row["visual_tokens_kept"] == 48 and row["keep_realized"] == 0.5 and Path(row["tokens_file"]).is_file()
+    assert (
+        row["visual_tokens_kept"] == 48 and row["keep_realized"] == 0.5 and Path(row["tokens_file"]).is_file()
+    )
     direct, reused = tmp_path / "direct.parquet", tmp_path / "reused.parquet"
-    assert run(["answer", clips / "a.mp4", "--question", "q", "--method", "uniform", "--keep", "0.5",
-                "--out", direct, "--max-new-tokens", "6", *common]).exit_code == 0
-    assert run(["answer", clips / "a.mp4", "--question", "q", "--tokens", tokens, "--out", reused,
-                "--max-new-tokens", "6", *common]).exit_code == 0
+    assert (
+        run(
+            [
+                "answer",
+                clips / "a.mp4",
+                "--question",
+                "q",
+                "--method",
+                "uniform",
+                "--keep",
+                "0.5",
+                "--out",
+                direct,
+                "--max-new-tokens",
+                "6",
+                *common,
+            ]
+        ).exit_code
+        == 0
+    )
+    assert (
+        run(
+            [
+                "answer",
+                clips / "a.mp4",
+                "--question",
+                "q",
+                "--tokens",
+                tokens,
+                "--out",
+                reused,
+                "--max-new-tokens",
+                "6",
+                *common,
+            ]
+        ).exit_code
+        == 0
+    )
     a, b = rows(direct)[0], rows(reused)[0]
     assert a["answer"] == b["answer"] and a["visual_tokens_kept"] == b["visual_tokens_kept"]
     assert b["encode_s"] == 0.0 and b["method"] == "stored:uniform"
@@ -270,13 +376,21 @@ def test_flops_reproduces_the_fastvid_table(tmp_path):
     config = {
         "model_type": "llava_onevision",
         "vision_config": {"model_type": "siglip_vision_model", "image_size": 384, "patch_size": 14},
-        "text_config": {"model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584,
-                        "intermediate_size": 18944, "num_attention_heads": 28, "num_key_value_heads": 4},
+        "text_config": {
+            "model_type": "qwen2",
+            "num_hidden_layers": 28,
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+        },
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     vanilla = run(["flops", "--model", tmp_path, "--frames", "32"]).output
     assert "6272 visual tokens" in vanilla and "48.82 TFLOPs" in vanilla
-    pruned = run(["flops", "--model", tmp_path, "--frames", "32", "--method", "uniform", "--keep", "0.25"]).output
+    pruned = run(
+        ["flops", "--model", tmp_path, "--frames", "32", "--method", "uniform", "--keep", "0.25"]
+    ).output
     assert "10.73 TFLOPs" in pruned
 
 
@@ -295,8 +409,13 @@ def test_completion_scripts_are_current():
 
 
 def test_python_dash_m_entry_point():
-    out = subprocess.run([sys.executable, "-m", "mlbcli", "--version"], capture_output=True, text=True,
-                         env={**os.environ}, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mlbcli", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=True,
+    ).stdout
     assert out.startswith("mlb ")
 
 
@@ -307,7 +426,13 @@ def test_each_video_is_encoded_once_for_all_its_questions(tiny_model_dir, clips,
     original = Pipeline.encode
     monkeypatch.setattr(Pipeline, "encode", lambda self, frames: calls.append(1) or original(self, frames))
     manifest = clips / "m.jsonl"
-    questions = [("a.mp4", "One?"), ("b.mp4", "Two?"), ("a.mp4", "Three?"), ("b.mp4", "Four?"), ("a.mp4", "Five?")]
+    questions = [
+        ("a.mp4", "One?"),
+        ("b.mp4", "Two?"),
+        ("a.mp4", "Three?"),
+        ("b.mp4", "Four?"),
+        ("a.mp4", "Five?"),
+    ]
     manifest.write_text("".join(json.dumps({"video": v, "question": q}) + "\n" for v, q in questions))
     out = tmp_path / "once.parquet"
     assert run(["answer", manifest, "--model", tiny_model_dir, "--out", out, *FAST]).exit_code == 0
@@ -316,6 +441,178 @@ def test_each_video_is_encoded_once_for_all_its_questions(tiny_model_dir, clips,
 
 
 def test_family_specific_option_on_the_wrong_family_is_a_usage_error(tiny_model_dir, clips):
-    result = run(["answer", clips / "a.mp4", "--question", "q", "--model", tiny_model_dir, "--max-pixels", "50000",
-                  *FAST])
+    result = run(
+        [
+            "answer",
+            clips / "a.mp4",
+            "--question",
+            "q",
+            "--model",
+            tiny_model_dir,
+            "--max-pixels",
+            "50000",
+            *FAST,
+        ]
+    )
     assert result.exit_code == 2 and "--max-pixels does not apply to llava_onevision" in result.output
+
+
+def test_named_hyperparameter_options_reach_the_method(tiny_model_dir, clips, tmp_path):
+    out = tmp_path / "adatp.parquet"
+    args = [
+        "compress",
+        clips / "b.mp4",
+        "--model",
+        tiny_model_dir,
+        "--method",
+        "adatp",
+        "--keep",
+        "0.25",
+        "--workers",
+        "0",
+        "--frames",
+        "8",
+        "-q",
+    ]
+    assert run([*args, "--segment-threshold", "0.999", "--out", out]).exit_code == 0
+    segments = json.loads(rows(out)[0]["segments"])
+    assert any("segments" in step for step in segments.values())
+    # A hyperparameter of another method is refused rather than silently ignored.
+    wrong = run([*args, "--tail-size", "2", "--out", tmp_path / "x.parquet"])
+    assert wrong.exit_code == 2 and "tail_size" in wrong.output
+
+
+def test_layer_beyond_the_model_is_a_usage_error(tiny_model_dir, clips):
+    result = run(
+        [
+            "answer",
+            clips / "a.mp4",
+            "--question",
+            "q",
+            "--model",
+            tiny_model_dir,
+            "--method",
+            "fastv",
+            "--keep",
+            "0.5",
+            "--layer",
+            "4",
+            *FAST,
+        ]
+    )
+    assert result.exit_code == 2 and "choose 1..3" in result.output
+
+
+@pytest.mark.parametrize(
+    ("method", "debias"),
+    [
+        ("fastv", None),
+        ("adatp", None),
+        ("mlb", None),
+        ("visionzip", None),
+        ("dycoke", None),
+        ("fastv", "local"),
+        ("fastv", "global,grid"),
+        ("adatp", "global,local,tail"),
+        ("mlb", "grid"),
+        ("mlb", "none"),
+    ],
+)
+def test_every_method_end_to_end(tiny_model_dir, clips, tmp_path, method, debias):
+    out = tmp_path / "m.parquet"
+    args = [
+        "answer",
+        clips / "b.mp4",
+        "--question",
+        "What changes?",
+        "--model",
+        tiny_model_dir,
+        "--method",
+        method,
+        "--keep",
+        "0.25",
+        "--out",
+        out,
+        *FAST,
+    ]
+    if debias:
+        args += ["--debias", debias]
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    row = rows(out)[0]
+    assert row["error"] is None and row["method"] == method
+    # DyCoke keeps the first frame of every 4-frame window whole: with 6 frames that is 2/6 > 0.25.
+    assert (
+        0 < row["keep_realized"] <= (1 / 3 + 1e-9 if method == "dycoke" else 0.25)
+        and row["flops_ratio"] < 1.0
+    )
+    if method in ("fastv", "adatp", "mlb"):
+        assert row["attention_per_frame"] is not None and len(row["attention_per_frame"]) == 6
+        assert row["tokens_per_layer"][-1] == row["visual_tokens_kept"]
+        if method != "adatp" and "local" not in (debias or ""):  # no deduplication before the LLM
+            assert row["tokens_per_layer"][0] >= row["visual_tokens_in"]  # full sequence before layer K=2
+
+
+def test_bias_report_and_flops_for_attention_methods(tiny_model_dir, clips, tmp_path):
+    report = tmp_path / "report"
+    out = tmp_path / "c.parquet"
+    result = run(
+        [
+            "compress",
+            clips / "b.mp4",
+            "--model",
+            tiny_model_dir,
+            "--method",
+            "mlb",
+            "--keep",
+            "0.25",
+            "--bias-report",
+            report,
+            "--out",
+            out,
+            "--workers",
+            "0",
+            "--frames",
+            "8",
+            "-q",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    pngs = list(report.glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].stat().st_size > 1000
+    assert len(rows(out)[0]["attention_per_frame"]) == 8
+
+
+def test_flops_for_attention_methods_from_config(tmp_path):
+    config = {
+        "model_type": "llava_onevision",
+        "vision_config": {"model_type": "siglip_vision_model", "image_size": 384, "patch_size": 14},
+        "text_config": {
+            "model_type": "qwen2",
+            "num_hidden_layers": 28,
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+        },
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    fastv = run(
+        [
+            "flops",
+            "--model",
+            tmp_path,
+            "--frames",
+            "32",
+            "--method",
+            "fastv",
+            "--keep",
+            "0.25",
+            "--layer",
+            "2",
+        ]
+    ).output
+    assert "13.45 TFLOPs" in fastv and "1568 from layer 2" in fastv
+    assert "7.36 TFLOPs" in run(["flops", "--model", tmp_path, "--method", "fastv", "--keep", "0.1"]).output
+    mlb = run(["flops", "--model", tmp_path, "--method", "mlb", "--keep", "0.25"]).output
+    assert "6304 from layer 0" in mlb and "1568 from layer 2" in mlb  # 32 tail tokens before the cut

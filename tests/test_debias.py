@@ -74,7 +74,9 @@ def test_local_dedup_breaks_position_monopoly():
     scores[:, 0] += 10.0
     segments = torch.zeros(T, dtype=torch.long)
     budget = 64
-    plain, _ = attention_select(scores.flatten(), torch.arange(T * N), num_frames=T, grid=(H, W), budget=budget)
+    plain, _ = attention_select(
+        scores.flatten(), torch.arange(T * N), num_frames=T, grid=(H, W), budget=budget
+    )
     alive = D.dedup_keep(features, segments, 0.9).flatten()
     ids = alive.nonzero().squeeze(1)
     debiased, _ = attention_select(scores.flatten()[alive], ids, num_frames=T, grid=(H, W), budget=budget)

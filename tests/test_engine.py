@@ -44,8 +44,14 @@ def _stock_generate(adapter, frames, question, max_new_tokens):
 def _engine_generate(adapter, video, question, max_new_tokens, plan=None):
     prompt = adapter.build_prompt(question, video)
     visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-    state = engine.prefill(adapter, adapter.embed(prompt, video), adapter.position_ids(prompt, video), visual,
-                           prompt.question_index, plan)
+    state = engine.prefill(
+        adapter,
+        adapter.embed(prompt, video),
+        adapter.position_ids(prompt, video),
+        visual,
+        prompt.question_index,
+        plan,
+    )
     eos, adapter.model.generation_config.eos_token_id = adapter.model.generation_config.eos_token_id, -1
     try:  # no early stop, so that every one of the max_new_tokens logits is compared
         return state, engine.greedy_decode(adapter, state, max_new_tokens=max_new_tokens, keep_logits=True)
@@ -84,7 +90,9 @@ def test_prune_before_llm_exact_budget_and_stats(tiny_adapter, encoded, method, 
     stats = result.stats
     n = encoded.tokens.num_visual
     assert stats.visual_tokens_in == n
-    assert stats.visual_tokens_kept == round(n * keep + 1e-9) or stats.visual_tokens_kept == int(n * keep + 0.5)
+    assert stats.visual_tokens_kept == round(n * keep + 1e-9) or stats.visual_tokens_kept == int(
+        n * keep + 0.5
+    )
     assert stats.tokens_per_layer == [stats.visual_tokens_kept] * len(tiny_adapter.layers)
     assert sum(stats.kept_per_frame) == stats.visual_tokens_kept
     assert stats.keep_realized == pytest.approx(stats.visual_tokens_kept / n)
@@ -92,7 +100,9 @@ def test_prune_before_llm_exact_budget_and_stats(tiny_adapter, encoded, method, 
 
 
 def test_uniform_spreads_budget_over_frames(tiny_adapter, encoded):
-    stats = Pipeline(tiny_adapter, method="uniform", keep=0.25).answer(encoded, QUESTION, max_new_tokens=2).stats
+    stats = (
+        Pipeline(tiny_adapter, method="uniform", keep=0.25).answer(encoded, QUESTION, max_new_tokens=2).stats
+    )
     assert max(stats.kept_per_frame) - min(stats.kept_per_frame) <= 1
 
 
@@ -109,13 +119,15 @@ def test_positions_and_text_preserved_after_layer_pruning(tiny_adapter, encoded)
     plan = engine.PrunePlan(steps={2: keep_even}, needs_scores=frozenset({2}))
     visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
     positions = tiny_adapter.position_ids(prompt, video)
-    state = engine.prefill(tiny_adapter, tiny_adapter.embed(prompt, video), positions, visual,
-                           prompt.question_index, plan)
+    state = engine.prefill(
+        tiny_adapter, tiny_adapter.embed(prompt, video), positions, visual, prompt.question_index, plan
+    )
     n = video.num_visual
     assert seen["scores"].shape == (n,) and torch.all(seen["scores"] >= 0)
     assert state.visual_per_layer == [n, n, (n + 1) // 2, (n + 1) // 2]
-    expected = torch.cat([torch.arange(prompt.visual_start), visual[::2],
-                          torch.arange(prompt.visual_start + n, prompt.length)])
+    expected = torch.cat(
+        [torch.arange(prompt.visual_start), visual[::2], torch.arange(prompt.visual_start + n, prompt.length)]
+    )
     assert torch.equal(state.position_ids[0], expected)
     assert torch.equal(state.kept_ids, torch.arange(0, n, 2))
     # The KV cache holds the full sequence for layers 0-1 and the pruned one after.
@@ -132,8 +144,14 @@ def test_appended_tokens_shift_following_positions(tiny_adapter, encoded):
         return engine.LayerKeep(keep=torch.arange(ctx.visual_slots.numel()), append=extra)
 
     visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-    state = engine.prefill(tiny_adapter, tiny_adapter.embed(prompt, video), tiny_adapter.position_ids(prompt, video),
-                           visual, prompt.question_index, engine.PrunePlan(steps={0: add_tail}))
+    state = engine.prefill(
+        tiny_adapter,
+        tiny_adapter.embed(prompt, video),
+        tiny_adapter.position_ids(prompt, video),
+        visual,
+        prompt.question_index,
+        engine.PrunePlan(steps={0: add_tail}),
+    )
     assert state.appended == 3
     assert torch.equal(state.position_ids[0], torch.arange(prompt.length + 3))
     assert state.visual_per_layer[0] == video.num_visual + 3

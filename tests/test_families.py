@@ -305,7 +305,9 @@ def test_llava_next_context_limit(tmp_path):
         pipe.answer(pipe.encode(many), QUESTION, max_new_tokens=2)
     assert "160 visual" in str(info.value) and "128" in str(info.value)
     # Pruning before the LLM re-sequences an image LLM's tokens, so the same video fits at keep 0.25.
-    pruned = Pipeline(adapter, method="uniform", keep=0.25).answer(pipe.encode(many), QUESTION, max_new_tokens=2)
+    pruned = Pipeline(adapter, method="uniform", keep=0.25).answer(
+        pipe.encode(many), QUESTION, max_new_tokens=2
+    )
     assert pruned.stats.visual_tokens_kept == 40 and pruned.token_ids
     video = pipe.encode(few).tokens
     prompt = adapter.build_prompt(QUESTION, video)

@@ -64,10 +64,15 @@ def test_tokens_per_layer_schedules():
     assert tokens_per_layer(10, {0: 6, 3: 2}, 5) == [6, 6, 6, 2, 2]
 
 
-@pytest.mark.parametrize(
-    ("n_in", "schedule", "num_layers"),
-    [(10, {4: 3}, 4), (10, {-1: 3}, 4), (10, {1: 11}, 4), (10, {1: -1}, 4), (-1, {}, 4), (10, {}, 0)],
-)
+ERROR_CASES = [(10, {4: 3}, 4), (10, {-1: 3}, 4), (10, {1: -1}, 4), (-1, {}, 4), (10, {}, 0)]
+
+
+def test_tokens_per_layer_allows_appended_tokens():
+    # LLaVA-MLB's summary tail rides through the layers before the cut: more than n_in there.
+    assert tokens_per_layer(10, {0: 12, 2: 3}, 4) == [12, 12, 3, 3]
+
+
+@pytest.mark.parametrize(("n_in", "schedule", "num_layers"), ERROR_CASES)
 def test_tokens_per_layer_errors(n_in, schedule, num_layers):
     with pytest.raises(ValueError):
         tokens_per_layer(n_in, schedule, num_layers)

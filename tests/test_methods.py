@@ -38,8 +38,14 @@ def _prefill(adapter, video, method):
     prompt = adapter.build_prompt(QUESTION, video)
     plan = method.plan(video, prompt)
     visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-    state = engine.prefill(adapter, adapter.embed(prompt, video), adapter.position_ids(prompt, video), visual,
-                           prompt.question_index, plan)
+    state = engine.prefill(
+        adapter,
+        adapter.embed(prompt, video),
+        adapter.position_ids(prompt, video),
+        visual,
+        prompt.question_index,
+        plan,
+    )
     return prompt, state
 
 
@@ -81,7 +87,9 @@ def test_text_kept_and_positions_preserved(tiny_adapter, encoded, method, keep):
 
 def test_mlb_tail_is_appended_and_counted(tiny_adapter, encoded):
     video = encoded.tokens
-    _, state = _prefill(tiny_adapter, video, get_method("mlb", MethodOptions(keep=0.5, params={"tail_size": 2})))
+    _, state = _prefill(
+        tiny_adapter, video, get_method("mlb", MethodOptions(keep=0.5, params={"tail_size": 2}))
+    )
     T = video.num_frames
     assert state.appended == T * 4
     assert state.visual_per_layer[0] == video.num_visual + T * 4
@@ -90,7 +98,9 @@ def test_mlb_tail_is_appended_and_counted(tiny_adapter, encoded):
 
 
 def test_pipeline_info_has_segments_and_attention(tiny_adapter, encoded):
-    stats = Pipeline(tiny_adapter, method="adatp", keep=0.25).answer(encoded, QUESTION, max_new_tokens=2).stats
+    stats = (
+        Pipeline(tiny_adapter, method="adatp", keep=0.25).answer(encoded, QUESTION, max_new_tokens=2).stats
+    )
     info = stats.info["2"]
     assert sum(info["budgets"]) == info["budget"] == stats.visual_tokens_kept
     assert len(info["segments"]) == len(info["budgets"])
@@ -106,24 +116,30 @@ def _plan(name, **kw):
     return get_method(name, MethodOptions(**kw)).plan(video, prompt)
 
 
-@pytest.mark.parametrize("kw", [
-    {"debias": ("grid",)},  # visionzip/dycoke take no debiasers
-    {"params": {"nope": 1}},
-    {"params": {"tail_size": 1}},  # not used by dycoke
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"debias": ("grid",)},  # visionzip/dycoke take no debiasers
+        {"params": {"nope": 1}},
+        {"params": {"tail_size": 1}},  # not used by dycoke
+    ],
+)
 def test_prellm_usage_errors(kw):
     with pytest.raises(UsageError):
         _plan("dycoke", keep=0.5, **kw)
 
 
-@pytest.mark.parametrize("kw", [
-    {"debias": ("bogus",)},
-    {"debias": ("none", "grid")},
-    {"layer": 0},
-    {"params": {"dedup_threshold": 0.9}},  # fastv has no local debiaser
-    {"params": {"grid": 1.5}},
-    {"keep": 0.1, "debias": ("tail",), "params": {"tail_size": 2}},  # tail alone exceeds the budget
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"debias": ("bogus",)},
+        {"debias": ("none", "grid")},
+        {"layer": 0},
+        {"params": {"dedup_threshold": 0.9}},  # fastv has no local debiaser
+        {"params": {"grid": 1.5}},
+        {"keep": 0.1, "debias": ("tail",), "params": {"tail_size": 2}},  # tail alone exceeds the budget
+    ],
+)
 def test_attention_usage_errors(kw):
     with pytest.raises(UsageError):
         _plan("fastv", **{"keep": 0.5, **kw})
@@ -163,13 +179,27 @@ def score_fields(draw):
 
 
 @settings(max_examples=120, deadline=None)
-@given(field=score_fields(), use_global=st.booleans(), use_grid=st.booleans(),
-       floor=st.sampled_from([0.0, 0.25, 1.0]), cells=st.sampled_from([0, 1, 2]))
+@given(
+    field=score_fields(),
+    use_global=st.booleans(),
+    use_grid=st.booleans(),
+    floor=st.sampled_from([0.0, 0.25, 1.0]),
+    cells=st.sampled_from([0, 1, 2]),
+)
 def test_selection_exact_sorted_unique(field, use_global, use_grid, floor, cells):
     T, grid, ids, scores, segments, relevance, budget = field
-    keep, info = attention_select(scores, ids, num_frames=T, grid=grid, budget=budget,
-                                  segments=segments if use_global else None, relevance=relevance,
-                                  use_grid=use_grid, min_segment_budget=floor, cells_per_side=cells)
+    keep, info = attention_select(
+        scores,
+        ids,
+        num_frames=T,
+        grid=grid,
+        budget=budget,
+        segments=segments if use_global else None,
+        relevance=relevance,
+        use_grid=use_grid,
+        min_segment_budget=floor,
+        cells_per_side=cells,
+    )
     assert keep.numel() == min(budget, ids.numel())  # exact budget
     assert bool((keep[1:] > keep[:-1]).all())  # ascending, unique: original order preserved
     assert keep.numel() == 0 or (int(keep.min()) >= 0 and int(keep.max()) < ids.numel())
@@ -184,17 +214,25 @@ def test_global_floors_and_exact_sum(lengths, data):
     segments = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
     total = data.draw(st.integers(0, T * 10))
     frac = data.draw(st.sampled_from([0.0, 0.25, 0.5, 1.0]))
-    relevance = torch.tensor(data.draw(st.lists(st.floats(-1, 1), min_size=len(lengths), max_size=len(lengths))))
+    relevance = torch.tensor(
+        data.draw(st.lists(st.floats(-1, 1), min_size=len(lengths), max_size=len(lengths)))
+    )
     caps = [n * 10 for n in lengths]  # 10 tokens per frame, nothing deduplicated
-    budgets = D.segment_budgets(total, segments, relevance, min_fraction=frac, temperature=0.5, capacities=caps)
+    budgets = D.segment_budgets(
+        total, segments, relevance, min_fraction=frac, temperature=0.5, capacities=caps
+    )
     assert sum(budgets) == total
     for b, n, c in zip(budgets, lengths, caps, strict=True):
         assert math.floor(frac * total * n / T) <= b <= c
 
 
 @settings(max_examples=60, deadline=None)
-@given(T=st.integers(1, 6), N=st.integers(1, 12), seed=st.integers(0, 999),
-       threshold=st.sampled_from([0.0, 0.5, 0.9, 0.99]))
+@given(
+    T=st.integers(1, 6),
+    N=st.integers(1, 12),
+    seed=st.integers(0, 999),
+    threshold=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+)
 def test_local_dedup_property(T, N, seed, threshold):
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(1, N, 8, generator=g)
@@ -219,8 +257,9 @@ def test_grid_keeps_every_frame(field, cells):
     frames = ids // (grid[0] * grid[1])
     present = torch.unique(frames)
     budget = present.numel() * 2  # at least one per frame that has candidates
-    keep, info = attention_select(scores, ids, num_frames=T, grid=grid, budget=budget, use_grid=True,
-                                  cells_per_side=cells)
+    keep, info = attention_select(
+        scores, ids, num_frames=T, grid=grid, budget=budget, use_grid=True, cells_per_side=cells
+    )
     assert keep.numel() == min(budget, ids.numel())
     assert set(frames[keep].tolist()) == set(present.tolist())
     counts = torch.bincount(frames[keep], minlength=T)
@@ -242,8 +281,12 @@ def test_tail_shape_and_mean(T, h, w, s):
 
 
 @settings(max_examples=40, deadline=None)
-@given(N=st.integers(1, 30), budget=st.integers(0, 30), ratio=st.sampled_from([0.0, 54 / 64, 1.0]),
-       seed=st.integers(0, 99))
+@given(
+    N=st.integers(1, 30),
+    budget=st.integers(0, 30),
+    ratio=st.sampled_from([0.0, 54 / 64, 1.0]),
+    seed=st.integers(0, 99),
+)
 def test_visionzip_frame_budget(N, budget, ratio, seed):
     x = torch.randn(N, 6, generator=torch.Generator().manual_seed(seed))
     keep, states = D.visionzip_frame(x, budget, ratio)
@@ -313,3 +356,37 @@ def test_dycoke_nominal_schedule_close_to_measured(tiny_adapter, encoded, keep):
     n = encoded.tokens.num_visual
     (count,) = method.nominal_schedule(n).values()
     assert abs(count - state.visual_per_layer[0]) <= encoded.tokens.num_frames  # floor rounding per frame
+
+
+def test_bench_prefill_smoke(capsys, monkeypatch):
+    """bench/bench_prefill.py still runs against the engine (tiny shapes, one round)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_prefill.py"
+    spec = importlib.util.spec_from_file_location("bench_prefill", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_prefill", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    assert (
+        bench.main(
+            [
+                "--frames",
+                "4",
+                "--grid",
+                "4",
+                "--repeats",
+                "1",
+                "--probe-repeats",
+                "1",
+                "--methods",
+                "fastv,adatp,mlb,dycoke",
+                "--keeps",
+                "1.0,0.5",
+            ]
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "| mlb | 0.50 | 0.500 |" in table and "Probe overhead" in table

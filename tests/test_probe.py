@@ -16,7 +16,8 @@ def setup(tiny_model_dir, tiny_adapter):
     from transformers import LlavaOnevisionForConditionalGeneration
 
     eager = LlavaOnevisionForConditionalGeneration.from_pretrained(
-        str(tiny_model_dir), attn_implementation="eager", dtype=torch.float32).eval()
+        str(tiny_model_dir), attn_implementation="eager", dtype=torch.float32
+    ).eval()
     frames = np.random.default_rng(3).integers(0, 255, (6, 90, 120, 3), dtype=np.uint8)
     video = tiny_adapter.encode(tiny_adapter.preprocess(frames))
     prompt = tiny_adapter.build_prompt(QUESTION, video)

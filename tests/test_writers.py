@@ -119,7 +119,9 @@ def test_round_trip(tmp_path, suffix):
     assert json.loads(meta["config"]) == {"keep": 0.25}
     # Nothing left behind but the (harmless) lock file and, for text formats, the sidecar.
     leftovers = sorted(p.name for p in tmp_path.iterdir())
-    expected = [out.name, "." + out.name + ".lock"] + ([out.name + ".meta.json"] if suffix != ".parquet" else [])
+    expected = [out.name, "." + out.name + ".lock"] + (
+        [out.name + ".meta.json"] if suffix != ".parquet" else []
+    )
     assert leftovers == sorted(expected)
 
 

@@ -66,8 +66,14 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     """auto -> bf16 on GPUs, fp32 on the CPU (bf16 on CPU is faster but not bit-stable: opt in)."""
     import torch
 
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
     if dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16
@@ -113,7 +119,9 @@ def _load_config(model_id: str) -> Any:
         if is_local:
             raise ModelLoadError(f"cannot read the checkpoint in {model_id!r}: {cached_error}") from None
     if not _hub_reachable():
-        raise ModelLoadError(_offline_message(model_id, "it is not in the local cache and the hub is unreachable"))
+        raise ModelLoadError(
+            _offline_message(model_id, "it is not in the local cache and the hub is unreachable")
+        )
     try:
         return AutoConfig.from_pretrained(model_id, trust_remote_code=False)
     except (OSError, ValueError) as error:
@@ -141,7 +149,9 @@ def adapter_class_for(config: Any) -> type[ModelAdapter]:
     return ADAPTERS[model_type]
 
 
-def load_adapter(model_id: str, *, device: str = "auto", dtype: str = "auto", **adapter_options: Any) -> ModelAdapter:
+def load_adapter(
+    model_id: str, *, device: str = "auto", dtype: str = "auto", **adapter_options: Any
+) -> ModelAdapter:
     """Load a checkpoint by hub id or local folder (safetensors only, no remote code).
 
     `adapter_options` are family-specific settings (Qwen2-VL: `min_pixels`, `max_pixels`); None values
@@ -179,8 +189,10 @@ def load_adapter(model_id: str, *, device: str = "auto", dtype: str = "auto", **
             tokenizer.chat_template = template["chat_template"]
     if getattr(tokenizer, "chat_template", None) is None:
         raise ModelLoadError(f"{model_id!r} has no chat template (tokenizer or chat_template.json)")
-    preprocess = _read_json(model_id, "video_preprocessor_config.json") or _read_json(
-        model_id, "preprocessor_config.json"
-    ) or {}
+    preprocess = (
+        _read_json(model_id, "video_preprocessor_config.json")
+        or _read_json(model_id, "preprocessor_config.json")
+        or {}
+    )
     log.debug("loaded %s as %s on %s/%s", model_id, cls.family, device, torch_dtype)
     return cls(model, tokenizer, model_id, preprocess, **adapter_options)

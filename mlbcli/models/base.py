@@ -28,7 +28,9 @@ class VideoTokens:
 
     features: torch.Tensor  # [T, N, D] prunable frame tokens, N = h * w
     grid: tuple[int, int]  # (h, w) token grid of one frame
-    extra: torch.Tensor | None  # [E, D] structural tokens after the frames (OneVision: image_newline); never pruned
+    extra: (
+        torch.Tensor | None
+    )  # [E, D] structural tokens after the frames (OneVision: image_newline); never pruned
     frame_features: torch.Tensor | None  # [T, Dv] one global vector per frame (vision tower, mean-pooled)
     timestamps_s: list[float] = field(default_factory=list)  # real timestamp of each sampled frame
 

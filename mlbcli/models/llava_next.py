@@ -47,7 +47,9 @@ class LlavaNextAdapter(ModelAdapter):
     family = "llava_next"
     model_types = ("llava_next",)
     default_frames = 6
-    renumber_input_positions = True  # 6 x 576 = 3456 visual tokens: fits Vicuna's 4096 with the prompt and an answer
+    renumber_input_positions = (
+        True  # 6 x 576 = 3456 visual tokens: fits Vicuna's 4096 with the prompt and an answer
+    )
 
     @classmethod
     def model_class(cls) -> type:

@@ -79,7 +79,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
         features = pooled[:-1].reshape(T, n, -1)  # [T, N, D]
         # One global vector per frame from the tower's last hidden state ([T, g*g, Dv]), mean-pooled:
         # cheap (already computed) and what segment detection compares between adjacent frames.
-        frame_features = out.last_hidden_state.float().mean(dim=1) if out.last_hidden_state is not None else None
+        frame_features = (
+            out.last_hidden_state.float().mean(dim=1) if out.last_hidden_state is not None else None
+        )
         return VideoTokens(
             features=features, grid=(side, n // side), extra=pooled[-1:], frame_features=frame_features
         )
@@ -96,7 +98,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         if text.count(self.video_token) != 1:
-            raise ValueError(f"chat template rendered {text.count(self.video_token)} video placeholders, expected 1")
+            raise ValueError(
+                f"chat template rendered {text.count(self.video_token)} video placeholders, expected 1"
+            )
         n_extra = 0 if video.extra is None else int(video.extra.shape[0])
         before, after = text.split(self.video_token)
         ids_before = self.tokenizer(before, add_special_tokens=False).input_ids

@@ -1,6 +1,10 @@
-"""Token selection: methods registered by name. Importing this package registers the built-ins."""
+"""Token selection: methods registered by name.
 
-from mlbcli.selection import baselines as _baselines  # noqa: F401  (registers none/uniform/random)
+The built-in methods (none, uniform, random in `baselines`; fastv, adatp, mlb, visionzip, dycoke in
+`presets`) need torch, so they are imported on first use of `get_method`/`available_methods`: this
+package itself stays cheap to import (the CLI reads the hyperparameter registry at start-up).
+"""
+
 from mlbcli.selection.base import (
     METHODS,
     Method,
@@ -11,5 +15,12 @@ from mlbcli.selection.base import (
     token_budget,
 )
 
-__all__ = ["METHODS", "Method", "MethodOptions", "available_methods", "get_method", "register_method",
-           "token_budget"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodOptions",
+    "available_methods",
+    "get_method",
+    "register_method",
+    "token_budget",
+]

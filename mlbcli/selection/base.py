@@ -66,7 +66,7 @@ class Method(abc.ABC):
     def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
         """The keep schedule for one (video, prompt) request."""
 
-    def nominal_schedule(self, num_visual: int) -> dict[int, int]:
+    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """Visual tokens from each pruning layer on, as planned (`flops.tokens_per_layer` format).
 
         Content-dependent methods (deduplication, merging by similarity) may realise a different
@@ -92,11 +92,18 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def load_builtin_methods() -> None:
+    """Register the built-in methods (they import torch, so this happens on first use)."""
+    from mlbcli.selection import baselines, presets  # noqa: F401
+
+
 def get_method(name: str, options: MethodOptions | None = None) -> Method:
+    load_builtin_methods()
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[name](options)
 
 
 def available_methods() -> dict[str, str]:
+    load_builtin_methods()
     return {name: cls.description for name, cls in sorted(METHODS.items())}

@@ -27,8 +27,9 @@ from mlbcli.selection.baselines import grid_cells
 
 
 # -- budgets -----------------------------------------------------------------------------------------------
-def allocate(total: int, weights: Sequence[float], capacities: Sequence[int],
-             floors: Sequence[int] | None = None) -> list[int]:
+def allocate(
+    total: int, weights: Sequence[float], capacities: Sequence[int], floors: Sequence[int] | None = None
+) -> list[int]:
     """Split `total` into integers per group: >= floor, <= capacity, the rest proportional to `weights`.
 
     Water-filling with largest-remainder rounding: groups that would exceed their capacity are filled
@@ -87,8 +88,15 @@ def segment_relevance(question: torch.Tensor, features: torch.Tensor, segments: 
     return F.cosine_similarity(means, question.float().cpu()[None], dim=-1)  # [S]
 
 
-def segment_budgets(total: int, segments: torch.Tensor, relevance: torch.Tensor | None, *,
-                    min_fraction: float, temperature: float, capacities: Sequence[int]) -> list[int]:
+def segment_budgets(
+    total: int,
+    segments: torch.Tensor,
+    relevance: torch.Tensor | None,
+    *,
+    min_fraction: float,
+    temperature: float,
+    capacities: Sequence[int],
+) -> list[int]:
     """AdaTP global debiasing: budget per segment, summing exactly to min(total, sum(capacities)).
 
     weight_j = |s_j| * exp(z_j / temperature) (length prior x question relevance, z_j = relevance
@@ -169,8 +177,14 @@ def grid_cell_ids(grid: tuple[int, int], budget: int, cells_per_side: int = 0) -
     return cell_of_position
 
 
-def select_grid(scores: torch.Tensor, frames: torch.Tensor, positions: torch.Tensor, grid: tuple[int, int],
-                frame_budgets: Sequence[int], cells_per_side: int = 0) -> torch.Tensor:
+def select_grid(
+    scores: torch.Tensor,
+    frames: torch.Tensor,
+    positions: torch.Tensor,
+    grid: tuple[int, int],
+    frame_budgets: Sequence[int],
+    cells_per_side: int = 0,
+) -> torch.Tensor:
     """LLaVA-MLB GAPool (select mode): in every frame, the most attended tokens of each spatial cell.
 
     `scores`, `frames`, `positions` [n] describe the candidates (positions 0..h*w-1). Frame t's budget
@@ -214,8 +228,9 @@ def summary_tail(features: torch.Tensor, grid: tuple[int, int], size: int) -> to
     return pooled.permute(0, 2, 3, 1).reshape(T * size * size, D)
 
 
-def visionzip_frame(features: torch.Tensor, budget: int, dominant_ratio: float
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def visionzip_frame(
+    features: torch.Tensor, budget: int, dominant_ratio: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """VisionZip* for one frame: [N, D] tokens -> (kept positions [b] ascending, their states [b, D]).
 
     Dominant: the top round(ratio * b) tokens by a pseudo-[CLS] attention (softmax over the frame of

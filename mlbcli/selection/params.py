@@ -32,37 +32,100 @@ def _hp(*args: Any, **kwargs: Any) -> tuple[str, Hyperparameter]:
     return hp.name, hp
 
 
-HYPERPARAMETERS: dict[str, Hyperparameter] = dict([
-    _hp("segment_threshold", float, 0.9,
-        "global: a new segment starts between adjacent frames whose global features have cosine < this "
-        "(AdaTP tau_s).", ("global", "adatp"), -1.0, 1.0),
-    _hp("min_segment_budget", float, 0.25,
-        "global: each segment keeps at least this fraction of its even (length-proportional) share of "
-        "the budget (AdaTP b_min).", ("global", "adatp"), 0.0, 1.0),
-    _hp("relevance_temperature", float, 1.0,
-        "global: segment weight = length * exp(z / this), z = relevance standardised over segments; "
-        "relevance = cosine between the mean question-token input embedding and the segment's mean "
-        "visual token. Smaller = sharper.",
-        ("global", "adatp"), 1e-6, None),
-    _hp("dedup_threshold", float, 0.9,
-        "local: inside a segment, drop a token whose cosine with the same grid position in the previous "
-        "frame is >= this (keep-first; before the LLM).", ("local", "adatp"), -1.0, 1.0),
-    _hp("grid", int, 0,
-        "grid: cells per frame side (g x g cells, each keeping its most attended tokens); 0 = one cell "
-        "per kept token of the frame (finest balanced grid).", ("grid", "mlb"), 0, None),
-    _hp("tail_size", int, 1,
-        "tail: each frame is average-pooled to s x s summary tokens appended after the visual block "
-        "(counted in --keep).", ("tail", "mlb"), 1, None),
-    _hp("dominant_ratio", float, 54 / 64,
-        "visionzip: fraction of each frame's budget kept as dominant tokens; the rest are merged "
-        "contextual tokens (VisionZip 54:10).", ("visionzip",), 0.0, 1.0),
-    _hp("merge_window", int, 4,
-        "dycoke: frames per temporal-merging window (DyCoke TTM uses 4).", ("dycoke",), 2, None),
-    _hp("merge_ratio", float, None,
-        "dycoke: DyCoke's pruning ratio K in [0, 1]; unset = derived from --keep as "
-        "K = 1 - (window*keep - 1)/(window - 1), clamped (keep <= 1/window gives K = 1).",
-        ("dycoke",), 0.0, 1.0),
-])
+HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
+    [
+        _hp(
+            "segment_threshold",
+            float,
+            0.9,
+            "global: a new segment starts between adjacent frames whose global features have cosine < this "
+            "(AdaTP tau_s).",
+            ("global", "adatp"),
+            -1.0,
+            1.0,
+        ),
+        _hp(
+            "min_segment_budget",
+            float,
+            0.25,
+            "global: each segment keeps at least this fraction of its even (length-proportional) share of "
+            "the budget (AdaTP b_min).",
+            ("global", "adatp"),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "relevance_temperature",
+            float,
+            1.0,
+            "global: segment weight = length * exp(z / this), z = relevance standardised over segments; "
+            "relevance = cosine between the mean question-token input embedding and the segment's mean "
+            "visual token. Smaller = sharper.",
+            ("global", "adatp"),
+            1e-6,
+            None,
+        ),
+        _hp(
+            "dedup_threshold",
+            float,
+            0.9,
+            "local: inside a segment, drop a token whose cosine with the same grid position in the previous "
+            "frame is >= this (keep-first; before the LLM).",
+            ("local", "adatp"),
+            -1.0,
+            1.0,
+        ),
+        _hp(
+            "grid",
+            int,
+            0,
+            "grid: cells per frame side (g x g cells, each keeping its most attended tokens); 0 = one cell "
+            "per kept token of the frame (finest balanced grid).",
+            ("grid", "mlb"),
+            0,
+            None,
+        ),
+        _hp(
+            "tail_size",
+            int,
+            1,
+            "tail: each frame is average-pooled to s x s summary tokens appended after the visual block "
+            "(counted in --keep).",
+            ("tail", "mlb"),
+            1,
+            None,
+        ),
+        _hp(
+            "dominant_ratio",
+            float,
+            54 / 64,
+            "visionzip: fraction of each frame's budget kept as dominant tokens; the rest are merged "
+            "contextual tokens (VisionZip 54:10).",
+            ("visionzip",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "merge_window",
+            int,
+            4,
+            "dycoke: frames per temporal-merging window (DyCoke TTM uses 4).",
+            ("dycoke",),
+            2,
+            None,
+        ),
+        _hp(
+            "merge_ratio",
+            float,
+            None,
+            "dycoke: DyCoke's pruning ratio K in [0, 1]; unset = derived from --keep as "
+            "K = 1 - (window*keep - 1)/(window - 1), clamped (keep <= 1/window gives K = 1).",
+            ("dycoke",),
+            0.0,
+            1.0,
+        ),
+    ]
+)
 
 
 def _coerce(hp: Hyperparameter, value: Any) -> Any:
@@ -88,7 +151,9 @@ def resolve_params(given: Mapping[str, Any], used_by: Iterable[str]) -> dict[str
         if name not in HYPERPARAMETERS:
             raise UsageError(f"unknown parameter {name!r}; known: {', '.join(sorted(HYPERPARAMETERS))}")
         if name not in applicable:
-            raise UsageError(f"parameter {name!r} is not used by {'+'.join(sorted(users)) or 'this method'} "
-                             f"(it applies to: {', '.join(HYPERPARAMETERS[name].methods)})")
+            raise UsageError(
+                f"parameter {name!r} is not used by {'+'.join(sorted(users)) or 'this method'} "
+                f"(it applies to: {', '.join(HYPERPARAMETERS[name].methods)})"
+            )
         out[name] = _coerce(applicable[name], value)
     return out

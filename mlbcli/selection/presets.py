@@ -94,8 +94,14 @@ def attention_select(
     if segments is not None:
         seg_of = segments.cpu()[frames]  # [n]
         seg_caps = torch.bincount(seg_of, minlength=int(segments.max()) + 1).tolist()
-        seg_budgets = D.segment_budgets(budget, segments.cpu(), relevance, min_fraction=min_segment_budget,
-                                        temperature=relevance_temperature, capacities=seg_caps)
+        seg_budgets = D.segment_budgets(
+            budget,
+            segments.cpu(),
+            relevance,
+            min_fraction=min_segment_budget,
+            temperature=relevance_temperature,
+            capacities=seg_caps,
+        )
         info["segments"] = frame_bounds(segments.cpu())
         info["budgets"] = seg_budgets
         if relevance is not None:
@@ -134,6 +140,15 @@ class _AttentionPreset(Method):
     def debiasers(self) -> tuple[str, ...]:
         return parse_debias(self.options.debias, self.default_debias)
 
+    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
+        """{K: budget}, plus the summary tail riding through layers 0..K-1 when `tail` is on."""
+        schedule = super().nominal_schedule(num_visual, num_frames)
+        debias = self.debiasers()
+        if schedule and "tail" in debias:
+            size = resolve_params(self.options.params, debias)["tail_size"]
+            schedule[0] = num_visual + num_frames * size * size
+        return schedule
+
     def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
         debias = self.debiasers()
         params = resolve_params(self.options.params, debias)
@@ -148,8 +163,10 @@ class _AttentionPreset(Method):
         tail_size = params.get("tail_size", 0) if "tail" in debias else 0
         n_tail = T * tail_size * tail_size
         if budget - n_tail < 1:
-            raise UsageError(f"--keep {self.options.keep} gives {budget} tokens, not more than the {n_tail}-token "
-                             f"summary tail: raise --keep or lower tail_size")
+            raise UsageError(
+                f"--keep {self.options.keep} gives {budget} tokens, not more than the {n_tail}-token "
+                f"summary tail: raise --keep or lower tail_size"
+            )
         segments = None
         if "global" in debias or "local" in debias:
             # Global frame vectors from the vision tower; fall back to the frames' mean visual token.
@@ -161,6 +178,7 @@ class _AttentionPreset(Method):
         steps: dict = {}
 
         if debias:  # layer-0 step: dedup, question relevance, summary tail (keeps all otherwise)
+
             def before_llm(ctx: LayerContext) -> LayerKeep:
                 device = ctx.visual_slots.device
                 info: dict[str, Any] = {}
@@ -183,8 +201,14 @@ class _AttentionPreset(Method):
         def at_layer(ctx: LayerContext) -> LayerKeep:
             assert ctx.scores is not None
             keep, info = attention_select(
-                ctx.scores, ctx.visual_ids, num_frames=T, grid=grid, budget=budget - n_tail,
-                segments=segments, relevance=state.get("relevance"), use_grid="grid" in debias,
+                ctx.scores,
+                ctx.visual_ids,
+                num_frames=T,
+                grid=grid,
+                budget=budget - n_tail,
+                segments=segments,
+                relevance=state.get("relevance"),
+                use_grid="grid" in debias,
                 min_segment_budget=params.get("min_segment_budget", 0.25),
                 relevance_temperature=params.get("relevance_temperature", 1.0),
                 cells_per_side=params.get("grid", 0),
@@ -244,11 +268,14 @@ class LlavaMLB(_AttentionPreset):
     [R] VSTail: every frame adaptively average-pooled to s x s (s = 1) and appended after the last
         visual token at layer 0 (positions continue after it); the T*s^2 tail tokens count in --keep,
         so the grid selection gets budget - T*s^2.
-    [R] FLOPs: the tail also rides through layers 0..K-1 (n + T*s^2 tokens there); measured, not nominal.
+    [R] FLOPs: the tail also rides through layers 0..K-1 (n + T*s^2 tokens there), both in the measured
+        `flops_ratio` and in `mlb flops`.
     """
 
     name = "mlb"
-    description = "LLaVA-MLB-lite (reconstruction): gridded attention selection per frame + pooled summary tail."
+    description = (
+        "LLaVA-MLB-lite (reconstruction): gridded attention selection per frame + pooled summary tail."
+    )
     default_debias = ("grid", "tail")
 
 
@@ -261,8 +288,10 @@ class _PreLLMPreset(Method):
 
     def _check(self) -> dict[str, Any]:
         if self.options.debias is not None and parse_debias(self.options.debias, ()) != ():
-            raise UsageError(f"--method {self.name} prunes before the LLM without attention scores and takes "
-                             f"no debiasers; use fastv/adatp/mlb with --debias instead")
+            raise UsageError(
+                f"--method {self.name} prunes before the LLM without attention scores and takes "
+                f"no debiasers; use fastv/adatp/mlb with --debias instead"
+            )
         return resolve_params(self.options.params, (self.name,))
 
 
@@ -297,8 +326,11 @@ class VisionZipStar(_PreLLMPreset):
                 idx, st = D.visionzip_frame(x[t], b, ratio)
                 keep.append(idx + t * N)
                 states.append(st)
-            return LayerKeep(keep=torch.cat(keep).to(ctx.visual_slots.device), replace=torch.cat(states),
-                             info={"frame_budgets": budgets, "dominant_ratio": ratio})
+            return LayerKeep(
+                keep=torch.cat(keep).to(ctx.visual_slots.device),
+                replace=torch.cat(states),
+                info={"frame_budgets": budgets, "dominant_ratio": ratio},
+            )
 
         return PrunePlan(steps={0: prune})
 
@@ -339,7 +371,7 @@ class DyCokeTTM(_PreLLMPreset):
 
         return PrunePlan(steps={0: prune})
 
-    def nominal_schedule(self, num_visual: int) -> dict[int, int]:
+    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """Expected retention of full windows, (1 + (w-1)(1-K)) / w (not --keep: K is clamped to [0, 1])."""
         params = self._check()
         window, ratio = params["merge_window"], params["merge_ratio"]
