@@ -179,15 +179,18 @@ def _run_batch(
     skip_key: Sequence[str],
     unique_key: Sequence[str] | None,
     identity: Callable[[Item], dict[str, Any]],
-    work: Callable[[list[Item], Emit, dict[str, Any]], None],
+    work: Callable[[list[Item], Emit, Any], None],
     options: dict[str, Any],
     run: RunOptions,
     reporter: Reporter | None,
+    prepare: Callable[[list[Item]], Any] | None = None,
 ) -> RunSummary:
     """The harness every command shares: writer, resume, error rows, progress, summary.
 
-    `work(pending, emit, provenance)` processes the items not done yet and calls `emit(item, row)` once
-    per item. Rows get the item's identity columns (`identity`) and the run's provenance; items whose
+    `prepare(pending)` runs before any progress is shown (model commands load the model there, so a
+    model that cannot load is a clean usage error with no output written); its result goes to
+    `work(pending, emit, prepared)`, which processes the items not done yet and calls `emit(item, row)`
+    once per item. Rows get the item's identity columns (`identity`) and the run's provenance; items whose
     source line was broken become error rows without reaching `work`. Error rows carry the key columns
     too, so a resumed run retries them instead of adding a second row.
     """
@@ -199,8 +202,11 @@ def _run_batch(
         kind, schema, run, skip_key, unique_key, {"options": provenance["options_json"]}
     ) as writer:
         summary.out = writer.out
-        pending = [item for item in items if key(item) not in writer.done_keys()]
+        done = writer.done_keys()
+        pending = [item for item in items if key(item) not in done]
         summary.skipped = len(items) - len(pending)
+        good = [item for item in pending if not item.error]
+        prepared = prepare(good) if prepare is not None and good else None
         reporter.start(kind, total=len(pending), skipped=summary.skipped)
 
         def emit(item: Item, row: dict[str, Any]) -> None:
@@ -215,7 +221,7 @@ def _run_batch(
             for item in pending:
                 if item.error:  # a broken manifest line: an error row, the batch goes on
                     emit(item, {"error": item.error})
-            work([item for item in pending if not item.error], emit, provenance)
+            work(good, emit, prepared)
         finally:
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)
@@ -290,6 +296,18 @@ def _model_spec(
 Handle = Callable[..., dict[str, Any]]
 
 
+def _load_pipeline(spec: ModelSpec) -> Callable[[list[Item]], Pipeline]:
+    """`prepare` of the model commands: load the model once there is work for it."""
+
+    def prepare(items: list[Item]) -> Pipeline:
+        import torch
+
+        torch.manual_seed(spec.seed)
+        return spec.pipeline()
+
+    return prepare
+
+
 def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: str | None = None):
     """`work` for answer/compress/summarize: decode ahead, encode once per video, `handle` each item.
 
@@ -297,13 +315,9 @@ def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: st
     replayed reduction of tokens saved by `compress --save-tokens`, or None.
     """
 
-    def work(items: list[Item], emit: Emit, provenance: dict[str, Any]) -> None:
-        if not items:
+    def work(items: list[Item], emit: Emit, pipe: Pipeline | None) -> None:
+        if not items or pipe is None:
             return
-        import torch
-
-        torch.manual_seed(spec.seed)
-        pipe = spec.pipeline()
         num_frames = spec.frames if spec.frames is not None or spec.fps is not None else pipe.default_frames
         # All questions about one video form one group, even when a manifest interleaves videos: every
         # video is decoded and encoded once. Groups keep the order of each video's first appearance.
@@ -477,6 +491,7 @@ def answer(
         unique_key=None,
         identity=identity,
         work=_model_work(spec, run, handle, tokens),
+        prepare=_load_pipeline(spec),
         run=run,
         reporter=reporter,
         options=_options("answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens),
@@ -534,6 +549,7 @@ def compress(
         unique_key=None,
         identity=lambda item: {"question_id": item.question_id, "question": item.question},
         work=_model_work(spec, run, handle),
+        prepare=_load_pipeline(spec),
         run=run,
         reporter=reporter,
         options=_options("compress", spec, run, save_tokens=save_tokens, bias_report=bias_report),
@@ -581,6 +597,7 @@ def summarize(
         unique_key=("video_id",),
         identity=lambda item: {"fingerprint": prints.get(item.video_path), "prompt": prompt},
         work=_model_work(spec, run, handle),
+        prepare=_load_pipeline(spec),
         run=run,
         reporter=reporter,
         options=_options("summarize", spec, run, prompt=prompt, max_new_tokens=max_new_tokens),
@@ -607,7 +624,7 @@ def sample(
     num_frames = frames if frames is not None or fps is not None else SAMPLE_DEFAULT_FRAMES
     items = _unique_videos(list(iter_items(sources, stdin=stdin, require_question=False)))
 
-    def work(pending: list[Item], emit: Emit, provenance: dict[str, Any]) -> None:
+    def work(pending: list[Item], emit: Emit, prepared: Any) -> None:
         for group, decoded, decode_s in _decoded([[item] for item in pending], run, num_frames, fps):
             item, row = group[0], {"decode_s": decode_s}
             if isinstance(decoded, BaseException):

@@ -510,9 +510,9 @@ class ResultWriter:
             self._stream.flush()
             return
         try:
-            if failed and self._overwrite and not self._written:
-                # A run that died before producing anything (bad model, Ctrl-C at start) must not
-                # replace the user's old file with an empty one.
+            if failed and not self._written:
+                # A run that died before producing anything (bad model, Ctrl-C at start) must neither
+                # replace the user's old file with an empty one nor leave a new empty file behind.
                 logger.info("run failed before writing any row; %s left untouched", self.path)
                 return
             self.flush()

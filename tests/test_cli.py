@@ -363,6 +363,8 @@ def test_unreachable_model_fails_fast_naming_the_fix(clips, monkeypatch):
     result = run(["answer", clips, "--question", "q", "--model", "nobody/not-a-cached-model", *FAST])
     assert result.exit_code == 2
     assert "--model PATH" in result.output and "MLB_MODEL" in result.output
+    assert not Path("answer.parquet").exists()  # nothing half-done is left behind
+    assert "items to process" not in result.output  # failed before any progress was shown
 
 
 def test_model_from_environment(tiny_model_dir, clips, tmp_path, monkeypatch):
