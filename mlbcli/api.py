@@ -697,10 +697,19 @@ class FlopsPlan:
     tokens_per_layer: list[int]
     flops: float
     flops_vanilla: float
+    # Planned attention probe passes (two-stage mlb on image LLMs), (visual tokens, layers) each, and
+    # their FLOPs: extra to `flops` (the final pass, the papers' convention).
+    probe_passes: list[tuple[int, int]] = field(default_factory=list)
+    flops_probes: float = 0.0
 
     @property
     def ratio(self) -> float:
         return self.flops / self.flops_vanilla if self.flops_vanilla else 1.0
+
+    @property
+    def probe_ratio(self) -> float:
+        """(final pass + probe passes) / vanilla: the `flops_probe_ratio` column's nominal value."""
+        return (self.flops + self.flops_probes) / self.flops_vanilla if self.flops_vanilla else 1.0
 
 
 def flops(
@@ -714,9 +723,10 @@ def flops(
     params: dict[str, Any] | None = None,
 ) -> FlopsPlan:
     """Plan the visual-token LLM FLOPs of `method` (algorithms.md §2) from the checkpoint config."""
-    from mlbcli.flops import LLMDims, tokens_per_layer, visual_flops
+    from mlbcli.flops import LLMDims, layer_flops, tokens_per_layer, visual_flops
     from mlbcli.models import _load_config, adapter_class_for
     from mlbcli.selection import get_method
+    from mlbcli.selection.base import PlanContext
 
     config = _load_config(model)
     adapter_cls = adapter_class_for(config)
@@ -731,7 +741,11 @@ def flops(
         model=model, method=method, keep=keep, layer=layer, debias=debias, params=params, frames=frames
     )
     chosen = get_method(method, spec.method_options())
-    schedule = tokens_per_layer(n, chosen.nominal_schedule(n, frames), dims.num_layers)
+    text_config = config.text_config if hasattr(config, "text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    context = PlanContext(image_llm=bool(adapter_cls.renumber_input_positions), context_limit=limit or None)
+    nominal, probes = chosen.nominal_with_context(n, frames, context)
+    schedule = tokens_per_layer(n, nominal, dims.num_layers)
     return FlopsPlan(
         model=model,
         family=adapter_cls.family,
@@ -741,4 +755,6 @@ def flops(
         tokens_per_layer=schedule,
         flops=visual_flops(schedule, dims),
         flops_vanilla=visual_flops([n] * dims.num_layers, dims),
+        probe_passes=probes,
+        flops_probes=sum(layers * layer_flops(count, dims) for count, layers in probes),
     )

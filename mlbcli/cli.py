@@ -559,6 +559,13 @@ def flops(
     typer.echo(f"vanilla        {plan.flops_vanilla / 1e12:.2f} TFLOPs")
     typer.echo(f"{plan.method:14s} {plan.flops / 1e12:.2f} TFLOPs")
     typer.echo(f"ratio          {plan.ratio:.4f}")
+    if plan.probe_passes:
+        sizes = sorted({count for count, _ in plan.probe_passes}, reverse=True)
+        typer.echo(
+            f"probe passes   +{plan.flops_probes / 1e12:.2f} TFLOPs ({len(plan.probe_passes)} segment probes "
+            f"of {'/'.join(map(str, sizes))} visual tokens x {plan.probe_passes[0][1]} layers, not in the ratio)"
+        )
+        typer.echo(f"with probes    {plan.probe_ratio:.4f} (flops_probe_ratio)")
 
 
 @app.command()

@@ -91,6 +91,9 @@ class PrefillResult:
     ]  # probe layer -> [n_visual] scores by visual id (NaN where already dropped)
     infos: dict[int, dict[str, Any]]  # layer -> pruner diagnostics
     seconds: float = 0.0
+    # Extra probe passes a method ran to plan this request (`PlanContext.probe`): one
+    # (visual tokens, decoder layers run) pair each, charged in `flops_probe_ratio`.
+    probe_passes: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -202,6 +205,7 @@ def prefill(
     *,
     stop_after_pruning: bool = False,
     reserve_tokens: int = 0,
+    stop_before_layer: int | None = None,
 ) -> PrefillResult:
     """Run the decoder over `embeds` [1, L, D], applying `plan` between layers.
 
@@ -210,6 +214,8 @@ def prefill(
     pruning step are skipped (token statistics only: `compress`) and `logits`/`cache` are not usable.
     The sequence that enters the LLM (after any layer-0 step) plus `reserve_tokens` generated tokens
     must fit the model's context (`adapter.check_context` raises otherwise).
+    `stop_before_layer=K` runs only decoder layers 0..K-1 (after the pruning step of layer K, if any):
+    an attention probe pass (`PlanContext.probe`); `logits`/`cache` are not usable then either.
     """
     from transformers import DynamicCache
 
@@ -250,6 +256,10 @@ def prefill(
                 seq.position_ids = torch.arange(seq.hidden.shape[1], device=device)[None]
             extent = int(seq.position_ids.max()) + 1
             adapter.check_context(extent, reserve_tokens, num_visual=int(seq.visual_slots.numel()))
+        if stop_before_layer is not None and i >= stop_before_layer:
+            alive = int(seq.visual_slots.numel() + seq.appended_slots.numel())
+            visual_per_layer.extend([alive] * (len(layers) - i))
+            break
         if stop_after_pruning and i > last_step:
             visual_per_layer.extend([visual_per_layer[-1]] * (len(layers) - i))
             break
@@ -273,7 +283,7 @@ def prefill(
         else:
             pending_scores = None
     logits = torch.empty(0)
-    if not stop_after_pruning or last_step == len(layers) - 1:
+    if stop_before_layer is None and (not stop_after_pruning or last_step == len(layers) - 1):
         logits = adapter.lm_head(adapter.decoder.norm(seq.hidden[:, -1])).float()  # [1, V]
     return PrefillResult(
         cache=cache,

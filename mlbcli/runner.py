@@ -16,8 +16,9 @@ import torch
 
 from mlbcli import engine
 from mlbcli.errors import UsageError
-from mlbcli.flops import LLMDims, visual_flops
+from mlbcli.flops import LLMDims, layer_flops, visual_flops
 from mlbcli.selection import Method, MethodOptions, get_method
+from mlbcli.selection.base import PlanContext
 
 if TYPE_CHECKING:
     from mlbcli.models.base import ModelAdapter, VideoTokens
@@ -39,6 +40,8 @@ class TokenStats:
     appended_tokens: int
     attention_per_frame: list[float] | None  # probe attention mass per frame (first probe layer)
     info: dict[str, Any] = field(default_factory=dict)  # method diagnostics (segments, budgets...)
+    # (final pass + the method's probe passes) / vanilla; None = no probe passes (= flops_ratio)
+    flops_probe_ratio: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,9 @@ class TokenStats:
             "visual_tokens_kept": self.visual_tokens_kept,
             "keep_realized": self.keep_realized,
             "flops_ratio": self.flops_ratio,
+            "flops_probe_ratio": (
+                self.flops_ratio if self.flops_probe_ratio is None else self.flops_probe_ratio
+            ),
             "tokens_per_layer": self.tokens_per_layer,
             "kept_per_frame": self.kept_per_frame,
             "appended_tokens": self.appended_tokens,
@@ -63,11 +69,14 @@ def token_stats(state: engine.PrefillResult, video: VideoTokens, dims: LLMDims) 
         first = state.scores[min(state.scores)].cpu()
         attention = torch.nan_to_num(first).view(video.num_frames, -1).sum(dim=1).tolist()
     full = visual_flops([n_in] * dims.num_layers, dims)
+    final = visual_flops(per_layer, dims)
+    probes = sum(layers * layer_flops(n, dims) for n, layers in state.probe_passes)
     return TokenStats(
         visual_tokens_in=n_in,
         visual_tokens_kept=kept,
         keep_realized=kept / n_in if n_in else 1.0,
-        flops_ratio=visual_flops(per_layer, dims) / full if full else 1.0,
+        flops_ratio=final / full if full else 1.0,
+        flops_probe_ratio=((final + probes) / full if full else 1.0) if state.probe_passes else None,
         tokens_per_layer=list(per_layer),
         kept_per_frame=frames.tolist(),
         appended_tokens=state.appended,
@@ -152,11 +161,12 @@ class Pipeline:
     ) -> engine.PrefillResult:
         adapter = self.adapter
         prompt = adapter.build_prompt(prompt_text, video)
-        plan = (method or self.method).plan(video, prompt)
+        context = self.plan_context(prompt_text, prompt)
+        plan = (method or self.method).plan_with_context(video, prompt, context)
         embeds = adapter.embed(prompt, video)
         positions = adapter.position_ids(prompt, video)
         visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-        return engine.prefill(
+        state = engine.prefill(
             adapter,
             embeds,
             positions,
@@ -165,6 +175,43 @@ class Pipeline:
             plan,
             stop_after_pruning=stop_after_pruning,
             reserve_tokens=reserve_tokens,
+        )
+        state.probe_passes = list(context.probe_passes)
+        return state
+
+    def plan_context(self, prompt_text: str, prompt: Any) -> PlanContext:
+        """The `PlanContext` of one request: family limits, and probe passes with the same question."""
+        adapter = self.adapter
+
+        def probe(subset: VideoTokens, layer: int, query: str) -> torch.Tensor:
+            sub_prompt = adapter.build_prompt(prompt_text, subset)
+            start = sub_prompt.visual_start
+            step_layer = int(layer)
+
+            def keep_all(ctx: engine.LayerContext) -> engine.LayerKeep:
+                return engine.LayerKeep(
+                    keep=torch.arange(ctx.visual_slots.numel(), device=ctx.visual_slots.device)
+                )
+
+            state = engine.prefill(
+                adapter,
+                adapter.embed(sub_prompt, subset),
+                adapter.position_ids(sub_prompt, subset),
+                torch.arange(start, start + sub_prompt.num_visual),
+                sub_prompt.question_index,
+                engine.PrunePlan(
+                    steps={step_layer: keep_all}, needs_scores=frozenset({step_layer}), query=query
+                ),
+                stop_after_pruning=True,
+                stop_before_layer=step_layer,
+            )
+            return state.scores[step_layer - 1]
+
+        return PlanContext(
+            image_llm=bool(adapter.renumber_input_positions),
+            context_limit=adapter.context_limit,
+            text_tokens=prompt.length - prompt.num_visual,
+            probe_fn=probe,
         )
 
     @torch.inference_mode()

@@ -31,6 +31,8 @@ _TOKENS = [
     pa.field("visual_tokens_kept", pa.int64()),
     pa.field("keep_realized", pa.float64()),  # measured kept / in
     pa.field("flops_ratio", pa.float64()),  # visual-token LLM FLOPs vs unpruned (algorithms.md §2)
+    # the same, with a method's attention probe passes added (two-stage mlb); = flops_ratio otherwise
+    pa.field("flops_probe_ratio", pa.float64()),
     pa.field("tokens_per_layer", pa.list_(pa.int64())),
     pa.field("kept_per_frame", pa.list_(pa.int64())),
     pa.field("appended_tokens", pa.int64()),

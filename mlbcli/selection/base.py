@@ -9,16 +9,57 @@ position ids, KV cache, statistics), so a method is a small pure function of ten
 from __future__ import annotations
 
 import abc
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.errors import UsageError
 
 if TYPE_CHECKING:
+    import torch
+
     from mlbcli.engine import PrunePlan
     from mlbcli.models.base import Prompt, VideoTokens
+
+#: Text tokens assumed around the visual block when planning without a tokenizer (`mlb flops`).
+NOMINAL_TEXT_TOKENS = 64
+
+
+@dataclass
+class PlanContext:
+    """What a method may use beyond (video, prompt): the model family's limits and probe passes.
+
+    Built by `Pipeline._prefill` for every request (and, without `probe_fn`, by `mlb flops`). Methods
+    receive it as the optional third argument of `plan` / `nominal_schedule` (see `accepts_context`).
+    """
+
+    image_llm: bool = False  # adapter.renumber_input_positions: an image LLM driven on video (LLaVA-NeXT)
+    context_limit: int | None = None  # max_position_embeddings of the LLM (None: unlimited)
+    text_tokens: int = NOMINAL_TEXT_TOKENS  # prompt tokens outside the visual block
+    grid: tuple[int, int] | None = None  # token grid of one frame, when known without a video
+    # probe_fn(video_subset, K, query) -> [n_subset] attention the query rows give each visual token
+    # at decoder layer K-1 (mean over heads and rows), running only layers 0..K-1.
+    probe_fn: Callable[[VideoTokens, int, str], torch.Tensor] | None = None
+    probe_passes: list[tuple[int, int]] = field(default_factory=list)  # (visual tokens, layers) per probe
+
+    def probe(self, video: VideoTokens, layer: int, query: str = "question") -> torch.Tensor:
+        """Score `video` (e.g. one segment) with the request's prompt through layers 0..layer-1."""
+        if self.probe_fn is None:
+            raise RuntimeError("this PlanContext cannot run probe passes (planning without a model)")
+        scores = self.probe_fn(video, layer, query)
+        self.probe_passes.append((video.num_visual, int(layer)))
+        return scores
+
+
+def accepts_context(function: Callable[..., Any]) -> bool:
+    """Whether `plan`/`nominal_schedule` takes the optional `context` argument (older methods do not)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return "context" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 @dataclass(frozen=True)
@@ -64,7 +105,28 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
-        """The keep schedule for one (video, prompt) request."""
+        """The keep schedule for one (video, prompt) request.
+
+        A method may declare a third parameter `context: PlanContext | None = None`: it then receives
+        the family's limits and can run probe passes (`context.probe`), e.g. two-stage LLaVA-MLB.
+        """
+
+    def plan_with_context(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None
+    ) -> PrunePlan:
+        """`plan`, passing `context` only to methods that accept it."""
+        if context is not None and accepts_context(self.plan):
+            return self.plan(video, prompt, context=context)  # type: ignore[call-arg]
+        return self.plan(video, prompt)
+
+    def nominal_with_context(
+        self, num_visual: int, num_frames: int, context: PlanContext | None
+    ) -> tuple[dict[int, int], list[tuple[int, int]]]:
+        """(`nominal_schedule`, planned probe passes) for `mlb flops`; context only where accepted."""
+        if context is not None and accepts_context(self.nominal_schedule):
+            schedule = self.nominal_schedule(num_visual, num_frames, context=context)  # type: ignore[call-arg]
+            return schedule, list(context.probe_passes)
+        return self.nominal_schedule(num_visual, num_frames), []
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """Visual tokens from each pruning layer on, as planned (`flops.tokens_per_layer` format).
@@ -94,7 +156,7 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 def load_builtin_methods() -> None:
     """Register the built-in methods (they import torch, so this happens on first use)."""
-    from mlbcli.selection import baselines, presets  # noqa: F401
+    from mlbcli.selection import baselines, presets, slowfast  # noqa: F401
 
 
 def get_method(name: str, options: MethodOptions | None = None) -> Method:

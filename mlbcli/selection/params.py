@@ -80,7 +80,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
             int,
             0,
             "grid: cells per frame side (g x g cells, each keeping its most attended tokens); 0 = one cell "
-            "per kept token of the frame (finest balanced grid).",
+            "per kept token of the frame (finest balanced grid). Two-stage mlb on image LLMs (LLaVA-NeXT) "
+            "with --keep 1.0: g x g tokens per frame, 0 = ceil(side/3) (8 at 24x24).",
             ("grid", "mlb"),
             0,
             None,
@@ -90,7 +91,7 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
             int,
             1,
             "tail: each frame is average-pooled to s x s summary tokens appended after the visual block "
-            "(counted in --keep).",
+            "(counted in --keep). Two-stage mlb on image LLMs: unset = max(1, round(side/12)) (2 at 24x24).",
             ("tail", "mlb"),
             1,
             None,
@@ -123,6 +124,45 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
             ("dycoke",),
             0.0,
             1.0,
+        ),
+        _hp(
+            "segments",
+            int,
+            0,
+            "mlb on image LLMs (two-stage, LLaVA-NeXT): consecutive frame segments probed separately "
+            "(stage 1); 0 = the fewest that fit the context (T_s*N + text <= max_position_embeddings).",
+            ("mlb",),
+            0,
+            None,
+        ),
+        _hp(
+            "slow_frames",
+            int,
+            10,
+            "slowfast: frames of the slow path, uniformly spaced (capped at the sampled frames).",
+            ("slowfast",),
+            1,
+            None,
+        ),
+        _hp(
+            "slow_pool",
+            int,
+            2,
+            "slowfast: horizontal 1-D max-pool width of the slow path (24x24 -> 24x12 with 2, SF-LLaVA); "
+            "1 = no pooling.",
+            ("slowfast",),
+            1,
+            None,
+        ),
+        _hp(
+            "fast_size",
+            int,
+            4,
+            "slowfast: every frame adaptively average-pooled to f x f fast tokens, appended after the slow "
+            "tokens (capped at the frame grid).",
+            ("slowfast",),
+            1,
+            None,
         ),
     ]
 )

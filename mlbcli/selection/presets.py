@@ -26,7 +26,7 @@ from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D
-from mlbcli.selection.base import Method, MethodOptions, register_method, token_budget
+from mlbcli.selection.base import Method, MethodOptions, PlanContext, register_method, token_budget
 from mlbcli.selection.baselines import frame_budgets
 from mlbcli.selection.params import resolve_params
 
@@ -274,9 +274,56 @@ class LlavaMLB(_AttentionPreset):
 
     name = "mlb"
     description = (
-        "LLaVA-MLB-lite (reconstruction): gridded attention selection per frame + pooled summary tail."
+        "LLaVA-MLB: two-stage segment probes + GAPool + summary tail on image LLMs (LLaVA-NeXT); "
+        "MLB-lite (gridded attention selection per frame + pooled summary tail) on video LLMs."
     )
     default_debias = ("grid", "tail")
+
+    # On image LLMs (PlanContext.image_llm, i.e. LLaVA-NeXT) `mlb` is the full two-stage algorithm of
+    # algorithms.md §3.3 (`mlbcli.selection.two_stage`, where --keep's meaning there is documented);
+    # elsewhere, or without a context (saved-token replays, plugins' direct calls), it is MLB-lite.
+
+    def __init__(self, options: MethodOptions | None = None):
+        Method.__init__(self, options)
+        self._params()  # UsageError at construction, before any work
+
+    def _params(self) -> dict[str, Any]:
+        return resolve_params(self.options.params, (*self.debiasers(), "mlb"))
+
+    def _two_stage_params(self) -> dict[str, Any]:
+        debias = self.debiasers()
+        if "grid" not in debias or set(debias) - {"grid", "tail"}:
+            raise UsageError(
+                "the two-stage mlb (image LLMs) always uses GAPool: --debias may only be 'grid' or "
+                "'grid,tail' (global/local apply to MLB-lite variants on video LLMs)"
+            )
+        params = self._params()
+        return {
+            **params,
+            # unset: the grid-scaled default of the two-stage variant (2 at 24x24), not MLB-lite's 1
+            "tail_size": params["tail_size"] if self.options.params.get("tail_size") is not None else None,
+            "use_tail": "tail" in debias,
+        }
+
+    def plan(self, video: VideoTokens, prompt: Prompt, context: PlanContext | None = None) -> PrunePlan:
+        if context is None or not context.image_llm:
+            if self.options.params.get("segments") is not None:
+                raise UsageError(
+                    "parameter 'segments' applies to the two-stage mlb on image LLMs (LLaVA-NeXT)"
+                )
+            return super().plan(video, prompt)
+        from mlbcli.selection import two_stage
+
+        return two_stage.plan(self.options, self._two_stage_params(), video, context)
+
+    def nominal_schedule(
+        self, num_visual: int, num_frames: int = 1, context: PlanContext | None = None
+    ) -> dict[int, int]:
+        if context is None or not context.image_llm:
+            return super().nominal_schedule(num_visual, num_frames)
+        from mlbcli.selection import two_stage
+
+        return two_stage.nominal(self.options, self._two_stage_params(), num_visual, num_frames, context)
 
 
 class _PreLLMPreset(Method):

@@ -1,0 +1,179 @@
+"""Full two-stage LLaVA-MLB for image LLMs driven on video (LLaVA-NeXT; research/algorithms.md §3.3).
+
+Stage 1 (compression, "SegAttn + GAPool"): the frames are split into S consecutive segments that each
+fit the LLM's context (T_s*N + text <= max_position_embeddings). Every segment is probed with the
+request's question through decoder layers 0..K-1 (`PlanContext.probe`: its own prompt, query rows =
+the question tokens or the last token, attention of layer K-1, mean over heads and rows), and GAPool
+(select mode) keeps the most attended token of every grid cell of every frame.
+Stage 2 (expansion + VSTail): one sequence of all segments' kept tokens in time order, followed by the
+Visual Summarization Tail (every frame adaptively average-pooled to s x s), then the question: a
+layer-0 step (keep + append) of the final pass, with contiguous positions (the adapter re-sequences).
+
+--keep on this path:
+- 1.0 (the default): the paper-style fixed layout, g x g cells of one token each per frame
+  (`grid`, unset = ceil(side/3): 8x8 = 64 of 24x24) plus the s x s tail (`tail_size`, unset =
+  max(1, round(side/12)): 2x2 at 24x24), i.e. 68 of 576 tokens per frame (11.8%).
+- < 1: a per-frame budget b = token_budget(N, keep) that includes the tail: GAPool keeps b - s^2
+  tokens per frame over `grid` cells (0 = one cell per kept token), so T*b visual tokens enter the LLM.
+The realized keep and both FLOPs ratios (final pass; final pass + probes) are measured per row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.errors import UsageError
+from mlbcli.models.base import VideoTokens
+from mlbcli.selection import debias as D
+from mlbcli.selection.base import token_budget
+
+if TYPE_CHECKING:
+    from mlbcli.selection.base import MethodOptions, PlanContext
+
+
+def segment_sizes(
+    num_frames: int,
+    tokens_per_frame: int,
+    *,
+    text_tokens: int,
+    context_limit: int | None,
+    segments: int = 0,
+) -> list[int]:
+    """Consecutive segment lengths (near-even, longer ones first) whose probe passes fit the context.
+
+    `segments` > 0 fixes S; 0 takes the fewest segments with T_s*N + text_tokens <= context_limit.
+    """
+    if num_frames < 1:
+        raise UsageError("the two-stage mlb needs at least one frame")
+    fit = None
+    if context_limit is not None:
+        fit = (context_limit - text_tokens) // tokens_per_frame
+        if fit < 1:
+            raise UsageError(
+                f"one frame ({tokens_per_frame} tokens) plus the {text_tokens}-token prompt does not fit "
+                f"the model's context of {context_limit}: the two-stage mlb cannot probe it"
+            )
+    count = 1 if fit is None else math.ceil(num_frames / fit)  # the fewest that fit
+    if segments > 0:
+        count = min(segments, num_frames)
+    base, extra = divmod(num_frames, count)
+    sizes = [base + 1] * extra + [base] * (count - extra)
+    if fit is not None and sizes[0] > fit:
+        raise UsageError(
+            f"segments={count} gives {sizes[0]}-frame segments ({sizes[0] * tokens_per_frame} visual + "
+            f"{text_tokens} text tokens), more than the model's context of {context_limit}: use at least "
+            f"{math.ceil(num_frames / fit)} segments (or segments=0)"
+        )
+    return sizes
+
+
+def frame_layout(
+    grid: tuple[int, int], keep: float, cells: int, tail_size: int | None, use_tail: bool = True
+) -> tuple[int, int, int]:
+    """(tokens GAPool keeps per frame, cells per side for `grid_cell_ids`, tail side s) of one frame."""
+    h, w = grid
+    side = min(h, w)
+    s = 0 if not use_tail else (tail_size if tail_size is not None else max(1, round(side / 12)))
+    if keep >= 1.0:
+        g = min(cells if cells > 0 else math.ceil(side / 3), side)
+        return g * g, g, s
+    budget = token_budget(h * w, keep)
+    if budget - s * s < 1:
+        raise UsageError(
+            f"--keep {keep} gives {budget} tokens per frame, not more than the {s}x{s} summary tail: "
+            "raise --keep or lower tail_size"
+        )
+    return budget - s * s, cells, s
+
+
+def _side_grid(num_visual: int, num_frames: int, context: PlanContext) -> tuple[int, int]:
+    if context.grid is not None:
+        return context.grid
+    n = num_visual // max(1, num_frames)
+    side = math.isqrt(n)
+    return (side, side) if side * side == n else (1, n)
+
+
+def nominal(
+    options: MethodOptions, params: dict[str, Any], num_visual: int, num_frames: int, context: PlanContext
+) -> dict[int, int]:
+    """`mlb flops`: the final pass's layer-0 count; the planned probe passes go to `context.probe_passes`."""
+    grid = _side_grid(num_visual, num_frames, context)
+    per_frame, _, s = frame_layout(
+        grid, options.keep, params["grid"], params["tail_size"], params["use_tail"]
+    )
+    sizes = segment_sizes(
+        num_frames,
+        grid[0] * grid[1],
+        text_tokens=context.text_tokens,
+        context_limit=context.context_limit,
+        segments=params["segments"],
+    )
+    context.probe_passes.extend((size * grid[0] * grid[1], options.layer) for size in sizes)
+    return {0: num_frames * (min(per_frame, grid[0] * grid[1]) + s * s)}
+
+
+def plan(
+    options: MethodOptions, params: dict[str, Any], video: VideoTokens, context: PlanContext
+) -> PrunePlan:
+    """Stage 1 now (probe passes through `context`), stage 2 as the layer-0 step of the final pass."""
+    K = options.layer
+    if K < 1:
+        raise UsageError("--method mlb probes the attention of layer K-1: use --layer >= 1")
+    T, N, grid = video.num_frames, video.tokens_per_frame, video.grid
+    per_frame, cells, s = frame_layout(
+        grid, options.keep, params["grid"], params["tail_size"], params["use_tail"]
+    )
+    sizes = segment_sizes(
+        T,
+        N,
+        text_tokens=context.text_tokens,
+        context_limit=context.context_limit,
+        segments=params["segments"],
+    )
+    kept: list[torch.Tensor] = []
+    bounds: list[list[int]] = []
+    attention: list[float] = []
+    start = 0
+    for size in sizes:
+        stop = start + size
+        subset = VideoTokens(
+            features=video.features[start:stop],
+            grid=grid,
+            extra=video.extra,
+            frame_features=None if video.frame_features is None else video.frame_features[start:stop],
+            timestamps_s=list(video.timestamps_s[start:stop]),
+        )
+        scores = context.probe(subset, K, options.query).detach().float().cpu()  # [size * N]
+        ids = torch.arange(size * N)
+        frames, positions = ids // N, ids % N
+        keep = D.select_grid(torch.nan_to_num(scores), frames, positions, grid, [per_frame] * size, cells)
+        kept.append(keep + start * N)
+        bounds.append([start, stop])
+        attention += D.per_group_mass(torch.nan_to_num(scores), frames, size)
+        start = stop
+    keep_ids = torch.cat(kept)
+    tail = D.summary_tail(video.features, grid, s) if s else None
+    info: dict[str, Any] = {
+        "variant": "two-stage",
+        "segments": bounds,
+        "probe_tokens": [size * N for size in sizes],
+        "probe_layers": K,
+        "tokens_per_frame": per_frame,
+        "grid": cells,
+        "tail_size": s,
+        "tail_tokens": T * s * s,
+        # probe attention mass per frame, normalised inside each segment (segments are separate passes)
+        "attention_per_frame": [round(a, 6) for a in attention],
+    }
+
+    def expand(ctx: LayerContext) -> LayerKeep:
+        device = ctx.visual_slots.device
+        append = None if tail is None else tail.to(device)
+        return LayerKeep(keep=keep_ids.to(device), append=append, info=info)
+
+    return PrunePlan(steps={0: expand})
