@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # Words the tiny tokenizer is trained on: enough for prompts, options and answers to tokenize into
 # short sequences (long sequences would make the tiny model slow for no benefit).
@@ -107,6 +110,35 @@ def _build_tokenizer(style: str = "onevision"):
     return fast
 
 
+def _text_config(tok: Any, hidden_size: int, num_layers: int, **family: Any) -> dict[str, Any]:
+    """Keyword arguments of the tiny LLM's config: 4 heads, MLP 2x wide, the tokenizer's vocabulary and
+    EOS/PAD, a large `initializer_range`; `family` adds or overrides (KV heads, BOS, positions...)."""
+    return {
+        "vocab_size": len(tok),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "initializer_range": 0.5,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        **family,
+    }
+
+
+def _save_checkpoint(out: Path, model: Any, tok: Any, preprocessing: dict[str, dict[str, Any]]) -> Path:
+    """Save `model` (generation ending at the tokenizer's EOS, padding with its PAD) and `tok` to `out`,
+    plus the checkpoint's own preprocessing parameters, {file name: JSON}, in the layout of the real
+    hub repos. Returns `out`."""
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    for name, config in preprocessing.items():
+        (out / name).write_text(json.dumps(config, indent=2))
+    return out
+
+
 def build_tiny_llava_onevision(
     out_dir: str | Path,
     *,
@@ -142,18 +174,15 @@ def build_tiny_llava_onevision(
             vision_use_head=False,
         ),
         text_config=Qwen2Config(
-            vocab_size=len(tok),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            initializer_range=0.5,
-            tie_word_embeddings=True,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            bos_token_id=None,
-            max_position_embeddings=32768,
+            **_text_config(
+                tok,
+                hidden_size,
+                num_layers,
+                num_key_value_heads=2,
+                tie_word_embeddings=True,
+                bos_token_id=None,
+                max_position_embeddings=32768,
+            )
         ),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"),
@@ -165,11 +194,6 @@ def build_tiny_llava_onevision(
     )
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    # The checkpoint's own preprocessing parameters, in the layout of the real hub repos.
     preprocessor = {
         "image_processor_type": "LlavaOnevisionImageProcessor",
         "size": {"height": image_size, "width": image_size},
@@ -179,10 +203,13 @@ def build_tiny_llava_onevision(
         "resample": 3,
         "do_convert_rgb": True,
     }
-    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     video_pre = dict(preprocessor, video_processor_type="LlavaOnevisionVideoProcessor")
-    (out / "video_preprocessor_config.json").write_text(json.dumps(video_pre, indent=2))
-    return out
+    return _save_checkpoint(
+        out,
+        model,
+        tok,
+        {"preprocessor_config.json": preprocessor, "video_preprocessor_config.json": video_pre},
+    )
 
 
 def build_tiny_qwen2_vl(
@@ -218,18 +245,13 @@ def build_tiny_qwen2_vl(
             ("vision_end_token_id", "<|vision_end|>"),
         ]
     }
-    text = dict(
-        vocab_size=len(tok),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
+    text = _text_config(
+        tok,
+        hidden_size,
+        num_layers,
         num_key_value_heads=2,
-        initializer_range=0.5,
         max_position_embeddings=32768,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
         bos_token_id=None,
         tie_word_embeddings=True,
     )
@@ -270,31 +292,27 @@ def build_tiny_qwen2_vl(
     cfg.initializer_range = 0.5
     torch.manual_seed(seed)
     model = Model(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
     common = {
         "do_resize": True,
         "do_rescale": True,
         "do_normalize": True,
         "rescale_factor": 1 / 255,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": OPENAI_CLIP_MEAN,
+        "image_std": OPENAI_CLIP_STD,
         "patch_size": 14,
         "temporal_patch_size": 2,
         "merge_size": 2,
         "resample": 3,
     }
     image = dict(common, image_processor_type="Qwen2VLImageProcessor", min_pixels=3136, max_pixels=12845056)
-    (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
     video = dict(
         common,
         video_processor_type="Qwen2VLVideoProcessor",
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
     )
-    (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
-    return out
+    return _save_checkpoint(
+        out, model, tok, {"preprocessor_config.json": image, "video_preprocessor_config.json": video}
+    )
 
 
 def build_tiny_llava_next(
@@ -328,17 +346,14 @@ def build_tiny_llava_next(
             projection_dim=32,
         ),
         text_config=LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            initializer_range=0.5,
-            max_position_embeddings=max_position_embeddings,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
+            **_text_config(
+                tok,
+                hidden_size,
+                num_layers,
+                num_key_value_heads=4,
+                max_position_embeddings=max_position_embeddings,
+                bos_token_id=tok.bos_token_id,
+            )
         ),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
@@ -353,22 +368,17 @@ def build_tiny_llava_next(
     cfg.initializer_range = 0.5
     torch.manual_seed(seed)
     model = LlavaNextForConditionalGeneration(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
     preprocessor = {
         "image_processor_type": "LlavaNextImageProcessor",
         "size": {"shortest_edge": image_size},
         "crop_size": {"height": image_size, "width": image_size},
         "do_center_crop": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": OPENAI_CLIP_MEAN,
+        "image_std": OPENAI_CLIP_STD,
         "rescale_factor": 1 / 255,
         "resample": 3,
         "image_grid_pinpoints": cfg.image_grid_pinpoints,
         "do_convert_rgb": True,
     }
-    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    return out
+    return _save_checkpoint(out, model, tok, {"preprocessor_config.json": preprocessor})

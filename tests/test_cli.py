@@ -18,6 +18,20 @@ from mlbcli.writers import read_results
 
 FAST = ["--workers", "0", "--frames", "6", "--max-new-tokens", "4", "-q"]
 
+# config.json of LLaVA-OneVision-7B (SigLIP-384 + Qwen2-7B): enough for `mlb flops`, no weights.
+OV_7B_CONFIG = {
+    "model_type": "llava_onevision",
+    "vision_config": {"model_type": "siglip_vision_model", "image_size": 384, "patch_size": 14},
+    "text_config": {
+        "model_type": "qwen2",
+        "num_hidden_layers": 28,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+    },
+}
+
 
 def run(args: list[str], input: str | None = None):
     return CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
@@ -375,19 +389,7 @@ def test_model_from_environment(tiny_model_dir, clips, tmp_path, monkeypatch):
 
 
 def test_flops_reproduces_the_fastvid_table(tmp_path):
-    config = {
-        "model_type": "llava_onevision",
-        "vision_config": {"model_type": "siglip_vision_model", "image_size": 384, "patch_size": 14},
-        "text_config": {
-            "model_type": "qwen2",
-            "num_hidden_layers": 28,
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-        },
-    }
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "config.json").write_text(json.dumps(OV_7B_CONFIG))
     vanilla = run(["flops", "--model", tmp_path, "--frames", "32"]).output
     assert "6272 visual tokens" in vanilla and "48.82 TFLOPs" in vanilla
     pruned = run(
@@ -586,19 +588,7 @@ def test_bias_report_and_flops_for_attention_methods(tiny_model_dir, clips, tmp_
 
 
 def test_flops_for_attention_methods_from_config(tmp_path):
-    config = {
-        "model_type": "llava_onevision",
-        "vision_config": {"model_type": "siglip_vision_model", "image_size": 384, "patch_size": 14},
-        "text_config": {
-            "model_type": "qwen2",
-            "num_hidden_layers": 28,
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-        },
-    }
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "config.json").write_text(json.dumps(OV_7B_CONFIG))
     fastv = run(
         [
             "flops",

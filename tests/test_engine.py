@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_engine import engine_generate, prefill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,21 +43,8 @@ def _stock_generate(adapter, frames, question, max_new_tokens):
 
 
 def _engine_generate(adapter, video, question, max_new_tokens, plan=None):
-    prompt = adapter.build_prompt(question, video)
-    visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-    state = engine.prefill(
-        adapter,
-        adapter.embed(prompt, video),
-        adapter.position_ids(prompt, video),
-        visual,
-        prompt.question_index,
-        plan,
-    )
-    eos, adapter.model.generation_config.eos_token_id = adapter.model.generation_config.eos_token_id, -1
-    try:  # no early stop, so that every one of the max_new_tokens logits is compared
-        return state, engine.greedy_decode(adapter, state, max_new_tokens=max_new_tokens, keep_logits=True)
-    finally:
-        adapter.model.generation_config.eos_token_id = eos
+    _, state, gen = engine_generate(adapter, video, question, max_new_tokens, plan)
+    return state, gen
 
 
 def test_empty_schedule_reproduces_stock_generate(tiny_adapter, frames, encoded):
@@ -143,15 +131,7 @@ def test_appended_tokens_shift_following_positions(tiny_adapter, encoded):
     def add_tail(ctx: engine.LayerContext) -> engine.LayerKeep:
         return engine.LayerKeep(keep=torch.arange(ctx.visual_slots.numel()), append=extra)
 
-    visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-    state = engine.prefill(
-        tiny_adapter,
-        tiny_adapter.embed(prompt, video),
-        tiny_adapter.position_ids(prompt, video),
-        visual,
-        prompt.question_index,
-        engine.PrunePlan(steps={0: add_tail}),
-    )
+    state = prefill(tiny_adapter, prompt, video, engine.PrunePlan(steps={0: add_tail}))
     assert state.appended == 3
     assert torch.equal(state.position_ids[0], torch.arange(prompt.length + 3))
     assert state.visual_per_layer[0] == video.num_visual + 3

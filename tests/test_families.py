@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_engine import engine_generate
 
 from mlbcli import engine
 from mlbcli.errors import UsageError
@@ -50,32 +51,8 @@ def _encode(adapter, frames):
     return video
 
 
-def _no_eos(adapter):
-    class _Ctx:
-        def __enter__(self):
-            self.saved = adapter.model.generation_config.eos_token_id
-            adapter.model.generation_config.eos_token_id = -1
-
-        def __exit__(self, *exc):
-            adapter.model.generation_config.eos_token_id = self.saved
-
-    return _Ctx()
-
-
 def _engine_run(adapter, video, plan=None, max_new_tokens=8):
-    prompt = adapter.build_prompt(QUESTION, video)
-    visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-    state = engine.prefill(
-        adapter,
-        adapter.embed(prompt, video),
-        adapter.position_ids(prompt, video),
-        visual,
-        prompt.question_index,
-        plan,
-    )
-    with _no_eos(adapter):
-        gen = engine.greedy_decode(adapter, state, max_new_tokens=max_new_tokens, keep_logits=True)
-    return prompt, state, gen
+    return engine_generate(adapter, video, QUESTION, max_new_tokens, plan)
 
 
 def _stock_kwargs(name, adapter, frames, video, prompt):

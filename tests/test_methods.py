@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_engine import prefill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlbcli import engine
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
 from mlbcli.runner import Pipeline
@@ -36,17 +36,7 @@ def encoded(tiny_adapter):
 
 def _prefill(adapter, video, method):
     prompt = adapter.build_prompt(QUESTION, video)
-    plan = method.plan(video, prompt)
-    visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
-    state = engine.prefill(
-        adapter,
-        adapter.embed(prompt, video),
-        adapter.position_ids(prompt, video),
-        visual,
-        prompt.question_index,
-        plan,
-    )
-    return prompt, state
+    return prompt, prefill(adapter, prompt, video, method.plan(video, prompt))
 
 
 # -- identity at keep 1.0 -------------------------------------------------------------------------------

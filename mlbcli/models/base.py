@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+#: CLIP's normalisation, the default of the checkpoints that name none (Qwen2-VL, LLaVA-NeXT).
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
 
 @dataclass
 class VideoTokens:
@@ -121,15 +125,90 @@ class ModelAdapter(abc.ABC):
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         """Input embeddings [1, L, D] with the visual block filled in, as the stock forward builds them."""
 
+    def _expand_prompt(
+        self,
+        question_text: str,
+        *,
+        item_type: str,
+        placeholder: str,
+        placeholder_id: int,
+        num_visual: int,
+        num_extra: int = 0,
+        add_bos: bool = False,
+    ) -> Prompt:
+        """Render the chat template around one visual item and expand its placeholder into the block.
+
+        The user turn is `[{"type": item_type}, {"type": "text", "text": question_text}]`; the template
+        must render exactly one `placeholder`, which becomes `num_visual + num_extra` copies of
+        `placeholder_id`. `add_bos` prepends the tokenizer's BOS when the template does not render it.
+        """
+        import torch
+
+        messages = [
+            {"role": "user", "content": [{"type": item_type}, {"type": "text", "text": question_text}]}
+        ]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if text.count(placeholder) != 1:
+            raise ValueError(
+                f"chat template rendered {text.count(placeholder)} {item_type} placeholders, expected 1"
+            )
+        before, after = text.split(placeholder)
+        ids_before = self.tokenizer(before, add_special_tokens=False).input_ids
+        bos = self.tokenizer.bos_token
+        if add_bos and bos and self.tokenizer.bos_token_id is not None and not text.startswith(bos):
+            ids_before = [self.tokenizer.bos_token_id] + ids_before
+        ids_after_enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
+        block = [placeholder_id] * (num_visual + num_extra)
+        input_ids = torch.tensor([ids_before + block + ids_after_enc.input_ids], dtype=torch.long)  # [1, L]
+        # The question's tokens: those whose characters overlap the question text inside `after`.
+        q_start = after.rfind(question_text)
+        q_end = q_start + len(question_text)
+        offset = len(ids_before) + len(block)
+        q_rows = [
+            offset + i
+            for i, (a, b) in enumerate(ids_after_enc.offset_mapping)
+            if q_start >= 0 and b > q_start and a < q_end
+        ]
+        if not q_rows:  # template rewrote the question: fall back to the last prompt token
+            q_rows = [input_ids.shape[1] - 1]
+        return Prompt(
+            input_ids=input_ids,
+            visual_start=len(ids_before),
+            num_visual=num_visual,
+            num_extra=num_extra,
+            question_index=torch.tensor(q_rows, dtype=torch.long),
+            text=text,
+        )
+
+    def _splice_visual(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        """Token embeddings of `prompt` with the placeholder block replaced by the video's tokens.
+
+        The block is the frame tokens in visual-id order, then `video.extra` (if any): [1, L, D].
+        """
+        import torch
+
+        ids = prompt.input_ids.to(self.device)
+        embeds = self.decoder.embed_tokens(ids)  # [1, L, D]
+        block = [video.features.reshape(-1, video.features.shape[-1])]  # [T*N, D]
+        if video.extra is not None:
+            block.append(video.extra)  # [E, D]
+        visual = torch.cat(block).to(embeds.dtype)  # [T*N + E, D]
+        start, stop = prompt.visual_start, prompt.visual_start + visual.shape[0]
+        return torch.cat([embeds[:, :start], visual[None], embeds[:, stop:]], dim=1)
+
     @abc.abstractmethod
     def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         """Position ids of the full prompt, as the stock model computes them: [1, L]."""
 
     # -- the decoder, exposed for the engine's own prefill/decode loop -------------------------------
     @property
-    @abc.abstractmethod
     def decoder(self) -> nn.Module:
-        """The text decoder: has `.layers`, `.norm`, `.rotary_emb`, `.embed_tokens`."""
+        """The text decoder: has `.layers`, `.norm`, `.rotary_emb`, `.embed_tokens`.
+
+        The default is the transformers 5 `*ForConditionalGeneration` layout (`model.language_model`),
+        shared by every family here; override for a model laid out differently.
+        """
+        return self.model.model.language_model
 
     @property
     def layers(self) -> Sequence[nn.Module]:
@@ -140,8 +219,8 @@ class ModelAdapter(abc.ABC):
         return self.decoder.config
 
     @property
-    @abc.abstractmethod
-    def lm_head(self) -> nn.Module: ...
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
 
     @property
     def apply_rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

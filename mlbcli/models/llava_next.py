@@ -32,15 +32,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-    from torch import nn
-
-OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 class LlavaNextAdapter(ModelAdapter):
@@ -119,61 +115,21 @@ class LlavaNextAdapter(ModelAdapter):
         return token or self.tokenizer.convert_ids_to_tokens(self.model.config.image_token_id)
 
     def build_prompt(self, question_text: str, video: VideoTokens) -> Prompt:
-        import torch
-
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question_text}]}]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if text.count(self.image_token) != 1:
-            raise ValueError(
-                f"chat template rendered {text.count(self.image_token)} image placeholders, expected 1"
-            )
-        before, after = text.split(self.image_token)
-        ids_before = self.tokenizer(before, add_special_tokens=False).input_ids
-        bos = self.tokenizer.bos_token
-        if bos and self.tokenizer.bos_token_id is not None and not text.startswith(bos):
-            ids_before = [self.tokenizer.bos_token_id] + ids_before
-        ids_after_enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
-        placeholder = [self.model.config.image_token_id] * video.num_visual
-        input_ids = torch.tensor([ids_before + placeholder + ids_after_enc.input_ids], dtype=torch.long)
-        q_start = after.rfind(question_text)
-        q_end = q_start + len(question_text)
-        offset = len(ids_before) + len(placeholder)
-        q_rows = [
-            offset + i
-            for i, (a, b) in enumerate(ids_after_enc.offset_mapping)
-            if q_start >= 0 and b > q_start and a < q_end
-        ]
-        if not q_rows:
-            q_rows = [input_ids.shape[1] - 1]
-        return Prompt(
-            input_ids=input_ids,
-            visual_start=len(ids_before),
+        # One <image> item expanded into T*N placeholders; BOS prepended (the Vicuna templates omit it).
+        return self._expand_prompt(
+            question_text,
+            item_type="image",
+            placeholder=self.image_token,
+            placeholder_id=self.model.config.image_token_id,
             num_visual=video.num_visual,
-            num_extra=0,
-            question_index=torch.tensor(q_rows, dtype=torch.long),
-            text=text,
+            add_bos=True,
         )
 
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
-        import torch
-
-        ids = prompt.input_ids.to(self.device)
-        embeds = self.decoder.embed_tokens(ids)
-        visual = video.features.reshape(-1, video.features.shape[-1]).to(embeds.dtype)
-        start, stop = prompt.visual_start, prompt.visual_start + visual.shape[0]
-        return torch.cat([embeds[:, :start], visual[None], embeds[:, stop:]], dim=1)
+        return self._splice_visual(prompt, video)  # [1, L, D], frames in time order, no newline
 
     def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         import torch
 
         # The engine checks the context after pruning before the LLM (which renumbers positions here).
         return torch.arange(prompt.length, device=self.device)[None]
-
-    # -- decoder -------------------------------------------------------------------------------------------
-    @property
-    def decoder(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def lm_head(self) -> nn.Module:
-        return self.model.lm_head

@@ -20,7 +20,6 @@ from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
 if TYPE_CHECKING:
     import numpy as np
     import torch
-    from torch import nn
 
 
 class LlavaOnevisionAdapter(ModelAdapter):
@@ -93,63 +92,20 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return token or self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
 
     def build_prompt(self, question_text: str, video: VideoTokens) -> Prompt:
-        import torch
-
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if text.count(self.video_token) != 1:
-            raise ValueError(
-                f"chat template rendered {text.count(self.video_token)} video placeholders, expected 1"
-            )
-        n_extra = 0 if video.extra is None else int(video.extra.shape[0])
-        before, after = text.split(self.video_token)
-        ids_before = self.tokenizer(before, add_special_tokens=False).input_ids
-        ids_after_enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
-        ids_after = ids_after_enc.input_ids
-        placeholder = [self.model.config.video_token_id] * (video.num_visual + n_extra)
-        input_ids = torch.tensor([ids_before + placeholder + ids_after], dtype=torch.long)
-        # The question's tokens: those whose characters overlap the question text inside `after`.
-        q_start = after.rfind(question_text)
-        q_end = q_start + len(question_text)
-        offset = len(ids_before) + len(placeholder)
-        q_rows = [
-            offset + i
-            for i, (a, b) in enumerate(ids_after_enc.offset_mapping)
-            if q_start >= 0 and b > q_start and a < q_end
-        ]
-        if not q_rows:  # template rewrote the question: fall back to the last prompt token
-            q_rows = [input_ids.shape[1] - 1]
-        return Prompt(
-            input_ids=input_ids,
-            visual_start=len(ids_before),
+        # T*N frame placeholders, then one per structural token (image_newline).
+        return self._expand_prompt(
+            question_text,
+            item_type="video",
+            placeholder=self.video_token,
+            placeholder_id=self.model.config.video_token_id,
             num_visual=video.num_visual,
-            num_extra=n_extra,
-            question_index=torch.tensor(q_rows, dtype=torch.long),
-            text=text,
+            num_extra=0 if video.extra is None else int(video.extra.shape[0]),
         )
 
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
-        import torch
-
-        ids = prompt.input_ids.to(self.device)
-        embeds = self.decoder.embed_tokens(ids)  # [1, L, D]
-        block = [video.features.reshape(-1, video.features.shape[-1])]
-        if video.extra is not None:
-            block.append(video.extra)
-        visual = torch.cat(block).to(embeds.dtype)  # [T*N + E, D]
-        start, stop = prompt.visual_start, prompt.visual_start + visual.shape[0]
-        return torch.cat([embeds[:, :start], visual[None], embeds[:, stop:]], dim=1)
+        return self._splice_visual(prompt, video)  # [1, L, D], frames then image_newline
 
     def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         import torch
 
         return torch.arange(prompt.length, device=self.device)[None]  # [1, L]
-
-    # -- decoder -------------------------------------------------------------------------------------------
-    @property
-    def decoder(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def lm_head(self) -> nn.Module:
-        return self.model.lm_head

@@ -46,15 +46,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
 
-OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 VIDEO_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor size.shortest_edge / qwen-vl-utils VIDEO_MIN_PIXELS
 VIDEO_MAX_PIXELS = 768 * 28 * 28  # Qwen2VLVideoProcessor size.longest_edge / qwen-vl-utils VIDEO_MAX_PIXELS
 DEFAULT_FPS = 2.0
@@ -208,36 +206,13 @@ class _QwenVLAdapter(ModelAdapter):
         return self.tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
 
     def build_prompt(self, question_text: str, video: VideoTokens) -> Prompt:
-        import torch
-
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if text.count(self.video_token) != 1:
-            raise ValueError(
-                f"chat template rendered {text.count(self.video_token)} video placeholders, expected 1"
-            )
-        before, after = text.split(self.video_token)
-        ids_before = self.tokenizer(before, add_special_tokens=False).input_ids
-        ids_after_enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
-        placeholder = [self.model.config.video_token_id] * video.num_visual
-        input_ids = torch.tensor([ids_before + placeholder + ids_after_enc.input_ids], dtype=torch.long)
-        q_start = after.rfind(question_text)
-        q_end = q_start + len(question_text)
-        offset = len(ids_before) + len(placeholder)
-        q_rows = [
-            offset + i
-            for i, (a, b) in enumerate(ids_after_enc.offset_mapping)
-            if q_start >= 0 and b > q_start and a < q_end
-        ]
-        if not q_rows:
-            q_rows = [input_ids.shape[1] - 1]
-        return Prompt(
-            input_ids=input_ids,
-            visual_start=len(ids_before),
+        # <|vision_start|><|video_pad|><|vision_end|>: the pad becomes t*(h/2)*(w/2) placeholders.
+        return self._expand_prompt(
+            question_text,
+            item_type="video",
+            placeholder=self.video_token,
+            placeholder_id=self.model.config.video_token_id,
             num_visual=video.num_visual,
-            num_extra=0,
-            question_index=torch.tensor(q_rows, dtype=torch.long),
-            text=text,
         )
 
     def mm_token_type_ids(self, prompt: Prompt) -> torch.Tensor:
@@ -247,13 +222,7 @@ class _QwenVLAdapter(ModelAdapter):
         return (ids == cfg.image_token_id).int() + 2 * (ids == cfg.video_token_id).int()
 
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
-        import torch
-
-        ids = prompt.input_ids.to(self.device)
-        embeds = self.decoder.embed_tokens(ids)
-        visual = video.features.reshape(-1, video.features.shape[-1]).to(embeds.dtype)
-        start, stop = prompt.visual_start, prompt.visual_start + visual.shape[0]
-        return torch.cat([embeds[:, :start], visual[None], embeds[:, stop:]], dim=1)
+        return self._splice_visual(prompt, video)  # [1, L, D]; no structural tokens (extra is None)
 
     def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
         """The keyword arguments the stock model's `get_rope_index` / `forward` take for this prompt."""
@@ -273,15 +242,6 @@ class _QwenVLAdapter(ModelAdapter):
         """Stock decoding: position = cache length + rope_delta = max(prefill positions) + 1 + step, all axes."""
         value = position_ids.max() + 1 + steps
         return value.view(1, 1, 1).expand(3, position_ids.shape[-2], 1)
-
-    # -- decoder -------------------------------------------------------------------------------------------
-    @property
-    def decoder(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def lm_head(self) -> nn.Module:
-        return self.model.lm_head
 
 
 class Qwen2VLAdapter(_QwenVLAdapter):
