@@ -8,6 +8,7 @@ is one new module in this package that subclasses `ModelAdapter` and registers i
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -169,7 +170,15 @@ class ModelAdapter(abc.ABC):
             for i, (a, b) in enumerate(ids_after_enc.offset_mapping)
             if q_start >= 0 and b > q_start and a < q_end
         ]
-        if not q_rows:  # template rewrote the question: fall back to the last prompt token
+        if not q_rows:
+            # The template rewrote the question or put it before the video, where causal attention
+            # cannot see the visual tokens: score with the last prompt token (FastV's row) instead.
+            if question_text.strip():
+                logging.getLogger(__name__).warning(
+                    "question text not found after the %s in the chat template; the attention probe "
+                    "uses the last prompt token",
+                    item_type,
+                )
             q_rows = [input_ids.shape[1] - 1]
         return Prompt(
             input_ids=input_ids,
