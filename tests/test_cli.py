@@ -608,3 +608,28 @@ def test_flops_for_attention_methods_from_config(tmp_path):
     assert "7.36 TFLOPs" in run(["flops", "--model", tmp_path, "--method", "fastv", "--keep", "0.1"]).output
     mlb = run(["flops", "--model", tmp_path, "--method", "mlb", "--keep", "0.25"]).output
     assert "6304 from layer 0" in mlb and "1568 from layer 2" in mlb  # 32 tail tokens before the cut
+
+
+def test_readme_main_job_on_the_examples_with_a_tiny_checkpoint(tiny_model_dir, tmp_path):
+    """`make demo` runs `mlb answer examples/manifest.jsonl --model M --out ...`: the same, on a tiny model."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    out = tmp_path / "examples-answers.parquet"
+    result = run(
+        [
+            "answer",
+            examples / "manifest.jsonl",
+            "--model",
+            tiny_model_dir,
+            "--out",
+            out,
+            "--frames",
+            "8",
+            "--max-new-tokens",
+            "4",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    table = rows(out)
+    assert len(table) == 5 and all(r["error"] is None for r in table)
+    assert sum(r["correct"] is not None for r in table) == 4  # four rows have ground truth
+    assert "accuracy" in result.output

@@ -302,3 +302,28 @@ def test_flops_from_config(model_dirs, name):
     per_frame = 16 if name == "llava_next" else 768 // 2  # Qwen: default max_pixels 768*28*28 per 2 frames
     assert plan.visual_tokens == 8 * per_frame
     assert 0 < plan.flops < plan.flops_vanilla
+
+
+ALL_METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast"]
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("name", ["llava_onevision", *FAMILIES])
+def test_every_method_on_every_family(adapters, tiny_adapter, frames, name, method):
+    """Every method x family answers end to end with measured, consistent token statistics."""
+    adapter = tiny_adapter if name == "llava_onevision" else adapters[name]
+    pipe = Pipeline(adapter, method=method, keep=0.5)
+    encoded = pipe.encode(frames)
+    result = pipe.answer(encoded, QUESTION, max_new_tokens=3)
+    stats = result.stats
+    video = encoded.tokens
+    assert 1 <= len(result.token_ids) <= 3
+    assert stats.visual_tokens_in == video.num_visual
+    assert stats.visual_tokens_kept == stats.tokens_per_layer[-1]
+    assert len(stats.kept_per_frame) == video.num_frames
+    assert sum(stats.kept_per_frame) + stats.appended_tokens == stats.visual_tokens_kept
+    assert stats.keep_realized == pytest.approx(stats.visual_tokens_kept / video.num_visual)
+    if method == "none":
+        assert stats.keep_realized == 1.0 and stats.flops_ratio == 1.0
+    elif method not in ("slowfast", "mlb"):  # fixed-layout methods may keep more (measured, not assumed)
+        assert stats.flops_ratio < 1.0
