@@ -86,6 +86,23 @@ class RunOptions:
     workers: int = 2  # background decode processes (0 = decode inline)
     prefetch: int = 4  # decoded videos buffered ahead of the model
     decode_timeout_s: float = 120.0
+    num_shards: int = 1  # split the videos over independent processes (GPUs, SLURM array tasks)...
+    shard_index: int = 0  # ...and this process takes shard `shard_index` (0-based)
+
+    def __post_init__(self) -> None:
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise UsageError(
+                f"--shard-index must be in 0..{self.num_shards - 1} and --num-shards >= 1, "
+                f"got {self.shard_index}/{self.num_shards}"
+            )
+
+
+def shard_of(video_id: str, num_shards: int) -> int:
+    """The shard a video belongs to: a stable hash of its id, so that every run (and every question
+    of one video) agrees, whatever the order or number of sources."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha1(video_id.encode()).digest()[:8], "big") % num_shards
 
 
 def _provenance(options: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +212,8 @@ def _run_batch(
     too, so a resumed run retries them instead of adding a second row.
     """
     reporter = reporter or NullReporter()
+    if run.num_shards > 1:
+        items = [item for item in items if shard_of(item.video_id, run.num_shards) == run.shard_index]
     summary = RunSummary(kind, total=len(items))
     started = time.perf_counter()
     provenance = _provenance(options)

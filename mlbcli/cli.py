@@ -120,6 +120,15 @@ MaxPixels = Annotated[
         help="Qwen2-VL family: upper bound on the pixels per frame after resizing (checkpoint default).",
     ),
 ]
+NumShards = Annotated[
+    int,
+    typer.Option(
+        "--num-shards",
+        help="Split the videos into this many shards "
+        "(one process per GPU or array task; each writes its own --out).",
+    ),
+]
+ShardIndex = Annotated[int, typer.Option("--shard-index", help="The shard this process takes, 0-based.")]
 Workers = Annotated[int, typer.Option("--workers", help="Background decode processes (0 = inline).")]
 Timeout = Annotated[
     float,
@@ -186,7 +195,9 @@ def _reporter(quiet: bool, out: str | None) -> Any:
     return PlainReporter(quiet=quiet)
 
 
-def _run_options(out, fmt, resume, overwrite, fail_fast, workers, timeout) -> Any:
+def _run_options(
+    out, fmt, resume, overwrite, fail_fast, workers, timeout, num_shards=1, shard_index=0
+) -> Any:
     from mlbcli.api import RunOptions
 
     if fmt is not None and fmt not in ("parquet", "jsonl", "csv"):
@@ -201,6 +212,8 @@ def _run_options(out, fmt, resume, overwrite, fail_fast, workers, timeout) -> An
         fail_fast=fail_fast,
         workers=workers,
         decode_timeout_s=timeout,
+        num_shards=num_shards,
+        shard_index=shard_index,
     )
 
 
@@ -290,6 +303,8 @@ def answer(
     ] = None,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    num_shards: NumShards = 1,
+    shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
 ) -> None:
     """Answer questions about videos; one row per video x question (answers + token statistics).
@@ -321,7 +336,9 @@ def answer(
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             tokens=tokens,
-            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            run=_run_options(
+                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+            ),
             reporter=_reporter(quiet, out),
             stdin=sys.stdin,
         )
@@ -366,6 +383,8 @@ def compress(
     seed: Seed = 0,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    num_shards: NumShards = 1,
+    shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
 ) -> None:
     """Encode videos and reduce their visual tokens; per-video token statistics, no generation."""
@@ -393,7 +412,9 @@ def compress(
             max_pixels=max_pixels,
             save_tokens=save_tokens,
             bias_report=bias_report,
-            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            run=_run_options(
+                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+            ),
             reporter=_reporter(quiet, out),
             stdin=sys.stdin,
         )
@@ -436,6 +457,8 @@ def summarize(
     seed: Seed = 0,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    num_shards: NumShards = 1,
+    shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
 ) -> None:
     """Summarise new or changed videos (safe to run from cron; concurrent runs do not collide)."""
@@ -462,7 +485,9 @@ def summarize(
             seed=seed,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
-            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            run=_run_options(
+                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+            ),
             reporter=_reporter(quiet, out),
             stdin=sys.stdin,
             **kwargs,
@@ -493,6 +518,8 @@ def sample(
     verbose: Verbose = False,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    num_shards: NumShards = 1,
+    shard_index: ShardIndex = 0,
 ) -> None:
     """Decode videos and sample frames; one row per video with metadata and real timestamps."""
     _setup_logging(verbose, quiet)
@@ -505,7 +532,9 @@ def sample(
             frames=frames,
             fps=fps,
             contact_sheet=contact_sheet,
-            run=_run_options(out, format, resume, overwrite, fail_fast, workers, decode_timeout),
+            run=_run_options(
+                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+            ),
             reporter=_reporter(quiet, out),
             stdin=sys.stdin,
         )

@@ -633,3 +633,16 @@ def test_readme_main_job_on_the_examples_with_a_tiny_checkpoint(tiny_model_dir, 
     assert len(table) == 5 and all(r["error"] is None for r in table)
     assert sum(r["correct"] is not None for r in table) == 4  # four rows have ground truth
     assert "accuracy" in result.output
+
+
+def test_shards_partition_the_videos(clips, tmp_path):
+    seen = []
+    for index in range(3):
+        out = tmp_path / f"shard{index}.parquet"
+        result = run(["sample", clips, "--frames", "2", "--out", out, "--workers", "0", "-q", "--num-shards", "3",
+                      "--shard-index", index])
+        assert result.exit_code == 0, result.output
+        seen += [r["video_id"] for r in rows(out)] if out.exists() else []
+    assert sorted(seen) == ["a.mp4", "b.mp4", "sub/c.mp4"]  # every video in exactly one shard
+    bad = run(["sample", clips, "--num-shards", "2", "--shard-index", "2", "-q"])
+    assert bad.exit_code == 2 and "--shard-index" in bad.output
