@@ -16,8 +16,8 @@ Vocabulary:
 
 Batching is designed in but not enabled: every tensor carries the batch axis, and the only batch-1
 assumptions are `attention_mask=None` (SDPA's own causal mask, no padding) and one keep set per call.
-Padded batches need an explicit 4-D mask per row in `_run_layer`; a shared prefix for several
-questions of one video can reuse `PrefillResult.cache` cut at the prefix length.
+Padded batches need an explicit 4-D mask per row in `_run_layer`, as `extend` already builds for a
+shared prefix: several questions of one video continue one cached prefix (`extend`, `truncate_cache`).
 """
 
 from __future__ import annotations
@@ -297,6 +297,71 @@ def prefill(
         infos=infos,
         seconds=time.perf_counter() - started,
     )
+
+
+@torch.inference_mode()
+def extend(
+    adapter: ModelAdapter,
+    prefix: PrefillResult,
+    embeds: torch.Tensor,
+    position_ids: torch.Tensor,
+    *,
+    reserve_tokens: int = 0,
+) -> PrefillResult:
+    """Continue a finished prefill with `embeds` [1, m, D] at `position_ids` [..., 1, m].
+
+    The shared-prefix path: a video's system prompt + visual block is prefilled once and each question
+    extends it. `prefix.cache` grows by m tokens in every layer (call `truncate_cache` to return to
+    the prefix). The new tokens see every cached token and each other causally: SDPA's own causal
+    flag assumes equal query and key lengths, so the mask here is explicit, [1, 1, m, cached + m].
+    """
+    started = time.perf_counter()
+    m = embeds.shape[1]
+    device = embeds.device
+    position_ids = position_ids.to(device)
+    extent = int(torch.cat([prefix.position_ids.flatten(), position_ids.flatten()]).max()) + 1
+    adapter.check_context(extent, reserve_tokens)
+    hidden = embeds
+    cos_sin = adapter.rotary(hidden, position_ids)
+    causal = torch.ones(m, m, dtype=torch.bool, device=device).tril()  # [m, m]
+    for i, layer in enumerate(adapter.layers):
+        cached = prefix.cache.layers[i].keys.shape[-2]
+        mask = torch.cat([torch.ones(m, cached, dtype=torch.bool, device=device), causal], dim=1)
+        hidden = layer(
+            hidden,
+            attention_mask=mask[None, None],
+            position_embeddings=cos_sin,
+            position_ids=position_ids,
+            past_key_values=prefix.cache,
+            use_cache=True,
+        )
+    logits = adapter.lm_head(adapter.decoder.norm(hidden[:, -1])).float()  # [1, V]
+    return PrefillResult(
+        cache=prefix.cache,
+        logits=logits,
+        position_ids=torch.cat([prefix.position_ids, position_ids], dim=-1),
+        visual_per_layer=prefix.visual_per_layer,
+        visual_in=prefix.visual_in,
+        kept_ids=prefix.kept_ids,
+        appended=prefix.appended,
+        scores=prefix.scores,
+        infos=prefix.infos,
+        seconds=time.perf_counter() - started,
+        probe_passes=list(prefix.probe_passes),
+    )
+
+
+def cache_lengths(cache: Any) -> list[int]:
+    """Cached tokens per decoder layer."""
+    return [int(layer.keys.shape[-2]) for layer in cache.layers]
+
+
+def truncate_cache(cache: Any, lengths: list[int]) -> None:
+    """Drop what was appended after `lengths` (per layer): back to a shared prefix."""
+    for layer, keep in zip(cache.layers, lengths, strict=True):
+        extra = int(layer.keys.shape[-2]) - keep
+        if extra > 0:
+            layer.crop(-extra)
 
 
 @dataclass

@@ -95,6 +95,17 @@ class Answer:
 
 
 @dataclass
+class _SharedPrefix:
+    """A prefilled system prompt + visual block, reused by the next questions about the same video."""
+
+    video: VideoTokens
+    method: Method
+    ids: tuple[int, ...]
+    state: engine.PrefillResult
+    lengths: list[int]  # cached tokens per layer at the end of the prefix
+
+
+@dataclass
 class EncodedVideo:
     tokens: VideoTokens
     encode_s: float
@@ -116,6 +127,7 @@ class Pipeline:
         device: str = "auto",
         dtype: str = "auto",
         adapter_options: dict[str, Any] | None = None,
+        share_prefix: bool = True,
         **method_options: Any,
     ):
         from mlbcli.models import load_adapter
@@ -128,6 +140,8 @@ class Pipeline:
             method if isinstance(method, Method) else get_method(method, MethodOptions(**method_options))
         )
         self.dims = LLMDims.from_config(self.adapter.text_config)
+        self.share_prefix = share_prefix
+        self._prefix: _SharedPrefix | None = None  # the last video's prefilled prefix (one at a time)
         layer, num_layers = self.method.options.layer, self.dims.num_layers
         if self.method.prune_point == "layer" and not 1 <= layer < num_layers:
             raise UsageError(
@@ -158,11 +172,10 @@ class Pipeline:
         stop_after_pruning: bool,
         method: Method | None = None,
         reserve_tokens: int = 0,
+        planned: tuple[Any, PlanContext, engine.PrunePlan] | None = None,
     ) -> engine.PrefillResult:
         adapter = self.adapter
-        prompt = adapter.build_prompt(prompt_text, video)
-        context = self.plan_context(prompt_text, prompt)
-        plan = (method or self.method).plan_with_context(video, prompt, context)
+        prompt, context, plan = planned or self._plan(video, prompt_text, method or self.method)
         embeds = adapter.embed(prompt, video)
         positions = adapter.position_ids(prompt, video)
         visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
@@ -214,14 +227,105 @@ class Pipeline:
             probe_fn=probe,
         )
 
+    def _plan(
+        self, video: VideoTokens, prompt_text: str, method: Method
+    ) -> tuple[Any, PlanContext, engine.PrunePlan]:
+        """(prompt, context, keep schedule) of one request; probe passes, if any, run here."""
+        prompt = self.adapter.build_prompt(prompt_text, video)
+        context = self.plan_context(prompt_text, prompt)
+        return prompt, context, method.plan_with_context(video, prompt, context)
+
+    def _shared_prefix_prefill(
+        self,
+        video: VideoTokens,
+        method: Method,
+        planned: tuple[Any, PlanContext, engine.PrunePlan],
+        reserve_tokens: int,
+    ) -> engine.PrefillResult | None:
+        """Prefill through a cached (system prompt + visual block) prefix, or None when it cannot apply.
+
+        Several questions about one video share everything up to the end of the visual block. When the
+        keep schedule cannot depend on the question (no pruning at all, or a question-agnostic method
+        that only prunes before the LLM), that prefix is prefilled once per video and each question only
+        runs its own tokens on top of the cached KV (`engine.extend`). Attention methods pick tokens by
+        the question's attention, so each of their questions runs the whole prefill.
+        """
+        adapter = self.adapter
+        prompt, context, plan = planned
+        if plan.steps and (method.query_aware or set(plan.steps) != {0} or plan.needs_scores):
+            return None
+        # The prefix ends one token after the visual block (template text such as "\n" or
+        # <|vision_end|>), so that tokens a method appends after the block get that token's original
+        # position, exactly as in an unsplit prefill. A question whose first token differs there just
+        # misses the cache.
+        split = prompt.visual_start + prompt.num_visual + prompt.num_extra + 1
+        if split >= prompt.length or context.probe_passes:
+            return None
+        prefix_ids = tuple(prompt.input_ids[0, :split].tolist())
+        embeds = adapter.embed(prompt, video)  # [1, L, D]
+        positions = adapter.position_ids(prompt, video)  # [..., 1, L]
+        cached = self._prefix
+        prefix_seconds = 0.0
+        if (
+            cached is None
+            or cached.video is not video
+            or cached.method is not method
+            or cached.ids != prefix_ids
+        ):
+            visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
+            state = engine.prefill(
+                adapter,
+                embeds[:, :split],
+                positions[..., :split],
+                visual,
+                torch.zeros(0, dtype=torch.long),
+                plan,
+                reserve_tokens=prompt.length - split + reserve_tokens,
+            )
+            cached = self._prefix = _SharedPrefix(
+                video, method, prefix_ids, state, engine.cache_lengths(state.cache)
+            )
+            prefix_seconds = state.seconds
+        else:
+            engine.truncate_cache(cached.state.cache, cached.lengths)  # drop the previous question
+        prefix = cached.state
+        if adapter.renumber_input_positions and positions.dim() == 2:  # contiguous after the cut
+            start = prefix.position_ids.shape[-1]
+            suffix_positions = torch.arange(start, start + prompt.length - split, device=positions.device)[
+                None
+            ]
+        else:  # original positions, shifted past tokens appended after the visual block (a summary tail)
+            suffix_positions = positions[..., split:] + prefix.appended
+        state = engine.extend(
+            adapter, prefix, embeds[:, split:], suffix_positions, reserve_tokens=reserve_tokens
+        )
+        state.seconds += prefix_seconds
+        return state
+
     @torch.inference_mode()
     def answer(
         self, video: EncodedVideo, prompt_text: str, *, max_new_tokens: int = 32, method: Method | None = None
     ) -> Answer:
-        """Answer one prompt about an encoded video (`method` overrides the pipeline's for this call)."""
-        state = self._prefill(
-            video.tokens, prompt_text, stop_after_pruning=False, method=method, reserve_tokens=max_new_tokens
-        )
+        """Answer one prompt about an encoded video (`method` overrides the pipeline's for this call).
+
+        Questions about the same `EncodedVideo` asked one after the other share the prefill of the
+        system prompt and visual block when the method allows it (see `_shared_prefix_prefill`); the
+        `prefill_s` of those later questions then excludes the shared part.
+        """
+        method = method or self.method
+        planned = self._plan(video.tokens, prompt_text, method)
+        state = None
+        if self.share_prefix:
+            state = self._shared_prefix_prefill(video.tokens, method, planned, max_new_tokens)
+        if state is None:
+            state = self._prefill(
+                video.tokens,
+                prompt_text,
+                stop_after_pruning=False,
+                method=method,
+                reserve_tokens=max_new_tokens,
+                planned=planned,
+            )
         generation = engine.greedy_decode(self.adapter, state, max_new_tokens=max_new_tokens)
         return Answer(
             text=self.adapter.decode_text(generation.token_ids),
