@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -174,6 +175,44 @@ def _decoded(
         waited = time.perf_counter()
 
 
+# Options that change what a row contains: resuming a file written with other values would mix
+# configurations in one table, so it is refused (use --overwrite or another --out).
+RESULT_OPTIONS = (
+    "model",
+    "method",
+    "keep",
+    "layer",
+    "query",
+    "debias",
+    "params",
+    "seed",
+    "frames",
+    "fps",
+    "max_new_tokens",
+    "prompt",
+    "min_pixels",
+    "max_pixels",
+    "dtype",
+)
+
+
+def _check_same_config(path: Any, options: dict[str, Any]) -> None:
+    from mlbcli.writers import schema_metadata
+
+    try:
+        previous = json.loads(schema_metadata(path).get("options", "{}"))
+    except (ValueError, OSError):
+        return
+    current = json.loads(json.dumps(options, default=str))  # the same JSON normalisation as stored
+    differ = [key for key in RESULT_OPTIONS if key in previous and previous.get(key) != current.get(key)]
+    if differ:
+        changes = ", ".join(f"{key} {previous.get(key)!r} -> {current.get(key)!r}" for key in differ)
+        raise UsageError(
+            f"{path} was written with other options ({changes}); resuming would mix configurations in one "
+            "file. Use another --out, or --overwrite to start again."
+        )
+
+
 def _base_row(item: Item) -> dict[str, Any]:
     return {"video_id": item.video_id, "video_path": item.video_path, "origin": item.origin}
 
@@ -212,6 +251,8 @@ def _run_batch(
     too, so a resumed run retries them instead of adding a second row.
     """
     reporter = reporter or NullReporter()
+    if not items and kind != "summarize":  # (an empty camera folder is a normal night for summarize)
+        raise UsageError("no videos found in the sources (folders are searched recursively by extension)")
     if run.num_shards > 1:
         items = [item for item in items if shard_of(item.video_id, run.num_shards) == run.shard_index]
     summary = RunSummary(kind, total=len(items))
@@ -221,6 +262,8 @@ def _run_batch(
         kind, schema, run, skip_key, unique_key, {"options": provenance["options_json"]}
     ) as writer:
         summary.out = writer.out
+        if writer.path is not None and writer.path.exists() and run.resume and not run.overwrite:
+            _check_same_config(writer.path, options)
         done = writer.done_keys()
         pending = [item for item in items if key(item) not in done]
         summary.skipped = len(items) - len(pending)
@@ -334,6 +377,9 @@ def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: st
     replayed reduction of tokens saved by `compress --save-tokens`, or None.
     """
 
+    # What was asked, also on the rows of items that failed (so failures group by configuration).
+    asked = {"model": spec.model, "method": spec.method, "keep_requested": spec.keep, "frames": spec.frames}
+
     def work(items: list[Item], emit: Emit, pipe: Pipeline | None) -> None:
         if not items or pipe is None:
             return
@@ -355,13 +401,13 @@ def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: st
         ) -> None:
             for item in group:
                 if error is not None:
-                    emit(item, {"error": _error_text(error), "decode_s": decode_s})
+                    emit(item, {**asked, "error": _error_text(error), "decode_s": decode_s})
                     continue
                 try:
                     row = handle(pipe, item, frames, video, override)
                 except Exception as exc:  # one bad item never stops the batch
                     log.debug("failed on %s", item.video_path, exc_info=True)
-                    row = {"error": _error_text(exc)}
+                    row = {**asked, "error": _error_text(exc)}
                 emit(item, {**row, "decode_s": decode_s})
 
         if tokens_dir:  # videos whose tokens `compress --save-tokens` stored skip decoding and encoding
@@ -440,8 +486,8 @@ def _token_columns(
 def _validate_sampling(frames: int | None, fps: float | None) -> None:
     if frames is not None and frames < 1:
         raise UsageError(f"--frames must be >= 1, got {frames}")
-    if fps is not None and fps <= 0:
-        raise UsageError(f"--fps must be > 0, got {fps}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise UsageError(f"--fps must be a positive number, got {fps}")
 
 
 def _options(kind: str, spec: ModelSpec | None, run: RunOptions, **extra: Any) -> dict[str, Any]:

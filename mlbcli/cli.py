@@ -204,6 +204,8 @@ def _run_options(
         raise UsageError(f"--format must be parquet, jsonl or csv, not {fmt!r}")
     if workers < 0:
         raise UsageError("--workers must be >= 0")
+    if not timeout > 0:
+        raise UsageError(f"--decode-timeout must be > 0 seconds, got {timeout}")
     return RunOptions(
         out=out,
         fmt=fmt,

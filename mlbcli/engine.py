@@ -261,7 +261,8 @@ def prefill(
             visual_per_layer.extend([alive] * (len(layers) - i))
             break
         if stop_after_pruning and i > last_step:
-            visual_per_layer.extend([visual_per_layer[-1]] * (len(layers) - i))
+            alive = int(seq.visual_slots.numel() + seq.appended_slots.numel())
+            visual_per_layer.extend([alive] * (len(layers) - i))
             break
         visual_per_layer.append(int(seq.visual_slots.numel() + seq.appended_slots.numel()))
         if cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once

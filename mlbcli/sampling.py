@@ -31,7 +31,8 @@ def uniform_indices(num_frames_total: int, num_samples: int) -> list[int]:
     if k == 1:
         # linspace(0, n-1, 1) gives [0]; the first frame is as good a choice as any and is stable.
         return [0]
-    raw = np.linspace(0, num_frames_total - 1, k).round().astype(np.int64)
+    # floor(x + 0.5), not np.round: round-half-to-even rounds 2.5 down but 1.5 up (parity-dependent).
+    raw = np.floor(np.linspace(0, num_frames_total - 1, k) + 0.5).astype(np.int64)
     indices = sorted({int(i) for i in raw})
     # With k <= n consecutive linspace points are >= 1 apart, so rounding cannot collide; keep a guard
     # anyway because a silent short result would break batch shapes downstream.

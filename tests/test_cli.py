@@ -646,3 +646,60 @@ def test_shards_partition_the_videos(clips, tmp_path):
     assert sorted(seen) == ["a.mp4", "b.mp4", "sub/c.mp4"]  # every video in exactly one shard
     bad = run(["sample", clips, "--num-shards", "2", "--shard-index", "2", "-q"])
     assert bad.exit_code == 2 and "--shard-index" in bad.output
+
+
+@pytest.mark.parametrize("method", ["none", "uniform", "fastv", "mlb", "visionzip"])
+def test_compress_at_keep_one_reports_full_statistics(tiny_model_dir, clips, tmp_path, method):
+    out = tmp_path / "c.parquet"
+    result = run(["compress", clips / "a.mp4", "--model", tiny_model_dir, "--method", method, "--out", out,
+                  "--workers", "0", "--frames", "4", "-q"])
+    assert result.exit_code == 0, result.output
+    row = rows(out)[0]
+    assert row["error"] is None and row["keep_realized"] == 1.0 and row["flops_ratio"] == 1.0
+    assert row["tokens_per_layer"] == [64] * 4
+
+
+def test_resume_with_other_options_is_refused(tiny_model_dir, clips, tmp_path):
+    out = tmp_path / "r.parquet"
+    base = ["answer", clips / "a.mp4", "--question", "q", "--model", tiny_model_dir, "--out", out, *FAST]
+    assert run(base).exit_code == 0
+    changed = run([*base, "--method", "uniform", "--keep", "0.25"])
+    assert changed.exit_code == 2
+    assert "method 'none' -> 'uniform'" in changed.output and "--overwrite" in changed.output
+    assert [r["method"] for r in rows(out)] == ["none"]  # untouched
+    assert run([*base, "--workers", "1"]).exit_code == 0  # run options do not change results
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "uniform", "--keep", "0.5", "--dedup-threshold", "0.5"], "dedup_threshold"),
+        (["--method", "random", "--param", "bogus=1"], "bogus"),
+        (["--method", "uniform", "--debias", "local"], "no debiasers"),
+        (["--decode-timeout", "0"], "--decode-timeout"),
+        (["--fps", "nan"], "--fps"),
+    ],
+)
+def test_more_usage_errors(tiny_model_dir, clips, args, message):
+    result = run(["answer", clips / "a.mp4", "--question", "q", "--model", tiny_model_dir, *FAST, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_no_videos_is_a_usage_error_except_for_summarize(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run(["answer", empty, "--question", "q", "--model", tiny_model_dir, *FAST])
+    assert result.exit_code == 2 and "no videos found" in result.output
+    nightly = run(["summarize", empty, "--model", tiny_model_dir, "--out", tmp_path / "s.parquet", *FAST])
+    assert nightly.exit_code == 0  # an empty camera folder is a normal night
+
+
+def test_failed_rows_keep_what_was_asked(tiny_model_dir, clips, tmp_path):
+    (clips / "empty.mp4").write_bytes(b"")
+    out = tmp_path / "f.parquet"
+    run(["answer", clips / "empty.mp4", "--question", "q", "--model", tiny_model_dir, "--method", "uniform",
+         "--keep", "0.5", "--out", out, *FAST])
+    row = rows(out)[0]
+    assert row["error"] and row["method"] == "uniform" and row["keep_requested"] == 0.5
+    assert row["model"] == str(tiny_model_dir)

@@ -35,10 +35,17 @@ def test_uniform_includes_both_endpoints(n: int, k: int) -> None:
 
 
 @given(n=st.integers(min_value=1, max_value=5000), k=counts)
-def test_uniform_matches_linspace_round_when_not_oversampling(n: int, k: int) -> None:
+def test_uniform_matches_linspace_round_half_up_when_not_oversampling(n: int, k: int) -> None:
     k = min(k, n)
-    expected = np.linspace(0, n - 1, k).round().astype(int).tolist() if k > 1 else [0]
+    expected = np.floor(np.linspace(0, n - 1, k) + 0.5).astype(int).tolist() if k > 1 else [0]
     assert uniform_indices(n, k) == expected
+
+
+def test_uniform_rounds_half_up_so_spacing_stays_even() -> None:
+    # linspace(0, 5, 3) = [0, 2.5, 5]: round-half-to-even would pick 2, leaning on the start; half-up
+    # rounds every .5 the same way (1.5 -> 2 and 2.5 -> 3), so no index depends on its parity.
+    assert uniform_indices(6, 3) == [0, 3, 5]
+    assert uniform_indices(4, 3) == [0, 2, 3]
 
 
 def test_uniform_edge_cases() -> None:

@@ -7,8 +7,10 @@ import math
 import torch
 
 from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.errors import UsageError
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection.base import Method, register_method, token_budget
+from mlbcli.selection.base import Method, MethodOptions, register_method, token_budget
+from mlbcli.selection.params import resolve_params
 
 
 def frame_budgets(total: int, num_frames: int) -> list[int]:
@@ -36,8 +38,18 @@ def grid_cells(h: int, w: int, cells: int) -> list[list[int]]:
     return out
 
 
+class _Baseline(Method):
+    """Query-agnostic baselines have no hyperparameters and no debiasers: refuse them, never ignore."""
+
+    def __init__(self, options: MethodOptions | None = None):
+        super().__init__(options)
+        if self.options.debias and tuple(d.strip() for d in self.options.debias) != ("none",):
+            raise UsageError(f"--method {self.name} takes no debiasers; use fastv/adatp/mlb with --debias")
+        resolve_params(self.options.params, (self.name,))
+
+
 @register_method
-class NoPruning(Method):
+class NoPruning(_Baseline):
     name = "none"
     description = "Keep every visual token (the reference)."
     prune_point = None
@@ -47,7 +59,7 @@ class NoPruning(Method):
 
 
 @register_method
-class UniformPooling(Method):
+class UniformPooling(_Baseline):
     name = "uniform"
     description = "Per-frame spatial average pooling of the token grid to meet --keep (before the LLM)."
 
@@ -79,7 +91,7 @@ class UniformPooling(Method):
 
 
 @register_method
-class RandomSelection(Method):
+class RandomSelection(_Baseline):
     name = "random"
     description = "A seeded uniformly random subset of the visual tokens (the sanity floor)."
 
