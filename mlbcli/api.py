@@ -798,7 +798,8 @@ def flops(
     frames = frames or adapter_cls.default_frames
     if frames < 1:
         raise UsageError(f"--frames must be >= 1, got {frames}")
-    dims = LLMDims.from_config(config.text_config if hasattr(config, "text_config") else config)
+    text_config = config.text_config if hasattr(config, "text_config") else config
+    dims = LLMDims.from_config(text_config)
     if layer >= dims.num_layers:
         raise UsageError(f"--layer {layer} does not exist: the model has {dims.num_layers} decoder layers")
     n = frames * adapter_cls.tokens_per_frame(config)
@@ -806,7 +807,6 @@ def flops(
         model=model, method=method, keep=keep, layer=layer, debias=debias, params=params, frames=frames
     )
     chosen = get_method(method, spec.method_options())
-    text_config = config.text_config if hasattr(config, "text_config") else config
     limit = getattr(text_config, "max_position_embeddings", None)
     context = PlanContext(image_llm=bool(adapter_cls.renumber_input_positions), context_limit=limit or None)
     nominal, probes = chosen.nominal_with_context(n, frames, context)

@@ -176,7 +176,7 @@ def with_method_parameters(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
+def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING  # progress lines come from the reporter
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not verbose:
@@ -187,7 +187,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _reporter(quiet: bool, out: str | None) -> Any:
+def _reporter(quiet: bool) -> Any:
     from mlbcli.progress import PlainReporter, RichReporter
 
     if sys.stderr.isatty():
@@ -314,7 +314,7 @@ def answer(
     Multiple-choice items (manifest `options`) get the option-letter prompt, the parsed `choice`, and
     `correct` when the manifest has an `answer`; the final table then shows the accuracy.
     """
-    _setup_logging(verbose, quiet)
+    _setup_logging(verbose)
 
     def call():
         from mlbcli import api
@@ -341,7 +341,7 @@ def answer(
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet, out),
+            reporter=_reporter(quiet),
             stdin=sys.stdin,
         )
 
@@ -390,7 +390,7 @@ def compress(
     method_params: dict[str, Any] | None = None,
 ) -> None:
     """Encode videos and reduce their visual tokens; per-video token statistics, no generation."""
-    _setup_logging(verbose, quiet)
+    _setup_logging(verbose)
 
     def call():
         from mlbcli import api
@@ -417,7 +417,7 @@ def compress(
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet, out),
+            reporter=_reporter(quiet),
             stdin=sys.stdin,
         )
 
@@ -464,7 +464,7 @@ def summarize(
     method_params: dict[str, Any] | None = None,
 ) -> None:
     """Summarise new or changed videos (safe to run from cron; concurrent runs do not collide)."""
-    _setup_logging(verbose, quiet)
+    _setup_logging(verbose)
 
     def call():
         from mlbcli import api
@@ -490,7 +490,7 @@ def summarize(
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet, out),
+            reporter=_reporter(quiet),
             stdin=sys.stdin,
             **kwargs,
         )
@@ -524,7 +524,7 @@ def sample(
     shard_index: ShardIndex = 0,
 ) -> None:
     """Decode videos and sample frames; one row per video with metadata and real timestamps."""
-    _setup_logging(verbose, quiet)
+    _setup_logging(verbose)
 
     def call():
         from mlbcli import api
@@ -537,7 +537,7 @@ def sample(
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet, out),
+            reporter=_reporter(quiet),
             stdin=sys.stdin,
         )
 
@@ -564,7 +564,7 @@ def flops(
     Convention of FastV/FastVID/LLaVA-MLB (one multiply-accumulate = one FLOP, visual tokens only), so
     the numbers compare with published tables. No weights are loaded.
     """
-    _setup_logging(False, True)
+    _setup_logging(False)
     try:
         from mlbcli import api
 
@@ -616,7 +616,7 @@ def doctor(
     ] = False,
 ) -> None:
     """Offline self-check: versions, devices, and the full pipeline on a tiny random model and clip."""
-    _setup_logging(verbose, quiet=True)
+    _setup_logging(verbose)
     from mlbcli.doctor import run_doctor
 
     ok = run_doctor(echo=typer.echo, keep_files=keep_files)

@@ -22,6 +22,7 @@ shared prefix: several questions of one video continue one cached prefix (`exten
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -81,14 +82,13 @@ class PrunePlan:
 class PrefillResult:
     cache: Any  # transformers DynamicCache with per-layer KV of different lengths
     logits: torch.Tensor  # [1, V] logits of the last prompt position
-    position_ids: torch.Tensor  # position ids of the sequence leaving the last layer
+    position_ids: torch.Tensor  # [..., 1, L'] position ids of the sequence leaving the last layer
     visual_per_layer: list[int]  # visual tokens entering each decoder layer (appended ones included)
     visual_in: int  # prunable visual tokens of the prompt
     kept_ids: torch.Tensor  # [k] visual ids alive after the last pruning step
     appended: int  # tokens added by pruners (e.g. a summary tail)
-    scores: dict[
-        int, torch.Tensor
-    ]  # probe layer -> [n_visual] scores by visual id (NaN where already dropped)
+    # probe layer -> [n_visual] scores by visual id (NaN where already dropped)
+    scores: dict[int, torch.Tensor]
     infos: dict[int, dict[str, Any]]  # layer -> pruner diagnostics
     seconds: float = 0.0
     # Extra probe passes a method ran to plan this request (`PlanContext.probe`): one
@@ -141,15 +141,10 @@ def _apply_keep(seq: _Sequence, decision: LayerKeep, layer: int) -> _Sequence:
             raise ValueError("LayerKeep.replace must have one row per kept token")
         hidden = hidden.clone()
         hidden[0, seq.visual_slots[keep]] = decision.replace.to(hidden.dtype)
-    is_visual = torch.zeros(seq.hidden.shape[1], dtype=torch.bool, device=hidden.device)
-    is_visual[seq.visual_slots] = True
-    dropped = seq.visual_slots[~torch.isin(torch.arange(n, device=keep.device), keep)]
-    alive = torch.ones_like(is_visual)
+    dropped = seq.visual_slots[~torch.isin(torch.arange(n, device=keep.device), keep)]  # [n - k]
+    alive = torch.ones(seq.hidden.shape[1], dtype=torch.bool, device=hidden.device)  # [L]
     alive[dropped] = False
-    order = alive.nonzero().squeeze(1)
-    seq = _Sequence(
-        hidden, seq.position_ids, seq.visual_slots, seq.visual_ids, seq.appended_slots, seq.query_slots
-    ).select(order)
+    seq = dataclasses.replace(seq, hidden=hidden).select(alive.nonzero().squeeze(1))
     if decision.append is not None and decision.append.shape[0]:
         if layer != 0:
             raise ValueError(
@@ -182,7 +177,7 @@ def _insert_after_visual(seq: _Sequence, extra: torch.Tensor) -> _Sequence:
     )
 
 
-def _run_layer(adapter: ModelAdapter, layer: torch.nn.Module, seq: _Sequence, cos_sin: Any, cache: Any):
+def _run_layer(layer: torch.nn.Module, seq: _Sequence, cos_sin: Any, cache: Any) -> torch.Tensor:
     # attention_mask=None: SDPA applies its own causal mask for the prefill and none for 1-token decode.
     return layer(
         seq.hidden,
@@ -192,6 +187,11 @@ def _run_layer(adapter: ModelAdapter, layer: torch.nn.Module, seq: _Sequence, co
         past_key_values=cache,
         use_cache=True,
     )
+
+
+def _last_logits(adapter: ModelAdapter, hidden: torch.Tensor) -> torch.Tensor:
+    """[1, V] float logits of the last position of `hidden` [1, L, D] (final norm, then the LM head)."""
+    return adapter.lm_head(adapter.decoder.norm(hidden[:, -1])).float()
 
 
 @torch.inference_mode()
@@ -256,15 +256,13 @@ def prefill(
                 seq.position_ids = torch.arange(seq.hidden.shape[1], device=device)[None]
             extent = int(seq.position_ids.max()) + 1
             adapter.check_context(extent, reserve_tokens, num_visual=int(seq.visual_slots.numel()))
-        if stop_before_layer is not None and i >= stop_before_layer:
-            alive = int(seq.visual_slots.numel() + seq.appended_slots.numel())
-            visual_per_layer.extend([alive] * (len(layers) - i))
+        alive = int(seq.visual_slots.numel() + seq.appended_slots.numel())
+        if (stop_before_layer is not None and i >= stop_before_layer) or (
+            stop_after_pruning and i > last_step
+        ):
+            visual_per_layer.extend([alive] * (len(layers) - i))  # the skipped layers would see as many
             break
-        if stop_after_pruning and i > last_step:
-            alive = int(seq.visual_slots.numel() + seq.appended_slots.numel())
-            visual_per_layer.extend([alive] * (len(layers) - i))
-            break
-        visual_per_layer.append(int(seq.visual_slots.numel() + seq.appended_slots.numel()))
+        visual_per_layer.append(alive)
         if cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
             cos_sin = adapter.rotary(seq.hidden, seq.position_ids)
         probing = (i + 1) in plan.needs_scores
@@ -274,7 +272,7 @@ def prefill(
             else nullcontext()
         )
         with probe_ctx as probe:
-            seq.hidden = _run_layer(adapter, layer, seq, cos_sin, cache)
+            seq.hidden = _run_layer(layer, seq, cos_sin, cache)
         if probing:
             received = probe.received()  # [L] mean attention each token receives from the query rows
             pending_scores = received[seq.visual_slots].float()
@@ -285,7 +283,7 @@ def prefill(
             pending_scores = None
     logits = torch.empty(0)
     if stop_before_layer is None and (not stop_after_pruning or last_step == len(layers) - 1):
-        logits = adapter.lm_head(adapter.decoder.norm(seq.hidden[:, -1])).float()  # [1, V]
+        logits = _last_logits(adapter, seq.hidden)
     return PrefillResult(
         cache=cache,
         logits=logits,
@@ -336,7 +334,7 @@ def extend(
             past_key_values=prefix.cache,
             use_cache=True,
         )
-    logits = adapter.lm_head(adapter.decoder.norm(hidden[:, -1])).float()  # [1, V]
+    logits = _last_logits(adapter, hidden)
     return PrefillResult(
         cache=prefix.cache,
         logits=logits,
@@ -406,5 +404,5 @@ def greedy_decode(
                 past_key_values=state.cache,
                 use_cache=True,
             )
-        logits = adapter.lm_head(decoder.norm(hidden[:, -1])).float()
+        logits = _last_logits(adapter, hidden)
     return Generation(tokens, kept, time.perf_counter() - started)

@@ -178,12 +178,11 @@ class Pipeline:
         prompt, context, plan = planned or self._plan(video, prompt_text, method or self.method)
         embeds = adapter.embed(prompt, video)
         positions = adapter.position_ids(prompt, video)
-        visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
         state = engine.prefill(
             adapter,
             embeds,
             positions,
-            visual,
+            prompt.visual_slots(),
             prompt.question_index,
             plan,
             stop_after_pruning=stop_after_pruning,
@@ -198,7 +197,6 @@ class Pipeline:
 
         def probe(subset: VideoTokens, layer: int, query: str) -> torch.Tensor:
             sub_prompt = adapter.build_prompt(prompt_text, subset)
-            start = sub_prompt.visual_start
             step_layer = int(layer)
 
             def keep_all(ctx: engine.LayerContext) -> engine.LayerKeep:
@@ -210,7 +208,7 @@ class Pipeline:
                 adapter,
                 adapter.embed(sub_prompt, subset),
                 adapter.position_ids(sub_prompt, subset),
-                torch.arange(start, start + sub_prompt.num_visual),
+                sub_prompt.visual_slots(),
                 sub_prompt.question_index,
                 engine.PrunePlan(
                     steps={step_layer: keep_all}, needs_scores=frozenset({step_layer}), query=query
@@ -272,12 +270,11 @@ class Pipeline:
             or cached.method is not method
             or cached.ids != prefix_ids
         ):
-            visual = torch.arange(prompt.visual_start, prompt.visual_start + prompt.num_visual)
             state = engine.prefill(
                 adapter,
                 embeds[:, :split],
                 positions[..., :split],
-                visual,
+                prompt.visual_slots(),
                 torch.zeros(0, dtype=torch.long),
                 plan,
                 reserve_tokens=prompt.length - split + reserve_tokens,

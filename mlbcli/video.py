@@ -757,14 +757,3 @@ def _atomic_save(image: Any, out: Path, fmt: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def frames_summary(frames: Frames) -> dict[str, Any]:
-    """JSON-able description of a decode (for logs and result metadata), without the pixels."""
-    return {
-        "backend": frames.backend,
-        "indices": list(frames.indices),
-        "timestamps_s": [round(t, 4) for t in frames.timestamps_s],
-        "shape": list(frames.array.shape),
-        "warning": frames.warning,
-    }

@@ -620,14 +620,15 @@ class ResultWriter:
                 part_schema = pq.read_schema(part)
                 present = [c for c in self._key_columns() if c in part_schema.names]
                 # Parts of a run with an older schema are checked in full now (see _read_keys).
-                keys = pq.read_table(part, columns=None if self._types_differ(part_schema) else present)
+                differ = self._types_differ(part_schema)
+                keys = pq.read_table(part, columns=None if differ else present)
             except Exception as exc:  # parts are complete by construction; this takes disk corruption
                 logger.warning("skipping unreadable part %s (%s); its rows will be redone", part, exc)
                 with contextlib.suppress(OSError):
                     os.replace(part, _sibling(part, ".corrupt"))
                 continue
             self._check_compatible(_decode_metadata(part_schema.metadata), part)
-            if self._types_differ(part_schema):
+            if differ:
                 self._conform(keys, part)
             self._account_done(self._conform(keys, part, subset=True))
             self._old_parts.append(part)
@@ -637,8 +638,7 @@ class ResultWriter:
             )
 
     def _key_columns(self) -> list[str]:
-        cols = list(dict.fromkeys(self.skip_key + ((ERROR_COLUMN,) if self._has_error else ())))
-        return cols
+        return list(dict.fromkeys(self.skip_key + ((ERROR_COLUMN,) if self._has_error else ())))
 
     def _types_differ(self, schema: pa.Schema) -> bool:
         names = set(schema.names)
@@ -808,11 +808,9 @@ class ResultWriter:
                     _unlink_quietly(entry)
             with contextlib.suppress(OSError):
                 self._parts.rmdir()  # only succeeds when empty (corrupt parts are kept for inspection)
+        # Temporaries of killed runs next to the output: the final file's and the sidecar's.
         stale_tmp = re.compile(re.escape(self.path.name) + r"\.tmp-\d+$")
+        side_tmp = _sidecar_path(self.path).name + ".tmp-"
         for entry in self.path.parent.iterdir():
-            if stale_tmp.match(entry.name):
-                _unlink_quietly(entry)
-        side = _sidecar_path(self.path)
-        for entry in self.path.parent.iterdir():
-            if entry.name.startswith(side.name + ".tmp-"):
+            if stale_tmp.match(entry.name) or entry.name.startswith(side_tmp):
                 _unlink_quietly(entry)

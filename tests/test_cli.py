@@ -639,8 +639,23 @@ def test_shards_partition_the_videos(clips, tmp_path):
     seen = []
     for index in range(3):
         out = tmp_path / f"shard{index}.parquet"
-        result = run(["sample", clips, "--frames", "2", "--out", out, "--workers", "0", "-q", "--num-shards", "3",
-                      "--shard-index", index])
+        result = run(
+            [
+                "sample",
+                clips,
+                "--frames",
+                "2",
+                "--out",
+                out,
+                "--workers",
+                "0",
+                "-q",
+                "--num-shards",
+                "3",
+                "--shard-index",
+                index,
+            ]
+        )
         assert result.exit_code == 0, result.output
         seen += [r["video_id"] for r in rows(out)] if out.exists() else []
     assert sorted(seen) == ["a.mp4", "b.mp4", "sub/c.mp4"]  # every video in exactly one shard
@@ -651,8 +666,23 @@ def test_shards_partition_the_videos(clips, tmp_path):
 @pytest.mark.parametrize("method", ["none", "uniform", "fastv", "mlb", "visionzip"])
 def test_compress_at_keep_one_reports_full_statistics(tiny_model_dir, clips, tmp_path, method):
     out = tmp_path / "c.parquet"
-    result = run(["compress", clips / "a.mp4", "--model", tiny_model_dir, "--method", method, "--out", out,
-                  "--workers", "0", "--frames", "4", "-q"])
+    result = run(
+        [
+            "compress",
+            clips / "a.mp4",
+            "--model",
+            tiny_model_dir,
+            "--method",
+            method,
+            "--out",
+            out,
+            "--workers",
+            "0",
+            "--frames",
+            "4",
+            "-q",
+        ]
+    )
     assert result.exit_code == 0, result.output
     row = rows(out)[0]
     assert row["error"] is None and row["keep_realized"] == 1.0 and row["flops_ratio"] == 1.0
@@ -698,8 +728,23 @@ def test_no_videos_is_a_usage_error_except_for_summarize(tiny_model_dir, tmp_pat
 def test_failed_rows_keep_what_was_asked(tiny_model_dir, clips, tmp_path):
     (clips / "empty.mp4").write_bytes(b"")
     out = tmp_path / "f.parquet"
-    run(["answer", clips / "empty.mp4", "--question", "q", "--model", tiny_model_dir, "--method", "uniform",
-         "--keep", "0.5", "--out", out, *FAST])
+    run(
+        [
+            "answer",
+            clips / "empty.mp4",
+            "--question",
+            "q",
+            "--model",
+            tiny_model_dir,
+            "--method",
+            "uniform",
+            "--keep",
+            "0.5",
+            "--out",
+            out,
+            *FAST,
+        ]
+    )
     row = rows(out)[0]
     assert row["error"] and row["method"] == "uniform" and row["keep_requested"] == 0.5
     assert row["model"] == str(tiny_model_dir)

@@ -72,6 +72,12 @@ class Prompt:
     def length(self) -> int:
         return int(self.input_ids.shape[1])
 
+    def visual_slots(self) -> torch.Tensor:
+        """[num_visual] positions of the frame-token placeholders (the engine's prunable slots)."""
+        import torch
+
+        return torch.arange(self.visual_start, self.visual_start + self.num_visual)
+
 
 class ModelAdapter(abc.ABC):
     """One subclass per model family. Instances wrap a loaded model and its tokenizer."""

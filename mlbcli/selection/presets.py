@@ -92,17 +92,18 @@ def attention_select(
     info: dict[str, Any] = {"budget": int(min(budget, scores.numel()))}
     per_frame: list[int] | None = None
     if segments is not None:
-        seg_of = segments.cpu()[frames]  # [n]
+        segments = segments.cpu()  # [T]
+        seg_of = segments[frames]  # [n]
         seg_caps = torch.bincount(seg_of, minlength=int(segments.max()) + 1).tolist()
         seg_budgets = D.segment_budgets(
             budget,
-            segments.cpu(),
+            segments,
             relevance,
             min_fraction=min_segment_budget,
             temperature=relevance_temperature,
             capacities=seg_caps,
         )
-        info["segments"] = frame_bounds(segments.cpu())
+        info["segments"] = frame_bounds(segments)
         info["budgets"] = seg_budgets
         if relevance is not None:
             info["relevance"] = [round(float(r), 6) for r in relevance]
@@ -168,11 +169,10 @@ class _AttentionPreset(Method):
                 f"summary tail: raise --keep or lower tail_size"
             )
         segments = None
-        if "global" in debias or "local" in debias:
+        if "global" in debias:
             # Global frame vectors from the vision tower; fall back to the frames' mean visual token.
             frame_vec = video.frame_features if video.frame_features is not None else video.features.mean(1)
-            if "global" in debias:
-                segments = D.segment_frames(frame_vec, params["segment_threshold"])
+            segments = D.segment_frames(frame_vec, params["segment_threshold"])  # [T]
         dedup_segments = segments if segments is not None else torch.zeros(T, dtype=torch.long)
         state: dict[str, torch.Tensor] = {}
         steps: dict = {}

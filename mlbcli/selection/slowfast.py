@@ -52,7 +52,7 @@ def fast_pool(frames: torch.Tensor, grid: tuple[int, int], size: int) -> torch.T
     T, N, D = frames.shape
     h, w = grid
     out = (min(size, h), min(size, w))
-    x = frames.reshape(T, h, w, D).permute(0, 3, 1, 2)
+    x = frames.reshape(T, h, w, D).permute(0, 3, 1, 2)  # [T, D, h, w]
     pooled = F.adaptive_avg_pool2d(x.float(), out).to(frames.dtype)  # [T, D, fh, fw]
     return pooled.permute(0, 2, 3, 1).reshape(T * out[0] * out[1], D)
 

@@ -149,12 +149,13 @@ def plan(
             timestamps_s=list(video.timestamps_s[start:stop]),
         )
         scores = context.probe(subset, K, options.query).detach().float().cpu()  # [size * N]
+        scores = torch.nan_to_num(scores)
         ids = torch.arange(size * N)
         frames, positions = ids // N, ids % N
-        keep = D.select_grid(torch.nan_to_num(scores), frames, positions, grid, [per_frame] * size, cells)
+        keep = D.select_grid(scores, frames, positions, grid, [per_frame] * size, cells)
         kept.append(keep + start * N)
         bounds.append([start, stop])
-        attention += D.per_group_mass(torch.nan_to_num(scores), frames, size)
+        attention += D.per_group_mass(scores, frames, size)
         start = stop
     keep_ids = torch.cat(kept)
     tail = D.summary_tail(video.features, grid, s) if s else None
