@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/mlb answer examples/manifest.jsonl --model "$(MODEL)" --out examples-answers.parquet
+	$(BIN)/mlb answer examples/manifest.jsonl --model "$(MODEL)" --method mlb --keep 0.25 --frames 16 \
+		--out examples-answers.parquet
 
 test: install
 	$(BIN)/python -m pytest -q
