@@ -44,6 +44,14 @@ _TOKENS = [
     pa.field("prefill_s", pa.float64()),
 ]
 
+# Columns of the commands that generate text (answer, summarize), after the token statistics.
+_GENERATED = [
+    pa.field("generate_s", pa.float64()),
+    pa.field("generated_tokens", pa.int64()),
+    pa.field("error", pa.string()),
+    pa.field("origin", pa.string()),
+]
+
 ANSWER = pa.schema(
     _VIDEO
     + [
@@ -56,12 +64,7 @@ ANSWER = pa.schema(
         pa.field("correct", pa.bool_()),  # null without ground truth
     ]
     + _TOKENS
-    + [
-        pa.field("generate_s", pa.float64()),
-        pa.field("generated_tokens", pa.int64()),
-        pa.field("error", pa.string()),
-        pa.field("origin", pa.string()),
-    ]
+    + _GENERATED
     + _PROVENANCE
 )
 
@@ -81,12 +84,7 @@ SUMMARIZE = pa.schema(
         pa.field("summary", pa.string()),
     ]
     + _TOKENS
-    + [
-        pa.field("generate_s", pa.float64()),
-        pa.field("generated_tokens", pa.int64()),
-        pa.field("error", pa.string()),
-        pa.field("origin", pa.string()),
-    ]
+    + _GENERATED
     + _PROVENANCE
 )
 
