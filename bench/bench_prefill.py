@@ -71,6 +71,9 @@ class BenchAdapter:
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor):
         return self.decoder.rotary_emb(hidden, position_ids)
 
+    def positions_after_input_pruning(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return position_ids  # a video LLM: survivors keep their original positions
+
 
 def build_model(arch: str, device: str, dtype: torch.dtype, seed: int) -> BenchAdapter:
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -203,13 +206,12 @@ def probe_compute_seconds(
     out = []
     with torch.inference_mode():
         for _ in range(repeats):
-            with attention_probe(
-                block.self_attn, req.prompt.question_index.to(req.embeds.device), adapter.apply_rotary
-            ) as probe:
+            with attention_probe(block.self_attn, adapter.apply_rotary) as probe:
                 block(
                     req.embeds, attention_mask=None, position_embeddings=cos_sin, position_ids=req.positions
                 )
-            out.append(timed(device, probe.received)[0])
+            rows = req.prompt.question_index.to(req.embeds.device)
+            out.append(timed(device, lambda: probe.received(0, rows, req.embeds.shape[1]))[0])
     return statistics.median(out)
 
 

@@ -1,30 +1,37 @@
-"""Prefill + greedy decode over the decoder layers, with a per-layer keep schedule.
+"""Batched prefill + greedy decode over the decoder layers, with a keep schedule per row.
 
 Why our own loop instead of `model.generate()`: token pruning inside the LLM (FastV-style, at layer K)
-changes the sequence length between layers, which stock `generate` cannot express without copied
-modelling code or class patches. We call the *stock* decoder layers one by one (the same modules,
-weights and SDPA kernels that `generate` uses), so with an empty schedule the result is identical,
-token for token and logit for logit, to `generate()` (tested in tests/test_engine.py).
+changes the sequence length between layers, differently for every row of a batch, which stock
+`generate` cannot express without copied modelling code or class patches. We call the *stock* decoder
+layers one by one (the same modules, weights and SDPA kernels that `generate` uses), so with an empty
+schedule and one row the result is identical, token for token and logit for logit, to `generate()`
+(tests/test_engine.py), and a batch gives every row the tokens it gets alone (tests/test_batching.py).
 
 Vocabulary:
-- sequence: the tokens entering a layer; `[1, L, D]` hidden states with their position ids.
+- row: one request (a video x prompt) of the batch; rows never see each other.
+- sequence: the tokens of one row entering a layer, with their position ids.
 - visual ids: the flat `t * N + i` numbering of the prunable frame tokens (see `VideoTokens`).
-- keep schedule (`PrunePlan.steps`): `layer -> pruner`. The pruner runs *before* that layer; layer 0
-  means pruning before the LLM, layer K means FastV-style pruning after K full layers. A pruner that
-  needs attention scores gets them from a probe on layer K-1 (computed beside SDPA, see `probe.py`).
-- Surviving tokens keep their ORIGINAL position ids, so RoPE still encodes where they were.
+- keep schedule (`PrunePlan.steps`): `layer -> pruner`, one plan per row. The pruner runs *before* that
+  layer; layer 0 means pruning before the LLM, layer K means FastV-style pruning after K full layers.
+  A pruner that needs attention scores gets them from a probe on layer K-1 (see `probe.py`).
+- Surviving tokens keep their ORIGINAL position ids, so RoPE still encodes where they were (families
+  that re-sequence instead say so through `ModelAdapter.positions_after_input_pruning`).
 
-Batching is designed in but not enabled: every tensor carries the batch axis, and the only batch-1
-assumptions are `attention_mask=None` (SDPA's own causal mask, no padding) and one keep set per call.
-Padded batches need an explicit 4-D mask per row in `_run_layer`, as `extend` already builds for a
-shared prefix: several questions of one video continue one cached prefix (`extend`, `truncate_cache`).
+How a batch runs. Rows are packed right-padded into `[B, Lmax, D]`: every real token of a row comes
+before its padding, so SDPA's own causal mask (`attention_mask=None`, the kernel `generate` uses)
+already keeps real tokens from seeing padding, and a row's numbers are those of the row alone. Pruners
+see one row at a time (`LayerContext` is per row, `[1, L, D]`); after a pruning step the rows are
+repacked to the new longest row. The KV cache holds `[B, H, W_l, d]` per layer `l`, with
+`key_valid[l]` `[B, W_l]` marking the real keys; decoding and `extend` mask the padding explicitly.
+A row that fails (a pruner error, a context overflow) is taken out of the batch and reported as its
+own error; the other rows go on. Finished rows leave the decode batch, so they stop costing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class LayerContext:
-    """What a pruner sees before decoder layer `layer` (0 = before the LLM)."""
+    """What a pruner sees of its row before decoder layer `layer` (0 = before the LLM)."""
 
     layer: int
     hidden: torch.Tensor  # [1, L, D] hidden states entering the layer (input embeddings at layer 0)
@@ -79,10 +86,26 @@ class PrunePlan:
 
 
 @dataclass
+class ModelInputs:
+    """One row as the LLM sees it: what `ModelAdapter.model_inputs(prompt, video)` builds."""
+
+    embeds: torch.Tensor  # [1, L, D] input embeddings, visual block filled in
+    position_ids: torch.Tensor  # [..., 1, L]: [1, L], or [3, 1, L] for M-RoPE
+    visual_slots: torch.Tensor  # [n] positions of the prunable visual tokens (visual ids 0..n-1)
+    query_slots: torch.Tensor  # [q] the probe's query rows (the question's tokens)
+
+    @property
+    def length(self) -> int:
+        return int(self.embeds.shape[1])
+
+
+@dataclass
 class PrefillResult:
-    cache: Any  # transformers DynamicCache with per-layer KV of different lengths
+    """The prefill of one row: its logits, positions and token bookkeeping (statistics come from here)."""
+
+    cache: Any  # the KV cache holding this row (shared by the rows of a batch; see `Batch`)
     logits: torch.Tensor  # [1, V] logits of the last prompt position
-    position_ids: torch.Tensor  # [..., 1, L'] position ids of the sequence leaving the last layer
+    position_ids: torch.Tensor  # [..., 1, L'] position ids of the row's sequence leaving the last layer
     visual_per_layer: list[int]  # visual tokens entering each decoder layer (appended ones included)
     visual_in: int  # prunable visual tokens of the prompt
     kept_ids: torch.Tensor  # [k] visual ids alive after the last pruning step
@@ -90,15 +113,48 @@ class PrefillResult:
     # probe layer -> [n_visual] scores by visual id (NaN where already dropped)
     scores: dict[int, torch.Tensor]
     infos: dict[int, dict[str, Any]]  # layer -> pruner diagnostics
-    seconds: float = 0.0
+    seconds: float = 0.0  # this row's share of the batch's wall time
     # Extra probe passes a method ran to plan this request (`PlanContext.probe`): one
     # (visual tokens, decoder layers run) pair each, charged in `flops_probe_ratio`.
     probe_passes: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
+class Batch:
+    """Rows that share one KV cache: the output of `prefill_batch` / `extend_batch`, input of decoding.
+
+    `cache.layers[l].keys` is `[B, Hkv, W_l, d]`; `key_valid[l]` `[B, W_l]` is False at padding.
+    `rows[b]` is the prefill of row b; `index[b]` the caller's request index of that row.
+    """
+
+    cache: Any
+    key_valid: list[torch.Tensor]
+    rows: list[PrefillResult]
+    index: list[int]
+    text_config: Any = None  # builds empty caches of the same layer types
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, rows: Sequence[int]) -> Batch:
+        """A batch of the given rows (repeats allowed: one cached prefix fanned out to its questions)."""
+        device = self.key_valid[0].device if self.key_valid else None
+        picked = torch.tensor(list(rows), dtype=torch.long, device=device)
+        cache = _make_cache(self.text_config)
+        for source, target in zip(self.cache.layers, cache.layers, strict=True):
+            _set_layer(target, source.keys.index_select(0, picked), source.values.index_select(0, picked))
+        return Batch(
+            cache=cache,
+            key_valid=[valid.index_select(0, picked) for valid in self.key_valid],
+            rows=[self.rows[r] for r in rows],
+            index=[self.index[r] for r in rows],
+            text_config=self.text_config,
+        )
+
+
+@dataclass
 class _Sequence:
-    """Bookkeeping of the current sequence: which slots are visual, appended, or query rows."""
+    """Bookkeeping of one row's sequence: which slots are visual, appended, or query rows."""
 
     hidden: torch.Tensor  # [1, L, D]
     position_ids: torch.Tensor  # [..., 1, L] ([1, L], or [3, 1, L] for M-RoPE)
@@ -106,6 +162,15 @@ class _Sequence:
     visual_ids: torch.Tensor  # [n]
     appended_slots: torch.Tensor  # [m]
     query_slots: torch.Tensor  # [q]
+
+    @property
+    def length(self) -> int:
+        return int(self.hidden.shape[1])
+
+    @property
+    def alive(self) -> int:
+        """Visual tokens in the sequence: original survivors plus appended ones."""
+        return int(self.visual_slots.numel() + self.appended_slots.numel())
 
     def select(self, order: torch.Tensor) -> _Sequence:
         """Keep the slots in `order` (ascending) and renumber every slot index."""
@@ -177,21 +242,264 @@ def _insert_after_visual(seq: _Sequence, extra: torch.Tensor) -> _Sequence:
     )
 
 
-def _run_layer(layer: torch.nn.Module, seq: _Sequence, cos_sin: Any, cache: Any) -> torch.Tensor:
-    # attention_mask=None: SDPA applies its own causal mask for the prefill and none for 1-token decode.
+# -- packing rows into one padded batch --------------------------------------------------------------
+
+
+def _pad_to(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Right-pad `tensor` with zeros along `dim` to `length`."""
+    missing = length - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
+
+
+def _pack_rows(
+    seqs: Sequence[_Sequence],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded `[B, Lmax, D]` hidden, `[..., B, Lmax]` positions and `[B]` lengths of `seqs`.
+
+    Padding positions are 0: their rotary values are never seen by a real token (see module doc).
+    """
+    longest = max(seq.length for seq in seqs)
+    if len(seqs) == 1:  # nothing to pad: the very tensors of the row (batch-1 parity with generate)
+        seq = seqs[0]
+        return seq.hidden, seq.position_ids, torch.tensor([seq.length], device=seq.hidden.device)
+    hidden = torch.cat([_pad_to(seq.hidden, longest, 1) for seq in seqs], dim=0)
+    positions = torch.cat([_pad_to(seq.position_ids, longest, -1) for seq in seqs], dim=-2)
+    lengths = torch.tensor([seq.length for seq in seqs], device=hidden.device)
+    return hidden, positions, lengths
+
+
+def _valid(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width] True where a slot holds a real token of its row."""
+    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _make_cache(text_config: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=text_config)
+
+
+def _set_layer(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Replace the KV of one cache layer (rows selected or padded). A DynamicLayer exposes them as
+    plain attributes; it is initialised lazily by its first `update`, which we reproduce here."""
+    if not getattr(layer, "is_initialized", True) and hasattr(layer, "lazy_initialization"):
+        layer.lazy_initialization(keys, values)
+    layer.keys, layer.values = keys, values
+    if hasattr(layer, "is_initialized"):
+        layer.is_initialized = True
+
+
+def _drop_rows(cache: Any, key_valid: list[torch.Tensor], keep: torch.Tensor) -> list[torch.Tensor]:
+    """Keep only batch rows `keep` [b'] in the cache (in place) and in `key_valid` (returned)."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys = layer.keys.index_select(0, keep)
+            layer.values = layer.values.index_select(0, keep)
+    return [valid.index_select(0, keep) for valid in key_valid]
+
+
+def _run_layer(
+    layer: torch.nn.Module,
+    hidden: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin: Any,
+    cache: Any,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    # attention_mask=None: SDPA applies its own causal mask (prefill; right padding is never seen by a
+    # real token) and none for a 1-token decode step without padding. Otherwise `mask` [B, 1, q, k] bool.
     return layer(
-        seq.hidden,
-        attention_mask=None,
+        hidden,
+        attention_mask=mask,
         position_embeddings=cos_sin,
-        position_ids=seq.position_ids,
+        position_ids=positions,
         past_key_values=cache,
         use_cache=True,
     )
 
 
 def _last_logits(adapter: ModelAdapter, hidden: torch.Tensor) -> torch.Tensor:
-    """[1, V] float logits of the last position of `hidden` [1, L, D] (final norm, then the LM head)."""
-    return adapter.lm_head(adapter.decoder.norm(hidden[:, -1])).float()
+    """[B, V] float logits of `hidden` [B, D] (final norm, then the LM head)."""
+    return adapter.lm_head(adapter.decoder.norm(hidden)).float()
+
+
+def _row_logits(adapter: ModelAdapter, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, V] logits of each row's last real position of `hidden` [B, L, D]."""
+    if hidden.shape[0] == 1:
+        return _last_logits(adapter, hidden[:, int(lengths[0]) - 1])
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return _last_logits(adapter, hidden[rows, lengths.to(hidden.device) - 1])
+
+
+# -- prefill -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    """Everything the batched prefill tracks for one row."""
+
+    index: int  # the caller's request index
+    plan: PrunePlan
+    reserve: int  # tokens the row will generate after the prompt (context check)
+    seq: _Sequence
+    visual_in: int
+    visual_per_layer: list[int] = field(default_factory=list)
+    scores: dict[int, torch.Tensor] = field(default_factory=dict)
+    infos: dict[int, dict[str, Any]] = field(default_factory=dict)
+    pending: torch.Tensor | None = None  # [n] probe scores for the next layer's pruner
+
+
+@torch.inference_mode()
+def prefill_batch(
+    adapter: ModelAdapter,
+    inputs: Sequence[ModelInputs],
+    plans: Sequence[PrunePlan | None],
+    *,
+    reserve_tokens: Sequence[int] | int = 0,
+    stop_after_pruning: bool = False,
+    stop_before_layer: int | None = None,
+) -> tuple[Batch, dict[int, Exception]]:
+    """Run the decoder over every row of `inputs`, applying each row's plan between layers.
+
+    Returns the batch of rows that succeeded and `{request index: error}` for rows that failed (a
+    pruner error, or a sequence that cannot fit the context with its `reserve_tokens`).
+    `stop_after_pruning`: layers after the last pruning step of any row are skipped (token statistics
+    only: `compress`), and logits/cache are not usable. `stop_before_layer=K` runs only decoder layers
+    0..K-1 (after the pruning step of layer K, if any): an attention probe pass (`PlanContext.probe`).
+    """
+    started = time.perf_counter()
+    reserves = [reserve_tokens] * len(inputs) if isinstance(reserve_tokens, int) else list(reserve_tokens)
+    layers = list(adapter.layers)
+    rows: list[_Row] = []
+    errors: dict[int, Exception] = {}
+    for index, (row_inputs, plan) in enumerate(zip(inputs, plans, strict=True)):
+        plan = plan or PrunePlan()
+        last_step = max(plan.steps, default=-1)
+        if last_step >= len(layers):
+            errors[index] = ValueError(
+                f"pruning layer {last_step} does not exist: the model has {len(layers)} layers"
+            )
+            continue
+        device = row_inputs.embeds.device
+        query = row_inputs.query_slots
+        if plan.query == "last":
+            query = torch.tensor([row_inputs.length - 1])
+        n_in = int(row_inputs.visual_slots.numel())
+        seq = _Sequence(
+            hidden=row_inputs.embeds,
+            position_ids=row_inputs.position_ids.to(device),
+            visual_slots=row_inputs.visual_slots.to(device),
+            visual_ids=torch.arange(n_in, device=device),
+            appended_slots=torch.zeros(0, dtype=torch.long, device=device),
+            query_slots=query.to(device),
+        )
+        rows.append(_Row(index, plan, reserves[index], seq, n_in))
+
+    cache = _make_cache(adapter.text_config)
+    key_valid: list[torch.Tensor] = []
+    last_step = max((max(row.plan.steps, default=-1) for row in rows), default=-1)
+    hidden = positions = lengths = None  # the packed batch; None = repack from the rows
+    cos_sin = None
+
+    def fail(failed: list[int]) -> None:
+        """Take rows (indices into `rows`) out of the batch, cache included."""
+        nonlocal key_valid
+        keep = [r for r in range(len(rows)) if r not in failed]
+        if key_valid:
+            device = key_valid[0].device
+            key_valid = _drop_rows(cache, key_valid, torch.tensor(keep, dtype=torch.long, device=device))
+        rows[:] = [rows[r] for r in keep]
+
+    for i, layer in enumerate(layers):
+        if not rows:
+            break
+        stepping = [r for r, row in enumerate(rows) if i in row.plan.steps]
+        if stepping or i == 0:
+            if hidden is not None:  # unpack: each row's real tokens, as they leave layer i-1
+                for r, row in enumerate(rows):
+                    row.seq.hidden = hidden[r : r + 1, : row.seq.length]
+            failed: list[int] = []
+            for r in stepping:
+                row = rows[r]
+                try:
+                    ctx = LayerContext(
+                        i, row.seq.hidden, row.seq.visual_slots, row.seq.visual_ids, row.pending
+                    )
+                    decision = row.plan.steps[i](ctx)
+                    row.infos[i] = decision.info
+                    row.seq = _apply_keep(row.seq, decision, i)
+                except Exception as exc:
+                    errors[row.index] = exc
+                    failed.append(r)
+            if i == 0:
+                for r, row in enumerate(rows):
+                    if r in failed:
+                        continue
+                    try:
+                        row.seq.position_ids = adapter.positions_after_input_pruning(row.seq.position_ids)
+                        extent = int(row.seq.position_ids.max()) + 1
+                        adapter.check_context(
+                            extent, row.reserve, num_visual=int(row.seq.visual_slots.numel())
+                        )
+                    except Exception as exc:
+                        errors[row.index] = exc
+                        failed.append(r)
+            if failed:
+                fail(sorted(set(failed)))
+            if not rows:
+                break
+            hidden, positions, lengths = _pack_rows([row.seq for row in rows])
+            cos_sin = None
+        assert hidden is not None and positions is not None and lengths is not None
+        if (stop_before_layer is not None and i >= stop_before_layer) or (
+            stop_after_pruning and i > last_step
+        ):
+            for row in rows:  # the skipped layers would see as many tokens
+                row.visual_per_layer.extend([row.seq.alive] * (len(layers) - i))
+            break
+        for row in rows:
+            row.visual_per_layer.append(row.seq.alive)
+        if cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
+            cos_sin = adapter.rotary(hidden, positions)
+        probing = [r for r, row in enumerate(rows) if (i + 1) in row.plan.needs_scores]
+        probe_ctx = attention_probe(layer.self_attn, adapter.apply_rotary) if probing else nullcontext(None)
+        with probe_ctx as probe:
+            hidden = _run_layer(layer, hidden, positions, cos_sin, cache, None)
+        key_valid.append(_valid(lengths, hidden.shape[1]))
+        for r, row in enumerate(rows):
+            row.pending = None
+            if r in probing:
+                received = probe.received(r, row.seq.query_slots, row.seq.length)  # [L_r]
+                row.pending = received[row.seq.visual_slots].float()
+                full = torch.full((row.visual_in,), float("nan"), device=received.device)
+                full[row.seq.visual_ids] = row.pending
+                row.scores[i] = full
+
+    usable = stop_before_layer is None and (not stop_after_pruning or last_step == len(layers) - 1)
+    logits = None
+    if usable and rows and hidden is not None and lengths is not None:
+        logits = _row_logits(adapter, hidden, lengths)  # [B, V]
+    share = (time.perf_counter() - started) / max(1, len(rows) + len(errors))
+    results = [
+        PrefillResult(
+            cache=cache,
+            logits=logits[r : r + 1] if logits is not None else torch.empty(0),
+            position_ids=row.seq.position_ids,
+            visual_per_layer=row.visual_per_layer,
+            visual_in=row.visual_in,
+            kept_ids=row.seq.visual_ids,
+            appended=int(row.seq.appended_slots.numel()),
+            scores=row.scores,
+            infos=row.infos,
+            seconds=share,
+        )
+        for r, row in enumerate(rows)
+    ]
+    return Batch(cache, key_valid, results, [row.index for row in rows], adapter.text_config), errors
 
 
 @torch.inference_mode()
@@ -207,95 +515,92 @@ def prefill(
     reserve_tokens: int = 0,
     stop_before_layer: int | None = None,
 ) -> PrefillResult:
-    """Run the decoder over `embeds` [1, L, D], applying `plan` between layers.
+    """`prefill_batch` of one row: raises its error instead of returning it (see `prefill_batch`)."""
+    batch, errors = prefill_batch(
+        adapter,
+        [ModelInputs(embeds, position_ids, visual_slots, query_slots)],
+        [plan],
+        reserve_tokens=reserve_tokens,
+        stop_after_pruning=stop_after_pruning,
+        stop_before_layer=stop_before_layer,
+    )
+    if errors:
+        raise errors[0]
+    return batch.rows[0]
 
-    `visual_slots` are the positions of the prunable visual tokens (their visual ids are 0..n-1 in
-    order); `query_slots` are the probe's query rows. With `stop_after_pruning`, layers after the last
-    pruning step are skipped (token statistics only: `compress`) and `logits`/`cache` are not usable.
-    The sequence that enters the LLM (after any layer-0 step) plus `reserve_tokens` generated tokens
-    must fit the model's context (`adapter.check_context` raises otherwise).
-    `stop_before_layer=K` runs only decoder layers 0..K-1 (after the pruning step of layer K, if any):
-    an attention probe pass (`PlanContext.probe`); `logits`/`cache` are not usable then either.
+
+# -- continuing a cached prefix ------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def extend_batch(
+    adapter: ModelAdapter,
+    batch: Batch,
+    suffixes: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    reserve_tokens: Sequence[int] | int = 0,
+) -> tuple[Batch, dict[int, Exception]]:
+    """Continue every row of `batch` with its own suffix `(embeds [1, m_b, D], positions [..., 1, m_b])`.
+
+    The shared-prefix path: a video's system prompt + visual block is prefilled once, `Batch.select`
+    fans it out to its questions, and each question only runs its own tokens here. A suffix token sees
+    its row's real cached tokens and the suffix causally; the mask is explicit, `[B, 1, Mmax, W + Mmax]`.
+    The cache grows in place. Rows whose sequence cannot fit the context come back as errors.
     """
-    from transformers import DynamicCache
-
-    plan = plan or PrunePlan()
     started = time.perf_counter()
-    device = embeds.device
-    visual_slots = visual_slots.to(device)
-    n_in = int(visual_slots.numel())
-    if plan.query == "last":
-        query_slots = torch.tensor([embeds.shape[1] - 1], device=device)
-    seq = _Sequence(
-        hidden=embeds,
-        position_ids=position_ids.to(device),
-        visual_slots=visual_slots,
-        visual_ids=torch.arange(n_in, device=device),
-        appended_slots=torch.zeros(0, dtype=torch.long, device=device),
-        query_slots=query_slots.to(device),
-    )
-    cache = DynamicCache(config=adapter.text_config)
-    layers = list(adapter.layers)
-    last_step = max(plan.steps, default=-1)
-    if last_step >= len(layers):
-        raise ValueError(f"pruning layer {last_step} does not exist: the model has {len(layers)} layers")
-    visual_per_layer: list[int] = []
-    scores_by_layer: dict[int, torch.Tensor] = {}
-    infos: dict[int, dict[str, Any]] = {}
-    pending_scores: torch.Tensor | None = None
-    cos_sin = None
-    for i, layer in enumerate(layers):
-        if i in plan.steps:
-            ctx = LayerContext(i, seq.hidden, seq.visual_slots, seq.visual_ids, pending_scores)
-            decision = plan.steps[i](ctx)
-            infos[i] = decision.info
-            seq = _apply_keep(seq, decision, i)
-            cos_sin = None
-        if i == 0:
-            if adapter.renumber_input_positions and seq.position_ids.dim() == 2:
-                seq.position_ids = torch.arange(seq.hidden.shape[1], device=device)[None]
-            extent = int(seq.position_ids.max()) + 1
-            adapter.check_context(extent, reserve_tokens, num_visual=int(seq.visual_slots.numel()))
-        alive = int(seq.visual_slots.numel() + seq.appended_slots.numel())
-        if (stop_before_layer is not None and i >= stop_before_layer) or (
-            stop_after_pruning and i > last_step
-        ):
-            visual_per_layer.extend([alive] * (len(layers) - i))  # the skipped layers would see as many
-            break
-        visual_per_layer.append(alive)
-        if cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
-            cos_sin = adapter.rotary(seq.hidden, seq.position_ids)
-        probing = (i + 1) in plan.needs_scores
-        probe_ctx = (
-            attention_probe(layer.self_attn, seq.query_slots, adapter.apply_rotary)
-            if probing
-            else nullcontext()
+    reserves = [reserve_tokens] * len(batch) if isinstance(reserve_tokens, int) else list(reserve_tokens)
+    errors: dict[int, Exception] = {}
+    keep: list[int] = []
+    for b, (row, (_, suffix_positions)) in enumerate(zip(batch.rows, suffixes, strict=True)):
+        extent = int(torch.cat([row.position_ids.flatten(), suffix_positions.flatten()]).max()) + 1
+        try:
+            adapter.check_context(extent, reserves[b])
+            keep.append(b)
+        except Exception as exc:
+            errors[batch.index[b]] = exc
+    if len(keep) < len(batch):
+        if not keep:
+            return Batch(batch.cache, [], [], [], batch.text_config), errors
+        batch = batch.select(keep)
+        suffixes = [suffixes[b] for b in keep]
+    device = suffixes[0][0].device
+    seqs = [
+        _Sequence(embeds, positions.to(device), *(torch.zeros(0, dtype=torch.long, device=device),) * 4)
+        for embeds, positions in suffixes
+    ]
+    hidden, positions, lengths = _pack_rows(seqs)  # [B, M, D], [..., B, M], [B]
+    m = hidden.shape[1]
+    suffix_valid = _valid(lengths, m)  # [B, M]
+    causal = torch.ones(m, m, dtype=torch.bool, device=device).tril()  # [M, M]
+    # A padding query attends to its own row's keys too (never to nothing: no NaN rows).
+    suffix_keys = causal[None] & (suffix_valid[:, None, :] | ~suffix_valid[:, :, None])  # [B, M, M]
+    cos_sin = adapter.rotary(hidden, positions)
+    for i, layer in enumerate(adapter.layers):
+        cached = batch.key_valid[i][:, None, :].expand(-1, m, -1)  # [B, M, W]
+        mask = torch.cat([cached, suffix_keys], dim=2)[:, None]  # [B, 1, M, W + M]
+        hidden = layer(
+            hidden,
+            attention_mask=mask,
+            position_embeddings=cos_sin,
+            position_ids=positions,
+            past_key_values=batch.cache,
+            use_cache=True,
         )
-        with probe_ctx as probe:
-            seq.hidden = _run_layer(layer, seq, cos_sin, cache)
-        if probing:
-            received = probe.received()  # [L] mean attention each token receives from the query rows
-            pending_scores = received[seq.visual_slots].float()
-            full = torch.full((n_in,), float("nan"), device=device)
-            full[seq.visual_ids] = pending_scores
-            scores_by_layer[i] = full
-        else:
-            pending_scores = None
-    logits = torch.empty(0)
-    if stop_before_layer is None and (not stop_after_pruning or last_step == len(layers) - 1):
-        logits = _last_logits(adapter, seq.hidden)
-    return PrefillResult(
-        cache=cache,
-        logits=logits,
-        position_ids=seq.position_ids,
-        visual_per_layer=visual_per_layer,
-        visual_in=n_in,
-        kept_ids=seq.visual_ids,
-        appended=int(seq.appended_slots.numel()),
-        scores=scores_by_layer,
-        infos=infos,
-        seconds=time.perf_counter() - started,
-    )
+        batch.key_valid[i] = torch.cat([batch.key_valid[i], suffix_valid], dim=1)
+    logits = _row_logits(adapter, hidden, lengths)  # [B, V]
+    share = (time.perf_counter() - started) / max(1, len(batch))
+    rows = [
+        dataclasses.replace(
+            row,
+            cache=batch.cache,
+            logits=logits[b : b + 1],
+            position_ids=torch.cat([row.position_ids, suffix[1].to(row.position_ids.device)], dim=-1),
+            seconds=row.seconds + share,
+            probe_passes=list(row.probe_passes),
+        )
+        for b, (row, suffix) in enumerate(zip(batch.rows, suffixes, strict=True))
+    ]
+    return Batch(batch.cache, batch.key_valid, rows, list(batch.index), batch.text_config), errors
 
 
 @torch.inference_mode()
@@ -307,47 +612,20 @@ def extend(
     *,
     reserve_tokens: int = 0,
 ) -> PrefillResult:
-    """Continue a finished prefill with `embeds` [1, m, D] at `position_ids` [..., 1, m].
-
-    The shared-prefix path: a video's system prompt + visual block is prefilled once and each question
-    extends it. `prefix.cache` grows by m tokens in every layer (call `truncate_cache` to return to
-    the prefix). The new tokens see every cached token and each other causally: SDPA's own causal
-    flag assumes equal query and key lengths, so the mask here is explicit, [1, 1, m, cached + m].
-    """
-    started = time.perf_counter()
-    m = embeds.shape[1]
-    device = embeds.device
-    position_ids = position_ids.to(device)
-    extent = int(torch.cat([prefix.position_ids.flatten(), position_ids.flatten()]).max()) + 1
-    adapter.check_context(extent, reserve_tokens)
-    hidden = embeds
-    cos_sin = adapter.rotary(hidden, position_ids)
-    causal = torch.ones(m, m, dtype=torch.bool, device=device).tril()  # [m, m]
-    for i, layer in enumerate(adapter.layers):
-        cached = prefix.cache.layers[i].keys.shape[-2]
-        mask = torch.cat([torch.ones(m, cached, dtype=torch.bool, device=device), causal], dim=1)
-        hidden = layer(
-            hidden,
-            attention_mask=mask[None, None],
-            position_embeddings=cos_sin,
-            position_ids=position_ids,
-            past_key_values=prefix.cache,
-            use_cache=True,
-        )
-    logits = _last_logits(adapter, hidden)
-    return PrefillResult(
-        cache=prefix.cache,
-        logits=logits,
-        position_ids=torch.cat([prefix.position_ids, position_ids], dim=-1),
-        visual_per_layer=prefix.visual_per_layer,
-        visual_in=prefix.visual_in,
-        kept_ids=prefix.kept_ids,
-        appended=prefix.appended,
-        scores=prefix.scores,
-        infos=prefix.infos,
-        seconds=time.perf_counter() - started,
-        probe_passes=list(prefix.probe_passes),
+    """`extend_batch` of one row whose prefix cache holds only that row (grows `prefix.cache`)."""
+    valid = [
+        torch.ones(1, length, dtype=torch.bool, device=embeds.device)
+        for length in cache_lengths(prefix.cache)
+    ]
+    batch, errors = extend_batch(
+        adapter,
+        Batch(prefix.cache, valid, [prefix], [0], adapter.text_config),
+        [(embeds, position_ids)],
+        reserve_tokens=reserve_tokens,
     )
+    if errors:
+        raise errors[0]
+    return batch.rows[0]
 
 
 def cache_lengths(cache: Any) -> list[int]:
@@ -363,11 +641,100 @@ def truncate_cache(cache: Any, lengths: list[int]) -> None:
             layer.crop(-extra)
 
 
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+    """One batch of the rows of `batches` (caches padded to the widest per layer), to decode together."""
+    nonempty = [batch for batch in batches if len(batch)]
+    if len(nonempty) <= 1:
+        return nonempty[0] if nonempty else batches[0]
+    batches = nonempty
+    cache = _make_cache(batches[0].text_config)
+    key_valid = []
+    for i, target in enumerate(cache.layers):
+        width = max(int(batch.cache.layers[i].keys.shape[-2]) for batch in batches)
+        keys = torch.cat([_pad_to(batch.cache.layers[i].keys, width, -2) for batch in batches])
+        values = torch.cat([_pad_to(batch.cache.layers[i].values, width, -2) for batch in batches])
+        _set_layer(target, keys, values)
+        key_valid.append(torch.cat([_pad_to(batch.key_valid[i], width, 1) for batch in batches]))
+    rows = [dataclasses.replace(row, cache=cache) for batch in batches for row in batch.rows]
+    index = [index for batch in batches for index in batch.index]
+    return Batch(cache, key_valid, rows, index, batches[0].text_config)
+
+
+# -- decoding ------------------------------------------------------------------------------------------
+
+
 @dataclass
 class Generation:
     token_ids: list[int]
     logits: list[torch.Tensor]  # [V] per generated token (only when requested)
-    seconds: float
+    seconds: float  # this row's share of the decode loop (each step's time split over its live rows)
+
+
+@torch.inference_mode()
+def greedy_decode_batch(
+    adapter: ModelAdapter,
+    batch: Batch,
+    *,
+    max_new_tokens: Sequence[int] | int,
+    keep_logits: bool = False,
+) -> list[Generation]:
+    """Greedy decoding of every row of `batch`; a row stops at EOS (included, as `generate` does) or at
+    its own token limit, and then leaves the batch. Returns one `Generation` per row, in batch order."""
+    count = len(batch)
+    limits = [max_new_tokens] * count if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    eos = adapter.eos_token_ids
+    results = [Generation([], [], 0.0) for _ in range(count)]
+    if not count:
+        return results
+    cache, key_valid = batch.cache, list(batch.key_valid)
+    live = list(range(count))  # batch rows still generating, in cache-row order
+    positions = [row.position_ids for row in batch.rows]
+    logits = torch.cat([row.logits for row in batch.rows])  # [B, V]
+    decoder = adapter.decoder
+    step = 0
+    while live:
+        started = time.perf_counter()
+        next_tokens = logits.argmax(-1)  # [A]
+        chosen = next_tokens.tolist()
+        still: list[int] = []
+        for slot, row in enumerate(live):
+            token = int(chosen[slot])
+            results[row].token_ids.append(token)
+            if keep_logits:
+                results[row].logits.append(logits[slot])
+            if token not in eos and len(results[row].token_ids) < limits[row]:
+                still.append(slot)
+        if len(still) < len(live):  # finished rows leave the batch (and the cache) now
+            if not still:
+                _share(results, live, time.perf_counter() - started)
+                break
+            picked = torch.tensor(still, dtype=torch.long, device=next_tokens.device)
+            key_valid = _drop_rows(cache, key_valid, picked)
+            next_tokens = next_tokens.index_select(0, picked)
+            _share(results, live, time.perf_counter() - started)
+            started = time.perf_counter()
+            live = [live[slot] for slot in still]
+        hidden = decoder.embed_tokens(next_tokens[:, None])  # [A, 1, D]
+        step_positions = torch.cat(
+            [adapter.next_positions(positions[row], step) for row in live], dim=-2
+        )  # [..., A, 1]
+        cos_sin = adapter.rotary(hidden, step_positions)
+        for i, layer in enumerate(adapter.layers):
+            valid = key_valid[i]  # [A, W_i]
+            mask = None  # no padding left in this layer: SDPA without a mask, as `generate`
+            if not bool(valid.all()):
+                new = torch.ones(len(live), step + 1, dtype=torch.bool, device=valid.device)
+                mask = torch.cat([valid, new], dim=1)[:, None, None, :]  # [A, 1, 1, W_i + step + 1]
+            hidden = _run_layer(layer, hidden, step_positions, cos_sin, cache, mask)
+        logits = _last_logits(adapter, hidden[:, -1])  # [A, V]
+        step += 1
+        _share(results, live, time.perf_counter() - started)
+    return results
+
+
+def _share(results: list[Generation], live: list[int], seconds: float) -> None:
+    for row in live:
+        results[row].seconds += seconds / len(live)
 
 
 @torch.inference_mode()
@@ -378,31 +745,10 @@ def greedy_decode(
     max_new_tokens: int,
     keep_logits: bool = False,
 ) -> Generation:
-    """Greedy decoding from a prefill; stops at EOS (included, as `generate` does) or the token limit."""
-    started = time.perf_counter()
-    eos = adapter.eos_token_ids
-    logits = state.logits
-    tokens: list[int] = []
-    kept: list[torch.Tensor] = []
-    decoder = adapter.decoder
-    for step in range(max_new_tokens):
-        next_token = logits.argmax(-1)  # [1]
-        tokens.append(int(next_token))
-        if keep_logits:
-            kept.append(logits[0])
-        if int(next_token) in eos or step == max_new_tokens - 1:
-            break
-        hidden = decoder.embed_tokens(next_token[:, None])  # [1, 1, D]
-        positions = adapter.next_positions(state.position_ids, step)
-        cos_sin = adapter.rotary(hidden, positions)
-        for layer in adapter.layers:
-            hidden = layer(
-                hidden,
-                attention_mask=None,
-                position_embeddings=cos_sin,
-                position_ids=positions,
-                past_key_values=state.cache,
-                use_cache=True,
-            )
-        logits = _last_logits(adapter, hidden)
-    return Generation(tokens, kept, time.perf_counter() - started)
+    """Greedy decoding of one prefilled row whose cache holds only that row."""
+    valid = [
+        torch.ones(1, length, dtype=torch.bool, device=state.logits.device)
+        for length in cache_lengths(state.cache)
+    ]
+    batch = Batch(state.cache, valid, [state], [0], adapter.text_config)
+    return greedy_decode_batch(adapter, batch, max_new_tokens=max_new_tokens, keep_logits=keep_logits)[0]

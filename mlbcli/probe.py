@@ -21,50 +21,46 @@ from torch import nn
 class ProbeCapture:
     """Holds what the hooks captured during one forward of the probed attention module."""
 
-    def __init__(self, attn: nn.Module, query_slots: torch.Tensor, apply_rotary: Callable[..., Any]):
+    def __init__(self, attn: nn.Module, apply_rotary: Callable[..., Any]):
         self.attn = attn
-        self.query_slots = query_slots
         self.apply_rotary = apply_rotary
-        self.q: torch.Tensor | None = None  # [1, L, Hq*d] query projection (before RoPE)
-        self.k: torch.Tensor | None = None  # [1, L, Hkv*d] key projection (before RoPE)
-        self.cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.q: torch.Tensor | None = None  # [B, L, Hq*d] query projection (before RoPE)
+        self.k: torch.Tensor | None = None  # [B, L, Hkv*d] key projection (before RoPE)
+        self.cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None  # [..., B, L, d] each
 
-    def probabilities(self) -> torch.Tensor:
-        """[1, H, q, L] attention probabilities of the query rows (causal), in fp32."""
+    def probabilities(self, row: int, query_slots: torch.Tensor, length: int) -> torch.Tensor:
+        """[1, H, q, length] attention probabilities (causal, fp32) of batch row `row`'s query rows
+        over that row's first `length` tokens (its real tokens; padding comes after them)."""
         if self.q is None or self.k is None or self.cos_sin is None:
             raise RuntimeError("the probed attention module did not run")
-        attn = self.attn
-        head_dim = attn.head_dim
-        B, L, _ = self.k.shape
-        rows = self.query_slots
-        q = self.q[:, rows].view(B, rows.numel(), -1, head_dim).transpose(1, 2)  # [B, Hq, q, d]
-        k = self.k.view(B, L, -1, head_dim).transpose(1, 2)  # [B, Hkv, L, d]
-        cos, sin = self.cos_sin
+        head_dim = self.attn.head_dim
+        rows = query_slots.to(self.q.device)
+        q = self.q[row : row + 1, rows].view(1, rows.numel(), -1, head_dim).transpose(1, 2)  # [1, Hq, q, d]
+        k = self.k[row : row + 1, :length].view(1, length, -1, head_dim).transpose(1, 2)  # [1, Hkv, L, d]
+        cos, sin = (t[..., row : row + 1, :length, :] for t in self.cos_sin)  # batch axis is -3
         # Rotate each query row with its own position, the keys with theirs (as the layer does).
         q, _ = self.apply_rotary(q, q, cos[..., rows, :], sin[..., rows, :])
         _, k = self.apply_rotary(k, k, cos, sin)
         groups = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(groups, dim=1)  # GQA: [B, Hq, L, d]
-        logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling  # [B, Hq, q, L]
-        future = torch.arange(L, device=rows.device)[None, :] > rows[:, None]  # [q, L] causal mask
+        k = k.repeat_interleave(groups, dim=1)  # GQA: [1, Hq, L, d]
+        logits = (q.float() @ k.float().transpose(-1, -2)) * self.attn.scaling  # [1, Hq, q, L]
+        future = torch.arange(length, device=rows.device)[None, :] > rows[:, None]  # [q, L] causal mask
         logits = logits.masked_fill(future, float("-inf"))
         return logits.softmax(dim=-1)
 
-    def received(self) -> torch.Tensor:
-        """[L] attention each token receives, averaged over heads and query rows."""
-        return self.probabilities()[0].mean(dim=(0, 1))
+    def received(self, row: int, query_slots: torch.Tensor, length: int) -> torch.Tensor:
+        """[length] attention each token of batch row `row` receives, averaged over heads and query rows."""
+        return self.probabilities(row, query_slots, length)[0].mean(dim=(0, 1))
 
 
 @contextmanager
-def attention_probe(
-    attn: nn.Module, query_slots: torch.Tensor, apply_rotary: Callable[..., Any]
-) -> Iterator[ProbeCapture]:
+def attention_probe(attn: nn.Module, apply_rotary: Callable[..., Any]) -> Iterator[ProbeCapture]:
     """Capture one forward of `attn` (a Qwen2/Llama-style attention module with q_proj/k_proj).
 
-    Usage: `with attention_probe(layer.self_attn, rows, apply_rotary_pos_emb) as p: layer(...)`,
-    then `p.received()`.
+    Usage: `with attention_probe(layer.self_attn, apply_rotary_pos_emb) as p: layer(...)`,
+    then `p.received(row, query_slots, length)` for each batch row.
     """
-    capture = ProbeCapture(attn, query_slots, apply_rotary)
+    capture = ProbeCapture(attn, apply_rotary)
 
     def on_attention(module: nn.Module, args: tuple, kwargs: dict) -> None:
         capture.cos_sin = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)

@@ -1,13 +1,17 @@
-"""One request = one encoded video x one prompt: prune, prefill, decode, and measure.
+"""The request-level inference API: `Pipeline.run(requests) -> results`.
 
-`Pipeline` is the notebook-facing object (load a model once, ask about many videos); the batch
-functions in `mlbcli.api` drive it over sources and writers.
+A request is one encoded video x one prompt. `Pipeline` loads a model once and runs batches of
+requests: each is planned (its method's keep schedule), then the batch is prefilled together (every row
+with its own keep set, see `engine`), and decoded together. The batch harness of `mlbcli.api` and the
+Ray runner call `run`; notebooks may use the one-request helpers `answer` and `reduce`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +90,30 @@ def token_stats(state: engine.PrefillResult, video: VideoTokens, dims: LLMDims) 
 
 
 @dataclass
+class Request:
+    """One question about one encoded video."""
+
+    video: EncodedVideo
+    prompt: str  # the full text prompt (question, options and post-prompt already formatted)
+    max_new_tokens: int = 32
+    generate: bool = True  # False: stop after the last pruning step (`compress`: statistics only)
+    method: Method | None = None  # overrides the pipeline's method (replayed saved reductions)
+
+
+@dataclass
+class Result:
+    """What `Pipeline.run` returns for one request: an answer and its statistics, or the error."""
+
+    text: str | None = None
+    token_ids: list[int] = field(default_factory=list)
+    stats: TokenStats | None = None
+    prefill_s: float = 0.0  # this request's share of the batch's prefill time
+    generate_s: float = 0.0  # its share of each decode step it took part in
+    state: engine.PrefillResult | None = None  # the prefill (bias reports read its scores)
+    error: Exception | None = None
+
+
+@dataclass
 class Answer:
     text: str
     token_ids: list[int]
@@ -95,28 +123,39 @@ class Answer:
 
 
 @dataclass
-class _SharedPrefix:
-    """A prefilled system prompt + visual block, reused by the next questions about the same video."""
-
-    video: VideoTokens
-    method: Method
-    ids: tuple[int, ...]
-    state: engine.PrefillResult
-    lengths: list[int]  # cached tokens per layer at the end of the prefix
-
-
-@dataclass
 class EncodedVideo:
     tokens: VideoTokens
     encode_s: float
 
 
+@dataclass
+class _Planned:
+    """A request after planning: its prompt, keep schedule and model inputs."""
+
+    index: int
+    request: Request
+    method: Method
+    prompt: Any
+    context: PlanContext
+    plan: engine.PrunePlan
+    inputs: engine.ModelInputs
+
+
+@dataclass
+class _Prefix:
+    """A prefilled system prompt + visual block, kept for the next questions about the same video."""
+
+    key: tuple[int, int, tuple[int, ...]]  # (id of the video tokens, id of the method, prefix token ids)
+    video: VideoTokens  # held so that the id in `key` cannot be reused by another object
+    batch: engine.Batch  # one row
+
+
 class Pipeline:
     """A loaded model plus a token-reduction method. Reuse one per process.
 
-    >>> pipe = Pipeline("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", method="fastv", keep=0.25)
-    >>> frames = decode_frames("clip.mp4", num_frames=pipe.default_frames)
-    >>> pipe.answer(pipe.encode(frames), "What is the person doing?").text
+    >>> pipe = Pipeline("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", method=get_method("fastv", opts))
+    >>> video = pipe.encode(decode_frames("clip.mp4", num_frames=pipe.default_frames))
+    >>> [r.text for r in pipe.run([Request(video, "What is the person doing?")])]
     """
 
     def __init__(
@@ -135,13 +174,21 @@ class Pipeline:
         if isinstance(model, str):
             self.adapter = load_adapter(model, device=device, dtype=dtype, **(adapter_options or {}))
         else:
+            if device != "auto" or dtype != "auto" or adapter_options:
+                raise UsageError("device, dtype and adapter_options apply when loading a model by name")
             self.adapter = model
-        self.method = (
-            method if isinstance(method, Method) else get_method(method, MethodOptions(**method_options))
-        )
+        if isinstance(method, Method):
+            if method_options:
+                raise UsageError(
+                    f"method options ({', '.join(sorted(method_options))}) given with a Method object: "
+                    "set them in its MethodOptions instead"
+                )
+            self.method = method
+        else:
+            self.method = get_method(method, MethodOptions(**method_options))
         self.dims = LLMDims.from_config(self.adapter.text_config)
         self.share_prefix = share_prefix
-        self._prefix: _SharedPrefix | None = None  # the last video's prefilled prefix (one at a time)
+        self._prefix: _Prefix | None = None  # the last video's prefilled prefix (one at a time)
         layer, num_layers = self.method.options.layer, self.dims.num_layers
         if self.method.prune_point == "layer" and not 1 <= layer < num_layers:
             raise UsageError(
@@ -154,43 +201,32 @@ class Pipeline:
     def default_frames(self) -> int:
         return self.adapter.default_frames
 
+    # -- vision ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, frames: Frames | np.ndarray) -> EncodedVideo:
         """Vision tower + projector + pooling, once per video (reused by every question)."""
-        array = frames if isinstance(frames, np.ndarray) else frames.array
+        return self.encode_many([frames])[0]
+
+    @torch.inference_mode()
+    def encode_many(self, videos: Sequence[Frames | np.ndarray]) -> list[EncodedVideo]:
+        """Encode several videos in one vision-tower call (`ModelAdapter.encode_batch`).
+
+        `encode_s` of each is its share of the call, proportional to its frames.
+        """
+        arrays = [frames if isinstance(frames, np.ndarray) else frames.array for frames in videos]
         started = time.perf_counter()
-        tokens = self.adapter.encode(self.adapter.preprocess(array))
-        if not isinstance(frames, np.ndarray):
-            tokens.timestamps_s = list(frames.timestamps_s)
-        return EncodedVideo(tokens, time.perf_counter() - started)
+        inputs = [self.adapter.preprocess(array) for array in arrays]
+        tokens = self.adapter.encode_batch(inputs)
+        seconds = time.perf_counter() - started
+        total = sum(len(array) for array in arrays) or 1
+        encoded = []
+        for frames, array, video in zip(videos, arrays, tokens, strict=True):
+            if not isinstance(frames, np.ndarray):
+                video.timestamps_s = list(frames.timestamps_s)
+            encoded.append(EncodedVideo(video, seconds * len(array) / total))
+        return encoded
 
-    def _prefill(
-        self,
-        video: VideoTokens,
-        prompt_text: str,
-        *,
-        stop_after_pruning: bool,
-        method: Method | None = None,
-        reserve_tokens: int = 0,
-        planned: tuple[Any, PlanContext, engine.PrunePlan] | None = None,
-    ) -> engine.PrefillResult:
-        adapter = self.adapter
-        prompt, context, plan = planned or self._plan(video, prompt_text, method or self.method)
-        embeds = adapter.embed(prompt, video)
-        positions = adapter.position_ids(prompt, video)
-        state = engine.prefill(
-            adapter,
-            embeds,
-            positions,
-            prompt.visual_slots(),
-            prompt.question_index,
-            plan,
-            stop_after_pruning=stop_after_pruning,
-            reserve_tokens=reserve_tokens,
-        )
-        state.probe_passes = list(context.probe_passes)
-        return state
-
+    # -- planning ------------------------------------------------------------------------------------------
     def plan_context(self, prompt_text: str, prompt: Any) -> PlanContext:
         """The `PlanContext` of one request: family limits, and probe passes with the same question."""
         adapter = self.adapter
@@ -204,12 +240,13 @@ class Pipeline:
                     keep=torch.arange(ctx.visual_slots.numel(), device=ctx.visual_slots.device)
                 )
 
+            inputs = adapter.model_inputs(sub_prompt, subset)
             state = engine.prefill(
                 adapter,
-                adapter.embed(sub_prompt, subset),
-                adapter.position_ids(sub_prompt, subset),
-                sub_prompt.visual_slots(),
-                sub_prompt.question_index,
+                inputs.embeds,
+                inputs.position_ids,
+                inputs.visual_slots,
+                inputs.query_slots,
                 engine.PrunePlan(
                     steps={step_layer: keep_all}, needs_scores=frozenset({step_layer}), query=query
                 ),
@@ -225,115 +262,214 @@ class Pipeline:
             probe_fn=probe,
         )
 
-    def _plan(
-        self, video: VideoTokens, prompt_text: str, method: Method
-    ) -> tuple[Any, PlanContext, engine.PrunePlan]:
-        """(prompt, context, keep schedule) of one request; probe passes, if any, run here."""
-        prompt = self.adapter.build_prompt(prompt_text, video)
-        context = self.plan_context(prompt_text, prompt)
-        return prompt, context, method.plan_with_context(video, prompt, context)
+    def _plan(self, index: int, request: Request) -> _Planned:
+        """Prompt, keep schedule and model inputs of one request; probe passes, if any, run here."""
+        method = request.method or self.method
+        video = request.video.tokens
+        self.adapter.check_prompt_text(request.prompt)  # cheap bound before tokenising megabytes
+        prompt = self.adapter.build_prompt(request.prompt, video)
+        context = self.plan_context(request.prompt, prompt)
+        plan = method.plan_with_context(video, prompt, context)
+        inputs = self.adapter.model_inputs(prompt, video)
+        return _Planned(index, request, method, prompt, context, plan, inputs)
 
-    def _shared_prefix_prefill(
-        self,
-        video: VideoTokens,
-        method: Method,
-        planned: tuple[Any, PlanContext, engine.PrunePlan],
-        reserve_tokens: int,
-    ) -> engine.PrefillResult | None:
-        """Prefill through a cached (system prompt + visual block) prefix, or None when it cannot apply.
+    def _prefix_split(self, planned: _Planned) -> int | None:
+        """Where a request's prompt splits into a cacheable prefix, or None when it cannot share one.
 
         Several questions about one video share everything up to the end of the visual block. When the
         keep schedule cannot depend on the question (no pruning at all, or a question-agnostic method
         that only prunes before the LLM), that prefix is prefilled once per video and each question only
-        runs its own tokens on top of the cached KV (`engine.extend`). Attention methods pick tokens by
-        the question's attention, so each of their questions runs the whole prefill.
+        runs its own tokens on top of the cached KV (`engine.extend_batch`). Attention methods pick
+        tokens by the question's attention, so each of their questions runs the whole prefill.
+        The prefix ends one token after the visual block (template text such as "\n" or
+        <|vision_end|>), so that tokens a method appends after the block get that token's original
+        position, exactly as in an unsplit prefill.
         """
-        adapter = self.adapter
-        prompt, context, plan = planned
-        if plan.steps and (method.query_aware or set(plan.steps) != {0} or plan.needs_scores):
+        plan, prompt = planned.plan, planned.prompt
+        if not self.share_prefix or not planned.request.generate or planned.context.probe_passes:
             return None
-        # The prefix ends one token after the visual block (template text such as "\n" or
-        # <|vision_end|>), so that tokens a method appends after the block get that token's original
-        # position, exactly as in an unsplit prefill. A question whose first token differs there just
-        # misses the cache.
+        if plan.steps and (planned.method.query_aware or set(plan.steps) != {0} or plan.needs_scores):
+            return None
         split = prompt.visual_start + prompt.num_visual + prompt.num_extra + 1
-        if split >= prompt.length or context.probe_passes:
-            return None
-        prefix_ids = tuple(prompt.input_ids[0, :split].tolist())
-        embeds = adapter.embed(prompt, video)  # [1, L, D]
-        positions = adapter.position_ids(prompt, video)  # [..., 1, L]
-        cached = self._prefix
-        prefix_seconds = 0.0
-        if (
-            cached is None
-            or cached.video is not video
-            or cached.method is not method
-            or cached.ids != prefix_ids
-        ):
-            state = engine.prefill(
-                adapter,
-                embeds[:, :split],
-                positions[..., :split],
-                prompt.visual_slots(),
-                torch.zeros(0, dtype=torch.long),
-                plan,
-                reserve_tokens=prompt.length - split + reserve_tokens,
-            )
-            cached = self._prefix = _SharedPrefix(
-                video, method, prefix_ids, state, engine.cache_lengths(state.cache)
-            )
-            prefix_seconds = state.seconds
-        else:
-            engine.truncate_cache(cached.state.cache, cached.lengths)  # drop the previous question
-        prefix = cached.state
-        if adapter.renumber_input_positions and positions.dim() == 2:  # contiguous after the cut
-            start = prefix.position_ids.shape[-1]
-            suffix_positions = torch.arange(start, start + prompt.length - split, device=positions.device)[
-                None
-            ]
-        else:  # original positions, shifted past tokens appended after the visual block (a summary tail)
-            suffix_positions = positions[..., split:] + prefix.appended
-        state = engine.extend(
-            adapter, prefix, embeds[:, split:], suffix_positions, reserve_tokens=reserve_tokens
-        )
-        state.seconds += prefix_seconds
-        return state
+        return split if split < prompt.length else None
 
+    # -- running -------------------------------------------------------------------------------------------
     @torch.inference_mode()
+    def run(self, requests: Sequence[Request]) -> list[Result]:
+        """Run a batch of requests; one `Result` per request, in order (failures carry `error`).
+
+        The batch is prefilled and decoded together; every row gets the tokens it gets alone (fp32).
+        A request that fails (too long for the context, a method error) fails alone.
+        """
+        results = [Result() for _ in requests]
+        planned: list[_Planned] = []
+        for index, request in enumerate(requests):
+            try:
+                planned.append(self._plan(index, request))
+            except Exception as exc:
+                log.debug("planning failed", exc_info=True)
+                results[index].error = exc
+        reduce_only = [p for p in planned if not p.request.generate]
+        shared = {p.index: split for p in planned if (split := self._prefix_split(p)) is not None}
+        full = [p for p in planned if p.request.generate and p.index not in shared]
+        by_index = {p.index: p for p in planned}
+
+        if reduce_only:
+            batch, errors = engine.prefill_batch(
+                self.adapter,
+                [p.inputs for p in reduce_only],
+                [p.plan for p in reduce_only],
+                stop_after_pruning=True,
+            )
+            self._collect(results, reduce_only, batch, errors)
+        batches = []
+        if full:
+            batch, errors = engine.prefill_batch(
+                self.adapter,
+                [p.inputs for p in full],
+                [p.plan for p in full],
+                reserve_tokens=[p.request.max_new_tokens for p in full],
+            )
+            self._record_errors(results, full, errors)
+            batch.index = [full[i].index for i in batch.index]
+            batches.append(batch)
+        if shared:
+            batch, errors = self._extend_shared([by_index[i] for i in shared], shared)
+            for index, error in errors.items():
+                results[index].error = error
+            batches.append(batch)
+        batch = engine.concat_batches(batches) if batches else None
+        if batch is not None and len(batch):
+            generations = engine.greedy_decode_batch(
+                self.adapter, batch, max_new_tokens=[by_index[i].request.max_new_tokens for i in batch.index]
+            )
+            for index, state, generation in zip(batch.index, batch.rows, generations, strict=True):
+                p = by_index[index]
+                self._finish(results[index], p, state)
+                results[index].text = self.adapter.decode_text(generation.token_ids)
+                results[index].token_ids = generation.token_ids
+                results[index].generate_s = generation.seconds
+        return results
+
+    def _finish(self, result: Result, p: _Planned, state: engine.PrefillResult) -> None:
+        state.probe_passes = list(p.context.probe_passes)
+        result.state = state
+        result.stats = token_stats(state, p.request.video.tokens, self.dims)
+        result.prefill_s = state.seconds
+
+    def _record_errors(
+        self, results: list[Result], rows: list[_Planned], errors: dict[int, Exception]
+    ) -> None:
+        for position, error in errors.items():
+            results[rows[position].index].error = error
+
+    def _collect(
+        self, results: list[Result], rows: list[_Planned], batch: engine.Batch, errors: dict[int, Exception]
+    ) -> None:
+        self._record_errors(results, rows, errors)
+        for position, state in zip(batch.index, batch.rows, strict=True):
+            self._finish(results[rows[position].index], rows[position], state)
+
+    def _extend_shared(
+        self, rows: list[_Planned], splits: dict[int, int]
+    ) -> tuple[engine.Batch, dict[int, Exception]]:
+        """Prefill each distinct prefix once (one batch), fan it out to its questions, extend them."""
+        adapter = self.adapter
+        groups: dict[tuple[int, int, tuple[int, ...]], list[_Planned]] = {}
+        for p in rows:
+            split = splits[p.index]
+            key = (id(p.request.video.tokens), id(p.method), tuple(p.prompt.input_ids[0, :split].tolist()))
+            groups.setdefault(key, []).append(p)
+        cached = self._prefix if self._prefix is not None and self._prefix.key in groups else None
+        to_compute = [key for key in groups if cached is None or key != cached.key]
+        errors: dict[int, Exception] = {}
+        parts: list[engine.Batch] = []
+        keys: list[tuple[int, int, tuple[int, ...]]] = []
+        if cached is not None:
+            parts.append(cached.batch)
+            keys.append(cached.key)
+        if to_compute:
+            prefix_inputs = []
+            for key in to_compute:
+                first = groups[key][0]
+                split = splits[first.index]
+                inputs = first.inputs
+                prefix_inputs.append(
+                    engine.ModelInputs(
+                        inputs.embeds[:, :split],
+                        inputs.position_ids[..., :split],
+                        inputs.visual_slots,
+                        torch.zeros(0, dtype=torch.long),
+                    )
+                )
+            computed, failed = engine.prefill_batch(
+                adapter, prefix_inputs, [groups[key][0].plan for key in to_compute]
+            )
+            for position, error in failed.items():  # the prefix cannot run: none of its questions can
+                for p in groups[to_compute[position]]:
+                    errors[p.index] = error
+            parts.append(computed)
+            keys.extend(to_compute[position] for position in computed.index)
+        prefixes = engine.concat_batches(parts) if len(parts) > 1 else parts[0]
+        if not len(prefixes):
+            return prefixes, errors
+        row_of = {key: row for row, key in enumerate(keys)}
+        fan_out, suffixes, members = [], [], []
+        for key, group in groups.items():
+            if key not in row_of:
+                continue
+            row = row_of[key]
+            share = (
+                0.0 if cached is not None and key == cached.key else prefixes.rows[row].seconds / len(group)
+            )
+            for p in group:
+                split = splits[p.index]
+                prefix = prefixes.rows[row]
+                fan_out.append(row)
+                members.append((p, share))
+                suffixes.append(
+                    (
+                        p.inputs.embeds[:, split:],
+                        adapter.suffix_positions(
+                            prefix.position_ids, p.inputs.position_ids[..., split:], prefix.appended
+                        ),
+                    )
+                )
+        last_key = list(groups)[-1]  # the video most likely to continue in the next call
+        if last_key in row_of:
+            self._prefix = _Prefix(
+                last_key, groups[last_key][0].request.video.tokens, prefixes.select([row_of[last_key]])
+            )
+        expanded = prefixes.select(fan_out)
+        for position, (p, share) in enumerate(members):
+            expanded.rows[position] = dataclasses.replace(expanded.rows[position], seconds=share)
+        expanded.index = [p.index for p, _ in members]
+        extended, failed = engine.extend_batch(
+            adapter, expanded, suffixes, reserve_tokens=[p.request.max_new_tokens for p, _ in members]
+        )
+        errors.update(failed)
+        return extended, errors
+
+    # -- one request -------------------------------------------------------------------------------------
     def answer(
         self, video: EncodedVideo, prompt_text: str, *, max_new_tokens: int = 32, method: Method | None = None
     ) -> Answer:
         """Answer one prompt about an encoded video (`method` overrides the pipeline's for this call).
 
         Questions about the same `EncodedVideo` asked one after the other share the prefill of the
-        system prompt and visual block when the method allows it (see `_shared_prefix_prefill`); the
-        `prefill_s` of those later questions then excludes the shared part.
+        system prompt and visual block when the method allows it; the `prefill_s` of those later
+        questions then excludes the shared part. Raises the request's error.
         """
-        method = method or self.method
-        planned = self._plan(video.tokens, prompt_text, method)
-        state = None
-        if self.share_prefix:
-            state = self._shared_prefix_prefill(video.tokens, method, planned, max_new_tokens)
-        if state is None:
-            state = self._prefill(
-                video.tokens,
-                prompt_text,
-                stop_after_pruning=False,
-                method=method,
-                reserve_tokens=max_new_tokens,
-                planned=planned,
-            )
-        generation = engine.greedy_decode(self.adapter, state, max_new_tokens=max_new_tokens)
-        return Answer(
-            text=self.adapter.decode_text(generation.token_ids),
-            token_ids=generation.token_ids,
-            stats=token_stats(state, video.tokens, self.dims),
-            prefill_s=state.seconds,
-            generate_s=generation.seconds,
-        )
+        result = self.run([Request(video, prompt_text, max_new_tokens, method=method)])[0]
+        if result.error is not None:
+            raise result.error
+        assert result.stats is not None and result.text is not None
+        return Answer(result.text, result.token_ids, result.stats, result.prefill_s, result.generate_s)
 
-    @torch.inference_mode()
     def reduce(self, video: EncodedVideo, prompt_text: str) -> tuple[TokenStats, engine.PrefillResult]:
         """Run only up to the last pruning step: token statistics without generation (`compress`)."""
-        state = self._prefill(video.tokens, prompt_text, stop_after_pruning=True)
-        return token_stats(state, video.tokens, self.dims), state
+        result = self.run([Request(video, prompt_text, generate=False)])[0]
+        if result.error is not None:
+            raise result.error
+        assert result.stats is not None and result.state is not None
+        return result.stats, result.state

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mlbcli import engine
-from mlbcli.runner import Pipeline
+from mlbcli.runner import Pipeline, Request
 
 QUESTIONS = ["What is happening in the video?", "Which colour is the square?", "How many objects are there?"]
 
@@ -32,6 +32,24 @@ def _answers(pipe: Pipeline, frames: np.ndarray) -> list:
     return [pipe.answer(video, question, max_new_tokens=6) for question in QUESTIONS]
 
 
+def _counting(monkeypatch) -> dict[str, list[int]]:
+    """Rows of every `engine.prefill_batch` / `engine.extend_batch` call, by function."""
+    calls: dict[str, list[int]] = {"prefill": [], "extend": []}
+    prefill, extend = engine.prefill_batch, engine.extend_batch
+
+    def prefill_rows(adapter, inputs, *args, **kwargs):
+        calls["prefill"].append(len(inputs))
+        return prefill(adapter, inputs, *args, **kwargs)
+
+    def extend_rows(adapter, batch, suffixes, **kwargs):
+        calls["extend"].append(len(suffixes))
+        return extend(adapter, batch, suffixes, **kwargs)
+
+    monkeypatch.setattr(engine, "prefill_batch", prefill_rows)
+    monkeypatch.setattr(engine, "extend_batch", extend_rows)
+    return calls
+
+
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
 @pytest.mark.parametrize(
     ("method", "keep"),
@@ -41,40 +59,39 @@ def test_shared_prefix_matches_full_prefill(
     tiny_adapter, qwen_adapter, frames, family, method, keep, monkeypatch
 ):
     adapter = tiny_adapter if family == "llava_onevision" else qwen_adapter
-    calls = {"prefill": 0, "extend": 0}
-    prefill, extend = engine.prefill, engine.extend
-
-    def counting(name, function):
-        def wrapper(*args, **kwargs):
-            calls[name] += 1
-            return function(*args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(engine, "prefill", counting("prefill", prefill))
-    monkeypatch.setattr(engine, "extend", counting("extend", extend))
+    calls = _counting(monkeypatch)
     shared = _answers(Pipeline(adapter, method=method, keep=keep), frames)
-    assert calls == {"prefill": 1, "extend": 3}  # one prefix for the video, then only the questions
+    # one prefix for the video (one row), then only each question's own tokens
+    assert calls == {"prefill": [1], "extend": [1, 1, 1]}
     full = _answers(Pipeline(adapter, method=method, keep=keep, share_prefix=False), frames)
     for a, b in zip(shared, full, strict=True):
         assert a.token_ids == b.token_ids
         assert a.stats.as_row() == b.stats.as_row()
 
 
+def test_shared_prefix_inside_one_batch(tiny_adapter, frames, monkeypatch):
+    """Questions of one video in one batch: one prefix row fanned out to all of them."""
+    pipe = Pipeline(tiny_adapter, method="uniform", keep=0.5)
+    video = pipe.encode(frames)
+    calls = _counting(monkeypatch)
+    batched = pipe.run([Request(video, question, 6) for question in QUESTIONS])
+    assert calls == {"prefill": [1], "extend": [3]}
+    alone = _answers(Pipeline(tiny_adapter, method="uniform", keep=0.5, share_prefix=False), frames)
+    for a, b in zip(batched, alone, strict=True):
+        assert a.token_ids == b.token_ids
+        assert a.stats.as_row() == b.stats.as_row()
+
+
 def test_attention_methods_do_not_share(tiny_adapter, frames, monkeypatch):
-    calls = []
-    prefill = engine.prefill
-    monkeypatch.setattr(engine, "prefill", lambda *a, **k: calls.append(1) or prefill(*a, **k))
+    calls = _counting(monkeypatch)
     _answers(Pipeline(tiny_adapter, method="fastv", keep=0.5), frames)
-    assert len(calls) == 3  # the selection depends on each question
+    assert calls == {"prefill": [1, 1, 1], "extend": []}  # the selection depends on each question
 
 
 def test_first_logits_close_to_the_unsplit_prefill(tiny_adapter, frames):
     """The split prefill is the same computation in two chunks (float rounding may differ, not more)."""
-    pipe = Pipeline(tiny_adapter)
-    video = pipe.encode(frames)
-    planned = pipe._plan(video.tokens, QUESTIONS[0], pipe.method)
-    split = pipe._shared_prefix_prefill(video.tokens, pipe.method, planned, 4)
-    full = pipe._prefill(video.tokens, QUESTIONS[0], stop_after_pruning=False)
+    video = Pipeline(tiny_adapter).encode(frames)
+    split = Pipeline(tiny_adapter).run([Request(video, QUESTIONS[0], 4)])[0].state
+    full = Pipeline(tiny_adapter, share_prefix=False).run([Request(video, QUESTIONS[0], 4)])[0].state
     torch.testing.assert_close(split.logits, full.logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(split.position_ids, full.position_ids)

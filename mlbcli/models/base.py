@@ -8,6 +8,7 @@ is one new module in this package that subclasses `ModelAdapter` and registers i
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
+
+    from mlbcli.engine import ModelInputs
 
 #: CLIP's normalisation, the default of the checkpoints that name none (Qwen2-VL, LLaVA-NeXT).
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -122,6 +125,11 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
         """Vision tower + projector + the model's own pooling."""
+
+    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
+        """`encode` of several videos; families whose tower takes several videos in one call override
+        this (frames of all videos through the tower together), with the same tokens per video."""
+        return [self.encode(inputs) for inputs in pixel_inputs]
 
     # -- text side -------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -247,6 +255,46 @@ class ModelAdapter(abc.ABC):
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder.rotary_emb(hidden, position_ids)
 
+    def model_inputs(self, prompt: Prompt, video: VideoTokens) -> ModelInputs:
+        """One request as the engine takes it: embeddings, positions, visual slots and query rows."""
+        from mlbcli.engine import ModelInputs
+
+        return ModelInputs(
+            embeds=self.embed(prompt, video),
+            position_ids=self.position_ids(prompt, video),
+            visual_slots=prompt.visual_slots(),
+            query_slots=prompt.question_index,
+        )
+
+    def positions_after_input_pruning(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """Positions of the sequence that enters the LLM after pruning before it ([..., 1, L']).
+
+        Video LLMs keep each surviving token's original position; image LLMs driven on video
+        (`renumber_input_positions`) re-sequence them, so that pruning makes room in a short context.
+        """
+        import torch
+
+        if not self.renumber_input_positions:
+            return position_ids
+        return torch.arange(position_ids.shape[-1], device=position_ids.device)[None]
+
+    def suffix_positions(
+        self, prefix_positions: torch.Tensor, suffix_positions: torch.Tensor, appended: int
+    ) -> torch.Tensor:
+        """Positions of prompt tokens that continue a cached prefix (`engine.extend_batch`).
+
+        `prefix_positions` [..., 1, P] are the prefix's positions after pruning, `suffix_positions`
+        [..., 1, m] the suffix's positions in the unpruned prompt, `appended` the tokens a method
+        inserted after the visual block (a summary tail), which shift the text after it.
+        """
+        import torch
+
+        if self.renumber_input_positions:  # contiguous after the cut, as `positions_after_input_pruning`
+            start = prefix_positions.shape[-1]
+            length = suffix_positions.shape[-1]
+            return torch.arange(start, start + length, device=suffix_positions.device)[None]
+        return suffix_positions + appended
+
     def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
         """Position ids of the `steps`-th generated token (0-based) after a prefill with `position_ids`."""
         return position_ids.max(dim=-1, keepdim=True).values + 1 + steps
@@ -257,6 +305,30 @@ class ModelAdapter(abc.ABC):
         """Longest sequence (prompt + generated tokens) the LLM supports: `max_position_embeddings`."""
         limit = getattr(self.text_config, "max_position_embeddings", None)
         return int(limit) if limit else None
+
+    @functools.cached_property
+    def _longest_token_chars(self) -> int:
+        """Characters of the longest token string in the vocabulary (a bound for `check_prompt_text`)."""
+        vocab = self.tokenizer.get_vocab()
+        return max((len(token) for token in vocab), default=1) or 1
+
+    def check_prompt_text(self, text: str) -> None:
+        """Refuse a prompt that cannot fit the context before tokenising it (megabytes take seconds).
+
+        A prompt of c characters has at least c / (longest token string) tokens, so it cannot fit when
+        that bound already exceeds the context; the exact check follows after tokenising.
+        """
+        from mlbcli.errors import UsageError
+
+        limit = self.context_limit
+        if limit is None:
+            return
+        at_least = len(text) // self._longest_token_chars
+        if at_least > limit:
+            raise UsageError(
+                f"{self.model_id}: the prompt is {len(text)} characters, at least {at_least} tokens, "
+                f"but the model's whole context is {limit} tokens (text_config.max_position_embeddings)"
+            )
 
     def check_context(
         self, num_prompt_tokens: int, max_new_tokens: int, *, num_visual: int | None = None
