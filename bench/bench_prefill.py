@@ -22,6 +22,7 @@ What is measured, per (method, keep):
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import threading
@@ -211,7 +212,7 @@ def probe_compute_seconds(
                     req.embeds, attention_mask=None, position_embeddings=cos_sin, position_ids=req.positions
                 )
             rows = req.prompt.question_index.to(req.embeds.device)
-            out.append(timed(device, lambda: probe.received(0, rows, req.embeds.shape[1]))[0])
+            out.append(timed(device, functools.partial(probe.received, 0, rows, req.embeds.shape[1]))[0])
     return statistics.median(out)
 
 

@@ -441,7 +441,7 @@ class Pipeline:
                 last_key, groups[last_key][0].request.video.tokens, prefixes.select([row_of[last_key]])
             )
         expanded = prefixes.select(fan_out)
-        for position, (p, share) in enumerate(members):
+        for position, (_, share) in enumerate(members):
             expanded.rows[position] = dataclasses.replace(expanded.rows[position], seconds=share)
         expanded.index = [p.index for p, _ in members]
         extended, failed = engine.extend_batch(
