@@ -30,6 +30,7 @@ The model is an image model; a video enters as its frames, each one as a base-re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
@@ -87,11 +88,16 @@ class LlavaNextAdapter(ModelAdapter):
         return {"pixel_values": x.to(device=self.device, dtype=self.dtype)}  # [T, 3, S, S]
 
     def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
+        return self.encode_batch([pixel_inputs])[0]
+
+    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
+        """Frames of all videos through the tower in one call; it works frame by frame (images)."""
         import torch
 
         cfg = self.model.config
         inner = self.model.model
-        pixel = pixel_inputs["pixel_values"]
+        counts = [int(inputs["pixel_values"].shape[0]) for inputs in pixel_inputs]
+        pixel = torch.cat([inputs["pixel_values"] for inputs in pixel_inputs])  # [sum T, 3, S, S]
         out = inner.vision_tower(pixel, output_hidden_states=True, return_dict=True)
         layer = cfg.vision_feature_layer
         if isinstance(layer, int):
@@ -100,13 +106,24 @@ class LlavaNextAdapter(ModelAdapter):
             selected = torch.cat([out.hidden_states[i] for i in layer], dim=-1)
         if cfg.vision_feature_select_strategy == "default":
             selected = selected[:, 1:]  # drop CLS
-        features = inner.multi_modal_projector(selected)  # [T, N, D]
+        features = inner.multi_modal_projector(selected)  # [sum T, N, D]
         n = features.shape[1]
         side = self.model.config.vision_config.image_size // self.model.config.vision_config.patch_size
         grid = (side, side) if side * side == n else (1, n)  # "full" keeps CLS: no clean raster
-        return VideoTokens(
-            features=features, grid=grid, extra=None, frame_features=selected.float().mean(dim=1)
-        )
+        frame_features = selected.float().mean(dim=1)  # [sum T, Dv]
+        videos, start = [], 0
+        for count in counts:
+            stop = start + count
+            videos.append(
+                VideoTokens(
+                    features=features[start:stop],
+                    grid=grid,
+                    extra=None,
+                    frame_features=frame_features[start:stop],
+                )
+            )
+            start = stop
+        return videos
 
     # -- text side ---------------------------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ size with bicubic + antialias, rescale by 1/255 and normalise with the checkpoin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
@@ -68,22 +69,38 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return {"pixel_values_videos": pixel}
 
     def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
-        out = self.model.model.get_video_features(
-            pixel_values_videos=pixel_inputs["pixel_values_videos"], return_dict=True
-        )
-        T = pixel_inputs["pixel_values_videos"].shape[1]
-        pooled = out.pooler_output[0]  # [T*N + 1, D]: frames then image_newline
-        n = (pooled.shape[0] - 1) // T
+        return self.encode_batch([pixel_inputs])[0]
+
+    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
+        """Frames of all videos through the tower in one call ([1, sum T, 3, S, S]); the tower, projector
+        and 2x2 pooling work frame by frame, so each video's tokens are those it gets alone."""
+        import torch
+
+        counts = [int(inputs["pixel_values_videos"].shape[1]) for inputs in pixel_inputs]
+        pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs], dim=1)
+        out = self.model.model.get_video_features(pixel_values_videos=pixel, return_dict=True)
+        total = sum(counts)
+        pooled = out.pooler_output[0]  # [sum T * N + 1, D]: frames then image_newline
+        n = (pooled.shape[0] - 1) // total
         side = math.isqrt(n)
-        features = pooled[:-1].reshape(T, n, -1)  # [T, N, D]
+        features = pooled[:-1].reshape(total, n, -1)  # [sum T, N, D]
         # One global vector per frame from the tower's last hidden state ([T, g*g, Dv]), mean-pooled:
         # cheap (already computed) and what segment detection compares between adjacent frames.
         frame_features = (
             out.last_hidden_state.float().mean(dim=1) if out.last_hidden_state is not None else None
         )
-        return VideoTokens(
-            features=features, grid=(side, n // side), extra=pooled[-1:], frame_features=frame_features
-        )
+        videos, start = [], 0
+        for count in counts:
+            videos.append(
+                VideoTokens(
+                    features=features[start : start + count],
+                    grid=(side, n // side),
+                    extra=pooled[-1:],
+                    frame_features=None if frame_features is None else frame_features[start : start + count],
+                )
+            )
+            start += count
+        return videos
 
     # -- text side ---------------------------------------------------------------------------------------
     @property

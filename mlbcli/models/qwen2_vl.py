@@ -44,6 +44,7 @@ applies the plain `apply_rotary_pos_emb` of the modelling file, so the base clas
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
@@ -168,20 +169,35 @@ class _QwenVLAdapter(ModelAdapter):
         }
 
     def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
-        grid_thw = pixel_inputs["video_grid_thw"]
+        return self.encode_batch([pixel_inputs])[0]
+
+    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
+        """All videos through the tower in one call: patches concatenated, one grid row per video (the
+        tower's attention windows never cross a video, as in the stock multi-video forward)."""
+        import torch
+
+        grid_thw = torch.cat([inputs["video_grid_thw"] for inputs in pixel_inputs])  # [B, 3]
+        pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs])
         out = self.model.model.get_video_features(
-            pixel_values_videos=pixel_inputs["pixel_values_videos"], video_grid_thw=grid_thw, return_dict=True
+            pixel_values_videos=pixel, video_grid_thw=grid_thw, return_dict=True
         )
-        gt, gh, gw = (int(v) for v in grid_thw[0])
         M = self._vision.spatial_merge_size
-        pooled = out.pooler_output[0]  # [t * h/M * w/M, D] in (t, row, col) raster order
-        features = pooled.reshape(gt, (gh // M) * (gw // M), -1)
-        frame_features = None
-        if out.last_hidden_state is not None:  # [t*h*w, Dv], grouped by temporal patch
-            frame_features = out.last_hidden_state.float().reshape(gt, gh * gw, -1).mean(dim=1)
-        return VideoTokens(
-            features=features, grid=(gh // M, gw // M), extra=None, frame_features=frame_features
-        )
+        hidden = out.last_hidden_state  # [sum t*h*w, Dv], grouped by video then temporal patch
+        videos, start = [], 0
+        for index, (gt, gh, gw) in enumerate(grid_thw.tolist()):
+            pooled = out.pooler_output[index]  # [t * h/M * w/M, D] in (t, row, col) raster order
+            features = pooled.reshape(gt, (gh // M) * (gw // M), -1)
+            frame_features = None
+            if hidden is not None:
+                stop = start + gt * gh * gw
+                frame_features = hidden[start:stop].float().reshape(gt, gh * gw, -1).mean(dim=1)
+                start = stop
+            videos.append(
+                VideoTokens(
+                    features=features, grid=(gh // M, gw // M), extra=None, frame_features=frame_features
+                )
+            )
+        return videos
 
     def video_grid_thw(self, video: VideoTokens) -> torch.Tensor:
         """[[t, h, w]] in 14-px patches, recovered from the token grid (also for saved tokens)."""
