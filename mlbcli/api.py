@@ -11,6 +11,7 @@ prefetch, writes one row per item through an atomic, resumable `ResultWriter`, a
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import logging
@@ -196,21 +197,25 @@ RESULT_OPTIONS = (
 )
 
 
-def _check_same_config(path: Any, options: dict[str, Any]) -> None:
-    from mlbcli.writers import schema_metadata
+def _check_same_config(writer: Any, options: dict[str, Any]) -> None:
+    """Refuse to resume when rows that will be merged were made with other result options.
 
-    try:
-        previous = json.loads(schema_metadata(path).get("options", "{}"))
-    except (ValueError, OSError):
-        return
+    Checked against what the writer will actually merge (`existing_metadata`: the final file, or the
+    parts of an interrupted `--overwrite` run that supersede it), read in the writer's own format.
+    """
     current = json.loads(json.dumps(options, default=str))  # the same JSON normalisation as stored
-    differ = [key for key in RESULT_OPTIONS if key in previous and previous.get(key) != current.get(key)]
-    if differ:
-        changes = ", ".join(f"{key} {previous.get(key)!r} -> {current.get(key)!r}" for key in differ)
-        raise UsageError(
-            f"{path} was written with other options ({changes}); resuming would mix configurations in one "
-            "file. Use another --out, or --overwrite to start again."
-        )
+    for source, metadata in writer.existing_metadata():
+        try:
+            previous = json.loads(metadata.get("options", "{}"))
+        except ValueError:
+            continue
+        differ = [key for key in RESULT_OPTIONS if key in previous and previous.get(key) != current.get(key)]
+        if differ:
+            changes = ", ".join(f"{key} {previous.get(key)!r} -> {current.get(key)!r}" for key in differ)
+            raise UsageError(
+                f"{source} was written with other options ({changes}); resuming would mix configurations "
+                "in one file. Use another --out, or --overwrite to start again."
+            )
 
 
 def _base_row(item: Item) -> dict[str, Any]:
@@ -258,33 +263,44 @@ def _run_batch(
     summary = RunSummary(kind, total=len(items))
     started = time.perf_counter()
     provenance = _provenance(options)
-    with _open_writer(
-        kind, schema, run, skip_key, unique_key, {"options": provenance["options_json"]}
-    ) as writer:
-        summary.out = writer.out
-        if writer.path is not None and writer.path.exists() and run.resume and not run.overwrite:
-            _check_same_config(writer.path, options)
-        done = writer.done_keys()
-        pending = [item for item in items if key(item) not in done]
-        summary.skipped = len(items) - len(pending)
-        good = [item for item in pending if not item.error]
-        prepared = prepare(good) if prepare is not None and good else None
-        reporter.start(kind, total=len(pending), skipped=summary.skipped)
+    writer = _open_writer(kind, schema, run, skip_key, unique_key, {"options": provenance["options_json"]})
+    # Rows written but not yet committed by the writer (at most one part's worth). The summary counts a
+    # row only once it is on disk, so a run stopped by a write error never claims rows it lost.
+    uncounted: collections.deque[dict[str, Any]] = collections.deque()
 
-        def emit(item: Item, row: dict[str, Any]) -> None:
-            row = {**_base_row(item), **identity(item), **row, **provenance}
-            writer.write(row)
-            summary.record(row)
-            reporter.advance(row)
-            if run.fail_fast and row.get("error"):
-                raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
+    def count_committed() -> None:
+        while uncounted and summary.ok + summary.failed < writer.committed:
+            summary.record(uncounted.popleft())
 
-        try:
+    reporting = False
+    try:
+        with writer:
+            summary.out = writer.out
+            _check_same_config(writer, options)
+            done = writer.done_keys()
+            pending = [item for item in items if key(item) not in done]
+            summary.skipped = len(items) - len(pending)
+            good = [item for item in pending if not item.error]
+            prepared = prepare(good) if prepare is not None and good else None
+            reporter.start(kind, total=len(pending), skipped=summary.skipped)
+            reporting = True
+
+            def emit(item: Item, row: dict[str, Any]) -> None:
+                row = {**_base_row(item), **identity(item), **row, **provenance}
+                writer.write(row)
+                uncounted.append(row)
+                count_committed()
+                reporter.advance(row)
+                if run.fail_fast and row.get("error"):
+                    raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
+
             for item in pending:
                 if item.error:  # a broken manifest line: an error row, the batch goes on
                     emit(item, {"error": item.error})
             work(good, emit, prepared)
-        finally:
+    finally:  # after the writer closed: its last commit (or failure) decides what counts
+        if reporting:
+            count_committed()
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)
     return summary
@@ -411,7 +427,7 @@ def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: st
                 emit(item, {**row, "decode_s": decode_s})
 
         if tokens_dir:  # videos whose tokens `compress --save-tokens` stored skip decoding and encoding
-            groups = _run_saved_groups(groups, tokens_dir, pipe, run_group)
+            groups = _run_saved_groups(groups, tokens_dir, pipe, run_group, spec.frames, spec.fps)
         for group, decoded, decode_s in _decoded(groups, run, num_frames, spec.fps):
             video, error = None, decoded if isinstance(decoded, BaseException) else None
             if error is None:
@@ -426,12 +442,22 @@ def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: st
 
 
 def _run_saved_groups(
-    groups: list[list[Item]], tokens_dir: str, pipe: Pipeline, run_group: Callable[..., None]
+    groups: list[list[Item]],
+    tokens_dir: str,
+    pipe: Pipeline,
+    run_group: Callable[..., None],
+    frames: int | None = None,
+    fps: float | None = None,
 ) -> list[list[Item]]:
-    """Answer the groups whose tokens are saved in `tokens_dir`; return the others (to decode)."""
-    from mlbcli.runner import EncodedVideo
-    from mlbcli.tokens_io import load_video_tokens
+    """Answer the groups whose tokens are saved in `tokens_dir`; return the others (to decode).
 
+    `frames`/`fps` are the run's explicit sampling options (None when not given): saved tokens sampled
+    differently give an error row rather than silently answering from other frames.
+    """
+    from mlbcli.runner import EncodedVideo
+    from mlbcli.tokens_io import load_video_tokens, require_tokens_dir
+
+    require_tokens_dir(tokens_dir)
     remaining = []
     for group in groups:
         saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
@@ -439,7 +465,10 @@ def _run_saved_groups(
             remaining.append(group)
             continue
         override, error = None, None
-        if saved.reduced:
+        mismatch = saved.sampling_mismatch(frames, fps)
+        if mismatch is not None:
+            error = UsageError(mismatch)
+        elif saved.reduced:
             override = saved.stored_reduction()
             if pipe.method.name != "none":
                 error = UsageError(
@@ -709,9 +738,10 @@ def sample(
                 decode_warning=decoded.warning,
             )
             if contact_sheet:
+                from mlbcli.naming import safe_name
                 from mlbcli.video import contact_sheet as write_sheet
 
-                target = Path(contact_sheet) / (_safe_name(item.video_id) + ".jpg")
+                target = Path(contact_sheet) / safe_name(item.video_id, ".jpg")
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     row["contact_sheet"] = str(write_sheet(decoded, target))
@@ -732,15 +762,6 @@ def sample(
         reporter=reporter,
         options=_options("sample", None, run, frames=num_frames, fps=fps, contact_sheet=contact_sheet),
     )
-
-
-def _safe_name(video_id: str) -> str:
-    """A file name for `video_id` (which may hold folders): readable and collision-free."""
-    import hashlib
-    import re
-
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_")[:80] or "video"
-    return f"{readable}-{hashlib.sha1(video_id.encode()).hexdigest()[:8]}"
 
 
 def iter_rows(path: str) -> Iterable[dict[str, Any]]:

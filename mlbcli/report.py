@@ -12,13 +12,13 @@ Methods without a probe (uniform, visionzip, dycoke...) get panel 3 and the note
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from mlbcli.naming import safe_name
 
 if TYPE_CHECKING:
     from mlbcli.engine import PrefillResult
@@ -30,10 +30,8 @@ _WIDTH = 960
 
 
 def report_name(video_id: str, question_id: str | None = None) -> str:
-    """A filesystem-safe, collision-resistant file name for one (video, question)."""
-    key = video_id if question_id is None else f"{video_id}#{question_id}"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80] or "video"
-    return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.png"
+    """The PNG file name for one (video, question): readable, and distinct for distinct pairs."""
+    return safe_name(video_id, ".png", question_id=question_id)
 
 
 def frame_mass(scores: torch.Tensor, num_frames: int) -> list[float]:

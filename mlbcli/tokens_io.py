@@ -9,21 +9,28 @@ What is stored (one safetensors file per video, named after the video id):
   `appended` [m, D] tokens. Reusing them reproduces that method's run exactly.
 - every other method (its selection depends on the question or happens inside the LLM): the full
   encoded tokens `features` [T, N, D], so any method can run on them at answer time.
-Metadata records the model, frame count, timestamps and the video's size-mtime fingerprint; a file
-whose video changed since is ignored (the video is decoded and encoded again).
+Metadata records the model, the video id, the sampled frame indices and timestamps and the video's
+size-mtime fingerprint. A file whose video changed since, or that was written for another video id or
+model, is ignored (the video is decoded and encoded again, with a warning for a foreign file). Files are
+named by `mlbcli.naming.safe_name` (full sha1 of the id), and written with the usual umask permissions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mlbcli import engine
+from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
+from mlbcli.naming import safe_name
 from mlbcli.selection.base import Method, MethodOptions
 
 if TYPE_CHECKING:
@@ -31,13 +38,33 @@ if TYPE_CHECKING:
     from mlbcli.sources import Item
     from mlbcli.video import Frames
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = "1"
+_SUFFIX = ".safetensors"
 
 
 def tokens_path(folder: str | Path, video_id: str) -> Path:
-    from mlbcli.api import _safe_name
+    return Path(folder) / safe_name(video_id, _SUFFIX)
 
-    return Path(folder) / f"{_safe_name(video_id)}.safetensors"
+
+def _legacy_tokens_path(folder: str | Path, video_id: str) -> Path:
+    """The name mlb used before `naming.safe_name` (32-bit hash, could collide).
+
+    Still read, so a folder saved by an older mlb keeps working: the stored `video_id` is checked on
+    load, so a colliding file is never used for the wrong video.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_")[:80] or "video"
+    digest = hashlib.sha1(video_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return Path(folder) / f"{readable}-{digest}{_SUFFIX}"
+
+
+def require_tokens_dir(folder: str | Path) -> None:
+    """UsageError unless `folder` (an `answer --tokens` argument) is an existing folder."""
+    path = Path(folder)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise UsageError(f"--tokens {folder} {what}; give the folder written by `mlb compress --save-tokens`")
 
 
 def _is_reusable_reduction(method: Method) -> bool:
@@ -47,7 +74,7 @@ def _is_reusable_reduction(method: Method) -> bool:
 def save_video_tokens(
     folder: str | Path, item: Item, video: EncodedVideo, frames: Frames, pipe: Pipeline
 ) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from mlbcli.sources import fingerprint
 
@@ -82,6 +109,11 @@ def save_video_tokens(
         "shape": json.dumps([tokens.num_frames, tokens.tokens_per_frame, int(tokens.features.shape[-1])]),
         "grid": json.dumps(list(tokens.grid)),
         "frames": str(len(frames.indices)),
+        # What sampling produced these tokens, so `answer --tokens --frames N` can tell whether its
+        # own sampling would pick the same frames (see SavedTokens.sampling_mismatch).
+        "frame_indices": json.dumps([int(i) for i in frames.indices]),
+        "num_frames_total": str(int(frames.info.num_frames_total)),
+        "native_fps": repr(float(frames.info.fps)),
         "timestamps_s": json.dumps([float(t) for t in frames.timestamps_s]),
         "reduced": json.dumps(reduced),
         "method": pipe.method.name,
@@ -90,8 +122,18 @@ def save_video_tokens(
     target = tokens_path(folder, item.video_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, target)
+    # Serialised in memory and written with open(): safetensors' save_file creates files mode 0600,
+    # which makes a shared --tokens folder unreadable for others; open() follows the umask like every
+    # other output. Written to a temporary name and renamed, so a reader never sees half a file.
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(save(tensors, metadata=metadata))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -123,22 +165,73 @@ class SavedTokens:
     def method_name(self) -> str:
         return self.metadata["method"]
 
+    def sampling_mismatch(self, num_frames: int | None, fps: float | None) -> str | None:
+        """Why an explicit `--frames`/`--fps` disagrees with the saved frames, or None when it agrees.
+
+        The frames the run would sample are recomputed from the stored video length and frame rate with
+        the same sampler the decoder uses, and compared with the stored indices. With neither option
+        given, the saved frames are used as they are (None).
+        """
+        if num_frames is None and fps is None:
+            return None
+        from mlbcli.sampling import sample_indices
+
+        asked = " ".join(
+            f"--{name} {value:g}"
+            for name, value in (("frames", num_frames), ("fps", fps))
+            if value is not None
+        )
+        saved = int(self.metadata["frames"])
+        if "frame_indices" in self.metadata:
+            total = int(self.metadata["num_frames_total"])
+            native_fps = float(self.metadata["native_fps"])
+            expected = sample_indices(
+                total, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps
+            )
+            if expected == json.loads(self.metadata["frame_indices"]):
+                return None
+            wanted = len(expected)
+        elif fps is None and num_frames == saved:
+            return None  # a file of an older mlb: only the frame count can be compared
+        else:
+            wanted = num_frames if fps is None else None
+        would = f"would sample {wanted} frame(s)" if wanted is not None else "samples other frames"
+        return (
+            f"{self.path.name} holds {saved} frame(s) sampled by `compress`, but {asked} {would}; "
+            "drop --frames/--fps to use the saved tokens, or run compress again with the same sampling"
+        )
+
     def stored_reduction(self) -> Method:
         """A method that replays the stored pre-LLM reduction."""
         return StoredReduction(self)
 
 
 def load_video_tokens(folder: str | Path, item: Item, model_id: str) -> SavedTokens | None:
-    """The saved tokens of `item`'s video, or None when absent, for another model, or stale."""
+    """The saved tokens of `item`'s video, or None when absent, for another model, or stale.
+
+    A file whose stored `video_id` is not `item.video_id` (a name collision of an older mlb, or a file
+    renamed by hand) is treated as absent, with a warning: the video is decoded and encoded again, so
+    the answer is right, never another video's.
+    """
     from safetensors import safe_open
 
     from mlbcli.sources import fingerprint
 
     path = tokens_path(folder, item.video_id)
     if not path.is_file():
-        return None
+        path = _legacy_tokens_path(folder, item.video_id)
+        if not path.is_file():
+            return None
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
+        if metadata.get("video_id") != item.video_id:
+            log.warning(
+                "ignoring %s: it holds the tokens of video %r, not %r",
+                path,
+                metadata.get("video_id"),
+                item.video_id,
+            )
+            return None
         if metadata.get("format_version") != FORMAT_VERSION or metadata.get("model") != model_id:
             return None
         try:
@@ -162,8 +255,6 @@ class StoredReduction(Method):
 
     def plan(self, video: VideoTokens, prompt: Any) -> engine.PrunePlan:
         if self.saved is None:
-            from mlbcli.errors import UsageError
-
             raise UsageError("the 'stored' method is used through `mlb answer --tokens DIR`")
         kept_ids = self.saved.tensors["kept_ids"]
         kept = self.saved.tensors["kept"]

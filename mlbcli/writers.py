@@ -1,6 +1,7 @@
 """Result files: atomic, resumable and safe against two runs writing the same output.
 
-Layout on disk for an output ``results.parquet``::
+Layout on disk for an output ``results.parquet`` (a symlinked output means its target: everything
+below lives next to the target, so two runs through different links still share one lock)::
 
     results.parquet              the final file, only ever replaced whole (tmp + os.replace)
     results.parquet.parts/       committed batches of the current (or a killed) run, always Parquet
@@ -14,6 +15,13 @@ then renamed, so a part file either exists complete or not at all. The final fil
 `close()`, again via a temporary file and an atomic rename. A killed run therefore leaves the previous
 final file intact plus complete parts; the next run (with resume) counts those rows as done, and its
 `close()` merges everything, keeping the last row written for each key, so no row is ever duplicated.
+
+Failures to write are reported, not crashed on: an output that cannot be written at all (read-only or
+missing folder, a path under a regular file) is a `UsageError` when the writer opens, before any work;
+an OSError while committing a part or the final file (disk full) is one `MlbError` line that names the
+path and how many rows of this run are committed. The previous final file and the committed parts are
+kept either way, so freeing space and rerunning resumes. `committed` tells callers how many rows reached
+disk (a summary must not count rows that never did).
 
 This module must not import torch/transformers: it is on the fast start path of the CLI.
 """
@@ -39,7 +47,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from mlbcli.errors import OutputLockedError, UsageError
+from mlbcli.errors import MlbError, OutputLockedError, UsageError
 
 try:  # POSIX only; elsewhere we run without the cross-process lock (with a warning).
     import fcntl
@@ -76,11 +84,21 @@ _OVERWRITE_MARKER = "OVERWRITE"
 
 
 def infer_format(out: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The file format for `out`: `fmt` when given, else from the suffix (no suffix means Parquet)."""
+    """The file format for `out`: `fmt` when given, else from the suffix (no suffix means Parquet).
+
+    A `fmt` that contradicts a known suffix (`x.csv` as Parquet) is a UsageError: such a file confuses
+    every later reader, including the next run on it.
+    """
     if fmt is not None:
         fmt = fmt.lower()
         if fmt not in FORMATS:
             raise UsageError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        implied = _SUFFIXES.get(Path(out).suffix.lower()) if str(out) != "-" else None
+        if implied is not None and implied != fmt:
+            raise UsageError(
+                f"--format {fmt} contradicts the suffix of {out} (a {implied} name); "
+                f"drop --format, or give the output a .{fmt} name"
+            )
         return fmt
     if str(out) == "-":
         return "jsonl"
@@ -110,6 +128,25 @@ def _parts_dir(path: Path) -> Path:
 def _lock_path(path: Path) -> Path:
     # Hidden: the lock file outlives the run (flock semantics make removing it racy) and is noise.
     return path.with_name(f".{path.name}.lock")
+
+
+def _follow_symlinks(path: Path) -> Path:
+    """The file a symlinked output points to (the last component, link after link; may not exist yet).
+
+    Writing through the link keeps it a link (os.replace on the link itself would replace it with a
+    regular file), and the parts and the lock live next to the target, so a run on the target and a run
+    on the link exclude each other.
+    """
+    for _ in range(40):  # the kernel's own limit on link chains
+        if not path.is_symlink():
+            return path
+        target = Path(os.readlink(path))
+        path = target if target.is_absolute() else path.parent / target
+    raise UsageError(f"output {path} is a symlink loop")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _fsync_path(path: Path) -> None:
@@ -384,6 +421,10 @@ class ResultWriter:
         self._my_parts: list[Path] = []
         self._seq = 0
         self._warned_extra: set[str] = set()
+        self._committed = 0
+        self._write_error: MlbError | None = None
+        # (what, metadata) of each existing file whose rows close() will merge (see existing_metadata).
+        self._merged_sources: list[tuple[str, dict[str, str]]] = []
 
         self._stream: TextIO | None = None
         if str(out) == "-":
@@ -394,15 +435,17 @@ class ResultWriter:
             self._stream = stdout if stdout is not None else sys.stdout
             return
 
-        self.path = Path(out)
-        self.fmt = infer_format(self.path, fmt)
+        self._given = str(out)
+        self.fmt = infer_format(out, fmt)  # the name the user gave decides (and must agree with fmt)
+        self.path = _follow_symlinks(Path(out))
         if self.path.is_dir():
             raise UsageError(f"output {self.path} is a directory; give a file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         self._parts = _parts_dir(self.path)
         # Lock before looking at anything: a second run must fail before doing any work.
         self._acquire_lock()
         try:
+            self._probe_writable()
             self._scan_existing()
         except BaseException:
             self._release_lock()
@@ -412,13 +455,31 @@ class ResultWriter:
 
     @property
     def out(self) -> str:
-        """The output as given: a file path, or "-" for stdout."""
-        return "-" if self.path is None else str(self.path)
+        """The output as given: a file path (a symlink stays as named), or "-" for stdout."""
+        return "-" if self.path is None else self._given
 
     @property
     def written(self) -> int:
         """Rows written by this run (including rows still buffered)."""
         return self._written
+
+    @property
+    def committed(self) -> int:
+        """Rows of this run that reached disk (committed parts, hence the final file) or stdout.
+
+        Commits keep write order, so these are the first `committed` rows passed to `write()`. After a
+        write error, rows beyond them are lost and will be redone by the next run.
+        """
+        return self._committed
+
+    def existing_metadata(self) -> list[tuple[str, dict[str, str]]]:
+        """(description, metadata) of every existing file whose rows `close()` will merge with ours.
+
+        That is the final file unless an (interrupted) `--overwrite` superseded it, and the parts of an
+        interrupted run; nothing with `overwrite`. Callers compare their run options against these, not
+        against the final file, which may be about to be replaced.
+        """
+        return list(self._merged_sources)
 
     @property
     def total_rows(self) -> int | None:
@@ -436,6 +497,8 @@ class ResultWriter:
         """Add one result row; missing columns are null, unknown columns raise ValueError."""
         if self._closed:
             raise RuntimeError("write() on a closed ResultWriter")
+        if self._write_error is not None:
+            raise self._write_error
         if not isinstance(row, Mapping):
             raise TypeError(f"a result row must be a mapping, got {type(row).__name__}")
         unknown = [k for k in row if k not in self._names]
@@ -457,6 +520,7 @@ class ResultWriter:
             # Arrow-normalised values (numpy scalars become numbers), one flushed line per row.
             self._stream.write(_dumps(batch.to_pylist()[0]) + "\n")
             self._stream.flush()
+            self._committed += 1
             return
         self._buffer.append(batch)
         self._note_done(dict(row))
@@ -475,28 +539,51 @@ class ResultWriter:
             self._last_flush = time.monotonic()
             return
         assert self.path is not None
+        if self._write_error is not None:
+            raise self._write_error
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
-        self._parts.mkdir(exist_ok=True)
-        if self._overwrite and not self._my_parts:
-            # From now on a killed run must not resurrect the old rows: a resumed run reads this marker
-            # and ignores the old final file and older parts.
-            _atomic_write_text(self._parts / _OVERWRITE_MARKER, f"{self._run_id}\n")
-            _fsync_dir(self._parts)
         name = f"part-{self._run_id}-{os.getpid()}-{self._seq:06d}.parquet"
         final = self._parts / name
         tmp = self._parts / f".{name}.tmp"
         try:
+            self._parts.mkdir(exist_ok=True)
+            if self._overwrite and not self._my_parts:
+                # From now on a killed run must not resurrect the old rows: a resumed run reads this
+                # marker and ignores the old final file and older parts.
+                _atomic_write_text(self._parts / _OVERWRITE_MARKER, f"{self._run_id}\n")
+                _fsync_dir(self._parts)
             pq.write_table(table, tmp, compression="zstd")
             _fsync_path(tmp)
             os.replace(tmp, final)
+        except OSError as exc:  # disk full, folder gone read-only...: one clear line, parts kept
+            _unlink_quietly(tmp)
+            raise self._failed_to_write(exc, final) from exc
         except BaseException:
             _unlink_quietly(tmp)
             raise  # the buffer is kept, so close() can try again
         _fsync_dir(self._parts)
         self._my_parts.append(final)
         self._seq += 1
+        self._committed += table.num_rows
         self._buffer.clear()
         self._last_flush = time.monotonic()
+
+    def _failed_to_write(self, exc: OSError, target: Path) -> MlbError:
+        """The one-line error for an OSError while committing; the writer writes nothing after it."""
+        assert self.path is not None
+        if self._committed:
+            saved = (
+                f"{self._committed} row(s) of this run are committed in {self._parts.name}/ "
+                "for the next run to merge"
+            )
+        else:
+            saved = "no row of this run was committed"
+        previous = "is unchanged" if self._base_exists else "was not created"
+        self._write_error = MlbError(
+            f"cannot write {target} ({_reason(exc)}); {saved}; {self.path.name} {previous}. "
+            "Free space (or fix the folder) and rerun to resume"
+        )
+        return self._write_error
 
     def close(self) -> None:
         """Merge everything into the final file atomically, then drop the parts and the lock."""
@@ -514,6 +601,10 @@ class ResultWriter:
                 # A run that died before producing anything (bad model, Ctrl-C at start) must neither
                 # replace the user's old file with an empty one nor leave a new empty file behind.
                 logger.info("run failed before writing any row; %s left untouched", self.path)
+                return
+            if self._write_error is not None:
+                # Writing already failed (and was reported): retrying would most likely fail again with
+                # a second, different error. The committed parts stay for the next run to merge.
                 return
             self.flush()
             self._merge()
@@ -535,7 +626,12 @@ class ResultWriter:
             logger.warning("no fcntl on this platform: concurrent runs on %s are not detected", self.path)
             return
         lock = _lock_path(self.path)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the output {self.path}: cannot create {lock} ({_reason(exc)})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -546,6 +642,33 @@ class ResultWriter:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+
+    def _make_folder(self) -> None:
+        """Create the output's folder; an impossible one (under a regular file...) is a UsageError."""
+        assert self.path is not None
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker is not None else _reason(exc)
+            raise UsageError(f"cannot write the output {self.path}: {why}") from None
+
+    def _probe_writable(self) -> None:
+        """Create and remove a file next to the output, so an unwritable folder fails before any work.
+
+        The lock file alone does not prove it: it may be left over from a run before the folder became
+        read-only. (Permission bits are not enough either: ACLs, immutable flags, read-only mounts.)
+        """
+        assert self.path is not None
+        probe = self.path.with_name(f".{self.path.name}.probe-{os.getpid()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o644))
+            os.unlink(probe)  # also proves renames/removals work there (merge and cleanup need them)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the output {self.path}: {_reason(exc)} in {self.path.parent}"
+            ) from None
 
     def _release_lock(self) -> None:
         # The lock file stays: deleting it would race with a process that just opened it.
@@ -615,6 +738,7 @@ class ResultWriter:
                 ) from exc
             self._check_compatible(meta, self.path)
             self._account_done(self._read_keys(self.path))
+            self._merged_sources.append((str(self.path), meta))
         for part in parts:
             try:
                 part_schema = pq.read_schema(part)
@@ -627,11 +751,15 @@ class ResultWriter:
                 with contextlib.suppress(OSError):
                     os.replace(part, _sibling(part, ".corrupt"))
                 continue
-            self._check_compatible(_decode_metadata(part_schema.metadata), part)
+            part_meta = _decode_metadata(part_schema.metadata)
+            self._check_compatible(part_meta, part)
             if differ:
                 self._conform(keys, part)
             self._account_done(self._conform(keys, part, subset=True))
             self._old_parts.append(part)
+            self._merged_sources.append(
+                (f"the unfinished parts of an interrupted run in {self._parts}", part_meta)
+            )
         if self._old_parts:
             logger.info(
                 "resuming %s: found %d part file(s) of an interrupted run", self.path, len(self._old_parts)
@@ -775,6 +903,9 @@ class ResultWriter:
                 )
             _write_file(merged, tmp, self.fmt)
             os.replace(tmp, self.path)
+        except OSError as exc:  # disk full: the old final file and every part stay for the next run
+            _unlink_quietly(tmp)
+            raise self._failed_to_write(exc, self.path) from exc
         except BaseException:
             _unlink_quietly(tmp)
             raise
@@ -811,6 +942,7 @@ class ResultWriter:
         # Temporaries of killed runs next to the output: the final file's and the sidecar's.
         stale_tmp = re.compile(re.escape(self.path.name) + r"\.tmp-\d+$")
         side_tmp = _sidecar_path(self.path).name + ".tmp-"
+        probe = f".{self.path.name}.probe-"  # of a run killed inside _probe_writable
         for entry in self.path.parent.iterdir():
-            if stale_tmp.match(entry.name) or entry.name.startswith(side_tmp):
+            if stale_tmp.match(entry.name) or entry.name.startswith((side_tmp, probe)):
                 _unlink_quietly(entry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import mlbcli.writers as writers
-from mlbcli.errors import OutputLockedError, UsageError
+from mlbcli.errors import MlbError, OutputLockedError, UsageError
 from mlbcli.writers import SCHEMA_VERSION, ResultWriter, infer_format, read_results, schema_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -429,7 +430,8 @@ def test_failure_during_merge_keeps_old_file_intact(tmp_path, monkeypatch, exc):
         raise exc
 
     monkeypatch.setattr(writers, "_write_file", half_write_then_fail)
-    with pytest.raises(type(exc)), writer(out) as w:
+    # An OSError (disk full) becomes one clear MlbError line; a Ctrl-C stays a KeyboardInterrupt.
+    with pytest.raises(MlbError if isinstance(exc, OSError) else type(exc)), writer(out) as w:
         w.write(row(1))
     assert digest(out) == before
     assert keys_of(out) == [("v000.mp4", 0)]
@@ -550,3 +552,188 @@ def test_stdout_mode_emits_one_json_object_per_line(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(UsageError):
         writer("-", fmt="csv")
+
+
+# --------------------------------------------------------------------------- output safety (issue 13)
+
+
+def test_format_that_contradicts_the_suffix_is_a_usage_error(tmp_path):
+    # F4: a Parquet file named .csv (or JSON lines named .parquet) confuses every later run on it.
+    for name, fmt in (("x.csv", "parquet"), ("x.parquet", "jsonl"), ("x.jsonl", "csv")):
+        with pytest.raises(UsageError, match=f"--format {fmt} contradicts"):
+            writer(tmp_path / name, fmt=fmt)
+    assert infer_format("x.pq", "parquet") == "parquet" and infer_format("x.CSV", "csv") == "csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before creating anything
+
+
+def test_symlinked_output_writes_through_and_locks_the_target(tmp_path):
+    # R13: the link stays a link, its target gets the rows, and a run on the target excludes one on the link.
+    real = tmp_path / "real" / "s.parquet"
+    real.parent.mkdir()
+    with writer(real) as w:
+        w.write(row(0))
+    link = tmp_path / "latest.parquet"
+    link.symlink_to(Path("real") / "s.parquet")  # relative, as `ln -s` usually makes them
+    with writer(link) as w:
+        assert w.done_keys() == {("v000.mp4", 0)}
+        assert w.out == str(link)
+        w.write(row(1))
+    assert link.is_symlink() and keys_of(real) == [("v000.mp4", 0), ("v001.mp4", 1)]
+    assert not (tmp_path / ".latest.parquet.lock").exists()
+    with writer(real), pytest.raises(OutputLockedError):
+        writer(link)
+    loop = tmp_path / "loop.parquet"
+    loop.symlink_to("loop.parquet")
+    with pytest.raises(UsageError, match="symlink loop"):
+        writer(loop)
+
+
+def test_output_under_a_regular_file_is_a_usage_error(tmp_path):
+    # U3: was a FileExistsError traceback (exit 1).
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="afile is a file, not a folder"):
+        writer(tmp_path / "afile" / "sub" / "r.parquet")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_output_in_proc_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"cannot write the output /proc/x\.parquet"):
+        writer("/proc/x.parquet")
+
+
+READ_ONLY_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    import pyarrow as pa
+    from mlbcli.errors import UsageError
+    from mlbcli.writers import ResultWriter
+    try:
+        ResultWriter({out!r}, schema=pa.schema([("video", pa.string())]), kind="answers", skip_key=["video"])
+    except UsageError as exc:
+        print(exc)
+        sys.exit(3)
+    """
+)
+
+
+@pytest.mark.parametrize("old_lock", [False, True])
+def test_read_only_output_folder_is_a_usage_error_before_any_work(tmp_path, old_lock):
+    # U3/R8: PermissionError traceback on the lock before; and with the lock file left by an earlier run
+    # (it opens fine), the failure came only at the first part write, after the work.
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    out = folder / "x.parquet"
+    if old_lock:
+        with writer(out) as w:
+            w.write(row(0))
+    folder.chmod(0o555)
+    command = [sys.executable, "-c", READ_ONLY_SCRIPT.format(repo=str(REPO), out=str(out))]
+    if os.geteuid() == 0:  # root ignores permission bits: drop the capability that lets it
+        setpriv = "/usr/bin/setpriv"
+        if not Path(setpriv).exists():
+            pytest.skip("running as root without setpriv")
+        caps = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+    try:
+        res = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        folder.chmod(0o755)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "cannot write the output" in res.stdout and "ermission denied" in res.stdout
+    assert sorted(p.name for p in folder.iterdir()) == ([".x.parquet.lock", "x.parquet"] if old_lock else [])
+
+
+def _no_space_on(monkeypatch, fail_from_call: int) -> None:
+    """From the `fail_from_call`-th Parquet write on (1-based), fail like a full disk."""
+    real = writers.pq.write_table
+    calls = [0]
+
+    def write_table(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] >= fail_from_call:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writers.pq, "write_table", write_table)
+
+
+def test_disk_full_while_committing_a_part(tmp_path, monkeypatch):
+    out = tmp_path / "r.parquet"
+    with writer(out) as w:
+        w.write(row(99))
+    before = digest(out)
+    with monkeypatch.context() as m:
+        _no_space_on(m, fail_from_call=2)
+        w = writer(out, flush_every=2)
+        with pytest.raises(MlbError) as caught, w:
+            for i in range(5):
+                w.write(row(i))
+        # One line naming the file and what is safe; close() did not retry (no second error).
+        message = str(caught.value)
+        assert "\n" not in message and "No space left on device" in message
+        assert "r.parquet.parts" in message and "2 row(s) of this run are committed" in message
+        assert "r.parquet is unchanged" in message
+        assert w.written == 4 and w.committed == 2
+    assert digest(out) == before
+    assert len(list((tmp_path / "r.parquet.parts").glob("part-*.parquet"))) == 1
+    assert not list((tmp_path / "r.parquet.parts").glob(".*"))  # the half-written part is gone
+    with writer(out) as w:  # space freed: the next run resumes from the committed rows
+        assert w.done_keys() == {("v099.mp4", 99), ("v000.mp4", 0), ("v001.mp4", 1)}
+    assert len(keys_of(out)) == 3
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_disk_full_during_the_final_merge(tmp_path, monkeypatch, suffix):
+    out = tmp_path / f"r{suffix}"
+    with writer(out) as w:
+        w.write(row(99))
+    before = digest(out)
+
+    def no_space(table, path, fmt):
+        Path(path).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(writers, "_write_file", no_space)
+        failing = writer(out)
+        expected = rf"cannot write .*r{suffix} \(No space left on device\); 3 row"
+        with pytest.raises(MlbError, match=expected), failing as w:
+            for i in range(3):
+                w.write(row(i))
+        assert w.committed == 3  # all in parts: they count, and the next run merges them
+    assert digest(out) == before
+    assert not list(tmp_path.glob(f"r{suffix}.tmp-*"))
+    with writer(out):
+        pass
+    assert len(keys_of(out)) == 4
+
+
+def test_killed_overwrite_run_exposes_the_options_of_its_parts(tmp_path):
+    # R4, writer side: what will be merged after an interrupted --overwrite is the overwrite run's
+    # parts, not the superseded final file; that is what a configuration check must compare against.
+    out = tmp_path / "r.parquet"
+    with writer(out, metadata={"options": '{"frames": 4}'}) as w:
+        w.write(row(99))
+    with writer(out) as w:
+        assert [meta["options"] for _, meta in w.existing_metadata()] == ['{"frames": 4}']
+    script = KILL_SCRIPT.replace(
+        "overwrite={overwrite})", 'overwrite={overwrite}, metadata={{"options": "8"}})'
+    )
+    source = script.format(
+        repo=str(REPO),
+        schema_hex=SCHEMA.serialize().to_pybytes().hex(),
+        out=str(out),
+        count=10,
+        die_at=5,
+        flush_every=2,
+        overwrite=True,
+        slow="pass",
+    )
+    assert subprocess.run([sys.executable, "-c", source], timeout=60).returncode == 1
+    with writer(out) as w:
+        sources = w.existing_metadata()
+        assert {meta["options"] for _, meta in sources} == {"8"}
+        assert all("unfinished parts" in what for what, _ in sources)
+    with writer(out, overwrite=True) as w:
+        assert w.existing_metadata() == []
