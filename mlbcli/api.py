@@ -18,14 +18,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mlbcli import __version__
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.progress import NullReporter, Reporter
-from mlbcli.sources import Item, fingerprint, iter_items
+from mlbcli.sources import Item, fingerprint, iter_items, printable
 
 if TYPE_CHECKING:
     from mlbcli.runner import EncodedVideo, Pipeline, TokenStats
@@ -126,7 +126,7 @@ def _provenance(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error_text(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
+    text = printable(str(error).strip()) or type(error).__name__  # a file name may hold undecodable bytes
     return text if isinstance(error, MlbError) else f"{type(error).__name__}: {text}"
 
 
@@ -219,13 +219,26 @@ def _check_same_config(writer: Any, options: dict[str, Any]) -> None:
 
 
 def _base_row(item: Item) -> dict[str, Any]:
-    return {"video_id": item.video_id, "video_path": item.video_path, "origin": item.origin}
+    # The real path may hold a file name's undecodable bytes; rows must be valid UTF-8.
+    return {"video_id": item.video_id, "video_path": printable(item.video_path), "origin": item.origin}
 
 
 def _unique_videos(items: list[Item]) -> list[Item]:
-    """One item per video (for per-video commands): a manifest may list a video several times."""
+    """One item per video (for per-video commands): a manifest may list a video several times.
+
+    A broken manifest line is an input of its own: per-video rows are keyed by `video_id` alone, so its
+    row takes its line (its `question_id`, "m.jsonl:4") as id, and neither replaces nor hides the row of
+    the video it names, nor another broken line's.
+    """
     seen: set[str] = set()
-    return [item for item in items if not (item.video_id in seen or seen.add(item.video_id))]
+    unique = []
+    for item in items:
+        if item.error is not None and item.question_id is not None:
+            item = replace(item, video_id=item.question_id)
+        if item.video_id not in seen:
+            seen.add(item.video_id)
+            unique.append(item)
+    return unique
 
 
 Emit = Callable[[Item, dict[str, Any]], None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlbcli.errors import UsageError
-from mlbcli.sources import Item, fingerprint, group_by_video, iter_items, question_id_for
+from mlbcli.sources import Item, fingerprint, group_by_video, iter_items, printable, question_id_for
 
 
 def _touch(path: Path) -> Path:
@@ -79,7 +80,13 @@ def test_mixed_sources_keep_source_order(tree: Path) -> None:
     manifest = tree / "m.jsonl"
     manifest.write_text(json.dumps({"video": "videos/b.mp4", "question": "Q?"}) + "\n")
     items = _items(["videos/z", "-", str(manifest), "videos/a.MKV"], stdin=io.StringIO("videos/sub/c.webm\n"))
-    assert [i.video_id for i in items] == ["e.gif", "videos/sub/c.webm", "videos/b.mp4", "videos/a.MKV"]
+    # With several sources, a folder's videos are named as given directly (folder + path inside it).
+    assert [i.video_id for i in items] == [
+        "videos/z/e.gif",
+        "videos/sub/c.webm",
+        "videos/b.mp4",
+        "videos/a.MKV",
+    ]
     assert [i.origin for i in items] == ["videos/z", "stdin:1", f"{manifest}:1", "videos/a.MKV"]
 
 
@@ -173,8 +180,14 @@ def test_manifest_without_video_column_is_a_usage_error(tree: Path) -> None:
     csv_manifest = tree / "bad.csv"
     csv_manifest.write_text("path,question\nvideos/b.mp4,Q?\n")
     pq.write_table(pa.table({"path": ["videos/b.mp4"]}), tree / "bad.parquet")
-    for name in ["bad.csv", "bad.parquet"]:
-        with pytest.raises(UsageError, match=rf"{name}: manifest has no 'video' column"):
+    # One rule for every format: JSONL lines that never name a video used to become error rows each.
+    (tree / "bad.jsonl").write_text(
+        json.dumps({"path": "videos/b.mp4"}) + "\n" + json.dumps({"path": "x"}) + "\n"
+    )
+    for name in ["bad.csv", "bad.parquet", "bad.jsonl"]:
+        with pytest.raises(
+            UsageError, match=rf"{name}: manifest has no 'video' column.*did you mean 'video'"
+        ):
             _items([name])
 
 
@@ -279,3 +292,273 @@ def test_group_by_video_groups_consecutive_items_only() -> None:
     groups = list(group_by_video(items))
     assert [[i.question for i in g] for g in groups] == [["1", "2"], ["1"], ["3"]]
     assert list(group_by_video([])) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Distinct inputs, distinct keys (a batch must never lose a row to a shared key)
+# --------------------------------------------------------------------------------------------------
+
+
+def _keys(items: list[Item]) -> list[tuple]:
+    return [(i.video_id, i.question_id) for i in items]
+
+
+def test_two_folders_with_the_same_file_names_give_distinct_ids(tree: Path) -> None:
+    gate, yard = _touch(tree / "cams/gate/x.mp4"), _touch(tree / "cams/yard/x.mp4")
+    items = _items(["cams/gate", "./cams/yard/"])
+    assert [i.video_id for i in items] == ["cams/gate/x.mp4", "cams/yard/x.mp4"]
+    assert [i.video_path for i in items] == [str(gate.resolve()), str(yard.resolve())]
+    assert [i.origin for i in items] == ["cams/gate", "./cams/yard/"]
+    # A folder that is the only source keeps the ids it always had (paths inside it), on every run.
+    assert [i.video_id for i in _items(["cams/gate"])] == ["x.mp4"]
+    assert [i.video_id for i in _items(["cams/gate"])] == ["x.mp4"]
+
+
+def test_file_and_folder_sources_cannot_share_an_id(tree: Path) -> None:
+    here, there = _touch(tree / "x.mp4"), _touch(tree / "cams/gate/x.mp4")
+    items = _items(["x.mp4", "cams/gate"])
+    assert [(i.video_id, i.video_path) for i in items] == [
+        ("x.mp4", str(here.resolve())),
+        ("cams/gate/x.mp4", str(there.resolve())),
+    ]
+    # The same file reached twice (directly and through its folder, or one folder twice) is one item.
+    assert [i.video_id for i in _items(["cams/gate/x.mp4", "cams/gate"])] == ["cams/gate/x.mp4"]
+    assert [i.video_id for i in _items(["cams/gate", "cams/gate"])] == ["cams/gate/x.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "clash"),
+    [
+        (
+            [{"video": "videos/b.mp4", "video_id": "same"}, {"video": "videos/a.MKV", "video_id": "same"}],
+            r"video_id 'same' names two videos \(m\.jsonl:1: .*b\.mp4; m\.jsonl:2: .*a\.MKV\)",
+        ),
+        (
+            [
+                {"video": "videos/b.mp4", "question_id": "k", "question": "Who?"},
+                {"video": "videos/b.mp4", "question_id": "k", "question": "Where?"},
+            ],
+            r"question_id 'k' of video 'videos/b\.mp4' is used for different questions \(m\.jsonl:1 and m\.jsonl:2",
+        ),
+        (  # the same question twice with two different ground truths: one of the two rows would be kept
+            [
+                {"video": "videos/b.mp4", "question": "Q", "answer": "A"},
+                {"video": "videos/b.mp4", "question": "Q"},
+            ],
+            r"m\.jsonl:1 and m\.jsonl:2: answer differ",
+        ),
+    ],
+)
+def test_an_id_reused_for_different_inputs_is_a_usage_error_before_any_item(tree: Path, lines, clash) -> None:
+    (tree / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    it = iter_items(["m.jsonl"], require_question=False)
+    with pytest.raises(UsageError, match=clash):
+        next(it)
+
+
+def test_a_manifest_id_that_names_another_sources_video_is_a_usage_error(tree: Path) -> None:
+    (tree / "lists").mkdir()
+    _touch(tree / "lists/b.mp4")
+    (tree / "lists/m.jsonl").write_text(json.dumps({"video": "b.mp4"}) + "\n")  # lists/b.mp4, id "b.mp4"
+    _touch(tree / "b.mp4")
+    with pytest.raises(
+        UsageError, match=r"video_id 'b\.mp4' names two videos \(lists/m\.jsonl:1: .*; b\.mp4: "
+    ):
+        _items(["lists/m.jsonl", "b.mp4"])
+
+
+def test_exact_repeats_are_one_item(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    row = {"video": "videos/b.mp4", "question": "Q?", "options": ["a", "b"], "answer": "A"}
+    other = {**row, "question": "Other?"}
+    (tree / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [row, row, other, row]))
+    items = _items(["m.jsonl"])
+    assert [(i.question, i.origin) for i in items] == [("Q?", "m.jsonl:1"), ("Other?", "m.jsonl:3")]
+    assert "2 exact repeat(s) done once (e.g. m.jsonl:2 repeats m.jsonl:1)" in caplog.text
+
+
+def test_each_broken_line_is_its_own_key(tree: Path) -> None:
+    (tree / "m.jsonl").write_text(
+        "\n".join(
+            [
+                # A string where JSONL needs a list, then an option that is not text.
+                json.dumps({"video": "videos/b.mp4", "question": "Q?", "options": "A|B"}),
+                json.dumps({"video": "videos/b.mp4", "question": "Q2?", "options": [["x"]]}),
+                json.dumps({"video": "videos/b.mp4", "question": "Q3?"}),
+                "{broken",
+                "[1]",
+            ]
+        )
+    )
+    items = _items(["m.jsonl"])
+    assert [bool(i.error) for i in items] == [True, True, False, True, True]
+    assert len(set(_keys(items))) == 5
+    broken = [i for i in items if i.error]
+    assert [i.question_id for i in broken] == ["m.jsonl:1", "m.jsonl:2", "m.jsonl:4", "m.jsonl:5"]
+    assert [i.video_id for i in broken] == ["videos/b.mp4", "videos/b.mp4", "m.jsonl:4", "m.jsonl:5"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile names and lines: error items (or processed), never a crash; rows get valid UTF-8 text
+# --------------------------------------------------------------------------------------------------
+
+
+def _utf8(item: Item) -> None:
+    for text in (item.video_id, item.origin, item.error or "", printable(item.video_path)):
+        text.encode("utf-8")  # what Parquet needs; raises on a surrogate escape
+
+
+def test_undecodable_file_names_from_a_folder_and_stdin_are_kept_and_openable(tree: Path) -> None:
+    raw = os.fsencode(tree / "videos") + b"/bad\xff\xfename.mp4"
+    try:
+        os.close(os.open(raw, os.O_CREAT | os.O_WRONLY))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    folder = _items(["videos"])
+    bad = [i for i in folder if i.video_id.startswith("bad")]
+    assert [i.video_id for i in bad] == ["bad\\xff\\xfename.mp4"]  # visible, valid UTF-8
+    assert os.path.exists(bad[0].video_path)  # the real name still opens the file
+    assert printable(bad[0].video_path).endswith("videos/bad\\xff\\xfename.mp4")
+
+    stdin = io.TextIOWrapper(io.BytesIO(b"videos/b.mp4\nvideos/bad\xff\xfename.mp4\nvideos/a.MKV\n"), "utf-8")
+    items = _items(["-"], stdin=stdin)
+    assert [i.video_id for i in items] == ["videos/b.mp4", "videos/bad\\xff\\xfename.mp4", "videos/a.MKV"]
+    assert all(i.error is None and os.path.exists(i.video_path) for i in items)
+    for item in folder + items:
+        _utf8(item)
+
+
+def test_symlink_loops_become_error_items_and_the_rest_goes_on(tree: Path) -> None:
+    os.symlink("loop.mp4", tree / "videos/loop.mp4")
+    folder = {i.video_id: i for i in _items(["videos"])}
+    assert "link loop" in folder["loop.mp4"].error
+    assert folder["loop.mp4"].video_path == str(tree / "videos/loop.mp4")
+    assert sum(i.error is None for i in folder.values()) == 5
+
+    stdin = _items(["-"], stdin=io.StringIO("videos/loop.mp4\nvideos/b.mp4\n"))
+    assert ["link loop" in (i.error or "") for i in stdin] == [True, False]
+
+    (tree / "m.jsonl").write_text(
+        json.dumps({"video": "videos/loop.mp4", "question": "Q"})
+        + "\n"
+        + json.dumps({"video": "videos/b.mp4"})
+    )
+    lines = _items(["m.jsonl"])
+    assert lines[0].error == "m.jsonl:1: path is a symbolic link loop" and lines[1].error is None
+
+    with pytest.raises(UsageError, match="source not found: videos/loop.mp4 .*link loop"):
+        _items(["videos/loop.mp4"])
+
+
+def test_hostile_manifest_lines_become_error_items_and_good_lines_are_kept(tree: Path) -> None:
+    (tree / "m.jsonl").write_bytes(
+        b'\xef\xbb\xbf{"video": "videos/b.mp4", "question": "ok 1"}\n'
+        b'{"video": "videos/b.mp4\\u0000x", "question": "NUL"}\n'
+        b'{"video": "videos/b\xff.mp4", "question": "not UTF-8"}\n'
+        b'{"video": "videos/b.mp4", "question": "lone \\ud800 surrogate"}\n'
+        b'{"video": "videos/a.MKV", "question": "ok 2"}\n'
+    )
+    items = _items(["m.jsonl"])
+    assert [i.question for i in items if i.error is None] == ["ok 1", "ok 2"]
+    errors = [i.error for i in items if i.error]
+    assert errors == [
+        "m.jsonl:2: 'video' contains a NUL byte",
+        "m.jsonl:3: not valid UTF-8 text (byte 0xff at column 20)",
+        "m.jsonl:4: not valid Unicode text: 'lone \\\\ud800 surrogate'",
+    ]
+    (tree / "m.csv").write_bytes(b"video,question\nvideos/b.mp4,ok\nvideos/a.MKV,caf\xe9\n")
+    csv_items = _items(["m.csv"])
+    assert csv_items[0].error is None
+    assert csv_items[1].error == "m.csv:3: not valid UTF-8 text (byte 0xe9 in column 'question')"
+    for item in items + csv_items:
+        _utf8(item)
+
+
+# --------------------------------------------------------------------------------------------------
+# Folders: symlinked sub-folders and folders named like videos are never skipped silently
+# --------------------------------------------------------------------------------------------------
+
+
+def test_symlinked_sub_folders_are_followed_once_and_loops_end(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    elsewhere = tree / "elsewhere"
+    _touch(elsewhere / "cam1.mp4")
+    os.symlink(elsewhere, tree / "videos/linked_cam")  # outside the folder: followed
+    os.symlink(elsewhere, tree / "videos/linked_again")  # the same real folder: searched once
+    os.symlink(".", elsewhere / "back_up")  # a loop: the linked folder links to itself
+    os.symlink("sub", tree / "videos/shortcut")  # inside: found by its real path
+    items = _items(["videos"])
+    assert [i.video_id for i in items] == [
+        "a.MKV",
+        "b.mp4",
+        "linked_again/cam1.mp4",
+        "sub/c.webm",
+        "sub/deeper/d.mov",
+        "z/e.gif",
+    ]
+    assert items[2].video_path == str((elsewhere / "cam1.mp4").resolve())
+    assert "videos/linked_cam: skipped, a folder already searched" in caplog.text
+    assert "videos/shortcut: skipped, a link to" in caplog.text
+    assert "linked_again/back_up: skipped, a folder already searched" in caplog.text
+
+
+def test_a_folder_named_like_a_video_is_searched_and_reported(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _touch(tree / "videos/clip.mp4/inner.mp4")
+    items = _items(["videos"])
+    assert "clip.mp4/inner.mp4" in [i.video_id for i in items]
+    assert "videos/clip.mp4: a folder named like a video; searched as a folder" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifest columns and shapes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_line_without_a_question_in_a_manifest_with_questions_is_an_error_item(tree: Path) -> None:
+    (tree / "m.csv").write_text("video,question\nvideos/b.mp4,Q1\nvideos/a.MKV,\nvideos/z/e.gif,Q3\n")
+    items = list(iter_items(["m.csv"]))  # require_question: answer's setting
+    assert [i.question for i in items] == ["Q1", None, "Q3"]
+    assert items[1].error == "m.csv:3: no question on this line (pass --question to give a default)"
+    assert items[1].question_id == "m.csv:3" and items[1].video_id == "videos/a.MKV"
+    # A manifest with no question at all: --question was forgotten, nothing should run.
+    (tree / "none.csv").write_text("video,question\nvideos/b.mp4,\n")
+    with pytest.raises(UsageError, match="has no question"):
+        list(iter_items(["none.csv"]))
+
+
+def test_unknown_columns_are_warned_once_per_manifest_with_a_suggestion(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    row = {"video": "videos/b.mp4", "Question": "Q?", "choices": ["a", "b"], "answer": "A", "notes": "x"}
+    (tree / "m.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    (tree / "m.csv").write_text("video,question,choices\nvideos/b.mp4,Q?,a|b\n")
+    with caplog.at_level(logging.WARNING, logger="mlbcli.sources"):
+        _items(["m.jsonl"])
+        _items(["m.csv"])
+    unknown = [r.getMessage() for r in caplog.records if "unknown column" in r.getMessage()]
+    assert unknown == [
+        "m.jsonl: ignoring unknown column(s) 'Question' (did you mean 'question'?), "
+        "'choices' (did you mean 'options'?), 'notes'; a manifest's columns are: "
+        "video, video_id, question_id, question, options, answer",
+        "m.csv: ignoring unknown column(s) 'choices' (did you mean 'options'?); a manifest's columns are: "
+        "video, video_id, question_id, question, options, answer",
+    ]
+
+
+def test_an_empty_manifest_says_it_is_empty(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tree / "blank.jsonl").write_text("\n\n")
+    (tree / "empty.csv").write_text("")
+    (tree / "header.csv").write_text("video,question\n")
+    pq.write_table(pa.table({"video": pa.array([], pa.string())}), tree / "none.parquet")
+    for name in ["blank.jsonl", "empty.csv", "header.csv", "none.parquet"]:
+        caplog.clear()
+        assert _items([name]) == []
+        assert f"{name}: the manifest is empty (no rows)" in caplog.text
+
+
+def test_a_question_that_is_not_valid_text_is_a_usage_error(tree: Path) -> None:
+    # argv bytes that are not UTF-8 reach Python as surrogate escapes; they cannot be stored in a row.
+    with pytest.raises(UsageError, match="--question: not valid Unicode text"):
+        _items(["videos"], default_question="caf\udce9?")
