@@ -28,13 +28,13 @@ from mlbcli.progress import NullReporter, Reporter
 from mlbcli.sources import Item, fingerprint, iter_items, printable
 
 if TYPE_CHECKING:
-    from mlbcli.runner import EncodedVideo, Pipeline, TokenStats
+    from mlbcli.runner import Pipeline
+    from mlbcli.tasks import DecodedVideo, Task
     from mlbcli.video import Frames
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SUMMARY_PROMPT = "Describe what happens in this video in a few sentences."
-DEFAULT_COMPRESS_PROMPT = DEFAULT_SUMMARY_PROMPT  # query-aware methods need some prompt to score against
 SAMPLE_DEFAULT_FRAMES = 32
 
 
@@ -88,10 +88,13 @@ class RunOptions:
     workers: int = 2  # background decode processes (0 = decode inline)
     prefetch: int = 4  # decoded videos buffered ahead of the model
     decode_timeout_s: float = 120.0
+    batch_size: int | None = None  # items per model batch; None = auto (1 on CPU, largest that fits on CUDA)
     num_shards: int = 1  # split the videos over independent processes (GPUs, SLURM array tasks)...
     shard_index: int = 0  # ...and this process takes shard `shard_index` (0-based)
 
     def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1 or auto, got {self.batch_size}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise UsageError(
                 f"--shard-index must be in 0..{self.num_shards - 1} and --num-shards >= 1, "
@@ -126,8 +129,9 @@ def _provenance(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error_text(error: BaseException) -> str:
-    text = printable(str(error).strip()) or type(error).__name__  # a file name may hold undecodable bytes
-    return text if isinstance(error, MlbError) else f"{type(error).__name__}: {text}"
+    from mlbcli.tasks import error_text
+
+    return error_text(error)
 
 
 def _decode_group(group: list[Item], num_frames: int | None, fps: float | None) -> Frames:
@@ -384,9 +388,6 @@ def _model_spec(
     )
 
 
-Handle = Callable[..., dict[str, Any]]
-
-
 def _load_pipeline(spec: ModelSpec) -> Callable[[list[Item]], Pipeline]:
     """`prepare` of the model commands: load the model once there is work for it."""
 
@@ -399,12 +400,13 @@ def _load_pipeline(spec: ModelSpec) -> Callable[[list[Item]], Pipeline]:
     return prepare
 
 
-def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: str | None = None):
-    """`work` for answer/compress/summarize: decode ahead, encode once per video, `handle` each item.
+def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | None = None):
+    """`work` for answer/compress/summarize: decode ahead, then batches through a `ModelWorker`.
 
-    `handle(pipe, item, frames, video, override)` returns the row's result columns; `override` is the
-    replayed reduction of tokens saved by `compress --save-tokens`, or None.
+    All questions about one video form one group, even when a manifest interleaves videos: every video
+    is decoded and encoded once. Groups keep the order of each video's first appearance.
     """
+    from mlbcli.tasks import ModelWorker
 
     # What was asked, also on the rows of items that failed (so failures group by configuration).
     asked = {"model": spec.model, "method": spec.method, "keep_requested": spec.keep, "frames": spec.frames}
@@ -413,116 +415,65 @@ def _model_work(spec: ModelSpec, run: RunOptions, handle: Handle, tokens_dir: st
         if not items or pipe is None:
             return
         num_frames = spec.frames if spec.frames is not None or spec.fps is not None else pipe.default_frames
-        # All questions about one video form one group, even when a manifest interleaves videos: every
-        # video is decoded and encoded once. Groups keep the order of each video's first appearance.
         by_video: dict[str, list[Item]] = {}
         for item in items:
             by_video.setdefault(item.video_path, []).append(item)
         groups = list(by_video.values())
-
-        def run_group(
-            group: list[Item],
-            frames: Any,
-            video: Any,
-            error: BaseException | None,
-            decode_s: float,
-            override: Any = None,
-        ) -> None:
-            for item in group:
-                if error is not None:
-                    emit(item, {**asked, "error": _error_text(error), "decode_s": decode_s})
-                    continue
-                try:
-                    row = handle(pipe, item, frames, video, override)
-                except Exception as exc:  # one bad item never stops the batch
-                    log.debug("failed on %s", item.video_path, exc_info=True)
-                    row = {**asked, "error": _error_text(exc)}
-                emit(item, {**row, "decode_s": decode_s})
-
-        if tokens_dir:  # videos whose tokens `compress --save-tokens` stored skip decoding and encoding
-            groups = _run_saved_groups(groups, tokens_dir, pipe, run_group, spec.frames, spec.fps)
-        for group, decoded, decode_s in _decoded(groups, run, num_frames, spec.fps):
-            video, error = None, decoded if isinstance(decoded, BaseException) else None
-            if error is None:
-                try:
-                    video = pipe.encode(decoded)
-                except Exception as exc:
-                    log.debug("encode failed for %s", group[0].video_path, exc_info=True)
-                    error = exc
-            run_group(group, decoded, video, error, decode_s)
+        worker = ModelWorker(pipe, task, asked, run.batch_size)
+        saved, groups = _saved_videos(groups, tokens_dir, pipe, spec) if tokens_dir else ([], groups)
+        for batch in worker.batches([*saved, *_decoded_videos(groups, run, num_frames, spec.fps)]):
+            for item, row in worker.process(batch):
+                emit(item, row)
 
     return work
 
 
-def _run_saved_groups(
-    groups: list[list[Item]],
-    tokens_dir: str,
-    pipe: Pipeline,
-    run_group: Callable[..., None],
-    frames: int | None = None,
-    fps: float | None = None,
-) -> list[list[Item]]:
-    """Answer the groups whose tokens are saved in `tokens_dir`; return the others (to decode).
+def _decoded_videos(
+    groups: list[list[Item]], run: RunOptions, num_frames: int | None, fps: float | None
+) -> Iterator[DecodedVideo]:
+    from mlbcli.tasks import DecodedVideo
 
-    `frames`/`fps` are the run's explicit sampling options (None when not given): saved tokens sampled
-    differently give an error row rather than silently answering from other frames.
+    for group, decoded, decode_s in _decoded(groups, run, num_frames, fps):
+        if isinstance(decoded, BaseException):
+            yield DecodedVideo(group, error=decoded, decode_s=decode_s)
+        else:
+            yield DecodedVideo(group, frames=decoded, decode_s=decode_s)
+
+
+def _saved_videos(
+    groups: list[list[Item]], tokens_dir: str, pipe: Pipeline, spec: ModelSpec
+) -> tuple[list[DecodedVideo], list[list[Item]]]:
+    """(videos whose tokens `compress --save-tokens` stored in `tokens_dir`, the groups left to decode).
+
+    The run's explicit sampling options (`--frames`/`--fps`) must agree with how the tokens were
+    sampled: otherwise the video's rows are errors rather than answers from other frames.
     """
     from mlbcli.runner import EncodedVideo
+    from mlbcli.tasks import DecodedVideo, SavedFrames
     from mlbcli.tokens_io import load_video_tokens, require_tokens_dir
 
     require_tokens_dir(tokens_dir)
+    found: list[DecodedVideo] = []
     remaining = []
     for group in groups:
         saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
         if saved is None:
             remaining.append(group)
             continue
-        override, error = None, None
-        mismatch = saved.sampling_mismatch(frames, fps)
+        frames = SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
+        video = DecodedVideo(group, frames=frames, video=EncodedVideo(saved.tokens, 0.0))
+        mismatch = saved.sampling_mismatch(spec.frames, spec.fps)
         if mismatch is not None:
-            error = UsageError(mismatch)
+            video.error = UsageError(mismatch)
         elif saved.reduced:
-            override = saved.stored_reduction()
+            video.override = saved.stored_reduction()
             if pipe.method.name != "none":
-                error = UsageError(
+                video.error = UsageError(
                     f"{saved.path.name} holds tokens already reduced by {saved.method_name!r}; "
                     "use --method none with them, or save unreduced tokens (compress --method none)"
                 )
-        frames = _SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
-        run_group(group, frames, EncodedVideo(saved.tokens, 0.0), error, 0.0, override)
-    return remaining
-
-
-@dataclass
-class _SavedFrames:
-    """Frame bookkeeping of a video whose tokens were loaded from `--tokens` (nothing decoded)."""
-
-    indices: list[int]
-    timestamps_s: list[float]
-    warning: str | None = None
-
-
-def _token_columns(
-    pipe: Pipeline,
-    stats: TokenStats,
-    frames: Any,
-    video: EncodedVideo,
-    prefill_s: float,
-    override: Any = None,
-) -> dict[str, Any]:
-    method = pipe.method
-    return {
-        "model": pipe.adapter.model_id,
-        "method": f"stored:{override.saved.method_name}" if override is not None else method.name,
-        "keep_requested": (override or method).options.keep,
-        "frames": len(frames.indices),
-        "frame_timestamps_s": [float(t) for t in frames.timestamps_s],
-        **stats.as_row(),
-        "segments": json.dumps(stats.info, default=str) if stats.info else None,
-        "decode_warning": frames.warning,
-        "encode_s": video.encode_s,
-        "prefill_s": prefill_s,
-    }
+        found.append(video)
+    return found, remaining
 
 
 def _validate_sampling(frames: int | None, fps: float | None) -> None:
@@ -556,30 +507,13 @@ def answer(
     encoded again (a stale file, whose video changed since, is ignored).
     """
     from mlbcli import schema
-    from mlbcli.prompting import format_question, grade, parse_choice
+    from mlbcli.tasks import AnswerTask
 
     run = run or RunOptions()
     spec = _model_spec(**model_options)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
-
-    def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
-        result = pipe.answer(
-            video,
-            format_question(item.question or "", item.options, pipe.adapter.mc_post_prompt),
-            max_new_tokens=max_new_tokens,
-            method=override,
-        )
-        choice = parse_choice(result.text, item.options) if item.options else None
-        return {
-            "answer": result.text,
-            "choice": choice,
-            "correct": grade(result.text, choice, item.answer, item.options),
-            **_token_columns(pipe, result.stats, frames, video, result.prefill_s, override),
-            "generate_s": result.generate_s,
-            "generated_tokens": len(result.token_ids),
-        }
 
     def identity(item: Item) -> dict[str, Any]:
         return {
@@ -597,7 +531,7 @@ def answer(
         skip_key=("video_id", "question_id"),
         unique_key=None,
         identity=identity,
-        work=_model_work(spec, run, handle, tokens),
+        work=_model_work(spec, run, AnswerTask(max_new_tokens), tokens),
         prepare=_load_pipeline(spec),
         run=run,
         reporter=reporter,
@@ -623,29 +557,11 @@ def compress(
     PNG per video with the attention bias and what the method kept.
     """
     from mlbcli import schema
-    from mlbcli.prompting import format_question
+    from mlbcli.tasks import CompressTask
 
     run = run or RunOptions()
     spec = _model_spec(**model_options)
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=False))
-
-    def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
-        prompt = (
-            format_question(item.question, item.options, pipe.adapter.mc_post_prompt)
-            if item.question
-            else DEFAULT_COMPRESS_PROMPT
-        )
-        stats, state = pipe.reduce(video, prompt)
-        tokens_file = None
-        if save_tokens:
-            from mlbcli.tokens_io import save_video_tokens
-
-            tokens_file = str(save_video_tokens(save_tokens, item, video, frames, pipe))
-        if bias_report:
-            from mlbcli.report import write_bias_report
-
-            write_bias_report(bias_report, item, video, state, stats)
-        return {**_token_columns(pipe, stats, frames, video, state.seconds), "tokens_file": tokens_file}
 
     return _run_batch(
         "compress",
@@ -655,7 +571,7 @@ def compress(
         skip_key=("video_id", "question_id"),
         unique_key=None,
         identity=lambda item: {"question_id": item.question_id, "question": item.question},
-        work=_model_work(spec, run, handle),
+        work=_model_work(spec, run, CompressTask(save_tokens, bias_report)),
         prepare=_load_pipeline(spec),
         run=run,
         reporter=reporter,
@@ -678,6 +594,7 @@ def summarize(
     One row per video (see schema.SUMMARIZE); a changed video's new row replaces its old one.
     """
     from mlbcli import schema
+    from mlbcli.tasks import SummarizeTask
 
     run = run or RunOptions()
     spec = _model_spec(**model_options)
@@ -685,15 +602,6 @@ def summarize(
         raise UsageError("--prompt must not be empty")
     items = _unique_videos(list(iter_items(sources, stdin=stdin, require_question=False)))
     prints = {item.video_path: fingerprint(item.video_path) for item in items if not item.error}
-
-    def handle(pipe: Pipeline, item: Item, frames: Any, video: EncodedVideo, override: Any) -> dict[str, Any]:
-        result = pipe.answer(video, prompt, max_new_tokens=max_new_tokens)
-        return {
-            "summary": result.text,
-            **_token_columns(pipe, result.stats, frames, video, result.prefill_s),
-            "generate_s": result.generate_s,
-            "generated_tokens": len(result.token_ids),
-        }
 
     return _run_batch(
         "summarize",
@@ -703,7 +611,7 @@ def summarize(
         skip_key=("video_id", "fingerprint"),
         unique_key=("video_id",),
         identity=lambda item: {"fingerprint": prints.get(item.video_path), "prompt": prompt},
-        work=_model_work(spec, run, handle),
+        work=_model_work(spec, run, SummarizeTask(prompt, max_new_tokens)),
         prepare=_load_pipeline(spec),
         run=run,
         reporter=reporter,

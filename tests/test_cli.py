@@ -427,8 +427,10 @@ def test_each_video_is_encoded_once_for_all_its_questions(tiny_model_dir, clips,
     from mlbcli.runner import Pipeline
 
     calls = []
-    original = Pipeline.encode
-    monkeypatch.setattr(Pipeline, "encode", lambda self, frames: calls.append(1) or original(self, frames))
+    original = Pipeline.encode_many
+    monkeypatch.setattr(
+        Pipeline, "encode_many", lambda self, videos: calls.extend(videos) or original(self, videos)
+    )
     manifest = clips / "m.jsonl"
     questions = [
         ("a.mp4", "One?"),
