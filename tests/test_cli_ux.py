@@ -143,7 +143,9 @@ def test_show_columns_limit_json_and_failed(answers_file):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines == [{"video_id": r["video_id"], "answer": r["answer"]} for r in rows]
     assert len(run(["show", answers_file, "--json", "--limit", "1"]).stdout.splitlines()) == 1
-    failed = [json.loads(line) for line in run(["show", answers_file, "--json", "--failed"]).stdout.splitlines()]
+    failed = [
+        json.loads(line) for line in run(["show", answers_file, "--json", "--failed"]).stdout.splitlines()
+    ]
     assert [r["video_id"] for r in failed] == ["broken.mp4"] and failed[0]["error"]
     limited = run(["show", answers_file, "--limit", "1"], env={"COLUMNS": "160"}).stdout
     assert "2 more (--limit 0 for all)" in limited
@@ -193,7 +195,17 @@ def test_cuda_without_cuda_is_a_usage_error(tiny_model_dir, clips_dir):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
     result = run(
-        ["answer", clips_dir / "a.mp4", "--question", "q", "--model", tiny_model_dir, "--device", "cuda", *FAST]
+        [
+            "answer",
+            clips_dir / "a.mp4",
+            "--question",
+            "q",
+            "--model",
+            tiny_model_dir,
+            "--device",
+            "cuda",
+            *FAST,
+        ]
     )
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("mlb: error: --device cuda:") and "--device cpu" in result.stderr
@@ -215,9 +227,21 @@ def test_method_names_case_insensitive_with_did_you_mean():
 
 
 def test_cli_method_typo_and_case(tiny_model_dir, clips_dir, tmp_path):
-    base = ["answer", clips_dir / "a.mp4", "--question", "q", "--model", tiny_model_dir, *FAST, "--keep", "0.5"]
+    base = [
+        "answer",
+        clips_dir / "a.mp4",
+        "--question",
+        "q",
+        "--model",
+        tiny_model_dir,
+        *FAST,
+        "--keep",
+        "0.5",
+    ]
     typo = run([*base, "--method", "fastvv"])
-    assert typo.exit_code == 2 and "did you mean 'fastv'?" in typo.stderr and "loading model" not in typo.output
+    assert (
+        typo.exit_code == 2 and "did you mean 'fastv'?" in typo.stderr and "loading model" not in typo.output
+    )
     out = tmp_path / "f.parquet"
     assert run([*base, "--method", "FastV", "--out", out, "-q"]).exit_code == 0
     row = read_results(out).to_pylist()[0]
@@ -287,7 +311,9 @@ def test_top_level_examples_do_not_wrap_at_80_columns():
     result = run(["--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
     shown = [line.strip() for line in result.stdout.splitlines()]
     commands = [
-        line.strip() for line in (app.info.help or "").splitlines() if line.strip().startswith(("mlb ", "find "))
+        line.strip()
+        for line in (app.info.help or "").splitlines()
+        if line.strip().startswith(("mlb ", "find "))
     ]
     assert len(commands) >= 5
     for command in commands:
