@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from mlbcli import __version__
 from mlbcli.errors import MlbError, UsageError
-from mlbcli.progress import NullReporter, Reporter
+from mlbcli.progress import NullReporter, Reporter, model_loading_text, report_status
 from mlbcli.sources import Item, fingerprint, iter_items, printable
 
 if TYPE_CHECKING:
@@ -261,7 +261,7 @@ def _run_batch(
     options: dict[str, Any],
     run: RunOptions,
     reporter: Reporter | None,
-    prepare: Callable[[list[Item]], Any] | None = None,
+    prepare: Callable[[list[Item], Reporter], Any] | None = None,
 ) -> RunSummary:
     """The harness every command shares: writer, resume, error rows, progress, summary.
 
@@ -298,7 +298,7 @@ def _run_batch(
             pending = [item for item in items if key(item) not in done]
             summary.skipped = len(items) - len(pending)
             good = [item for item in pending if not item.error]
-            prepared = prepare(good) if prepare is not None and good else None
+            prepared = prepare(good, reporter) if prepare is not None and good else None
             reporter.start(kind, total=len(pending), skipped=summary.skipped)
             reporting = True
 
@@ -388,13 +388,14 @@ def _model_spec(
     )
 
 
-def _load_pipeline(spec: ModelSpec) -> Callable[[list[Item]], Pipeline]:
+def _load_pipeline(spec: ModelSpec) -> Callable[[list[Item], Reporter], Pipeline]:
     """`prepare` of the model commands: load the model once there is work for it."""
 
-    def prepare(items: list[Item]) -> Pipeline:
+    def prepare(items: list[Item], reporter: Reporter) -> Pipeline:
         import torch
 
         torch.manual_seed(spec.seed)
+        report_status(reporter, model_loading_text(spec.model, spec.device, spec.dtype))
         return spec.pipeline()
 
     return prepare

@@ -16,31 +16,96 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from mlbcli import __version__
 from mlbcli.errors import MlbError, OutputLockedError, UsageError
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"  # same as mlbcli.models.DEFAULT_MODEL
 
+# Every example fits in 80 columns, so `mlb --help` never wraps one mid-command (a test checks).
+EXAMPLES = """\
+  # answer one question about every video of a folder, 25% of the tokens kept
+  mlb answer videos/ --question 'What is the person doing?' --keep 0.25
+
+  # paths on stdin, JSON lines on stdout
+  find /data -name '*.mp4' | mlb answer - --question 'Who?' --out - | jq .answer
+
+  # a manifest: per-row questions, options and ground truth (accuracy)
+  mlb answer bench.jsonl --method fastv --keep 0.25 --out answers.parquet
+
+  # nightly (cron): only new or changed videos
+  mlb summarize /srv/cams --out summaries.parquet -q
+
+  mlb show answers.parquet        # the results as a table
+  mlb methods                     # methods, debiasers, hyperparameters
+  mlb doctor                      # offline self-check of the install"""
+
+# -- help panels (`answer --help` groups its options under these titles) ----------------------------------
+INPUT, MODEL, PRUNING, HYPER, OUTPUT, RUN = (
+    "Input",
+    "Model",
+    "Pruning",
+    "Method hyperparameters (see `mlb methods`)",
+    "Output",
+    "Run",
+)
+
+
+def _plain_help_names(params: list[Any]) -> list[Any]:
+    """Help that reads like other tools': `SOURCE...` rather than typer's `{sources}...` in the usage
+    line and `sources... <list[str]>` in the table, and no `<bool>` after flags."""
+    for param in params:
+        if isinstance(param, typer.core.TyperArgument) and param.metavar:
+            usage = param.metavar if param.required else f"[{param.metavar}]"
+            param._usage_display_name = lambda usage=usage: usage
+            param.display_type_rich = lambda ctx: None
+        elif getattr(param, "is_flag", False):
+            param.display_type_rich = lambda ctx: None
+    return params
+
+
+class Command(typer.core.TyperCommand):
+    """A command with plain names in its help (`_plain_help_names`) and its docstring's paragraphs
+    reflowed (typer's rich help would keep the source's line breaks)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            paragraphs = inspect.cleandoc(self.help).split("\n\n")
+            self.help = "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_help_names(super().get_params(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_help_names(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="mlb",
     help=(
         "Answer questions about many videos with a Video LLM, cheaply: visual tokens are pruned inside "
         "the model with attention debiasing.\n\n"
-        "Examples:\n\n"
-        "  mlb answer videos/ --question 'What is the person doing?' --keep 0.25 --method uniform\n\n"
-        "  find /data -name '*.mp4' | mlb answer - --question '...' --out - | jq .answer\n\n"
-        "  mlb answer bench.jsonl --out answers.parquet      # per-row questions, options, ground truth\n\n"
-        "  mlb summarize /srv/cams --out summaries.parquet   # nightly: only new or changed videos\n\n"
-        "  mlb sample videos/ --frames 16 --contact-sheet sheets/\n\n"
-        "  mlb doctor                                        # offline self-check of the install"
+        "Examples:\n\n" + EXAMPLES
     ),
+    cls=Group,
     no_args_is_help=True,
     add_completion=True,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _complete_method(incomplete: str) -> list[str]:
+    """Shell completion of --method (no torch: the names come from the catalog)."""
+    from mlbcli.selection.base import method_names
+
+    return [name for name in method_names() if name.startswith(incomplete.lower())]
+
 
 # -- shared option types ---------------------------------------------------------------------------------
 Sources = Annotated[
@@ -48,92 +113,223 @@ Sources = Annotated[
     typer.Argument(
         help="Video files, folders (recursive), manifests (.jsonl/.csv/.parquet) or '-' for paths on stdin.",
         show_default=False,
+        metavar="SOURCE...",
     ),
 ]
-Question = Annotated[str | None, typer.Option("--question", help="Question for items that carry none.")]
-Model = Annotated[str, typer.Option("--model", envvar="MLB_MODEL", help="Hub id or local checkpoint folder.")]
-Method = Annotated[str, typer.Option("--method", help="Token-reduction method (see `mlb methods`).")]
+Question = Annotated[
+    str | None,
+    typer.Option(
+        "--question", metavar="TEXT", help="Question for items that carry none.", rich_help_panel=INPUT
+    ),
+]
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        envvar="MLB_MODEL",
+        metavar="ID|PATH",
+        help="Hub id or local checkpoint folder.",
+        rich_help_panel=MODEL,
+    ),
+]
+Method = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        metavar="NAME",
+        help="Token-reduction method, e.g. fastv, adatp, mlb, uniform (see `mlb methods`).",
+        autocompletion=_complete_method,
+        rich_help_panel=PRUNING,
+    ),
+]
 Keep = Annotated[
     float,
-    typer.Option("--keep", help="Fraction of visual tokens kept past the pruning point, 0 < keep <= 1."),
+    typer.Option(
+        "--keep",
+        metavar="FRACTION",
+        help="Fraction of visual tokens kept past the pruning point, 0 < keep <= 1.",
+        rich_help_panel=PRUNING,
+    ),
 ]
 Layer = Annotated[
     int,
     typer.Option(
         "--layer",
+        metavar="K",
         help="Attention methods: prune before decoder layer K, scored by the attention of layer K-1.",
+        rich_help_panel=PRUNING,
     ),
 ]
 Query = Annotated[
     str,
     typer.Option(
         "--query",
+        metavar="question|last",
         help="Attention probe rows: 'question' (all question tokens) or 'last' (last prompt token, FastV).",
+        rich_help_panel=PRUNING,
     ),
 ]
 Debias = Annotated[
     str | None,
     typer.Option(
         "--debias",
+        metavar="LIST",
         help="Comma list of debiasers overriding the method's default (global, local, grid, tail, none).",
+        rich_help_panel=PRUNING,
     ),
 ]
 Param = Annotated[
     list[str] | None,
-    typer.Option("--param", help="Method hyperparameter NAME=VALUE (repeatable); see `mlb methods`."),
+    typer.Option(
+        "--param",
+        metavar="NAME=VALUE",
+        help="Method hyperparameter (repeatable), the same as its own option below.",
+        rich_help_panel=HYPER,
+    ),
 ]
 Frames = Annotated[
     int | None,
     typer.Option(
         "--frames",
+        metavar="N",
         help="Frames sampled uniformly per video (default: the model's usual, 32 for LLaVA-OneVision).",
+        rich_help_panel=INPUT,
     ),
 ]
-Fps = Annotated[float | None, typer.Option("--fps", help="Sample at this rate instead (capped by --frames).")]
-MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Generation limit per answer.")]
-Device = Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.")]
-Out = Annotated[
+Fps = Annotated[
+    float | None,
+    typer.Option(
+        "--fps",
+        metavar="RATE",
+        help="Sample at this rate instead (capped by --frames).",
+        rich_help_panel=INPUT,
+    ),
+]
+MaxNew = Annotated[
+    int,
+    typer.Option("--max-new-tokens", metavar="N", help="Generation limit per answer.", rich_help_panel=MODEL),
+]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.",
+        rich_help_panel=MODEL,
+    ),
+]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        metavar="DTYPE",
+        help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.",
+        rich_help_panel=MODEL,
+    ),
+]
+
+
+def _out(default: str) -> Any:
+    """The --out option of a command whose default output is `default`."""
+    return Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FILE",
+            help=escape(
+                f"Output file (.parquet, .jsonl, .csv), or '-' for JSON lines on stdout. [default: {default}]"
+            ),
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
+    ]
+
+
+AnswerOut, CompressOut, SummarizeOut, SampleOut = (
+    _out(f"{kind}.parquet") for kind in ("answer", "compress", "summarize", "sample")
+)
+Format = Annotated[
     str | None,
     typer.Option(
-        "--out", "-o", help="Output file, or '-' for JSON lines on stdout [default: <command>.parquet]."
+        "--format",
+        metavar="parquet|jsonl|csv",
+        help="Output format (default: from the --out suffix).",
+        rich_help_panel=OUTPUT,
     ),
 ]
-Format = Annotated[str | None, typer.Option("--format", help="parquet | jsonl | csv (default: from --out).")]
-Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Skip items already in --out.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out instead of resuming it.")]
-FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed item.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, decoder messages included.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for stochastic methods.")]
+Resume = Annotated[
+    bool, typer.Option("--resume/--no-resume", help="Skip items already in --out.", rich_help_panel=OUTPUT)
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace --out instead of resuming it.", rich_help_panel=OUTPUT)
+]
+FailFast = Annotated[
+    bool, typer.Option("--fail-fast", help="Stop at the first failed item.", rich_help_panel=RUN)
+]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="No progress: print only failed items and the final line (cron).",
+        rich_help_panel=RUN,
+    ),
+]
+Verbose = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Debug logging, decoder messages included.", rich_help_panel=RUN),
+]
+Seed = Annotated[
+    int, typer.Option("--seed", metavar="N", help="Seed for stochastic methods.", rich_help_panel=PRUNING)
+]
 MinPixels = Annotated[
     int | None,
     typer.Option(
         "--min-pixels",
+        metavar="N",
         help="Qwen2-VL family: lower bound on the pixels per frame after resizing (checkpoint default).",
+        rich_help_panel=MODEL,
     ),
 ]
 MaxPixels = Annotated[
     int | None,
     typer.Option(
         "--max-pixels",
+        metavar="N",
         help="Qwen2-VL family: upper bound on the pixels per frame after resizing (checkpoint default).",
+        rich_help_panel=MODEL,
     ),
 ]
 NumShards = Annotated[
     int,
     typer.Option(
         "--num-shards",
+        metavar="N",
         help="Split the videos into this many shards "
         "(one process per GPU or array task; each writes its own --out).",
+        rich_help_panel=RUN,
     ),
 ]
-ShardIndex = Annotated[int, typer.Option("--shard-index", help="The shard this process takes, 0-based.")]
-Workers = Annotated[int, typer.Option("--workers", help="Background decode processes (0 = inline).")]
+ShardIndex = Annotated[
+    int,
+    typer.Option(
+        "--shard-index", metavar="I", help="The shard this process takes, 0-based.", rich_help_panel=RUN
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers", metavar="N", help="Background decode processes (0 = inline).", rich_help_panel=RUN
+    ),
+]
 Timeout = Annotated[
     float,
     typer.Option(
-        "--decode-timeout", help="Abandon a video whose decode takes longer than this many seconds."
+        "--decode-timeout",
+        metavar="SECONDS",
+        help="Abandon a video whose decode takes longer than this many seconds.",
+        rich_help_panel=RUN,
     ),
 ]
 
@@ -145,17 +341,21 @@ def with_method_parameters(command: Callable[..., Any]) -> Callable[..., Any]:
     new hyperparameter appears in every command's --help with its default and the methods it applies
     to. The command receives the given ones (None = not given) as `method_params`.
     """
+    from mlbcli.selection.catalog import default_text
     from mlbcli.selection.params import HYPERPARAMETERS
 
     signature = inspect.signature(command, eval_str=True)
     kept = [p for p in signature.parameters.values() if p.name != "method_params"]
     extra = []
     for name, hp in HYPERPARAMETERS.items():
-        default = "derived" if hp.default is None else hp.default
+        text = hp.help.removeprefix(f"{hp.methods[0]}: ")  # "[visionzip] visionzip: ..." says it twice
         option = typer.Option(
             f"--{name.replace('_', '-')}",
+            metavar=hp.type.__name__.upper(),
             show_default=False,
-            help=f"[{', '.join(hp.methods)}] {hp.help} [default: {default}]",
+            # (escaped: typer's rich help would read "[global, adatp]" as a style tag)
+            help=escape(f"[{', '.join(hp.methods)}] {text} [default: {default_text(hp)}]"),
+            rich_help_panel=HYPER,
         )
         extra.append(
             inspect.Parameter(
@@ -176,9 +376,23 @@ def with_method_parameters(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class _LogFormatter(logging.Formatter):
+    """Warnings and errors in the CLI's own style (`mlb: warning: ...`); debug lines name their logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and record.levelno < logging.WARNING:
+            message += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= logging.WARNING:
+            return f"mlb: {record.levelname.lower()}: {message}"
+        return f"{record.levelname} {record.name}: {message}"
+
+
 def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING  # progress lines come from the reporter
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter())
+    logging.basicConfig(level=level, handlers=[handler])
     if not verbose:
         # transformers/hub chatter (progress bars, advisory warnings) is noise for batch users.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -188,11 +402,64 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _reporter(quiet: bool) -> Any:
+    """The progress reporter for stderr, wrapped to keep the first rows (the answers table)."""
     from mlbcli.progress import PlainReporter, RichReporter
+    from mlbcli.show import CollectingReporter
 
-    if sys.stderr.isatty():
-        return RichReporter(quiet=quiet)
-    return PlainReporter(quiet=quiet)
+    inner = RichReporter(quiet=quiet) if sys.stderr.isatty() else PlainReporter(quiet=quiet)
+    return CollectingReporter(inner)
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")  # = models.resolve_dtype
+
+
+def _check_device(device: str, dtype: str) -> tuple[str, str]:
+    """(device, dtype), lower-cased, or a one-line `UsageError` before anything loads.
+
+    CUDA and MPS are checked only when asked for (importing torch costs seconds; those commands need
+    it anyway): a CPU-only torch build, no visible GPU, or `cuda:N` beyond the last GPU.
+    """
+    device, dtype = device.strip().lower(), dtype.strip().lower()
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    kind, colon, index = device.partition(":")
+    valid = device in ("auto", "cpu", "mps", "cuda") or (kind == "cuda" and colon and index.isdigit())
+    if not valid:
+        hint = " (for an NVIDIA GPU: --device cuda)" if kind in ("gpu", "nvidia") else ""
+        raise UsageError(f"unknown --device {device!r}; choose auto, cpu, cuda, cuda:N or mps{hint}")
+    if kind == "cuda":
+        import torch
+
+        if not torch.backends.cuda.is_built():
+            raise UsageError(
+                f"--device {device}: this torch ({torch.__version__}) was built without CUDA; "
+                "install a CUDA build of torch, or use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise UsageError(
+                f"--device {device}: no CUDA device is visible (see nvidia-smi, CUDA_VISIBLE_DEVICES); "
+                "use --device cpu"
+            )
+        if index and int(index) >= count:
+            raise UsageError(f"--device {device}: there are {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    if kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise UsageError("--device mps: MPS is not available on this machine; use --device cpu")
+    return device, dtype
+
+
+def _method_name(name: str) -> str:
+    """The registered spelling of --method (case-insensitive; a typo gets a did-you-mean), no torch."""
+    from mlbcli.selection.base import canonical_method_name
+
+    return canonical_method_name(name)
 
 
 def _run_options(
@@ -235,22 +502,33 @@ def _params(values: list[str] | None, named: dict[str, Any] | None = None) -> di
     return params
 
 
-def _finish(call: Any) -> None:
-    """Run an API call and exit with the contract's code."""
+LOCKED_HINT = "wait for it to finish (or stop it), or write to another --out"
+
+
+def _finish(call: Any, show_results: bool = False) -> None:
+    """Run an API call and exit with the contract's code.
+
+    `show_results`: after a short run with output in a file, print what it produced (answers,
+    summaries) as a table on stdout, when stdout is a terminal.
+    """
     try:
-        summary = call()
+        summary, reporter = call()
     except UsageError as error:
         typer.echo(f"mlb: error: {error}", err=True)
         raise typer.Exit(2) from None
     except OutputLockedError as error:
-        typer.echo(f"mlb: {error}", err=True)
+        typer.echo(f"mlb: error: {error}; {LOCKED_HINT}", err=True)
         raise typer.Exit(1) from None
     except MlbError as error:
-        typer.echo(f"mlb: {error}", err=True)
+        typer.echo(f"mlb: error: {error}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("mlb: interrupted; finished rows are saved, rerun to resume", err=True)
         raise typer.Exit(130) from None
+    if show_results and summary.out != "-" and not reporter.inner.quiet and _stdout_is_terminal():
+        from mlbcli.show import print_run_results
+
+        print_run_results(summary.kind, reporter.rows)
     raise typer.Exit(1 if summary.failed else 0)
 
 
@@ -269,7 +547,9 @@ def main_callback(
     """mlb: batch video QA with attention-debiased visual-token pruning."""
 
 
-@app.command(epilog="Example: mlb answer videos/ --question 'What is the person doing?' --keep 0.25")
+@app.command(
+    cls=Command, epilog="Example: mlb answer videos/ --question 'What is the person doing?' --keep 0.25"
+)
 @with_method_parameters
 def answer(
     sources: Sources,
@@ -288,7 +568,7 @@ def answer(
     dtype: Dtype = "auto",
     min_pixels: MinPixels = None,
     max_pixels: MaxPixels = None,
-    out: Out = None,
+    out: AnswerOut = None,
     format: Format = None,
     resume: Resume = True,
     overwrite: Overwrite = False,
@@ -300,6 +580,8 @@ def answer(
         str | None,
         typer.Option(
             "--tokens",
+            metavar="FOLDER",
+            rich_help_panel=INPUT,
             help="Folder of tokens saved by `compress --save-tokens`: those videos skip decode and encode.",
         ),
     ] = None,
@@ -319,11 +601,13 @@ def answer(
     def call():
         from mlbcli import api
 
-        return api.answer(
+        checked_device, checked_dtype = _check_device(device, dtype)
+        reporter = _reporter(quiet)
+        summary = api.answer(
             sources,
             question=question,
             model=model,
-            method=method,
+            method=_method_name(method),
             keep=keep,
             layer=layer,
             query=query,
@@ -332,8 +616,8 @@ def answer(
             frames=frames,
             fps=fps,
             max_new_tokens=max_new_tokens,
-            device=device,
-            dtype=dtype,
+            device=checked_device,
+            dtype=checked_dtype,
             seed=seed,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
@@ -341,14 +625,17 @@ def answer(
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet),
+            reporter=reporter,
             stdin=sys.stdin,
         )
+        return summary, reporter
 
-    _finish(call)
+    _finish(call, show_results=True)
 
 
-@app.command(epilog="Example: mlb compress videos/ --method uniform --keep 0.25 --out stats.parquet")
+@app.command(
+    cls=Command, epilog="Example: mlb compress videos/ --method uniform --keep 0.25 --out stats.parquet"
+)
 @with_method_parameters
 def compress(
     sources: Sources,
@@ -369,13 +656,22 @@ def compress(
     save_tokens: Annotated[
         str | None,
         typer.Option(
-            "--save-tokens", help="Folder to store each video's encoded visual tokens (safetensors)."
+            "--save-tokens",
+            metavar="FOLDER",
+            help="Folder to store each video's encoded visual tokens (safetensors).",
+            rich_help_panel=OUTPUT,
         ),
     ] = None,
     bias_report: Annotated[
-        str | None, typer.Option("--bias-report", help="Folder for per-video attention bias plots (PNG).")
+        str | None,
+        typer.Option(
+            "--bias-report",
+            metavar="FOLDER",
+            help="Folder for per-video attention bias plots (PNG).",
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
-    out: Out = None,
+    out: CompressOut = None,
     format: Format = None,
     resume: Resume = True,
     overwrite: Overwrite = False,
@@ -395,11 +691,13 @@ def compress(
     def call():
         from mlbcli import api
 
-        return api.compress(
+        checked_device, checked_dtype = _check_device(device, dtype)
+        reporter = _reporter(quiet)
+        summary = api.compress(
             sources,
             question=question,
             model=model,
-            method=method,
+            method=_method_name(method),
             keep=keep,
             layer=layer,
             query=query,
@@ -407,8 +705,8 @@ def compress(
             params=_params(param, method_params),
             frames=frames,
             fps=fps,
-            device=device,
-            dtype=dtype,
+            device=checked_device,
+            dtype=checked_dtype,
             seed=seed,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
@@ -417,14 +715,17 @@ def compress(
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet),
+            reporter=reporter,
             stdin=sys.stdin,
         )
+        return summary, reporter
 
     _finish(call)
 
 
-@app.command(epilog="Example (crontab): 0 2 * * * mlb summarize /srv/cams --out /srv/summaries.parquet -q")
+@app.command(
+    cls=Command, epilog="Example (crontab): 0 2 * * * mlb summarize /srv/cams --out /srv/summaries.parquet -q"
+)
 @with_method_parameters
 def summarize(
     sources: Sources,
@@ -432,7 +733,9 @@ def summarize(
         str | None,
         typer.Option(
             "--prompt",
-            help="Summary prompt [default: 'Describe what happens in this video in a few sentences.'].",
+            metavar="TEXT",
+            help="Summary prompt (default: 'Describe what happens in this video in a few sentences.').",
+            rich_help_panel=INPUT,
         ),
     ] = None,
     model: Model = DEFAULT_MODEL,
@@ -449,7 +752,7 @@ def summarize(
     dtype: Dtype = "auto",
     min_pixels: MinPixels = None,
     max_pixels: MaxPixels = None,
-    out: Out = None,
+    out: SummarizeOut = None,
     format: Format = None,
     resume: Resume = True,
     overwrite: Overwrite = False,
@@ -470,10 +773,12 @@ def summarize(
         from mlbcli import api
 
         kwargs = {"prompt": prompt} if prompt is not None else {}
-        return api.summarize(
+        checked_device, checked_dtype = _check_device(device, dtype)
+        reporter = _reporter(quiet)
+        summary = api.summarize(
             sources,
             model=model,
-            method=method,
+            method=_method_name(method),
             keep=keep,
             layer=layer,
             query=query,
@@ -482,36 +787,48 @@ def summarize(
             frames=frames,
             fps=fps,
             max_new_tokens=max_new_tokens,
-            device=device,
-            dtype=dtype,
+            device=checked_device,
+            dtype=checked_dtype,
             seed=seed,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet),
+            reporter=reporter,
             stdin=sys.stdin,
             **kwargs,
         )
+        return summary, reporter
 
-    _finish(call)
+    _finish(call, show_results=True)
 
 
-@app.command(epilog="Example: mlb sample videos/ --frames 16 --contact-sheet sheets/ --out frames.parquet")
+@app.command(
+    cls=Command, epilog="Example: mlb sample videos/ --frames 16 --contact-sheet sheets/ --out frames.parquet"
+)
 def sample(
     sources: Sources,
     frames: Annotated[
-        int | None, typer.Option("--frames", help="Frames sampled uniformly per video [default: 32].")
+        int | None,
+        typer.Option(
+            "--frames",
+            metavar="N",
+            help="Frames sampled uniformly per video (default: 32).",
+            rich_help_panel=INPUT,
+        ),
     ] = None,
     fps: Fps = None,
     contact_sheet: Annotated[
         str | None,
         typer.Option(
-            "--contact-sheet", help="Folder for one image per video with the sampled frames in a grid."
+            "--contact-sheet",
+            metavar="FOLDER",
+            help="Folder for one image per video with the sampled frames in a grid.",
+            rich_help_panel=OUTPUT,
         ),
     ] = None,
-    out: Out = None,
+    out: SampleOut = None,
     format: Format = None,
     resume: Resume = True,
     overwrite: Overwrite = False,
@@ -529,7 +846,8 @@ def sample(
     def call():
         from mlbcli import api
 
-        return api.sample(
+        reporter = _reporter(quiet)
+        summary = api.sample(
             sources,
             frames=frames,
             fps=fps,
@@ -537,16 +855,18 @@ def sample(
             run=_run_options(
                 out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
             ),
-            reporter=_reporter(quiet),
+            reporter=reporter,
             stdin=sys.stdin,
         )
+        return summary, reporter
 
     _finish(call)
 
 
 @app.command(
+    cls=Command,
     epilog="Example: mlb flops --model llava-hf/llava-onevision-qwen2-7b-ov-hf --frames 32 "
-    "--method fastv --keep 0.25 --layer 2"
+    "--method fastv --keep 0.25 --layer 2",
 )
 @with_method_parameters
 def flops(
@@ -570,7 +890,7 @@ def flops(
 
         plan = api.flops(
             model=model,
-            method=method,
+            method=_method_name(method),
             keep=keep,
             layer=layer,
             frames=frames,
@@ -601,11 +921,93 @@ def flops(
 
 @app.command()
 def methods() -> None:
-    """List the token-reduction methods and what they do."""
-    from mlbcli.selection import available_methods
+    """List the token-reduction methods, the debiasers and their hyperparameters with defaults."""
+    import shutil
+    import textwrap
 
-    for name, description in available_methods().items():
-        typer.echo(f"{name:12s} {description}")
+    from mlbcli.selection.catalog import BUILTIN_METHODS, DEBIASERS, default_text, hyperparameters_of
+
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    indent = " " * 13
+
+    def para(text: str, first: str = indent) -> None:
+        """`text` wrapped to the terminal, hanging under the name column."""
+        typer.echo(
+            textwrap.fill(text, width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False)
+        )
+
+    def hyperparameters(name: str) -> None:
+        for hp in hyperparameters_of(name):
+            flag = f"--{hp.name.replace('_', '-')} {default_text(hp)}"  # e.g. "--dedup-threshold 0.9"
+            first = f"{indent}{flag:26s}  "
+            typer.echo(
+                textwrap.fill(
+                    hp.help, width, initial_indent=first, subsequent_indent=" " * 41, break_on_hyphens=False
+                )
+            )
+
+    where = {
+        "input": "before the LLM",
+        "layer": "inside the LLM, before decoder layer --layer",
+        None: "never",
+    }
+    typer.echo("Methods (--method NAME, any case):\n")
+    for info in BUILTIN_METHODS.values():
+        para(info.description, first=f"{info.name:12s} ")
+        debias = (
+            f"; default --debias {','.join(info.default_debias) or 'none'} (any of below)"
+            if info.takes_debias
+            else ""
+        )
+        para(f"prunes {where[info.prune_point]}{debias}")
+        hyperparameters(info.name)
+    typer.echo("\nDebiasers (--debias LIST, attention methods only):\n")
+    for name, description in DEBIASERS.items():
+        flags = ", ".join(f"--{hp.name.replace('_', '-')}" for hp in hyperparameters_of(name))
+        para(f"{description}{f' ({flags})' if flags else ''}.", first=f"{name:12s} ")
+    typer.echo("")
+    footer = (
+        "Set a hyperparameter with its option (--dedup-threshold 0.8) or --param NAME=VALUE; one that the "
+        "chosen method and debiasers do not read is an error."
+    )
+    typer.echo(textwrap.fill(footer, width))
+
+
+@app.command(cls=Command, epilog="Example: mlb show answers.parquet --columns video_id,answer --limit 5")
+def show(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="A results file written by mlb (.parquet, .jsonl, .csv).")
+    ],
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            metavar="N",
+            help="Rows to print (default: 20 in a table, all with --json; 0 = all).",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            "-c",
+            metavar="LIST",
+            help="Comma list of columns (default: the usual ones of the file's command; all with --json).",
+        ),
+    ] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only the rows whose item failed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """Print a results file as a table (answers, summaries, token statistics)."""
+    from mlbcli.show import show_file
+
+    names = [name.strip() for name in columns.split(",") if name.strip()] if columns else None
+    try:
+        show_file(file, limit=limit, columns=names, as_json=as_json, failed_only=failed)
+    except UsageError as error:
+        typer.echo(f"mlb: error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

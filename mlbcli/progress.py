@@ -1,7 +1,9 @@
 """Progress reporting: a rich bar on a terminal, plain periodic log lines otherwise (cron, CI).
 
-The library calls `Reporter.start/advance/finish`; the CLI picks the implementation. Output goes to
-stderr so that stdout stays machine-readable (`--out -`).
+The library calls `Reporter.status/start/advance/finish`; the CLI picks the implementation. Output
+goes to stderr so that stdout stays machine-readable (`--out -`). Whatever the mode, a failed item is
+named (id, path, reason) as it happens and the run ends with its summary: `quiet` (`-q`) drops only
+the progress and status lines, so cron mail shows what went wrong and nothing else.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from rich.markup import escape
+
 if TYPE_CHECKING:
     from mlbcli.api import RunSummary
 
 
 class Reporter(Protocol):
+    def status(self, text: str) -> None: ...  # e.g. "loading model ..." before `start` (optional)
+
     def start(self, kind: str, *, total: int, skipped: int) -> None: ...
 
     def advance(self, row: dict[str, Any]) -> None: ...
@@ -25,6 +31,9 @@ class Reporter(Protocol):
 class NullReporter:
     """The library default: report nothing."""
 
+    def status(self, text: str) -> None:
+        pass
+
     def start(self, kind: str, *, total: int, skipped: int) -> None:
         pass
 
@@ -33,6 +42,54 @@ class NullReporter:
 
     def finish(self, summary: RunSummary) -> None:
         pass
+
+
+def report_status(reporter: Any, text: str) -> None:
+    """`reporter.status(text)` for reporters that have it (`status` came later than the protocol's
+    other methods, so a library user's own reporter may lack it)."""
+    status = getattr(reporter, "status", None)
+    if status is not None:
+        status(text)
+
+
+def model_loading_text(model: str, device: str, dtype: str) -> str:
+    """'loading model <id> (<family>) on <device>/<dtype> ...': what the first seconds of a run do.
+
+    The family comes from the checkpoint's config when it is already local (no network here: an
+    unreadable config is `load_adapter`'s to report, with its own message).
+    """
+    from mlbcli.models import adapter_class_for, resolve_device, resolve_dtype
+
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model, trust_remote_code=False, local_files_only=True)
+        family = f" ({adapter_class_for(config).family})"
+    except Exception:  # noqa: BLE001 (not cached, unsupported...: the load itself says why)
+        family = ""
+    try:
+        where = resolve_device(device)
+        precision = str(resolve_dtype(dtype, where)).removeprefix("torch.")
+    except Exception:  # noqa: BLE001 (an unknown dtype: the load itself says why)
+        where, precision = device, dtype
+    return f"loading model {model}{family} on {where}/{precision} ..."
+
+
+def error_reason(row: dict[str, Any]) -> str:
+    """A failed row's `error` without the leading "<path>: " that decoder messages carry (the path
+    is shown next to it, or equals the id for paths read from stdin: it would be said twice)."""
+    reason = str(row.get("error") or "").strip()
+    for prefix in dict.fromkeys(p for p in (row.get("video_path"), row.get("video_id")) if p):
+        if reason.startswith(f"{prefix}: "):
+            return reason[len(prefix) + 2 :]
+    return reason
+
+
+def failure_text(row: dict[str, Any]) -> str:
+    """'<id> (<path>): <reason>' for a failed row, naming the file once."""
+    video_id, path = row.get("video_id") or "?", row.get("video_path")
+    where = f"{video_id} ({path})" if path and path != video_id else video_id
+    return f"{where}: {error_reason(row)}"
 
 
 def _rate_eta(done: int, total: int, elapsed: float) -> tuple[float, float | None]:
@@ -52,9 +109,13 @@ class PlainReporter:
         self.kind = ""
         self.started = self.last = 0.0
 
-    def _line(self, text: str) -> None:
-        if not self.quiet:
+    def _line(self, text: str, *, always: bool = False) -> None:
+        """One timestamped line; progress lines (`always=False`) are dropped in quiet mode."""
+        if always or not self.quiet:
             print(f"[mlb {time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+
+    def status(self, text: str) -> None:
+        self._line(text)
 
     def start(self, kind: str, *, total: int, skipped: int) -> None:
         self.kind, self.total = kind, total
@@ -64,7 +125,9 @@ class PlainReporter:
 
     def advance(self, row: dict[str, Any]) -> None:
         self.done += 1
-        self.failed += int(bool(row.get("error")))
+        if row.get("error"):
+            self.failed += 1
+            self._line(f"error: {failure_text(row)}", always=True)
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now
@@ -75,11 +138,15 @@ class PlainReporter:
             )
 
     def finish(self, summary: RunSummary) -> None:
-        self._line(summary_text(summary))
+        self._line(summary_text(summary), always=True)
 
 
 class RichReporter:
-    """A rich progress bar (videos done, rate, ETA, failures) and a final summary table, on stderr."""
+    """A rich progress bar (videos done, rate, ETA, failures) and a final summary table, on stderr.
+
+    Failed items are printed above the bar as they happen. Quiet mode prints no bar and no table,
+    only those lines and the one-line summary (as `PlainReporter` does).
+    """
 
     def __init__(self, quiet: bool = False):
         from rich.console import Console
@@ -89,6 +156,10 @@ class RichReporter:
         self.progress: Any = None
         self.task: Any = None
         self.failed = 0
+
+    def status(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[dim]{escape(text)}[/dim]", highlight=False)
 
     def start(self, kind: str, *, total: int, skipped: int) -> None:
         from rich.progress import (
@@ -121,9 +192,12 @@ class RichReporter:
         self.started = time.monotonic()
 
     def advance(self, row: dict[str, Any]) -> None:
+        if row.get("error"):
+            self.failed += 1
+            # (above the live bar when there is one: rich keeps the bar at the bottom)
+            self.console.print(f"[red]error[/red] {escape(failure_text(row))}", highlight=False)
         if self.progress is None:
             return
-        self.failed += int(bool(row.get("error")))
         done = self.progress.tasks[0].completed + 1
         rate, _ = _rate_eta(
             int(done), int(self.progress.tasks[0].total or 0), time.monotonic() - self.started
@@ -141,13 +215,19 @@ class RichReporter:
         if self.progress is not None:
             self.progress.stop()
         if self.quiet:
+            self.console.print(escape(summary_text(summary)), highlight=False)
             return
         table = Table(title=f"mlb {summary.kind}", show_header=False)
         for label, value in summary_fields(summary):
             table.add_row(label, value)
         self.console.print(table)
-        for error in summary.errors:
-            self.console.print(f"[red]error[/red] {error}", highlight=False)
+        if summary.failed:
+            where = f": `mlb show {summary.out} --failed`" if summary.out and summary.out != "-" else ""
+            self.console.print(
+                f"[red]{summary.failed} failed[/red] "
+                + escape(f"(named above; their rows carry `error`{where})"),
+                highlight=False,
+            )
 
 
 def summary_fields(summary: RunSummary) -> list[tuple[str, str]]:
@@ -157,7 +237,9 @@ def summary_fields(summary: RunSummary) -> list[tuple[str, str]]:
         ("failed", str(summary.failed)),
         ("skipped (resume)", str(summary.skipped)),
     ]
-    if summary.mean_keep is not None:
+    # keep_realized > 0 on every row that has it (at least one token is kept), so keep_sum == 0 means
+    # no row had one (`sample`): no mean to show, rather than a misleading 0.000.
+    if summary.mean_keep is not None and summary.keep_sum > 0:
         fields.append(("mean keep (realized)", f"{summary.mean_keep:.3f}"))
     if summary.accuracy is not None:
         fields.append(("accuracy", f"{summary.accuracy:.1%} ({summary.correct}/{summary.graded})"))

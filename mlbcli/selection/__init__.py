@@ -10,7 +10,9 @@ from mlbcli.selection.base import (
     Method,
     MethodOptions,
     available_methods,
+    canonical_method_name,
     get_method,
+    method_names,
     register_method,
     token_budget,
 )
@@ -20,7 +22,9 @@ __all__ = [
     "Method",
     "MethodOptions",
     "available_methods",
+    "canonical_method_name",
     "get_method",
+    "method_names",
     "register_method",
     "token_budget",
 ]

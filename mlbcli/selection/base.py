@@ -9,6 +9,7 @@ position ids, KV cache, statistics), so a method is a small pure function of ten
 from __future__ import annotations
 
 import abc
+import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -159,11 +160,32 @@ def load_builtin_methods() -> None:
     from mlbcli.selection import baselines, presets, slowfast  # noqa: F401
 
 
+def method_names() -> list[str]:
+    """Every method name that `get_method` accepts: the built-ins and any registered plugin (no torch)."""
+    from mlbcli.selection.catalog import BUILTIN_METHODS
+
+    return sorted(set(METHODS) | set(BUILTIN_METHODS))
+
+
+def canonical_method_name(name: str) -> str:
+    """`name` as registered. Case does not matter (`FastV` is `fastv`); an unknown name is a
+    `UsageError` that suggests the closest known name. Needs no torch, so the CLI checks early."""
+    names = method_names()
+    if name in names:
+        return name
+    folded = {known.lower(): known for known in names}
+    key = name.strip().lower()
+    if key in folded:
+        return folded[key]
+    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.6)
+    hint = f"; did you mean {folded[close[0]]!r}?" if close else ";"
+    raise UsageError(f"unknown method {name!r}{hint} available: {', '.join(names)}")
+
+
 def get_method(name: str, options: MethodOptions | None = None) -> Method:
+    """An instance of the method called `name` (case-insensitive) with `options`."""
     load_builtin_methods()
-    if name not in METHODS:
-        raise UsageError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-    return METHODS[name](options)
+    return METHODS[canonical_method_name(name)](options)
 
 
 def available_methods() -> dict[str, str]:
