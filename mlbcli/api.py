@@ -85,9 +85,9 @@ class RunOptions:
     resume: bool = True
     overwrite: bool = False
     fail_fast: bool = False
-    workers: int = 2  # background decode processes (0 = decode inline)
+    workers: int = 2  # background decode processes (0 = decode inline, still with the timeout)
     prefetch: int = 4  # decoded videos buffered ahead of the model
-    decode_timeout_s: float = 120.0
+    decode_timeout_s: float | None = 120.0  # None = no limit (library use only)
     batch_size: int | None = None  # items per model batch; None = auto (1 on CPU, largest that fits on CUDA)
     num_shards: int = 1  # split the videos over independent processes (GPUs, SLURM array tasks)...
     shard_index: int = 0  # ...and this process takes shard `shard_index` (0-based)
@@ -95,6 +95,16 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1 or auto, got {self.batch_size}")
+        # Checked here, not only in the CLI, so library callers get a one-line usage error, not a
+        # ValueError from deep inside prefetch after the writer has been opened.
+        if self.workers < 0:
+            raise UsageError(f"--workers must be >= 0, got {self.workers}")
+        if self.prefetch < 1:
+            raise UsageError(f"prefetch must be >= 1, got {self.prefetch}")
+        if self.decode_timeout_s is not None and not (0 < self.decode_timeout_s < math.inf):
+            raise UsageError(
+                f"--decode-timeout must be a finite number of seconds > 0, got {self.decode_timeout_s}"
+            )
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise UsageError(
                 f"--shard-index must be in 0..{self.num_shards - 1} and --num-shards >= 1, "

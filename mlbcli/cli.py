@@ -522,9 +522,14 @@ def _finish(call: Any, show_results: bool = False) -> None:
     except MlbError as error:
         typer.echo(f"mlb: error: {error}", err=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("mlb: interrupted; finished rows are saved, rerun to resume", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP via mlbcli.signals (see main)
+        import contextlib
+
+        from mlbcli.signals import exit_code_of, reason_of
+
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the status tells
+            typer.echo(f"mlb: {reason_of(interrupt)}; finished rows are saved, rerun to resume", err=True)
+        raise typer.Exit(exit_code_of(interrupt)) from None
     if show_results and summary.out != "-" and not reporter.inner.quiet and _stdout_is_terminal():
         from mlbcli.show import print_run_results
 
@@ -1026,7 +1031,11 @@ def doctor(
 
 
 def main() -> None:
-    app()
+    from mlbcli.signals import stop_on_signals
+
+    # SIGTERM and SIGHUP stop a run like Ctrl-C (finished rows committed) and exit 128 + the signal.
+    with stop_on_signals(exit_status=True):
+        app()
 
 
 if __name__ == "__main__":

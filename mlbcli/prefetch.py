@@ -15,12 +15,14 @@ thread, so exceptions from a lazy input (e.g. a bad source) surface where the ca
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -52,13 +54,18 @@ _READY = "ready"
 # --------------------------------------------------------------------------------------------------
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, log_level: int) -> None:
+def _worker_main(conn: multiprocessing.connection.Connection, log_level: int, parent_pid: int) -> None:
     """Entry point of a decode worker: receive ``(seq, fn, arg)``, send back ``(seq, ok, payload)``.
 
-    Top level so ``spawn`` can import it. Ctrl-C is ignored here: the parent handles it and terminates
-    workers, and a traceback from every child would only bury the parent's message.
+    Top level so ``spawn`` can import it. Stop signals (Ctrl-C, and SIGTERM/SIGHUP sent to the whole
+    process group by a terminal, systemd or a scheduler) are ignored here: the parent handles them,
+    commits its rows and kills its workers; a worker dying on its own would turn its item into a
+    "crashed" error row and print a traceback that buries the parent's message.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    _die_with_parent(parent_pid)
     _configure_worker_logging(log_level)
     conn.send_bytes(pickle.dumps(_READY))
     while True:
@@ -79,6 +86,34 @@ def _worker_main(conn: multiprocessing.connection.Connection, log_level: int) ->
             conn.send_bytes(payload)
         except (EOFError, OSError):
             return
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make sure this worker never outlives the process that started it, even if that one is SIGKILLed.
+
+    A worker normally exits when its pipe to the parent reaches EOF, but a worker stuck in C code (a
+    decoder blocked on a FIFO, an endless demux loop) never reads the pipe, and would stay alive
+    forever, reparented to init, together with multiprocessing's resource tracker (which exits only when
+    every holder of its pipe, this worker included, is gone). On Linux, PR_SET_PDEATHSIG makes the
+    kernel SIGKILL us when the parent *thread* that spawned us ends: that is the pool's dispatcher
+    thread, which lives exactly as long as the pool (its end at ``close()`` kills idle workers a moment
+    early, which is harmless). Elsewhere this is a no-op and only the pipe EOF applies.
+
+    The parent may already have died before the prctl call took effect: then we have been reparented,
+    ``getppid()`` differs, and we leave at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+                logger.debug("prctl(PR_SET_PDEATHSIG) failed: errno %s", ctypes.get_errno())
+        except (OSError, AttributeError):  # no usable libc (unusual builds): keep the pipe-EOF exit
+            logger.debug("prctl unavailable", exc_info=True)
+    if os.getppid() != parent_pid:
+        os._exit(0)
 
 
 def _configure_worker_logging(level: int) -> None:
@@ -276,7 +311,10 @@ class _Pool(Generic[T, R]):
     def _start_worker(self) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_worker_main, args=(child_conn, self._log_level), name="mlb-decode", daemon=True
+            target=_worker_main,
+            args=(child_conn, self._log_level, os.getpid()),
+            name="mlb-decode",
+            daemon=True,
         )
         process.start()
         child_conn.close()  # the child has its own copy; closing ours lets us see EOF when it dies
@@ -394,8 +432,11 @@ def prefetch(
 
     * ``depth``: how many groups may be queued, decoding or decoded ahead of the one the consumer takes
       next. Also the bound on decoded results held in memory.
-    * ``workers``: decode processes (started lazily, reused). ``0`` decodes inline in the caller's thread:
-      no isolation and no timeout, for tests and debugging.
+    * ``workers``: decode processes (started lazily, reused). ``0`` decodes inline, one group at a time,
+      without process isolation (a segfault ends the run), for tests and debugging. With
+      ``timeout_s=None`` it runs in the caller's thread; with a timeout each decode runs in a helper
+      thread that is abandoned (not killed: threads cannot be) when the timeout passes, so the group
+      becomes a ``DecodeTimeout`` and the batch goes on, at the cost of one stuck daemon thread.
     * Errors are yielded as exception objects, never raised: ``decode``'s own exceptions, ``DecodeTimeout``
       when a decode runs past ``timeout_s`` (its worker is killed and replaced), ``VideoDecodeError`` when
       a worker crashes (segfault, ``os._exit``, out of memory).
@@ -407,10 +448,12 @@ def prefetch(
         raise ValueError(f"workers must be >= 0, got {workers}")
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
-    if timeout_s is not None and timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
+    if timeout_s is not None and not 0 < timeout_s < float("inf"):  # (inf overflows the waits)
+        raise ValueError(f"timeout_s must be positive and finite, or None, got {timeout_s}")
     if workers == 0:
-        return _inline(groups, decode)
+        return (
+            _inline(groups, decode) if timeout_s is None else _inline_with_timeout(groups, decode, timeout_s)
+        )
     _check_picklable(decode)
     return _pooled(groups, decode, workers=workers, depth=depth, timeout_s=timeout_s)
 
@@ -424,6 +467,37 @@ def _inline(
         except Exception as exc:
             result = exc
         yield group, result
+
+
+def _inline_with_timeout(
+    groups: Iterable[T], decode: Callable[[T], R], timeout_s: float
+) -> Generator[tuple[T, R | BaseException], None, None]:
+    """Inline decoding that still honours the timeout (``--workers 0 --decode-timeout S``).
+
+    Why a thread and not a refusal: ``--decode-timeout`` has a default, so the CLI cannot tell a chosen
+    timeout from the default one, and silently dropping it let one hung file (an ffconcat list pointing
+    at a FIFO) stall the whole batch with no row written. A hung decoder cannot be killed in-process, so
+    its daemon thread is left behind, blocked; it does not keep the process alive at exit.
+    """
+    for group in groups:
+        outcome: list[Any] = []  # [result] or [exception], filled by the helper thread
+
+        def run(group: T = group, outcome: list[Any] = outcome) -> None:
+            try:
+                outcome.append(decode(group))
+            except Exception as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run, name="mlb-decode-inline", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            logger.warning("inline decode timed out after %gs; its thread is abandoned", timeout_s)
+            yield group, DecodeTimeout(f"decoding took longer than {timeout_s:g}s and was abandoned")
+        elif not outcome:  # decode ended by a BaseException other than Exception (SystemExit)
+            yield group, VideoDecodeError("decoder thread ended without a result")
+        else:
+            yield group, outcome[0]
 
 
 def _check_picklable(decode: Callable[..., Any]) -> None:

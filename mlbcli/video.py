@@ -106,14 +106,19 @@ _stderr_saved_fd: int | None = None
 def quiet_native_stderr(enabled: bool | None = None) -> Iterator[None]:
     """Send file descriptor 2 to /dev/null while decoders run, so FFmpeg/decord C-level chatter is hidden.
 
-    ``enabled=None`` means "unless this module's logger is at DEBUG". The redirection is process-wide
-    (that is the only way to reach C code), so it is reference-counted under a lock: nested or concurrent
-    uses restore the real stderr only when the last one leaves. If fd 2 cannot be duplicated (closed in a
-    daemon or an odd worker) it silently does nothing.
+    ``enabled=None`` means "unless this module's logger is at DEBUG, and only in the main thread". The
+    redirection is process-wide (that is the only way to reach C code), so it is reference-counted under
+    a lock: nested or concurrent uses restore the real stderr only when the last one leaves. A helper
+    thread does not redirect by default because it may never leave: ``prefetch`` abandons an inline
+    decode that hangs (``--workers 0 --decode-timeout``), and the run's later messages, its summary
+    included, would go to /dev/null. If fd 2 cannot be duplicated (closed in a daemon or an odd worker)
+    it silently does nothing.
     """
     global _stderr_depth, _stderr_saved_fd
     if enabled is None:
-        enabled = not logger.isEnabledFor(logging.DEBUG)
+        enabled = (
+            not logger.isEnabledFor(logging.DEBUG) and threading.current_thread() is threading.main_thread()
+        )
     if not enabled:
         yield
         return
@@ -224,7 +229,12 @@ def _open_av(av: Any, name: str) -> Any:
 def _video_stream(container: Any, name: str) -> Any:
     if not container.streams.video:
         raise VideoDecodeError(f"{name}: no video stream in file")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        # FFmpeg found the stream but not its codec parameters: typically an MP4 whose moov atom (at
+        # the end of the file) was cut off by an interrupted copy or download.
+        raise VideoDecodeError(f"{name}: video stream has no codec parameters (truncated or corrupt file)")
+    return stream
 
 
 def _stream_fps(stream: Any) -> float:

@@ -185,6 +185,37 @@ def test_truncated_mp4_with_index_at_the_end_is_an_error(tmp_path: Path) -> None
         decode_frames(cut, num_frames=8)
 
 
+def test_mp4_cut_inside_its_index_is_a_clear_error(tmp_path: Path) -> None:
+    """Finding R15: some cuts leave FFmpeg a video stream without codec parameters; the error text was
+    `AttributeError: 'NoneType' object has no attribute 'name'`."""
+    import av
+
+    data = make_test_video(tmp_path / "full.mp4", num_frames=48).read_bytes()
+    cut = tmp_path / "cut.mp4"
+
+    def codec_missing(length: int) -> bool:
+        cut.write_bytes(data[:length])
+        try:
+            with av.open(str(cut)) as container:
+                return bool(container.streams.video) and container.streams.video[0].codec_context is None
+        except av.FFmpegError:
+            return False
+
+    # Search the cut instead of hard-coding a byte count: the index layout depends on the FFmpeg build.
+    length = next((n for n in range(data.rindex(b"moov"), len(data)) if codec_missing(n)), None)
+    if length is None:
+        pytest.skip("this FFmpeg build never exposes a stream without codec parameters")
+    for decode in (
+        lambda: decode_frames(cut, num_frames=4),
+        lambda: decode_frames(cut, num_frames=4, backend="pyav"),
+        lambda: probe_video(cut),
+    ):
+        with pytest.raises(
+            VideoDecodeError, match=r"cut\.mp4: video stream has no codec parameters \(truncated"
+        ):
+            decode()
+
+
 def test_truncated_faststart_mp4_decodes_the_readable_part_with_a_warning(tmp_path: Path) -> None:
     # Index first: the header promises 64 frames, but only the first part of the data is there.
     # Decision: decode what is readable, resample over it (caller still gets num_frames frames), and say
@@ -290,6 +321,24 @@ def test_quiet_native_stderr_hides_fd2_and_restores_it(capfd: pytest.CaptureFixt
     err = capfd.readouterr().err
     assert "before" in err and "after" in err and "shown" in err
     assert "hidden" not in err
+
+
+def test_quiet_native_stderr_by_default_only_in_the_main_thread(capfd: pytest.CaptureFixture[str]) -> None:
+    # A helper thread may be abandoned mid-decode (prefetch's inline timeout): it must not leave fd 2
+    # pointing at /dev/null for the rest of the run.
+    import threading
+
+    def helper() -> None:
+        with quiet_native_stderr():
+            os.write(2, b"from-helper\n")
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    thread.join()
+    with quiet_native_stderr():
+        os.write(2, b"hidden-main\n")
+    err = capfd.readouterr().err
+    assert "from-helper" in err and "hidden-main" not in err
 
 
 def test_fast_path_imports_no_decoder_or_torch() -> None:
