@@ -318,4 +318,4 @@ def test_summary_counts_only_committed_rows_when_the_disk_fills(clips, tmp_path,
     result = run(["sample", clips, "--frames", 4, "--out", tmp_path / "cli.parquet", "--workers", "0"])
     assert result.exit_code == 1
     assert "ok 2" in result.output and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].startswith("mlb: cannot write")
+    assert result.output.strip().splitlines()[-1].startswith("mlb: error: cannot write")
