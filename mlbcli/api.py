@@ -383,9 +383,20 @@ class ModelSpec:
 
 
 def _model_spec(
-    debias: Sequence[str] | str | None = None, params: dict[str, Any] | None = None, **options: Any
+    spec: ModelSpec | None = None,
+    debias: Sequence[str] | str | None = None,
+    params: dict[str, Any] | None = None,
+    **options: Any,
 ) -> ModelSpec:
-    """A `ModelSpec` from keyword options; `debias` may be a comma list ("global,local")."""
+    """The run's `ModelSpec`: `spec` as built by the caller (the CLI builds it once), or one built from
+    keyword options (notebook sugar; `debias` may be a comma list, "global,local"). Not both."""
+    if spec is not None:
+        if options or debias is not None or params is not None:
+            given = sorted(
+                [*options, *(["debias"] if debias is not None else []), *(["params"] if params else [])]
+            )
+            raise TypeError(f"pass either spec= or model options, not both (got {', '.join(given)})")
+        return spec
     if isinstance(debias, str):
         debias = tuple(part.strip() for part in debias.split(",") if part.strip())
     unknown = set(options) - {f.name for f in fields(ModelSpec)}
@@ -508,6 +519,7 @@ def answer(
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     stdin: TextIO | None = None,
+    spec: ModelSpec | None = None,
     **model_options: Any,
 ) -> RunSummary:
     """Answer every (video, question) item of `sources`; one row per item (see schema.ANSWER).
@@ -521,7 +533,7 @@ def answer(
     from mlbcli.tasks import AnswerTask
 
     run = run or RunOptions()
-    spec = _model_spec(**model_options)
+    spec = _model_spec(spec, **model_options)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
@@ -559,6 +571,7 @@ def compress(
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     stdin: TextIO | None = None,
+    spec: ModelSpec | None = None,
     **model_options: Any,
 ) -> RunSummary:
     """Encode + token reduction + per-video token statistics, no generation (see schema.COMPRESS).
@@ -571,7 +584,7 @@ def compress(
     from mlbcli.tasks import CompressTask
 
     run = run or RunOptions()
-    spec = _model_spec(**model_options)
+    spec = _model_spec(spec, **model_options)
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=False))
 
     return _run_batch(
@@ -598,6 +611,7 @@ def summarize(
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     stdin: TextIO | None = None,
+    spec: ModelSpec | None = None,
     **model_options: Any,
 ) -> RunSummary:
     """Summarise every video not yet summarised, or changed since (size/mtime), for nightly cron runs.
@@ -608,7 +622,7 @@ def summarize(
     from mlbcli.tasks import SummarizeTask
 
     run = run or RunOptions()
-    spec = _model_spec(**model_options)
+    spec = _model_spec(spec, **model_options)
     if not prompt.strip():
         raise UsageError("--prompt must not be empty")
     items = _unique_videos(list(iter_items(sources, stdin=stdin, require_question=False)))

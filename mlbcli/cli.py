@@ -323,6 +323,16 @@ Workers = Annotated[
         "--workers", metavar="N", help="Background decode processes (0 = inline).", rich_help_panel=RUN
     ),
 ]
+BatchSize = Annotated[
+    str,
+    typer.Option(
+        "--batch-size",
+        metavar="N|auto",
+        help="Video x question items per model batch (vision tower, prefill and decode together); "
+        "auto = 1 on CPU, on CUDA the largest that fits (halved on out-of-memory).",
+        rich_help_panel=RUN,
+    ),
+]
 Timeout = Annotated[
     float,
     typer.Option(
@@ -462,8 +472,58 @@ def _method_name(name: str) -> str:
     return canonical_method_name(name)
 
 
+def _model_spec(
+    model,
+    method,
+    keep,
+    layer,
+    query,
+    debias,
+    params,
+    frames,
+    fps,
+    device,
+    dtype,
+    seed,
+    min_pixels,
+    max_pixels,
+) -> Any:
+    """The one `ModelSpec` of a model command, built here once and passed to the library as is."""
+    from mlbcli.api import _model_spec as build
+
+    return build(
+        model=model,
+        method=_method_name(method),
+        keep=keep,
+        layer=layer,
+        query=query,
+        debias=debias,
+        params=params,
+        frames=frames,
+        fps=fps,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+    )
+
+
+def _batch_size(value: str) -> int | None:
+    """`--batch-size auto|N`: None = auto."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        raise UsageError(f"--batch-size must be a positive integer or 'auto', got {value!r}") from None
+    if size < 1:
+        raise UsageError(f"--batch-size must be a positive integer or 'auto', got {value!r}")
+    return size
+
+
 def _run_options(
-    out, fmt, resume, overwrite, fail_fast, workers, timeout, num_shards=1, shard_index=0
+    out, fmt, resume, overwrite, fail_fast, workers, timeout, num_shards=1, shard_index=0, batch_size="auto"
 ) -> Any:
     from mlbcli.api import RunOptions
 
@@ -483,6 +543,7 @@ def _run_options(
         decode_timeout_s=timeout,
         num_shards=num_shards,
         shard_index=shard_index,
+        batch_size=_batch_size(batch_size),
     )
 
 
@@ -592,6 +653,7 @@ def answer(
     ] = None,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    batch_size: BatchSize = "auto",
     num_shards: NumShards = 1,
     shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
@@ -611,24 +673,35 @@ def answer(
         summary = api.answer(
             sources,
             question=question,
-            model=model,
-            method=_method_name(method),
-            keep=keep,
-            layer=layer,
-            query=query,
-            debias=debias,
-            params=_params(param, method_params),
-            frames=frames,
-            fps=fps,
+            spec=_model_spec(
+                model,
+                method,
+                keep,
+                layer,
+                query,
+                debias,
+                _params(param, method_params),
+                frames,
+                fps,
+                checked_device,
+                checked_dtype,
+                seed,
+                min_pixels,
+                max_pixels,
+            ),
             max_new_tokens=max_new_tokens,
-            device=checked_device,
-            dtype=checked_dtype,
-            seed=seed,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
             tokens=tokens,
             run=_run_options(
-                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+                out,
+                format,
+                resume,
+                overwrite,
+                fail_fast,
+                workers,
+                decode_timeout,
+                num_shards,
+                shard_index,
+                batch_size,
             ),
             reporter=reporter,
             stdin=sys.stdin,
@@ -686,6 +759,7 @@ def compress(
     seed: Seed = 0,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    batch_size: BatchSize = "auto",
     num_shards: NumShards = 1,
     shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
@@ -701,24 +775,35 @@ def compress(
         summary = api.compress(
             sources,
             question=question,
-            model=model,
-            method=_method_name(method),
-            keep=keep,
-            layer=layer,
-            query=query,
-            debias=debias,
-            params=_params(param, method_params),
-            frames=frames,
-            fps=fps,
-            device=checked_device,
-            dtype=checked_dtype,
-            seed=seed,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
+            spec=_model_spec(
+                model,
+                method,
+                keep,
+                layer,
+                query,
+                debias,
+                _params(param, method_params),
+                frames,
+                fps,
+                checked_device,
+                checked_dtype,
+                seed,
+                min_pixels,
+                max_pixels,
+            ),
             save_tokens=save_tokens,
             bias_report=bias_report,
             run=_run_options(
-                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+                out,
+                format,
+                resume,
+                overwrite,
+                fail_fast,
+                workers,
+                decode_timeout,
+                num_shards,
+                shard_index,
+                batch_size,
             ),
             reporter=reporter,
             stdin=sys.stdin,
@@ -767,6 +852,7 @@ def summarize(
     seed: Seed = 0,
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
+    batch_size: BatchSize = "auto",
     num_shards: NumShards = 1,
     shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
@@ -782,23 +868,34 @@ def summarize(
         reporter = _reporter(quiet)
         summary = api.summarize(
             sources,
-            model=model,
-            method=_method_name(method),
-            keep=keep,
-            layer=layer,
-            query=query,
-            debias=debias,
-            params=_params(param, method_params),
-            frames=frames,
-            fps=fps,
+            spec=_model_spec(
+                model,
+                method,
+                keep,
+                layer,
+                query,
+                debias,
+                _params(param, method_params),
+                frames,
+                fps,
+                checked_device,
+                checked_dtype,
+                seed,
+                min_pixels,
+                max_pixels,
+            ),
             max_new_tokens=max_new_tokens,
-            device=checked_device,
-            dtype=checked_dtype,
-            seed=seed,
-            min_pixels=min_pixels,
-            max_pixels=max_pixels,
             run=_run_options(
-                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+                out,
+                format,
+                resume,
+                overwrite,
+                fail_fast,
+                workers,
+                decode_timeout,
+                num_shards,
+                shard_index,
+                batch_size,
             ),
             reporter=reporter,
             stdin=sys.stdin,
@@ -858,7 +955,15 @@ def sample(
             fps=fps,
             contact_sheet=contact_sheet,
             run=_run_options(
-                out, format, resume, overwrite, fail_fast, workers, decode_timeout, num_shards, shard_index
+                out,
+                format,
+                resume,
+                overwrite,
+                fail_fast,
+                workers,
+                decode_timeout,
+                num_shards,
+                shard_index,
             ),
             reporter=reporter,
             stdin=sys.stdin,

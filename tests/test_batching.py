@@ -157,3 +157,72 @@ def test_encode_many_equals_encode(adapters, clips):
             single = pipe.encode(clip).tokens
             torch.testing.assert_close(video.tokens.features, single.features, rtol=1e-5, atol=1e-5)
             assert video.tokens.grid == single.grid, family
+
+
+# -- the CLI: --batch-size changes nothing but the speed ------------------------------------------------
+
+TIMING = {"decode_s", "encode_s", "prefill_s", "generate_s", "started_at_utc", "options_json"}
+
+
+def _cli_rows(args: list) -> list[dict]:
+    from typer.testing import CliRunner
+
+    from mlbcli.cli import app
+    from mlbcli.writers import read_results
+
+    out = args[args.index("--out") + 1]
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    return [
+        {k: v for k, v in row.items() if k not in TIMING}
+        for row in sorted(
+            read_results(out).to_pylist(), key=lambda r: (r["video_id"], r.get("question_id") or "")
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "method"), [("answer", "fastv"), ("summarize", "uniform"), ("compress", "mlb")]
+)
+def test_cli_batch_size_gives_the_same_rows(tiny_model_dir, clips_dir, tmp_path, command, method):
+    import json
+    import shutil
+
+    folder = tmp_path / "clips"
+    shutil.copytree(clips_dir, folder)
+    (folder / "broken.mp4").write_bytes(b"not a video")  # an error row inside a batch
+    manifest = tmp_path / "m.jsonl"
+    lines = [
+        ("a.mp4", "What moves?"),
+        ("b.mp4", "What flashes?"),
+        ("a.mp4", "Colour?"),
+        ("sub/c.mp4", "Why?"),
+    ]
+    lines.append(("broken.mp4", "Anything?"))
+    manifest.write_text(
+        "".join(json.dumps({"video": str(folder / v), "question": q}) + "\n" for v, q in lines)
+    )
+    source = manifest if command != "summarize" else folder
+    common = [command, source, "--model", tiny_model_dir, "--method", method, "--keep", "0.5"]
+    common += ["--frames", "6", "--workers", "0", "-q"]
+    if command != "compress":
+        common += ["--max-new-tokens", "4"]
+    one = _cli_rows([*common, "--batch-size", "1", "--out", tmp_path / "one.parquet"])
+    three = _cli_rows([*common, "--batch-size", "3", "--out", tmp_path / "three.parquet"])
+    assert len(one) == (5 if command != "summarize" else 4)
+    assert sum(1 for row in one if row["error"]) == 1
+    assert one == three
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_bad_batch_size_is_a_usage_error(tiny_model_dir, clips_dir, value):
+    from typer.testing import CliRunner
+
+    from mlbcli.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["answer", str(clips_dir), "--question", "q", "--model", str(tiny_model_dir), "--batch-size", value],
+    )
+    assert result.exit_code == 2
+    assert "--batch-size" in result.output
