@@ -93,6 +93,9 @@ class ModelInputs:
     position_ids: torch.Tensor  # [..., 1, L]: [1, L], or [3, 1, L] for M-RoPE
     visual_slots: torch.Tensor  # [n] positions of the prunable visual tokens (visual ids 0..n-1)
     query_slots: torch.Tensor  # [q] the probe's query rows (the question's tokens)
+    # Per decoder layer l: [n, D] features added to the output of layer l at the visual tokens, by
+    # visual id (Qwen3-VL's DeepStack). A pruned token's features go with it; appended tokens get none.
+    visual_residuals: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -347,6 +350,7 @@ class _Row:
     reserve: int  # tokens the row will generate after the prompt (context check)
     seq: _Sequence
     visual_in: int
+    residuals: dict[int, torch.Tensor] = field(default_factory=dict)  # see ModelInputs.visual_residuals
     visual_per_layer: list[int] = field(default_factory=list)
     scores: dict[int, torch.Tensor] = field(default_factory=dict)
     infos: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -397,7 +401,7 @@ def prefill_batch(
             appended_slots=torch.zeros(0, dtype=torch.long, device=device),
             query_slots=query.to(device),
         )
-        rows.append(_Row(index, plan, reserves[index], seq, n_in))
+        rows.append(_Row(index, plan, reserves[index], seq, n_in, dict(row_inputs.visual_residuals)))
 
     cache = _make_cache(adapter.text_config)
     key_valid: list[torch.Tensor] = []
@@ -470,6 +474,12 @@ def prefill_batch(
         with probe_ctx as probe:
             hidden = _run_layer(layer, hidden, positions, cos_sin, cache, None)
         key_valid.append(_valid(lengths, hidden.shape[1]))
+        if any(i in row.residuals for row in rows):
+            hidden = hidden.clone()
+            for r, row in enumerate(rows):
+                if i in row.residuals:  # [n, D] by visual id -> the surviving tokens' slots
+                    extra = row.residuals[i].to(hidden.device, hidden.dtype)[row.seq.visual_ids]
+                    hidden[r, row.seq.visual_slots] += extra
         for r, row in enumerate(rows):
             row.pending = None
             if r in probing:
@@ -631,14 +641,6 @@ def extend(
 def cache_lengths(cache: Any) -> list[int]:
     """Cached tokens per decoder layer."""
     return [int(layer.keys.shape[-2]) for layer in cache.layers]
-
-
-def truncate_cache(cache: Any, lengths: list[int]) -> None:
-    """Drop what was appended after `lengths` (per layer): back to a shared prefix."""
-    for layer, keep in zip(cache.layers, lengths, strict=True):
-        extra = int(layer.keys.shape[-2]) - keep
-        if extra > 0:
-            layer.crop(-extra)
 
 
 def concat_batches(batches: Sequence[Batch]) -> Batch:
