@@ -179,3 +179,41 @@ def test_a_hub_id_stays_a_hub_id(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     source = models.resolve_model(DEFAULT_MODEL)
     assert not source.local and source.ref == DEFAULT_MODEL
+
+
+# -- mlb doctor: the model mlb would use, and whether it can load here ----------------------------------
+def test_doctor_names_the_default_model_and_how_to_fetch_it(tmp_path, monkeypatch):
+    from mlbcli import doctor
+
+    monkeypatch.delenv("MLB_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo_id, filename: None)
+    line = doctor.model_line()
+    assert line.startswith(f"model (the default): hub id {DEFAULT_MODEL}, not in the HF cache")
+    assert f"download {DEFAULT_MODEL}`" in line
+
+
+def test_doctor_reports_a_cached_hub_model(tmp_path, monkeypatch):
+    from mlbcli import doctor
+
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(
+        "huggingface_hub.try_to_load_from_cache", lambda repo_id, filename: str(snapshot / filename)
+    )
+    line = doctor.model_line("org/cached")
+    assert "model (--model): hub id org/cached, in the HF cache" in line and "1 safetensors" in line
+    assert "download" not in line
+
+
+def test_doctor_reports_the_local_folder_from_mlb_model(tiny_model_dir, monkeypatch):
+    from mlbcli import doctor
+
+    monkeypatch.setenv("MLB_MODEL", str(tiny_model_dir))
+    line = doctor.model_line()
+    assert (
+        line
+        == f"model (MLB_MODEL): local folder {tiny_model_dir.resolve()} (config.json, 1 safetensors file(s))"
+    )

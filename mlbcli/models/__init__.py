@@ -245,6 +245,32 @@ def _load_error(source: ModelSource, why: str) -> ModelLoadError:
     return ModelLoadError(_local_message(source.ref, why) if source.local else _hub_message(source.ref, why))
 
 
+def describe_model(model_id: str) -> str:
+    """One line for `mlb doctor`: what `model_id` names here and whether it can load without the hub."""
+    try:
+        source = resolve_model(model_id)
+    except ModelLoadError as error:
+        return str(error)
+    if source.local:
+        files = [p.name for p in Path(source.ref).iterdir()]
+        weights = sum(name.endswith(".safetensors") for name in files)
+        config = "config.json" if "config.json" in files else "no config.json"
+        return f"local folder {source.ref} ({config}, {weights} safetensors file(s))"
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached_config = try_to_load_from_cache(source.ref, "config.json")
+    if isinstance(cached_config, str):
+        weights = len(list(Path(cached_config).parent.glob("*.safetensors")))
+        cache = f"in the HF cache {constants.HF_HUB_CACHE} ({weights} safetensors file(s))"
+    else:
+        cache = f"not in the HF cache {constants.HF_HUB_CACHE}"
+    hub = "the hub is reachable" if _hub_reachable() else "the hub is unreachable or HF_HUB_OFFLINE is set"
+    line = f"hub id {source.ref}, {cache}; {hub}"
+    if not isinstance(cached_config, str):
+        line += f"; to fetch it: `{download_command()} {source.ref}`"
+    return line
+
+
 def _load_config(model_id: str | ModelSource) -> Any:
     from transformers import AutoConfig
 
@@ -310,9 +336,8 @@ def load_adapter(
         if name not in accepted:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} does not apply to {cls.family} models")
-    model_class: Any = cls.model_class()  # a transformers PreTrainedModel subclass
     try:
-        model = model_class.from_pretrained(
+        model = cls.model_class().from_pretrained(
             source.ref,
             dtype=torch_dtype,
             use_safetensors=True,

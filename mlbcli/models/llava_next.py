@@ -48,7 +48,7 @@ class LlavaNextAdapter(ModelAdapter):
     )
 
     @classmethod
-    def model_class(cls) -> type:
+    def model_class(cls) -> type[Any]:
         from transformers import LlavaNextForConditionalGeneration
 
         return LlavaNextForConditionalGeneration
