@@ -1,13 +1,31 @@
 # The two commands a newcomer needs:  `make demo` (the main job on the examples)  and  `make test`.
-# Both create .venv on first use: torch is installed first, pinned to the CPU build, because an
-# unpinned torch pulls gigabytes of CUDA packages; everything else comes from constraints.txt.
+# Both create .venv on first use: torch first, as an explicit build (below), then everything else
+# pinned by constraints.txt.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 MODEL  ?= $(or $(MLB_MODEL),llava-hf/llava-onevision-qwen2-0.5b-ov-hf)
 
-.PHONY: install demo test lint completions examples bench clean
+# Which torch build. PyPI's Linux wheel is the CUDA build (gigabytes of nvidia-* packages), so:
+#   - Linux without `nvidia-smi`: the CPU build, `torch==<pin>+cpu` from PyTorch's CPU index;
+#   - where `nvidia-smi` runs: PyPI's wheel, the CUDA build; macOS: PyPI's wheel (CPU and MPS).
+# Override with TORCH_INDEX=<url> (another PyTorch index, e.g. .../whl/cu128) or TORCH_INDEX= (pip's
+# own configuration only). When pip's configuration already provides the exact wheel (a wheel folder
+# or a mirror, as on offline machines and in CI), no index is asked at all.
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
+ON_LINUX      := $(filter Linux,$(shell uname -s))
+HAVE_NVIDIA   := $(shell command -v nvidia-smi 2>/dev/null)
+ifneq ($(ON_LINUX),)
+ifeq ($(HAVE_NVIDIA),)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+endif
+endif
+TORCH_INDEX ?=
+# The local version label pins the build: `<pin>+cpu` exists only as the CPU wheel.
+TORCH_SPEC  ?= torch==$(TORCH_VERSION)$(if $(and $(ON_LINUX),$(findstring /whl/cpu,$(TORCH_INDEX))),+cpu)
+
+.PHONY: install demo test lint typecheck completions examples bench clean
 
 install: $(VENV)/.installed
 
@@ -15,7 +33,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch==$$(sed -n 's/^torch==//p' constraints.txt)"
+	@if [ -n "$(TORCH_INDEX)" ] && ! $(BIN)/python -m pip install --quiet --dry-run --no-deps --no-index \
+			"$(TORCH_SPEC)" >/dev/null 2>&1; then \
+		echo "installing $(TORCH_SPEC) from $(TORCH_INDEX)"; \
+		$(BIN)/python -m pip install --quiet --index-url "$(TORCH_INDEX)" "$(TORCH_SPEC)"; \
+	else \
+		echo "installing $(TORCH_SPEC) from pip's configured sources"; \
+		$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; \
+	fi
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
@@ -26,9 +51,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-lint: install
+lint: install typecheck
 	$(BIN)/ruff check mlbcli tests bench examples
 	$(BIN)/ruff format --check mlbcli tests bench examples
+
+typecheck: install
+	$(BIN)/mypy mlbcli
 
 completions: install
 	$(BIN)/python -m mlbcli.completions completions/
@@ -40,4 +68,4 @@ bench: install
 	$(BIN)/python bench/bench_prefill.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

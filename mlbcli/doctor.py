@@ -8,6 +8,7 @@ decode -> Parquet), exactly as `mlb answer` does with a real checkpoint.
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import shutil
 import tempfile
@@ -38,12 +39,31 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def run_doctor(echo: Callable[[str], None] = print, keep_files: bool = False) -> bool:
+def model_line(model: str | None = None) -> str:
+    """The model `mlb answer` would use (`model`, else MLB_MODEL, else the default) and its state here."""
+    from mlbcli.models import DEFAULT_MODEL, describe_model
+
+    origin = "--model"
+    if model is None:
+        origin = "MLB_MODEL" if os.environ.get("MLB_MODEL") else "the default"
+        model = os.environ.get("MLB_MODEL") or DEFAULT_MODEL
+    return f"model ({origin}): {describe_model(model)}"
+
+
+def run_doctor(
+    echo: Callable[[str], None] = print, keep_files: bool = False, model: str | None = None
+) -> bool:
+    """Print versions, the model `mlb answer` would use, then run the checks; True when all pass.
+
+    `model` defaults to MLB_MODEL, else the default model. Its line is information, not a check:
+    the checks are about the installation.
+    """
     from mlbcli import __version__
 
     echo(f"mlb {__version__} on Python {platform.python_version()} ({platform.platform()})")
     for name in PACKAGES:
         echo(f"  {name:13s} {_version(name)}")
+    echo(model_line(model))
     ok = True
     checks: list[tuple[str, Callable[[], str]]] = []
     workdir = Path(tempfile.mkdtemp(prefix="mlb-doctor-"))

@@ -188,10 +188,10 @@ def build_tiny_llava_onevision(
         video_token_index=tok.convert_tokens_to_ids("<video>"),
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
-        initializer_range=0.5,
         image_grid_pinpoints=[[image_size, image_size], [2 * image_size, 2 * image_size]],
         tie_word_embeddings=True,
     )
+    cfg.initializer_range = 0.5  # large random weights: visible attention and pruning effects
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(cfg)
     preprocessor = {
@@ -255,10 +255,13 @@ def build_tiny_qwen2_vl(
         bos_token_id=None,
         tie_word_embeddings=True,
     )
+    config_class: type[Any]  # Qwen2VLConfig or Qwen2_5_VLConfig
+    model_class: type[Any]
+    vision: dict[str, Any]
     if version == "2":
-        from transformers import Qwen2VLConfig as Config
-        from transformers import Qwen2VLForConditionalGeneration as Model
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
+        config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
         vision = dict(
             depth=2,
             embed_dim=32,
@@ -271,9 +274,9 @@ def build_tiny_qwen2_vl(
             initializer_range=0.5,
         )
     else:
-        from transformers import Qwen2_5_VLConfig as Config
-        from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+        config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
         vision = dict(
             depth=2,
             hidden_size=32,
@@ -288,10 +291,10 @@ def build_tiny_qwen2_vl(
             tokens_per_second=2,
             initializer_range=0.5,
         )
-    cfg = Config(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+    cfg: Any = config_class(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
     cfg.initializer_range = 0.5
     torch.manual_seed(seed)
-    model = Model(cfg)
+    model = model_class(cfg)
     common = {
         "do_resize": True,
         "do_rescale": True,

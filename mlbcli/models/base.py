@@ -96,7 +96,9 @@ class ModelAdapter(abc.ABC):
     mc_post_prompt: ClassVar[str] = "Answer with the option's letter from the given choices directly."
 
     def __init__(self, model: nn.Module, tokenizer: Any, model_id: str, preprocess_config: dict[str, Any]):
-        self.model = model
+        # A transformers *ForConditionalGeneration whose submodules differ per family; typed Any because
+        # nn.Module.__getattr__ types every submodule and config attribute as `Tensor | Module`.
+        self.model: Any = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.preprocess_config = preprocess_config
@@ -104,7 +106,7 @@ class ModelAdapter(abc.ABC):
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
     @abc.abstractmethod
-    def model_class(cls) -> type:
+    def model_class(cls) -> type[Any]:
         """The transformers class to instantiate (imported lazily)."""
 
     @classmethod
@@ -225,8 +227,8 @@ class ModelAdapter(abc.ABC):
 
     # -- the decoder, exposed for the engine's own prefill/decode loop -------------------------------
     @property
-    def decoder(self) -> nn.Module:
-        """The text decoder: has `.layers`, `.norm`, `.rotary_emb`, `.embed_tokens`.
+    def decoder(self) -> Any:
+        """The text decoder (an nn.Module): has `.layers`, `.norm`, `.rotary_emb`, `.embed_tokens`.
 
         The default is the transformers 5 `*ForConditionalGeneration` layout (`model.language_model`),
         shared by every family here; override for a model laid out differently.
@@ -234,7 +236,8 @@ class ModelAdapter(abc.ABC):
         return self.model.model.language_model
 
     @property
-    def layers(self) -> Sequence[nn.Module]:
+    def layers(self) -> Sequence[Any]:
+        """The decoder layers (nn.Modules with `.self_attn`, `.mlp`...), as the decoder runs them."""
         return self.decoder.layers
 
     @property

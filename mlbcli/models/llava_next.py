@@ -49,7 +49,7 @@ class LlavaNextAdapter(ModelAdapter):
     )
 
     @classmethod
-    def model_class(cls) -> type:
+    def model_class(cls) -> type[Any]:
         from transformers import LlavaNextForConditionalGeneration
 
         return LlavaNextForConditionalGeneration

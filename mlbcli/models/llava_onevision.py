@@ -29,7 +29,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
     default_frames = 32
 
     @classmethod
-    def model_class(cls) -> type:
+    def model_class(cls) -> type[Any]:
         from transformers import LlavaOnevisionForConditionalGeneration
 
         return LlavaOnevisionForConditionalGeneration

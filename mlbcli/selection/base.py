@@ -105,16 +105,17 @@ class Method(abc.ABC):
         self.options = options or MethodOptions()
 
     @abc.abstractmethod
-    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         """The keep schedule for one (video, prompt) request.
+
+        `prompt` is None only for a query-agnostic method (`query_aware` False) planned without a
+        question: `compress --save-tokens` stores such a reduction once, for every later question.
 
         A method may declare a third parameter `context: PlanContext | None = None`: it then receives
         the family's limits and can run probe passes (`context.probe`), e.g. two-stage LLaVA-MLB.
         """
 
-    def plan_with_context(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None
-    ) -> PrunePlan:
+    def plan_with_context(self, video: VideoTokens, prompt: Prompt, context: PlanContext | None) -> PrunePlan:
         """`plan`, passing `context` only to methods that accept it."""
         if context is not None and accepts_context(self.plan):
             return self.plan(video, prompt, context=context)  # type: ignore[call-arg]

@@ -54,7 +54,7 @@ class NoPruning(_Baseline):
     description = "Keep every visual token (the reference)."
     prune_point = None
 
-    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         return PrunePlan()
 
 
@@ -63,7 +63,7 @@ class UniformPooling(_Baseline):
     name = "uniform"
     description = "Per-frame spatial average pooling of the token grid to meet --keep (before the LLM)."
 
-    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         if self.options.keep >= 1.0:
             return PrunePlan()
         T, N = video.num_frames, video.tokens_per_frame
@@ -95,7 +95,7 @@ class RandomSelection(_Baseline):
     name = "random"
     description = "A seeded uniformly random subset of the visual tokens (the sanity floor)."
 
-    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         if self.options.keep >= 1.0:
             return PrunePlan()
         budget = token_budget(video.num_visual, self.options.keep)

@@ -150,7 +150,7 @@ class _AttentionPreset(Method):
             schedule[0] = num_visual + num_frames * size * size
         return schedule
 
-    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         debias = self.debiasers()
         params = resolve_params(self.options.params, debias)
         if self.options.keep >= 1.0:
@@ -170,9 +170,12 @@ class _AttentionPreset(Method):
             )
         segments = None
         if "global" in debias:
+            if prompt is None:  # the segment budgets follow the question
+                raise ValueError(f"--method {self.name}: the 'global' debiaser needs the request's prompt")
+            question_index = prompt.question_index  # [q] positions of the question tokens
             # Global frame vectors from the vision tower; fall back to the frames' mean visual token.
             frame_vec = video.frame_features if video.frame_features is not None else video.features.mean(1)
-            segments = D.segment_frames(frame_vec, params["segment_threshold"])  # [T]
+            segments = global_segments = D.segment_frames(frame_vec, params["segment_threshold"])  # [T]
         dedup_segments = segments if segments is not None else torch.zeros(T, dtype=torch.long)
         state: dict[str, torch.Tensor] = {}
         steps: dict = {}
@@ -189,8 +192,8 @@ class _AttentionPreset(Method):
                     info["deduplicated"] = int(n - keep.numel())
                     info["kept_after_dedup_per_frame"] = mask.sum(1).tolist()
                 if "global" in debias:
-                    question = ctx.hidden[0, prompt.question_index.to(device)].float().mean(0)  # [D]
-                    state["relevance"] = D.segment_relevance(question, video.features, segments)
+                    question = ctx.hidden[0, question_index.to(device)].float().mean(0)  # [D]
+                    state["relevance"] = D.segment_relevance(question, video.features, global_segments)
                 append = D.summary_tail(video.features, grid, tail_size).to(device) if n_tail else None
                 if n_tail:
                     info["tail_tokens"] = n_tail
@@ -305,7 +308,9 @@ class LlavaMLB(_AttentionPreset):
             "use_tail": "tail" in debias,
         }
 
-    def plan(self, video: VideoTokens, prompt: Prompt, context: PlanContext | None = None) -> PrunePlan:
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
         if context is None or not context.image_llm:
             if self.options.params.get("segments") is not None:
                 raise UsageError(
@@ -358,7 +363,7 @@ class VisionZipStar(_PreLLMPreset):
     name = "visionzip"
     description = "VisionZip* (after pooling, before the LLM): dominant tokens + merged contextual tokens."
 
-    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         params = self._check()
         if self.options.keep >= 1.0:
             return PrunePlan()
@@ -399,7 +404,7 @@ class DyCokeTTM(_PreLLMPreset):
     name = "dycoke"
     description = "DyCoke TTM: drop tokens similar to the same position in a window's reference frame."
 
-    def plan(self, video: VideoTokens, prompt: Prompt) -> PrunePlan:
+    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         params = self._check()
         if self.options.keep >= 1.0 and params["merge_ratio"] is None:
             return PrunePlan()
