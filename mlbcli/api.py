@@ -666,7 +666,8 @@ def sample(
 
     def work(pending: list[Item], emit: Emit, prepared: Any) -> None:
         for group, decoded, decode_s in _decoded([[item] for item in pending], run, num_frames, fps):
-            item, row = group[0], {"decode_s": decode_s}
+            item = group[0]
+            row: dict[str, Any] = {"decode_s": decode_s}
             if isinstance(decoded, BaseException):
                 emit(item, {**row, "error": _error_text(decoded)})
                 continue

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 from rich.markup import escape
@@ -58,10 +58,10 @@ def _plain_help_names(params: list[Any]) -> list[Any]:
     for param in params:
         if isinstance(param, typer.core.TyperArgument) and param.metavar:
             usage = param.metavar if param.required else f"[{param.metavar}]"
-            param._usage_display_name = lambda usage=usage: usage
-            param.display_type_rich = lambda ctx: None
+            setattr(param, "_usage_display_name", lambda usage=usage: usage)  # noqa: B010 (typer private)
+            setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010
         elif getattr(param, "is_flag", False):
-            param.display_type_rich = lambda ctx: None
+            setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010
     return params
 
 
@@ -246,9 +246,15 @@ def _out(default: str) -> Any:
     ]
 
 
-AnswerOut, CompressOut, SummarizeOut, SampleOut = (
-    _out(f"{kind}.parquet") for kind in ("answer", "compress", "summarize", "sample")
-)
+if TYPE_CHECKING:  # the same type for mypy; typer reads the Annotated metadata at run time
+    AnswerOut: TypeAlias = str | None
+    CompressOut: TypeAlias = str | None
+    SummarizeOut: TypeAlias = str | None
+    SampleOut: TypeAlias = str | None
+else:
+    AnswerOut, CompressOut, SummarizeOut, SampleOut = (
+        _out(f"{kind}.parquet") for kind in ("answer", "compress", "summarize", "sample")
+    )
 Format = Annotated[
     str | None,
     typer.Option(

@@ -483,6 +483,7 @@ def prefill_batch(
         for r, row in enumerate(rows):
             row.pending = None
             if r in probing:
+                assert probe is not None
                 received = probe.received(r, row.seq.query_slots, row.seq.length)  # [L_r]
                 row.pending = received[row.seq.visual_slots].float()
                 full = torch.full((row.visual_in,), float("nan"), device=received.device)

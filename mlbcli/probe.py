@@ -22,7 +22,7 @@ class ProbeCapture:
     """Holds what the hooks captured during one forward of the probed attention module."""
 
     def __init__(self, attn: nn.Module, apply_rotary: Callable[..., Any]):
-        self.attn = attn
+        self.attn: Any = attn  # a transformers attention module (head_dim, scaling)
         self.apply_rotary = apply_rotary
         self.q: torch.Tensor | None = None  # [B, L, Hq*d] query projection (before RoPE)
         self.k: torch.Tensor | None = None  # [B, L, Hkv*d] key projection (before RoPE)
@@ -73,8 +73,8 @@ def attention_probe(attn: nn.Module, apply_rotary: Callable[..., Any]) -> Iterat
 
     handles = [
         attn.register_forward_pre_hook(on_attention, with_kwargs=True),
-        attn.q_proj.register_forward_hook(on_q),
-        attn.k_proj.register_forward_hook(on_k),
+        attn.get_submodule("q_proj").register_forward_hook(on_q),
+        attn.get_submodule("k_proj").register_forward_hook(on_k),
     ]
     try:
         yield capture

@@ -338,12 +338,14 @@ class Pipeline:
             for index, error in errors.items():
                 results[index].error = error
             batches.append(batch)
-        batch = engine.concat_batches(batches) if batches else None
-        if batch is not None and len(batch):
+        decoding = engine.concat_batches(batches) if batches else None
+        if decoding is not None and len(decoding):
             generations = engine.greedy_decode_batch(
-                self.adapter, batch, max_new_tokens=[by_index[i].request.max_new_tokens for i in batch.index]
+                self.adapter,
+                decoding,
+                max_new_tokens=[by_index[i].request.max_new_tokens for i in decoding.index],
             )
-            for index, state, generation in zip(batch.index, batch.rows, generations, strict=True):
+            for index, state, generation in zip(decoding.index, decoding.rows, generations, strict=True):
                 p = by_index[index]
                 self._finish(results[index], p, state)
                 results[index].text = self.adapter.decode_text(generation.token_ids)

@@ -324,22 +324,22 @@ class ModelWorker:
 
     def _run_chunk(self, chunk: list[int], requests: list[Any], results: dict[int, Any]) -> None:
         """Run requests `chunk` together; on out-of-memory, halve the batch size and retry in halves."""
+        oom: BaseException
         try:
             out = self.pipe.run([requests[i] for i in chunk])
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            out = [None] * len(chunk)
-            oom: Exception = exc
+            oom = exc
         else:
-            oom_rows = [r for r in out if r.error is not None and is_out_of_memory(r.error)]
+            oom_rows = [r.error for r in out if r.error is not None and is_out_of_memory(r.error)]
             if not oom_rows or len(chunk) == 1:
                 for i, result in zip(chunk, out, strict=True):
                     if result.error is not None and is_out_of_memory(result.error):
                         result.error = MlbError(OUT_OF_MEMORY_ADVICE + f" ({error_text(result.error)})")
                     results[i] = result
                 return
-            oom = oom_rows[0].error
+            oom = oom_rows[0]
         _release_memory()
         if len(chunk) == 1:
             from mlbcli.runner import Result

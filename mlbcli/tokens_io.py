@@ -190,7 +190,7 @@ class SavedTokens:
             )
             if expected == json.loads(self.metadata["frame_indices"]):
                 return None
-            wanted = len(expected)
+            wanted: int | None = len(expected)
         elif fps is None and num_frames == saved:
             return None  # a file of an older mlb: only the frame count can be compared
         else:
