@@ -25,7 +25,7 @@ TORCH_INDEX ?=
 # The local version label pins the build: `<pin>+cpu` exists only as the CPU wheel.
 TORCH_SPEC  ?= torch==$(TORCH_VERSION)$(if $(and $(ON_LINUX),$(findstring /whl/cpu,$(TORCH_INDEX))),+cpu)
 
-.PHONY: install demo test lint typecheck completions examples bench clean
+.PHONY: install demo test lint typecheck completions examples bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,11 @@ examples: install
 
 bench: install
 	$(BIN)/python bench/bench_prefill.py
+	$(BIN)/python bench/bench_throughput.py
+
+# The one prepared GPU run (< 8 minutes on an H100/H200): results under bench/results/.
+bench-gpu: install
+	$(BIN)/python bench/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -44,6 +44,7 @@ from mlbcli.selection import presets as _presets  # noqa: E402, F401  (registers
 
 ARCHS = {
     # name: (layers, hidden, FFN, heads, kv heads, vocab)
+    "tiny": (3, 64, 128, 4, 2, 1024),  # smoke tests of the scripts only
     "mid": (8, 512, 1408, 8, 2, 1024),
     "llava-ov-7b": (28, 3584, 18944, 28, 4, 152064),  # Qwen2-7B, the LLM of LLaVA-OneVision-7B
     "llava-ov-0.5b": (24, 896, 4864, 14, 2, 151936),  # Qwen2-0.5B
@@ -74,6 +75,11 @@ class BenchAdapter:
 
     def positions_after_input_pruning(self, position_ids: torch.Tensor) -> torch.Tensor:
         return position_ids  # a video LLM: survivors keep their original positions
+
+    def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
+        return position_ids.max(dim=-1, keepdim=True).values + 1 + steps
+
+    eos_token_ids: set[int] = set()  # random weights: decode benchmarks always run their full length
 
 
 def build_model(arch: str, device: str, dtype: torch.dtype, seed: int) -> BenchAdapter:

@@ -691,8 +691,12 @@ def greedy_decode_batch(
         return results
     cache, key_valid = batch.cache, list(batch.key_valid)
     live = list(range(count))  # batch rows still generating, in cache-row order
-    positions = [row.position_ids for row in batch.rows]
+    # Position of each row's first generated token; the n-th continues at + n (`next_positions`).
+    first = torch.cat(
+        [adapter.next_positions(row.position_ids, 0) for row in batch.rows], dim=-2
+    )  # [..., B, 1]
     logits = torch.cat([row.logits for row in batch.rows])  # [B, V]
+    padded = [not bool(valid.all()) for valid in key_valid]  # per layer; changes only when rows leave
     decoder = adapter.decoder
     step = 0
     while live:
@@ -713,19 +717,19 @@ def greedy_decode_batch(
                 break
             picked = torch.tensor(still, dtype=torch.long, device=next_tokens.device)
             key_valid = _drop_rows(cache, key_valid, picked)
+            padded = [not bool(valid.all()) for valid in key_valid]
             next_tokens = next_tokens.index_select(0, picked)
+            first = first.index_select(-2, picked.to(first.device))
             _share(results, live, time.perf_counter() - started)
             started = time.perf_counter()
             live = [live[slot] for slot in still]
         hidden = decoder.embed_tokens(next_tokens[:, None])  # [A, 1, D]
-        step_positions = torch.cat(
-            [adapter.next_positions(positions[row], step) for row in live], dim=-2
-        )  # [..., A, 1]
+        step_positions = first + step  # [..., A, 1]
         cos_sin = adapter.rotary(hidden, step_positions)
         for i, layer in enumerate(adapter.layers):
-            valid = key_valid[i]  # [A, W_i]
-            mask = None  # no padding left in this layer: SDPA without a mask, as `generate`
-            if not bool(valid.all()):
+            mask = None  # no padding in this layer: SDPA without a mask, as `generate`
+            if padded[i]:
+                valid = key_valid[i]  # [A, W_i]
                 new = torch.ones(len(live), step + 1, dtype=torch.bool, device=valid.device)
                 mask = torch.cat([valid, new], dim=1)[:, None, None, :]  # [A, 1, 1, W_i + step + 1]
             hidden = _run_layer(layer, hidden, step_positions, cos_sin, cache, mask)

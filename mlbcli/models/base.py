@@ -299,7 +299,11 @@ class ModelAdapter(abc.ABC):
         return suffix_positions + appended
 
     def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
-        """Position ids of the `steps`-th generated token (0-based) after a prefill with `position_ids`."""
+        """Position ids of the `steps`-th generated token (0-based) after a prefill with `position_ids`.
+
+        The engine relies on `next_positions(p, n) == next_positions(p, 0) + n` (one position per
+        generated token, as in stock decoding), and asks only for n = 0.
+        """
         return position_ids.max(dim=-1, keepdim=True).values + 1 + steps
 
     # -- limits ------------------------------------------------------------------------------------------
