@@ -28,6 +28,7 @@ from mlbcli.progress import NullReporter, Reporter, model_loading_text, report_s
 from mlbcli.sources import Item, fingerprint, iter_items, printable
 
 if TYPE_CHECKING:
+    from mlbcli.ray_runner import RayOptions
     from mlbcli.runner import Pipeline
     from mlbcli.tasks import DecodedVideo, Task
     from mlbcli.video import Frames
@@ -89,10 +90,16 @@ class RunOptions:
     prefetch: int = 4  # decoded videos buffered ahead of the model
     decode_timeout_s: float | None = 120.0  # None = no limit (library use only)
     batch_size: int | None = None  # items per model batch; None = auto (1 on CPU, largest that fits on CUDA)
+    runner: str = "local"  # "local" (this process) or "ray" (Ray Data: decode tasks + model actor pool)
+    ray: RayOptions | None = None  # where and how wide the Ray runner runs (runner "ray" only)
     num_shards: int = 1  # split the videos over independent processes (GPUs, SLURM array tasks)...
     shard_index: int = 0  # ...and this process takes shard `shard_index` (0-based)
 
     def __post_init__(self) -> None:
+        if self.runner not in ("local", "ray"):
+            raise UsageError(f"--runner must be local or ray, not {self.runner!r}")
+        if self.ray is not None and self.runner != "ray":
+            raise UsageError("--ray-address, --gpus-per-worker and --workers-per-node apply to --runner ray")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1 or auto, got {self.batch_size}")
         # Checked here, not only in the CLI, so library callers get a one-line usage error, not a
@@ -409,10 +416,16 @@ def _model_spec(
     )
 
 
-def _load_pipeline(spec: ModelSpec) -> Callable[[list[Item], Reporter], Pipeline]:
+def _load_pipeline(spec: ModelSpec, run: RunOptions) -> Callable[[list[Item], Reporter], Any]:
     """`prepare` of the model commands: load the model once there is work for it."""
 
-    def prepare(items: list[Item], reporter: Reporter) -> Pipeline:
+    def prepare(items: list[Item], reporter: Reporter) -> Any:
+        if run.runner == "ray":  # the model loads in the actors; here only what would fail there
+            from mlbcli.models import _load_config, adapter_class_for
+            from mlbcli.ray_runner import require_ray
+
+            require_ray()
+            return adapter_class_for(_load_config(spec.model))
         import torch
 
         torch.manual_seed(spec.seed)
@@ -433,7 +446,7 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
     # What was asked, also on the rows of items that failed (so failures group by configuration).
     asked = {"model": spec.model, "method": spec.method, "keep_requested": spec.keep, "frames": spec.frames}
 
-    def work(items: list[Item], emit: Emit, pipe: Pipeline | None) -> None:
+    def work(items: list[Item], emit: Emit, pipe: Any) -> None:
         if not items or pipe is None:
             return
         num_frames = spec.frames if spec.frames is not None or spec.fps is not None else pipe.default_frames
@@ -441,6 +454,11 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
         for item in items:
             by_video.setdefault(item.video_path, []).append(item)
         groups = list(by_video.values())
+        if run.runner == "ray":  # `pipe` is the adapter class here: the model loads in the actors
+            from mlbcli.ray_runner import ray_work
+
+            ray_work(spec, run, task, asked, num_frames)(groups, emit)
+            return
         worker = ModelWorker(pipe, task, asked, run.batch_size)
         saved, groups = _saved_videos(groups, tokens_dir, pipe, spec) if tokens_dir else ([], groups)
         for batch in worker.batches([*saved, *_decoded_videos(groups, run, num_frames, spec.fps)]):
@@ -536,6 +554,14 @@ def answer(
     spec = _model_spec(spec, **model_options)
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
+    if tokens:
+        from mlbcli.tokens_io import require_tokens_dir
+
+        require_tokens_dir(tokens)  # before the model loads
+        if run.runner == "ray":
+            raise UsageError(
+                "--tokens is not supported with --runner ray yet (the actors decode every video)"
+            )
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
 
     def identity(item: Item) -> dict[str, Any]:
@@ -555,7 +581,7 @@ def answer(
         unique_key=None,
         identity=identity,
         work=_model_work(spec, run, AnswerTask(max_new_tokens), tokens),
-        prepare=_load_pipeline(spec),
+        prepare=_load_pipeline(spec, run),
         run=run,
         reporter=reporter,
         options=_options("answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens),
@@ -596,7 +622,7 @@ def compress(
         unique_key=None,
         identity=lambda item: {"question_id": item.question_id, "question": item.question},
         work=_model_work(spec, run, CompressTask(save_tokens, bias_report)),
-        prepare=_load_pipeline(spec),
+        prepare=_load_pipeline(spec, run),
         run=run,
         reporter=reporter,
         options=_options("compress", spec, run, save_tokens=save_tokens, bias_report=bias_report),
@@ -637,7 +663,7 @@ def summarize(
         unique_key=("video_id",),
         identity=lambda item: {"fingerprint": prints.get(item.video_path), "prompt": prompt},
         work=_model_work(spec, run, SummarizeTask(prompt, max_new_tokens)),
-        prepare=_load_pipeline(spec),
+        prepare=_load_pipeline(spec, run),
         run=run,
         reporter=reporter,
         options=_options("summarize", spec, run, prompt=prompt, max_new_tokens=max_new_tokens),

@@ -329,6 +329,43 @@ Workers = Annotated[
         "--workers", metavar="N", help="Background decode processes (0 = inline).", rich_help_panel=RUN
     ),
 ]
+RunnerName = Annotated[
+    str,
+    typer.Option(
+        "--runner",
+        metavar="local|ray",
+        help="Where the model work runs: this process, or Ray Data (decode tasks + a model actor pool; "
+        "needs pip install 'mlbcli[ray]').",
+        rich_help_panel=RUN,
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance). --runner ray only.",
+        rich_help_panel=RUN,
+    ),
+]
+GpusPerWorker = Annotated[
+    float | None,
+    typer.Option(
+        "--gpus-per-worker",
+        metavar="N",
+        help="GPUs per model actor (default: 1 when the cluster has GPUs, else 0). --runner ray only.",
+        rich_help_panel=RUN,
+    ),
+]
+WorkersPerNode = Annotated[
+    int | None,
+    typer.Option(
+        "--workers-per-node",
+        metavar="N",
+        help="Model actors per node (default 1). --runner ray only.",
+        rich_help_panel=RUN,
+    ),
+]
 BatchSize = Annotated[
     str,
     typer.Option(
@@ -528,8 +565,39 @@ def _batch_size(value: str) -> int | None:
     return size
 
 
+def _ray_options(runner: str, address: str | None, gpus: float | None, per_node: int | None) -> Any:
+    """`RayOptions` for `--runner ray`; the Ray options with another runner are a usage error."""
+    runner = runner.strip().lower()
+    given = [
+        flag
+        for flag, value in (
+            ("--ray-address", address),
+            ("--gpus-per-worker", gpus),
+            ("--workers-per-node", per_node),
+        )
+        if value is not None
+    ]
+    if runner != "ray":
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --runner ray")
+        return None
+    from mlbcli.ray_runner import RayOptions
+
+    return RayOptions(address=address, gpus_per_worker=gpus, workers_per_node=per_node or 1)
+
+
 def _run_options(
-    out, fmt, resume, overwrite, fail_fast, workers, timeout, num_shards=1, shard_index=0, batch_size="auto"
+    out,
+    fmt,
+    resume,
+    overwrite,
+    fail_fast,
+    workers,
+    timeout,
+    num_shards=1,
+    shard_index=0,
+    batch_size="auto",
+    ray=("local", None, None, None),
 ) -> Any:
     from mlbcli.api import RunOptions
 
@@ -550,6 +618,8 @@ def _run_options(
         num_shards=num_shards,
         shard_index=shard_index,
         batch_size=_batch_size(batch_size),
+        runner=ray[0].strip().lower(),
+        ray=_ray_options(*ray),
     )
 
 
@@ -660,6 +730,10 @@ def answer(
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
     batch_size: BatchSize = "auto",
+    runner: RunnerName = "local",
+    ray_address: RayAddress = None,
+    gpus_per_worker: GpusPerWorker = None,
+    workers_per_node: WorkersPerNode = None,
     num_shards: NumShards = 1,
     shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
@@ -708,6 +782,7 @@ def answer(
                 num_shards,
                 shard_index,
                 batch_size,
+                (runner, ray_address, gpus_per_worker, workers_per_node),
             ),
             reporter=reporter,
             stdin=sys.stdin,
@@ -766,6 +841,10 @@ def compress(
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
     batch_size: BatchSize = "auto",
+    runner: RunnerName = "local",
+    ray_address: RayAddress = None,
+    gpus_per_worker: GpusPerWorker = None,
+    workers_per_node: WorkersPerNode = None,
     num_shards: NumShards = 1,
     shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
@@ -810,6 +889,7 @@ def compress(
                 num_shards,
                 shard_index,
                 batch_size,
+                (runner, ray_address, gpus_per_worker, workers_per_node),
             ),
             reporter=reporter,
             stdin=sys.stdin,
@@ -859,6 +939,10 @@ def summarize(
     workers: Workers = 2,
     decode_timeout: Timeout = 120.0,
     batch_size: BatchSize = "auto",
+    runner: RunnerName = "local",
+    ray_address: RayAddress = None,
+    gpus_per_worker: GpusPerWorker = None,
+    workers_per_node: WorkersPerNode = None,
     num_shards: NumShards = 1,
     shard_index: ShardIndex = 0,
     method_params: dict[str, Any] | None = None,
@@ -902,6 +986,7 @@ def summarize(
                 num_shards,
                 shard_index,
                 batch_size,
+                (runner, ray_address, gpus_per_worker, workers_per_node),
             ),
             reporter=reporter,
             stdin=sys.stdin,

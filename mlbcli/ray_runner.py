@@ -1,0 +1,239 @@
+"""`--runner ray`: the same batch on Ray Data — many GPUs and machines, the same rows and Parquet.
+
+Only the work in the middle moves to Ray. The driver keeps everything that defines the output: it plans
+the sources (same ids, same resume filtering, same shard split), holds the output lock and the one
+`ResultWriter`, and writes every row through the same `emit` as the local runner (`mlbcli.api`), so
+the schema, metadata, error rows, exit codes and resume are the local runner's by construction.
+
+    videos (one block per video, in input order)
+      -> map(decode)                Ray CPU tasks, each with the per-video decode timeout
+      -> map_batches(ModelActor)    an actor pool: one model load per actor (`num_gpus` each), and
+                                    `mlbcli.tasks.ModelWorker` per call, exactly the local per-item code
+      -> iter_rows() on the driver  streaming: rows are written as they arrive (bounded memory)
+
+A worker process that dies (a crash in native code, an out-of-memory kill, a lost node) makes Ray retry
+its task on a restarted actor (`RayOptions.task_retries`); a block that still fails is skipped
+(`DataContext.max_errored_blocks`) and its videos get a second pass, one video per call, so one bad
+video cannot take its batch-mates down. A video that still kills its worker becomes an error row; the
+batch completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlbcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlbcli.api import ModelSpec, RunOptions
+    from mlbcli.sources import Item
+    from mlbcli.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def require_ray() -> Any:
+    """Import Ray, or a usage error that says how to install it (exit 2, before any work)."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError("--runner ray needs Ray Data: pip install 'mlbcli[ray]'") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide the Ray runner runs (`RunOptions.ray`)."""
+
+    address: str | None = None  # a cluster ("ray://host:10001", "auto"); None: $RAY_ADDRESS or a local Ray
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0 (CPU actors)
+    workers_per_node: int = 1  # model actors per node
+    task_retries: int = 2  # Ray retries of a task whose worker died (on a restarted actor)
+
+    def __post_init__(self) -> None:
+        if self.task_retries < 0:
+            raise UsageError(f"task_retries must be >= 0, got {self.task_retries}")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            raise UsageError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
+        if self.workers_per_node < 1:
+            raise UsageError(f"--workers-per-node must be >= 1, got {self.workers_per_node}")
+
+
+def _connect(ray: Any, options: RayOptions) -> None:
+    # Ray Data's own INFO lines (plans, "execution finished") would interleave with our progress.
+    if not log.isEnabledFor(logging.DEBUG):
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
+    if address is None:  # a local instance, for one machine (several GPUs) or a laptop
+        ray.init(**kwargs)
+    else:
+        ray.init(address=address, **kwargs)
+
+
+def _pool_size(ray: Any, options: RayOptions) -> tuple[int, float]:
+    """(model actors, GPUs per actor) from the cluster's alive nodes."""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    gpus = sum(node.get("Resources", {}).get("GPU", 0) for node in nodes)
+    per_worker = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    actors = max(1, len(nodes)) * options.workers_per_node
+    if per_worker > 0:
+        actors = max(1, min(actors, int(gpus // per_worker)))
+    return actors, per_worker
+
+
+def _decode_row(
+    row: dict[str, Any], num_frames: int | None, fps: float | None, timeout_s: float | None
+) -> dict[str, Any]:
+    """Ray CPU task: decode one video (with the run's timeout); the frames travel in the row."""
+    from mlbcli.prefetch import _inline, _inline_with_timeout
+    from mlbcli.video import decode_frames
+
+    items: list[Item] = pickle.loads(row["items"])
+
+    def decode(path: str) -> Any:
+        return decode_frames(path, num_frames=num_frames, fps=fps)
+
+    started = time.perf_counter()
+    runs = _inline_with_timeout if timeout_s is not None else _inline
+    args = (timeout_s,) if timeout_s is not None else ()
+    ((_, decoded),) = list(runs([items[0].video_path], decode, *args))  # type: ignore[operator]
+    return {
+        "group": row["group"],
+        "items": row["items"],
+        "decoded": pickle.dumps(decoded),
+        "decode_s": time.perf_counter() - started,
+    }
+
+
+class ModelActor:
+    """One model load per actor; each call runs its videos through `ModelWorker`, like the local runner."""
+
+    def __init__(self, spec: ModelSpec, task: Task, asked: dict[str, Any], batch_size: int | None):
+        import torch
+
+        from mlbcli.tasks import ModelWorker
+
+        torch.manual_seed(spec.seed)
+        self.worker = ModelWorker(spec.pipeline(), task, asked, batch_size)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        from mlbcli.tasks import DecodedVideo
+
+        videos, where = [], {}
+        for group, items_blob, decoded_blob, decode_s in zip(
+            batch["group"], batch["items"], batch["decoded"], batch["decode_s"], strict=True
+        ):
+            items, decoded = pickle.loads(items_blob), pickle.loads(decoded_blob)
+            error = decoded if isinstance(decoded, BaseException) else None
+            video = DecodedVideo(
+                items, frames=None if error else decoded, error=error, decode_s=float(decode_s)
+            )
+            videos.append(video)
+            for position, item in enumerate(items):
+                where[id(item)] = (int(group), position)
+        out = []
+        for chunk in self.worker.batches(videos):
+            for item, row in self.worker.process(chunk):
+                out.append((*where[id(item)], row))
+        return {"rows": [pickle.dumps(out)]}
+
+
+def ray_work(
+    spec: ModelSpec,
+    run: RunOptions,
+    task: Task,
+    asked: dict[str, Any],
+    num_frames: int | None,
+) -> Callable[[list[list[Item]], Callable[[Item, dict[str, Any]], None]], None]:
+    """The Ray counterpart of the local decode + `ModelWorker` loop: `work(groups, emit)`."""
+    options = run.ray or RayOptions()
+
+    def work(groups: list[list[Item]], emit: Callable[[Item, dict[str, Any]], None]) -> None:
+        ray = require_ray()
+        _connect(ray, options)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the driver's own reporter shows progress
+        context.max_errored_blocks = -1  # a block whose worker keeps dying is skipped, then retried alone
+        actors, gpus = _pool_size(ray, options)
+        pending = dict(enumerate(groups))
+        emitted: dict[int, set[int]] = {}
+        for attempt in range(2):  # all videos batched, then the ones whose worker died, one per call
+            if not pending:
+                return
+            videos_per_call = 1 if attempt else max(1, run.batch_size or 1)
+            for group, position, row in _run_once(
+                ray, pending, spec, run, task, asked, num_frames, actors, gpus, videos_per_call, options
+            ):
+                done = emitted.setdefault(group, set())
+                if group in pending and position not in done:
+                    emit(pending[group][position], row)
+                    done.add(position)
+                    if len(done) == len(pending[group]):
+                        del pending[group]
+            if pending:
+                log.warning("%d video(s) lost their worker; retrying them one per task", len(pending))
+        for group in list(pending):
+            for position, item in enumerate(pending.pop(group)):
+                if position in emitted.get(group, ()):
+                    continue
+                emit(
+                    item,
+                    {
+                        **asked,
+                        "error": "the worker process died while processing this video "
+                        f"({2 * (1 + options.task_retries)} attempts); see the Ray logs",
+                    },
+                )
+
+    return work
+
+
+def _run_once(
+    ray: Any,
+    groups: dict[int, list[Item]],
+    spec: ModelSpec,
+    run: RunOptions,
+    task: Task,
+    asked: dict[str, Any],
+    num_frames: int | None,
+    actors: int,
+    gpus: float,
+    videos_per_call: int,
+    options: RayOptions,
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """One pass of the pipeline over `groups`; yields (group, position in group, row) as rows arrive."""
+    rows = [{"group": index, "items": pickle.dumps(items)} for index, items in groups.items()]
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    decoded = dataset.map(
+        _decode_row,
+        fn_kwargs={"num_frames": num_frames, "fps": spec.fps, "timeout_s": run.decode_timeout_s},
+        num_cpus=1,
+    )
+    answered = decoded.map_batches(
+        ModelActor,
+        fn_constructor_kwargs={"spec": spec, "task": task, "asked": asked, "batch_size": run.batch_size},
+        batch_size=videos_per_call,
+        batch_format="numpy",
+        concurrency=actors,
+        num_gpus=gpus,
+        num_cpus=0 if gpus else 1,
+        max_restarts=-1,
+        max_task_retries=options.task_retries,
+    )
+    for out in answered.iter_rows():
+        yield from pickle.loads(out["rows"])
