@@ -229,7 +229,11 @@ def _run_once(
         fn_constructor_kwargs={"spec": spec, "task": task, "asked": asked, "batch_size": run.batch_size},
         batch_size=videos_per_call,
         batch_format="numpy",
-        concurrency=actors,
+        # On the isolation pass (one video per call) an actor holds one task at a time, so a video that
+        # kills its worker cannot take a queued video down with it.
+        compute=ray.data.ActorPoolStrategy(
+            size=actors, max_tasks_in_flight_per_actor=1 if videos_per_call == 1 else None
+        ),
         num_gpus=gpus,
         num_cpus=0 if gpus else 1,
         max_restarts=-1,
