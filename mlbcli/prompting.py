@@ -1,8 +1,11 @@
 """Multiple-choice prompts, answer-letter extraction and grading.
 
-Prompt format and extraction follow lmms-eval (research/peers.md §2.4) so that accuracies are
-comparable with published numbers: options are listed as ``A. text`` and the lmms-eval post-prompt is
-appended; extraction tries formats in priority order.
+The generic layout lists options as ``A. text`` and appends lmms-eval's default post-prompt. It is
+lmms-eval's layout for EgoSchema only: other benchmarks differ (Video-MME, MVBench, NExT-QA, MLVU,
+LongVideoBench), and `mlb answer --benchmark NAME` uses their exact layouts (`mlbcli.benchmarks`).
+Extraction tries formats in priority order; it reads more replies than lmms-eval's extractors (lower-case
+letters, option text, answer phrases), so on verbose models accuracies are higher than lmms-eval's on the
+same replies; on clean one-letter replies they agree.
 
 Extraction priority in `parse_choice` (the first level that yields a valid letter wins):
 
