@@ -54,9 +54,15 @@ class RunSummary:
     out: str | None = None
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)  # first few error messages, for the final table
+    # `answer` into a file: the whole file's score (resumed rows included), as `mlb score` computes it;
+    # `graded`/`correct` then count the whole file too. None: this run's rows only (e.g. --out -).
+    file_score: Any = None
 
     @property
     def accuracy(self) -> float | None:
+        """Accuracy of the output file (the benchmark's aggregation), else of this run's graded rows."""
+        if self.file_score is not None:
+            return self.file_score.accuracy
         return self.correct / self.graded if self.graded else None
 
     @property
@@ -212,6 +218,7 @@ RESULT_OPTIONS = (
     "fps",
     "max_new_tokens",
     "prompt",
+    "benchmark",
     "min_pixels",
     "max_pixels",
     "dtype",
@@ -335,9 +342,31 @@ def _run_batch(
     finally:  # after the writer closed: its last commit (or failure) decides what counts
         if reporting:
             count_committed()
+            if kind == "answer":
+                _score_whole_file(summary, run)
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)
     return summary
+
+
+def _score_whole_file(summary: RunSummary, run: RunOptions) -> None:
+    """Accuracy over the whole output file, rows of earlier (resumed) runs included, not this run's only.
+
+    Read back after the writer closed; `--out -` (nothing to read back) keeps this run's counts. A file
+    that cannot be read (a run stopped before its first commit) keeps them too.
+    """
+    if not summary.out or summary.out == "-":
+        return
+    from mlbcli.score import score_file
+
+    try:
+        score = score_file(summary.out, fmt=run.fmt)
+    except Exception:  # the run's own counts still stand; the file is reported by its writer
+        log.debug("could not score %s", summary.out, exc_info=True)
+        return
+    if score.n:
+        summary.file_score = score
+        summary.graded, summary.correct = score.n, score.correct
 
 
 @dataclass(frozen=True)
@@ -532,7 +561,8 @@ def answer(
     sources: Sequence[str],
     *,
     question: str | None = None,
-    max_new_tokens: int = 32,
+    max_new_tokens: int | None = None,
+    benchmark: str | None = None,
     tokens: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
@@ -546,12 +576,19 @@ def answer(
     `query`, `debias`, `params`, `seed`, `frames`, `fps`, `device`, `dtype`, `min_pixels`, `max_pixels`.
     `tokens`: a folder written by `compress --save-tokens`; videos found there are not decoded or
     encoded again (a stale file, whose video changed since, is ignored).
+    `benchmark` (videomme, mvbench, egoschema, nextqa, longvideobench, mlvu): lmms-eval's prompt, parse
+    failure policy and aggregation for that benchmark (`mlbcli.benchmarks`); `max_new_tokens` then
+    defaults to the benchmark's generation limit (otherwise 32).
     """
     from mlbcli import schema
+    from mlbcli.benchmarks import get_benchmark
     from mlbcli.tasks import AnswerTask
 
     run = run or RunOptions()
     spec = _model_spec(spec, **model_options)
+    bench = get_benchmark(benchmark)
+    if max_new_tokens is None:
+        max_new_tokens = (bench.max_new_tokens if bench else None) or 32
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
     if tokens:
@@ -570,6 +607,8 @@ def answer(
             "question": item.question,
             "options": list(item.options) if item.options else None,
             "ground_truth": item.answer,
+            "category": item.category,
+            "benchmark": bench.name if bench else None,
         }
 
     return _run_batch(
@@ -580,11 +619,13 @@ def answer(
         skip_key=("video_id", "question_id"),
         unique_key=None,
         identity=identity,
-        work=_model_work(spec, run, AnswerTask(max_new_tokens), tokens),
+        work=_model_work(spec, run, AnswerTask(max_new_tokens, bench, spec.seed), tokens),
         prepare=_load_pipeline(spec, run),
         run=run,
         reporter=reporter,
-        options=_options("answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens),
+        options=_options(
+            "answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens, benchmark=bench and bench.name
+        ),
     )
 
 

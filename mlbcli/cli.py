@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from mlbcli import __version__
+from mlbcli.benchmarks import BENCHMARKS
 from mlbcli.errors import MlbError, OutputLockedError, UsageError
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"  # same as mlbcli.models.DEFAULT_MODEL
@@ -208,6 +209,21 @@ Fps = Annotated[
 MaxNew = Annotated[
     int,
     typer.Option("--max-new-tokens", metavar="N", help="Generation limit per answer.", rich_help_panel=MODEL),
+]
+BENCHMARK_NAMES = tuple(BENCHMARKS)
+Benchmark = Annotated[
+    str | None,
+    typer.Option(
+        "--benchmark",
+        metavar="NAME",
+        help=(
+            "Grade like lmms-eval's task: its prompt, post-prompt and option layout, its policy for "
+            f"unparsable replies and its aggregation ({', '.join(BENCHMARK_NAMES)}); "
+            "default: the generic multiple-choice prompt."
+        ),
+        rich_help_panel=INPUT,
+        autocompletion=lambda incomplete: [n for n in BENCHMARK_NAMES if n.startswith(incomplete.lower())],
+    ),
 ]
 Device = Annotated[
     str,
@@ -705,7 +721,17 @@ def answer(
     param: Param = None,
     frames: Frames = None,
     fps: Fps = None,
-    max_new_tokens: MaxNew = 32,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-new-tokens",
+            metavar="N",
+            help="Generation limit per answer [default: 32; with --benchmark, the benchmark's].",
+            show_default=False,
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    benchmark: Benchmark = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     min_pixels: MinPixels = None,
@@ -741,7 +767,9 @@ def answer(
     """Answer questions about videos; one row per video x question (answers + token statistics).
 
     Multiple-choice items (manifest `options`) get the option-letter prompt, the parsed `choice`, and
-    `correct` when the manifest has an `answer`; the final table then shows the accuracy.
+    `correct` when the manifest has an `answer`; the final table then shows the accuracy of the whole
+    output file. `--benchmark` renders prompts and grades as lmms-eval does for that benchmark; `mlb score`
+    gives confidence intervals and paired comparisons.
     """
     _setup_logging(verbose)
 
@@ -770,6 +798,7 @@ def answer(
                 max_pixels,
             ),
             max_new_tokens=max_new_tokens,
+            benchmark=benchmark,
             tokens=tokens,
             run=_run_options(
                 out,
@@ -1209,6 +1238,82 @@ def show(
     except UsageError as error:
         typer.echo(f"mlb: error: {error}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command(
+    cls=Command,
+    epilog=(
+        "Example: mlb score fastv.parquet visionzip.parquet --against none.parquet --by category "
+        "--plot pareto.png"
+    ),
+)
+def score(
+    results: Annotated[
+        list[str],
+        typer.Argument(metavar="RESULTS...", help="Results files of `mlb answer` (.parquet, .jsonl, .csv)."),
+    ],
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="BASELINE",
+            help="A baseline results file: paired accuracy difference, McNemar p and flips on shared rows.",
+        ),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", metavar="COLUMN", help="Also score per value of this column (e.g. category)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON (a list of records) instead of a table.")
+    ] = False,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE.png",
+            help="Draw accuracy (95% CI) against FLOPs ratio, one point per file (needs matplotlib).",
+        ),
+    ] = None,
+    samples: Annotated[
+        str | None,
+        typer.Option(
+            "--lmms-eval-samples",
+            metavar="DIR",
+            help="Write per-sample JSONL in lmms-eval's samples format into DIR.",
+        ),
+    ] = None,
+) -> None:
+    """Accuracy of answer files with 95% confidence intervals (clustered by video), parse failures, mean
+    realised keep and FLOPs ratio; with --against, a paired comparison against a baseline.
+
+    Benchmark runs (`answer --benchmark`) are aggregated as the benchmark does (MLVU and MVBench: mean
+    over the `category` column). Accuracies are percent in the table, fractions in --json.
+    """
+    from mlbcli import score as scoring
+
+    try:
+        scores = scoring.score_files(results, by=by, against=against)
+        if plot:
+            baseline = scoring.score_file(against) if against else None
+            scoring.plot(scores, plot, baseline)
+        written = scoring.write_lmms_eval_samples(scores, samples) if samples else []
+    except UsageError as error:
+        typer.echo(f"mlb: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except MlbError as error:
+        typer.echo(f"mlb: error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(scoring.to_json(scores, by, against))
+    else:
+        from rich.console import Console
+
+        console = Console()
+        for table in scoring.render_tables(scores, by, against):
+            console.print(table)
+    for path in [*([plot] if plot else []), *map(str, written)]:
+        typer.echo(f"wrote {path}", err=True)
 
 
 @app.command()

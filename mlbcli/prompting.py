@@ -1,8 +1,11 @@
 """Multiple-choice prompts, answer-letter extraction and grading.
 
-Prompt format and extraction follow lmms-eval (research/peers.md §2.4) so that accuracies are
-comparable with published numbers: options are listed as ``A. text`` and the lmms-eval post-prompt is
-appended; extraction tries formats in priority order.
+The generic layout lists options as ``A. text`` and appends lmms-eval's default post-prompt. It is
+lmms-eval's layout for EgoSchema only: other benchmarks differ (Video-MME, MVBench, NExT-QA, MLVU,
+LongVideoBench), and `mlb answer --benchmark NAME` uses their exact layouts (`mlbcli.benchmarks`).
+Extraction tries formats in priority order; it reads more replies than lmms-eval's extractors (lower-case
+letters, option text, answer phrases), so on verbose models accuracies are higher than lmms-eval's on the
+same replies; on clean one-letter replies they agree.
 
 Extraction priority in `parse_choice` (the first level that yields a valid letter wins):
 
@@ -15,6 +18,10 @@ Extraction priority in `parse_choice` (the first level that yields a valid lette
 6. option text contained in the response as whole words; the longest match wins and must be unique;
 7. a lone capital letter anywhere (``I think it is C because...``), only if exactly one distinct
    valid letter appears; several different ones are ambiguous and give None.
+
+Lists of several options (``A and B``, ``A, B``, ``(A) or (B)``, ``A/B``, ``option A or option B``)
+are ambiguous: their letters count at no level, so ``A and B`` gives None rather than one of them,
+while a letter named elsewhere still counts (``Both A and C are plausible, but C is better.`` is C).
 
 Articles: "A" and "I" (either case) followed by a space and a lowercase word are read as English
 words, not option letters: ``A dog is running`` is not option A (level 6 may still match the text
@@ -52,6 +59,16 @@ _ANSWER_PHRASE = re.compile(
     re.IGNORECASE,
 )
 _PAREN_LETTER = re.compile(r"\(\s*([A-Za-z])\s*\)")
+# A letter standing alone as an option mention: "B" or "(B)", not part of a word ("Bob", "it's").
+_LETTER_TOKEN = re.compile(r"(?<![A-Za-z0-9'’])(?:\(\s*([A-Za-z])\s*\)|([A-Za-z]))(?![A-Za-z0-9'’])")
+# What joins two letters into a list of options: "A and B", "A, B", "A / B", "A or maybe B",
+# "option A or option B". Plain whitespace ("A B") or other words ("B, not C") do not.
+_LIST_JOINER = re.compile(
+    r"\s*\)?\s*(?:[,/&+;]\s*)?(?:(?:and|or|nor|vs\.?|versus)\s+)?(?:(?:maybe|perhaps|possibly|also)\s+)?"
+    r"(?:(?:option|choice)\s+)?",
+    re.IGNORECASE,
+)
+_JOINING = re.compile(r"[,/&+;]|\b(?:and|or|nor|vs|versus)\b", re.IGNORECASE)
 _LONE_CAPITAL = re.compile(r"(?<![A-Za-z0-9'’])([A-Z])(?![A-Za-z0-9'’])")
 # "a dog", "I think": a letter used as an English word (followed by a space and a lowercase word).
 _WORD_FOLLOWS = re.compile(r"^[ \t]+[a-z]")
@@ -130,6 +147,31 @@ def _match_option_text(response: str, options: Sequence[str], *, exact: bool) ->
     return LETTERS[winners[0]] if len(winners) == 1 else None
 
 
+def _listed_letters(text: str, valid: set[str]) -> set[int]:
+    """Positions of the letters that belong to a list of several options ("A and B", "(A), (B)").
+
+    Two consecutive letter mentions form a list when only a joiner (`_LIST_JOINER`) separates them,
+    both are option letters and they differ. The second must not be the article/pronoun ("B, a dog").
+    """
+    tokens = [
+        (m.start(1) if m.group(1) else m.start(2), (m.group(1) or m.group(2)), m.start(), m.end())
+        for m in _LETTER_TOKEN.finditer(text)
+    ]
+    listed: set[int] = set()
+    for (pos_a, a, _, end_a), (pos_b, b, start_b, end_b) in zip(tokens, tokens[1:], strict=False):
+        between = text[end_a:start_b]
+        if (
+            a.upper() in valid
+            and b.upper() in valid
+            and a.upper() != b.upper()
+            and _JOINING.search(between)
+            and _LIST_JOINER.fullmatch(between)
+            and not (text[start_b] != "(" and _is_word_use(b, text[end_b:]))
+        ):
+            listed.update((pos_a, pos_b))
+    return listed
+
+
 def parse_choice(response: str, options: Sequence[str]) -> str | None:
     """The option letter a free-form response picks, or None if it cannot be told (see module doc)."""
     if not options or not response:
@@ -142,6 +184,9 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
     def ok(letter: str | None) -> str | None:
         return letter.upper() if letter and letter.upper() in valid else None
 
+    # Letters inside a list of several options ("A and B") pick none of them, at every level.
+    listed = _listed_letters(text, valid)
+
     # 1. the whole response is a letter.
     if (m := _WHOLE_LETTER.match(text)) and (letter := ok(m.group(1))):
         return letter
@@ -149,12 +194,17 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
     if letter := _match_option_text(text, options, exact=True):
         return letter
     # 3. a label at the start.
-    if (m := _START_LABEL.match(text)) and (letter := ok(m.group(1) or m.group(2))):
+    if (
+        (m := _START_LABEL.match(text))
+        and (letter := ok(m.group(1) or m.group(2)))
+        and (m.start(1) if m.group(1) else m.start(2)) not in listed
+    ):
         return letter
     if (
         (m := _START_BARE.match(text))
         and not _is_word_use(m.group(1), text[m.end() :])
         and (letter := ok(m.group(1)))
+        and m.start(1) not in listed
     ):
         return letter
     # 4. answer phrases; the last one counts.
@@ -163,12 +213,15 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
         raw = m.group(2)
         if not m.group(1) and _is_word_use(raw, text[m.end() :], lowercase_only=True):
             continue
+        if m.start(2) in listed:  # "the answer is A or B": no single answer
+            continue
         found = ok(raw) or found
     if found:
         return found
     # 5. a parenthesised letter anywhere; the last one counts.
     for m in _PAREN_LETTER.finditer(text):
-        found = ok(m.group(1)) or found
+        if m.start(1) not in listed:
+            found = ok(m.group(1)) or found
     if found:
         return found
     # 6. option text inside the response.
@@ -178,12 +231,12 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
     lone = {
         m.group(1)
         for m in _LONE_CAPITAL.finditer(text)
-        if ok(m.group(1)) and not _is_word_use(m.group(1), text[m.end() :])
+        if ok(m.group(1)) and m.start(1) not in listed and not _is_word_use(m.group(1), text[m.end() :])
     }
     if len(lone) == 1:
         return lone.pop()
-    if len(lone) > 1:
-        logger.debug("ambiguous multiple-choice response %r: letters %s", response, sorted(lone))
+    if len(lone) > 1 or listed:
+        logger.debug("ambiguous multiple-choice response %r", response)
     return None
 
 

@@ -111,7 +111,7 @@ def _decode_row(
     started = time.perf_counter()
     runs = _inline_with_timeout if timeout_s is not None else _inline
     args = (timeout_s,) if timeout_s is not None else ()
-    ((_, decoded),) = list(runs([items[0].video_path], decode, *args))  # type: ignore[operator]
+    ((_, decoded),) = list(runs([items[0].video_path], decode, *args))
     return {
         "group": row["group"],
         "items": row["items"],

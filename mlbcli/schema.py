@@ -59,9 +59,16 @@ ANSWER = pa.schema(
         pa.field("question", pa.string()),
         pa.field("options", pa.list_(pa.string())),
         pa.field("ground_truth", pa.string()),
+        pa.field("category", pa.string()),  # the manifest's category (per-category and macro scores)
+        pa.field("benchmark", pa.string()),  # --benchmark: whose prompt, parse policy and aggregation
+        pa.field(
+            "prompt", pa.string()
+        ),  # the exact text prompt given to the model (inside its chat template)
         pa.field("answer", pa.string()),  # the model's raw response
-        pa.field("choice", pa.string()),  # parsed option letter (multiple choice), else null
-        pa.field("correct", pa.bool_()),  # null without ground truth
+        # parsed option letter (multiple choice), else null; a benchmark's seeded guess when parse_failed
+        pa.field("choice", pa.string()),
+        pa.field("correct", pa.bool_()),  # null without ground truth, or excluded by the benchmark's policy
+        pa.field("parse_failed", pa.bool_()),  # multiple choice: the reply named no single option
     ]
     + _TOKENS
     + _GENERATED

@@ -60,7 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST_EXTENSIONS = frozenset({".jsonl", ".csv", ".parquet"})
-MANIFEST_COLUMNS = ("video", "video_id", "question_id", "question", "options", "answer")
+MANIFEST_COLUMNS = ("video", "video_id", "question_id", "question", "options", "answer", "category")
 # Names people use for a manifest column that difflib cannot guess (no letters in common).
 _COLUMN_ALIASES = {
     "choices": "options",
@@ -73,6 +73,9 @@ _COLUMN_ALIASES = {
     "label": "answer",
     "gt": "answer",
     "ground_truth": "answer",
+    "task_type": "category",
+    "subtask": "category",
+    "question_category": "category",
 }
 _PARQUET_BATCH_ROWS = 1024  # rows per pyarrow batch: bounded memory for huge manifests
 _MAX_CLASHES_SHOWN = 3
@@ -90,6 +93,7 @@ class Item:
     answer: str | None  # ground truth: option letter or text
     origin: str  # where it came from: "manifest.jsonl:12", "stdin:3", a folder or file path
     error: str | None = None  # the input itself is broken; the item becomes an error row
+    category: str | None = None  # manifest `category` (benchmark subtask, task type...): per-category scores
 
 
 class _LineError(ValueError):
@@ -302,6 +306,7 @@ def _collapse_repeats(items: list[Item]) -> list[Item]:
             item.question,
             item.options,
             item.answer,
+            item.category,
             item.error,
         )
         if content in first_origin:
@@ -338,7 +343,11 @@ def _check_distinct_keys(items: list[Item]) -> None:
             continue
         first = question_of.setdefault((item.video_id, item.question_id), item)
         if first is not item:  # not an exact repeat (collapsed before), so the question differs
-            differ = [f for f in ("question", "options", "answer") if getattr(first, f) != getattr(item, f)]
+            differ = [
+                f
+                for f in ("question", "options", "answer", "category")
+                if getattr(first, f) != getattr(item, f)
+            ]
             clashes.append(
                 f"question_id {item.question_id!r} of video {item.video_id!r} is used for different "
                 f"questions ({first.origin} and {item.origin}: {', '.join(differ)} differ)"
@@ -690,6 +699,7 @@ def _row_item(
             options=_parse_options(row.get("options"), text_options=text_options),
             answer=_clean_text(row.get("answer")),
             origin=origin,
+            category=_clean_text(row.get("category")),
         )
     except _LineError as exc:
         return _broken_line(Item(video_id, video_path, None, None, None, None, origin), str(exc))

@@ -102,28 +102,57 @@ def token_columns(
 
 @dataclass
 class AnswerTask:
-    """`mlb answer`: the item's question (multiple choice formatted and graded when it has options)."""
+    """`mlb answer`: the item's question (multiple choice formatted and graded when it has options).
+
+    `benchmark` (a `benchmarks.Benchmark`) renders the prompt as lmms-eval does for that benchmark and
+    grades an unparsable reply by its policy (`seed` seeds its random guesses); None is the generic
+    layout, an unparsable reply counting wrong. Rows record the exact text prompt and `parse_failed`.
+    """
 
     max_new_tokens: int = 32
+    benchmark: Any = None
+    seed: int = 0
+
+    def prompt(self, pipe: Pipeline, item: Item) -> str:
+        """The text given to the model (inside the family's chat template)."""
+        from mlbcli.prompting import format_question
+
+        if self.benchmark is not None:
+            return self.benchmark.prompt(item.question or "", item.options, pipe.adapter.family)
+        return format_question(item.question or "", item.options, pipe.adapter.mc_post_prompt)
 
     def request(self, pipe: Pipeline, item: Item, video: EncodedVideo, override: Method | None) -> Request:
-        from mlbcli.prompting import format_question
         from mlbcli.runner import Request
 
-        prompt = format_question(item.question or "", item.options, pipe.adapter.mc_post_prompt)
-        return Request(video, prompt, self.max_new_tokens, method=override)
+        return Request(video, self.prompt(pipe, item), self.max_new_tokens, method=override)
 
     def row(
         self, pipe: Pipeline, item: Item, decoded: DecodedVideo, video: EncodedVideo, result: Result
     ) -> dict[str, Any]:
-        from mlbcli.prompting import grade, parse_choice
+        from mlbcli.benchmarks import judge, options_for
+        from mlbcli.prompting import grade
 
         text = result.text or ""
-        choice = parse_choice(text, item.options) if item.options else None
+        options = options_for(self.benchmark, item.question, item.options)
+        if options:
+            verdict = judge(
+                text,
+                options,
+                item.answer,
+                self.benchmark,
+                seed=self.seed,
+                video_id=item.video_id,
+                question_id=item.question_id,
+            )
+            choice, correct, parse_failed = verdict.choice, verdict.correct, verdict.parse_failed
+        else:
+            choice, correct, parse_failed = None, grade(text, None, item.answer, None), None
         return {
             "answer": text,
             "choice": choice,
-            "correct": grade(text, choice, item.answer, item.options),
+            "correct": correct,
+            "parse_failed": parse_failed,
+            "prompt": self.prompt(pipe, item),
             **token_columns(pipe, decoded, video, result),
             "generate_s": result.generate_s,
             "generated_tokens": len(result.token_ids),

@@ -192,3 +192,48 @@ def test_property_letter_and_option_text(options, data):
     assert parse_choice(options[index], options) == letter
     assume(all(f" {o} " not in " the answer is " for o in normed))
     assert parse_choice(f"The answer is {options[index]}.", options) == letter
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "A and B",  # was B: the leading "A " was read as the article
+        "A, B",  # was A: a bare start letter
+        "I think it's C, not B",
+        "A or B",
+        "(A) and (B)",  # was B: the last parenthesised letter
+        "A) and B)",
+        "A, B, C",
+        "B or maybe C",
+        "option A or option B",  # was B: the last answer phrase
+        "The answer is A or B.",  # was A
+        "A/B",
+    ],
+)
+def test_parse_choice_several_options_named_is_ambiguous(response):
+    # A reply naming several options is not silently graded as one of them (findings 4.4).
+    assert parse_choice(response, OPTS) is None
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("Both A and C are plausible, but C is better.", "C"),  # a letter named outside the list counts
+        ("A and B. The answer is B.", "B"),
+        ("The answer is B, not C.", "B"),
+        ("Not A, the answer is C", "C"),
+        ("B, not C", "B"),
+        ("B, a cat sleeping", "B"),  # "a" is the article, not option A
+        ("A. And B is wrong.", "A"),
+        ("A. a dog running\nB. a cat sleeping", "A"),
+        ("Answer: b", "B"),
+    ],
+)
+def test_parse_choice_lists_do_not_swallow_clear_answers(response, expected):
+    assert parse_choice(response, OPTS) == expected
+
+
+def test_parse_choice_last_parenthesised_letter_wins():
+    # Mutant M5a (the first "(X)" wins) survived the suite: models restate, then correct themselves.
+    assert parse_choice("It shows (B) at first, but the right one is (C).", OPTS) == "C"
+    assert parse_choice("At first I thought (A), on reflection (D).", OPTS) == "D"

@@ -541,9 +541,9 @@ def test_unknown_columns_are_warned_once_per_manifest_with_a_suggestion(
     assert unknown == [
         "m.jsonl: ignoring unknown column(s) 'Question' (did you mean 'question'?), "
         "'choices' (did you mean 'options'?), 'notes'; a manifest's columns are: "
-        "video, video_id, question_id, question, options, answer",
+        "video, video_id, question_id, question, options, answer, category",
         "m.csv: ignoring unknown column(s) 'choices' (did you mean 'options'?); a manifest's columns are: "
-        "video, video_id, question_id, question, options, answer",
+        "video, video_id, question_id, question, options, answer, category",
     ]
 
 
