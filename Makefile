@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 		echo "installing $(TORCH_SPEC) from pip's configured sources"; \
 		$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,ray,plot]'
 	touch $@
 
 demo: install

@@ -35,10 +35,10 @@ from mlbcli.runner import Pipeline, Request  # noqa: E402
 from mlbcli.selection import MethodOptions, get_method  # noqa: E402
 
 ARCHS = {
-    # name: (LLM layers, hidden, FFN, heads, kv heads; vision layers, vision hidden, vision FFN, image px)
-    "tiny": (4, 64, 128, 4, 2, 2, 32, 64, 112),
-    "mid": (8, 512, 1408, 8, 2, 4, 256, 1024, 224),
-    "llava-ov-7b": (28, 3584, 18944, 28, 4, 26, 1152, 4304, 384),  # Qwen2-7B + SigLIP-so400m/14 @ 384
+    # name: (LLM layers, hidden, FFN, heads, kv heads; vision layers, hidden, FFN, heads, image px)
+    "tiny": (4, 64, 128, 4, 2, 2, 32, 64, 2, 112),
+    "mid": (8, 512, 1408, 8, 2, 4, 256, 1024, 4, 224),
+    "llava-ov-7b": (28, 3584, 18944, 28, 4, 26, 1152, 4304, 16, 384),  # Qwen2-7B + SigLIP-so400m/14 @ 384
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,14 +57,14 @@ def build_pipeline(
     from mlbcli.models.llava_onevision import LlavaOnevisionAdapter
     from mlbcli.tiny import _build_tokenizer
 
-    layers, hidden, ffn, heads, kv, v_layers, v_hidden, v_ffn, px = ARCHS[arch]
+    layers, hidden, ffn, heads, kv, v_layers, v_hidden, v_ffn, v_heads, px = ARCHS[arch]
     tok = _build_tokenizer()
     cfg = LlavaOnevisionConfig(
         vision_config=SiglipVisionConfig(
             hidden_size=v_hidden,
             intermediate_size=v_ffn,
             num_hidden_layers=v_layers,
-            num_attention_heads=max(1, v_hidden // 72),
+            num_attention_heads=v_heads,
             image_size=px,
             patch_size=14,
             vision_use_head=False,

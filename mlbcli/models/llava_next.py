@@ -79,10 +79,10 @@ class LlavaNextAdapter(ModelAdapter):
         import torch.nn.functional as F
 
         cfg = self.preprocess_config
-        mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1)
+        mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1).to(self.device)
+        std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1).to(self.device)
         scale = float(cfg.get("rescale_factor", 1 / 255))
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
+        x = self.frames_tensor(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
         x = F.interpolate(x, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
         x = (x.clamp(0, 255) * scale - mean) / std
         return {"pixel_values": x.to(device=self.device, dtype=self.dtype)}  # [T, 3, S, S]

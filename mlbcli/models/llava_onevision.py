@@ -59,10 +59,18 @@ class LlavaOnevisionAdapter(ModelAdapter):
         import torch
         import torch.nn.functional as F
 
-        mean = torch.tensor(self.preprocess_config.get("image_mean", [0.5, 0.5, 0.5])).view(1, 3, 1, 1)
-        std = torch.tensor(self.preprocess_config.get("image_std", [0.5, 0.5, 0.5])).view(1, 3, 1, 1)
+        mean = (
+            torch.tensor(self.preprocess_config.get("image_mean", [0.5, 0.5, 0.5]))
+            .view(1, 3, 1, 1)
+            .to(self.device)
+        )
+        std = (
+            torch.tensor(self.preprocess_config.get("image_std", [0.5, 0.5, 0.5]))
+            .view(1, 3, 1, 1)
+            .to(self.device)
+        )
         scale = float(self.preprocess_config.get("rescale_factor", 1 / 255))
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
+        x = self.frames_tensor(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
         x = F.interpolate(x, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
         x = (x.clamp(0, 255) * scale - mean) / std
         pixel = x.unsqueeze(0).to(device=self.device, dtype=self.dtype)  # [1, T, 3, S, S]

@@ -150,12 +150,12 @@ class _QwenVLAdapter(ModelAdapter):
         vision = self._vision
         P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
         cfg = self.preprocess_config
-        mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1)
+        mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1).to(self.device)
+        std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1).to(self.device)
         scale = float(cfg.get("rescale_factor", 1 / 255))
         T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
         rh, rw = self.resized_size(H, W)
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
+        x = self.frames_tensor(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
         x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
         x = (x.clamp(0, 255) * scale - mean) / std
         if pad := -T % TP:  # odd frame count: repeat the last frame (official patchify)
