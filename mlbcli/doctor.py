@@ -104,6 +104,9 @@ def run_doctor(echo: Callable[[str], None] = print, keep_files: bool = False) ->
         "qwen2_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2"),
         "qwen2_5_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2.5"),
         "llava_next": tiny.build_tiny_llava_next,
+        "qwen3_vl": tiny.build_tiny_qwen3_vl,
+        "qwen3_vl_moe": lambda out: tiny.build_tiny_qwen3_vl(out, moe=True),
+        "llava_video": tiny.build_tiny_llava_video,  # its folder, tiny-llava_video, names it LLaVA-Video
     }
     checks = [("devices", devices), ("video decoding", decoders)]
     checks += [
