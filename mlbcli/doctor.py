@@ -99,7 +99,7 @@ def run_doctor(echo: Callable[[str], None] = print, keep_files: bool = False) ->
 
     from mlbcli import tiny
 
-    families = {
+    families: dict[str, Callable[[Path], Path]] = {
         "llava_onevision": tiny.build_tiny_llava_onevision,
         "qwen2_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2"),
         "qwen2_5_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2.5"),
