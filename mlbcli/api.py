@@ -837,7 +837,7 @@ def flops(
     dims = LLMDims.from_config(text_config)
     if layer >= dims.num_layers:
         raise UsageError(f"--layer {layer} does not exist: the model has {dims.num_layers} decoder layers")
-    n = frames * adapter_cls.tokens_per_frame(config)
+    n = adapter_cls.visual_tokens(config, frames)
     spec = _model_spec(
         model=model, method=method, keep=keep, layer=layer, debias=debias, params=params, frames=frames
     )

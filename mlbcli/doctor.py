@@ -119,11 +119,14 @@ def run_doctor(
 
     from mlbcli import tiny
 
-    families = {
+    families: dict[str, Callable[[Path], Path]] = {
         "llava_onevision": tiny.build_tiny_llava_onevision,
         "qwen2_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2"),
         "qwen2_5_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2.5"),
         "llava_next": tiny.build_tiny_llava_next,
+        "qwen3_vl": tiny.build_tiny_qwen3_vl,
+        "qwen3_vl_moe": lambda out: tiny.build_tiny_qwen3_vl(out, moe=True),
+        "llava_video": tiny.build_tiny_llava_video,  # its folder, tiny-llava_video, names it LLaVA-Video
     }
     checks = [("devices", devices), ("video decoding", decoders)]
     checks += [

@@ -68,10 +68,19 @@ class LLMDims:
             raise ValueError(f"text config lacks {', '.join(missing)}; cannot compute FLOPs")
         hidden = int(_get(text_config, "hidden_size"))
         heads = int(_get(text_config, "num_attention_heads"))
+        intermediate = int(_get(text_config, "intermediate_size"))
+        experts = int(_get(text_config, "num_experts", 0))
+        if experts > 0 and _get(text_config, "moe_intermediate_size") is not None:
+            # Mixture of experts (Qwen3-VL-MoE): a token runs its top-k experts, so the FFN it pays for is
+            # k experts wide. Counted for every layer: the published MoE checkpoints have no dense layers
+            # (`mlp_only_layers` empty, `decoder_sparse_step` 1); the router's D x E product is left out.
+            intermediate = int(_get(text_config, "num_experts_per_tok", 1)) * int(
+                _get(text_config, "moe_intermediate_size")
+            )
         return cls(
             num_layers=int(_get(text_config, "num_hidden_layers")),
             hidden=hidden,
-            intermediate=int(_get(text_config, "intermediate_size")),
+            intermediate=intermediate,
             num_heads=heads,
             # Configs without GQA omit num_key_value_heads (or set it to None): that means MHA.
             num_kv_heads=int(_get(text_config, "num_key_value_heads", heads)),

@@ -24,8 +24,9 @@ class ProbeCapture:
     def __init__(self, attn: nn.Module, apply_rotary: Callable[..., Any]):
         self.attn: Any = attn  # a transformers attention module (head_dim, scaling)
         self.apply_rotary = apply_rotary
-        self.q: torch.Tensor | None = None  # [B, L, Hq*d] query projection (before RoPE)
-        self.k: torch.Tensor | None = None  # [B, L, Hkv*d] key projection (before RoPE)
+        # The query and key before RoPE: [B, L, H*d] projections, or [B, L, H, d] after q_norm / k_norm.
+        self.q: torch.Tensor | None = None  # Hq heads
+        self.k: torch.Tensor | None = None  # Hkv heads
         self.cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None  # [..., B, L, d] each
 
     def probabilities(self, row: int, query_slots: torch.Tensor, length: int) -> torch.Tensor:
@@ -55,7 +56,8 @@ class ProbeCapture:
 
 @contextmanager
 def attention_probe(attn: nn.Module, apply_rotary: Callable[..., Any]) -> Iterator[ProbeCapture]:
-    """Capture one forward of `attn` (a Qwen2/Llama-style attention module with q_proj/k_proj).
+    """Capture one forward of `attn` (a Qwen2/Llama-style attention module with q_proj/k_proj, and
+    Qwen3's q_norm/k_norm after them).
 
     Usage: `with attention_probe(layer.self_attn, apply_rotary_pos_emb) as p: layer(...)`,
     then `p.received(row, query_slots, length)` for each batch row.
@@ -71,10 +73,14 @@ def attention_probe(attn: nn.Module, apply_rotary: Callable[..., Any]) -> Iterat
     def on_k(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         capture.k = output
 
+    # Qwen3-style attention normalises every head's query and key (`q_norm` / `k_norm`, RMSNorm over d)
+    # between the projection and RoPE: capture after those norms where the module has them.
+    q_source: nn.Module = getattr(attn, "q_norm", None) or attn.get_submodule("q_proj")
+    k_source: nn.Module = getattr(attn, "k_norm", None) or attn.get_submodule("k_proj")
     handles = [
         attn.register_forward_pre_hook(on_attention, with_kwargs=True),
-        attn.get_submodule("q_proj").register_forward_hook(on_q),
-        attn.get_submodule("k_proj").register_forward_hook(on_k),
+        q_source.register_forward_hook(on_q),
+        k_source.register_forward_hook(on_k),
     ]
     try:
         yield capture

@@ -240,20 +240,19 @@ class Pipeline:
                     keep=torch.arange(ctx.visual_slots.numel(), device=ctx.visual_slots.device)
                 )
 
-            inputs = adapter.model_inputs(sub_prompt, subset)
-            state = engine.prefill(
+            plan = engine.PrunePlan(
+                steps={step_layer: keep_all}, needs_scores=frozenset({step_layer}), query=query
+            )
+            batch, errors = engine.prefill_batch(
                 adapter,
-                inputs.embeds,
-                inputs.position_ids,
-                inputs.visual_slots,
-                inputs.query_slots,
-                engine.PrunePlan(
-                    steps={step_layer: keep_all}, needs_scores=frozenset({step_layer}), query=query
-                ),
+                [adapter.model_inputs(sub_prompt, subset)],  # all of the row, DeepStack residuals too
+                [plan],
                 stop_after_pruning=True,
                 stop_before_layer=step_layer,
             )
-            return state.scores[step_layer - 1]
+            if errors:
+                raise errors[0]
+            return batch.rows[0].scores[step_layer - 1]
 
         return PlanContext(
             image_llm=bool(adapter.renumber_input_positions),
@@ -397,11 +396,11 @@ class Pipeline:
                 split = splits[first.index]
                 inputs = first.inputs
                 prefix_inputs.append(
-                    engine.ModelInputs(
-                        inputs.embeds[:, :split],
-                        inputs.position_ids[..., :split],
-                        inputs.visual_slots,
-                        torch.zeros(0, dtype=torch.long),
+                    dataclasses.replace(  # the same row, cut after the visual block (residuals included)
+                        inputs,
+                        embeds=inputs.embeds[:, :split],
+                        position_ids=inputs.position_ids[..., :split],
+                        query_slots=torch.zeros(0, dtype=torch.long),
                     )
                 )
             computed, failed = engine.prefill_batch(

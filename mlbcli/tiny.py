@@ -385,3 +385,149 @@ def build_tiny_llava_next(
         "do_convert_rgb": True,
     }
     return _save_checkpoint(out, model, tok, {"preprocessor_config.json": preprocessor})
+
+
+# The Qwen3-VL template (chat_template.json of the Qwen/Qwen3-VL-*-Instruct repos), reduced to what mlb
+# renders: no default system prompt (unlike Qwen2-VL), a video item is <|vision_start|><|video_pad|>
+# <|vision_end|> (the processor replaces all three with the per-patch timestamped block).
+QWEN3_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}<|im_start|>system\n{{ messages[0]['content'] }}<|im_end|>\n"
+    "{% endif %}{% for m in messages %}{% if m['role'] != 'system' %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen3_vl(
+    out_dir: str | Path,
+    *,
+    moe: bool = False,
+    seed: int = 0,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    min_pixels: int = 4096,
+    max_pixels: int = 8 * 64 * 96,
+) -> Path:
+    """Write a tiny random Qwen3-VL (`moe=True`: Qwen3-VL-MoE) checkpoint to `out_dir`, with the file set of
+    the Qwen/Qwen3-VL-*-Instruct repos (the chat template in chat_template.json).
+
+    Vision: patch 16, 2x2 merge, temporal patch 2, depth 3, DeepStack from tower blocks 0 and 1 into LLM
+    layers 0 and 1. Text: a 4-layer Qwen3 with hidden 64, 4 heads of 16 (interleaved mrope_section
+    [4, 2, 2]), 2 KV heads; MoE: 4 experts of width 32, top 2. The video preprocessor config bounds the
+    whole video's T' x H' x W' to [min_pixels, max_pixels] as the real one does (4096 .. 25165824 there):
+    7 frames of 90x120 become 64x96 -> 2x3 = 6 tokens per temporal patch with the defaults.
+    """
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _build_tokenizer("qwen")
+    tok.chat_template = None  # the real repos ship it as chat_template.json (written below)
+    ids = {
+        name: tok.convert_tokens_to_ids(token)
+        for name, token in [
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        ]
+    }
+    text: dict[str, Any] = _text_config(
+        tok,
+        hidden_size,
+        num_layers,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=32768,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5000000.0,
+            "mrope_section": [4, 2, 2],
+            "mrope_interleaved": True,
+        },
+    )
+    vision = dict(
+        depth=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=hidden_size,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=16,
+        deepstack_visual_indexes=[0, 1],
+        initializer_range=0.5,
+    )
+    config_class: type[Any]
+    model_class: type[Any]
+    if moe:
+        from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+        config_class, model_class = Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+    else:
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        config_class, model_class = Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    cfg: Any = config_class(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+    cfg.initializer_range = 0.5
+    torch.manual_seed(seed)
+    model = model_class(cfg)
+    if moe:  # the experts' 3-D weights are left as allocated by `_init_weights`: draw them like the rest
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if ".experts." in name:
+                    param.normal_(0.0, 0.5)
+    common = {
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "rescale_factor": 1 / 255,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "patch_size": 16,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "resample": 3,
+        "processor_class": "Qwen3VLProcessor",
+    }
+    image = dict(
+        common,
+        image_processor_type="Qwen2VLImageProcessor",
+        size={"shortest_edge": 65536, "longest_edge": 16777216},
+    )
+    video = dict(
+        common,
+        video_processor_type="Qwen3VLVideoProcessor",
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        fps=2,
+        min_frames=4,
+        max_frames=768,
+        do_sample_frames=True,
+    )
+    return _save_checkpoint(
+        out,
+        model,
+        tok,
+        {
+            "preprocessor_config.json": image,
+            "video_preprocessor_config.json": video,
+            "chat_template.json": {"chat_template": QWEN3_CHAT_TEMPLATE},
+        },
+    )
+
+
+def build_tiny_llava_video(out_dir: str | Path, **options: Any) -> Path:
+    """Write a tiny random LLaVA-Video checkpoint: a llava_onevision one, as llava-hf/LLaVA-Video-7B-Qwen2-hf
+    is, told apart from OneVision by its name (`mlbcli.models.llava_video`), so `out_dir`'s name must
+    contain "LLaVA-Video" (any case, `-`/`_`). `options` are those of `build_tiny_llava_onevision`."""
+    import re
+
+    if not re.search(r"llava[-_ ]?video", Path(out_dir).name, re.IGNORECASE):
+        raise ValueError(f"name the folder like the hub repo (…LLaVA-Video…), not {Path(out_dir).name!r}")
+    return build_tiny_llava_onevision(out_dir, **options)

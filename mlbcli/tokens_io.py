@@ -9,6 +9,8 @@ What is stored (one safetensors file per video, named after the video id):
   `appended` [m, D] tokens. Reusing them reproduces that method's run exactly.
 - every other method (its selection depends on the question or happens inside the LLM): the full
   encoded tokens `features` [T, N, D], so any method can run on them at answer time.
+- families that add per-layer visual features inside the LLM (Qwen3-VL's DeepStack): `layer_features.{l}`
+  for the same tokens ([T*N, D], or [k, D] at `kept_ids`), so a reused video runs as the encoded one.
 Metadata records the model, the video id, the sampled frame indices and timestamps and the video's
 size-mtime fingerprint. A file whose video changed since, or that was written for another video id or
 model, is ignored (the video is decoded and encoded again, with a warning for a foreign file). Files are
@@ -95,6 +97,9 @@ def save_video_tokens(
             reduced = True
     if not reduced:
         tensors["features"] = tokens.features
+    for layer, layer_features in tokens.layer_features.items():  # DeepStack: [T, N, D], kept rows if reduced
+        flat = layer_features.reshape(-1, layer_features.shape[-1])
+        tensors[f"layer_features.{layer}"] = flat[tensors["kept_ids"]] if reduced else flat
     if tokens.extra is not None:
         tensors["extra"] = tokens.extra
     if tokens.frame_features is not None:
@@ -151,6 +156,14 @@ class SavedTokens:
             features = torch.zeros(T * N, D, dtype=tensors["kept"].dtype)
             features[tensors["kept_ids"]] = tensors["kept"]
             features = features.view(T, N, D)
+        layer_features: dict[int, torch.Tensor] = {}
+        for name, stored in tensors.items():
+            if name.startswith("layer_features."):  # [T*N, D], or [k, D] at kept_ids when reduced
+                full = stored
+                if "features" not in tensors:
+                    full = torch.zeros(T * N, stored.shape[-1], dtype=stored.dtype)
+                    full[tensors["kept_ids"]] = stored
+                layer_features[int(name.rsplit(".", 1)[1])] = full.view(T, N, -1)
         self.tensors = tensors
         self.timestamps_s = json.loads(metadata["timestamps_s"])
         self.tokens = VideoTokens(
@@ -159,6 +172,7 @@ class SavedTokens:
             extra=tensors.get("extra"),
             frame_features=tensors.get("frame_features"),
             timestamps_s=self.timestamps_s,
+            layer_features=layer_features,
         )
 
     @property

@@ -17,7 +17,15 @@ from mlbcli.runner import Pipeline, Request
 from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection.base import Method
 
-FAMILIES = ["llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava_next"]
+FAMILIES = [
+    "llava_onevision",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "llava_next",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "llava_video",
+]
 METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast"]
 QUESTIONS = [
     "What is happening in the video?",
@@ -31,12 +39,20 @@ MAX_NEW = [4, 2, 5, 3]  # rows finish at different steps
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, tiny_adapter):
     from mlbcli.models import load_adapter
-    from mlbcli.tiny import build_tiny_llava_next, build_tiny_qwen2_vl
+    from mlbcli.tiny import (
+        build_tiny_llava_next,
+        build_tiny_llava_video,
+        build_tiny_qwen2_vl,
+        build_tiny_qwen3_vl,
+    )
 
     built = {
         "qwen2_vl": build_tiny_qwen2_vl(tmp_path_factory.mktemp("q2"), version="2"),
         "qwen2_5_vl": build_tiny_qwen2_vl(tmp_path_factory.mktemp("q25"), version="2.5"),
         "llava_next": build_tiny_llava_next(tmp_path_factory.mktemp("next")),
+        "qwen3_vl": build_tiny_qwen3_vl(tmp_path_factory.mktemp("q3")),
+        "qwen3_vl_moe": build_tiny_qwen3_vl(tmp_path_factory.mktemp("q3moe"), moe=True),
+        "llava_video": build_tiny_llava_video(tmp_path_factory.mktemp("LLaVA-Video")),
     }
     loaded = {name: load_adapter(str(path), device="cpu") for name, path in built.items()}
     return {"llava_onevision": tiny_adapter, **loaded}

@@ -20,29 +20,41 @@ from mlbcli.errors import ModelLoadError, UsageError
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
 from mlbcli.models.llava_next import LlavaNextAdapter
 from mlbcli.models.llava_onevision import LlavaOnevisionAdapter
+from mlbcli.models.llava_video import LlavaVideoAdapter
 from mlbcli.models.qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+from mlbcli.models.qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {}
+#: Checkpoints that share a model_type with a family but differ in defaults (LLaVA-Video is a
+#: llava_onevision checkpoint): tried in order, by `ModelAdapter.detect(config)`, before ADAPTERS.
+VARIANTS: dict[str, list[type[ModelAdapter]]] = {}
 
 
-def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
+def register_adapter(cls: type[ModelAdapter], *, variant: bool = False) -> type[ModelAdapter]:
     for model_type in cls.model_types:
-        ADAPTERS[model_type] = cls
+        if variant:
+            VARIANTS.setdefault(model_type, []).append(cls)
+        else:
+            ADAPTERS[model_type] = cls
     return cls
 
 
 register_adapter(LlavaOnevisionAdapter)
+register_adapter(LlavaVideoAdapter, variant=True)
 register_adapter(Qwen2VLAdapter)
 register_adapter(Qwen2_5_VLAdapter)
+register_adapter(Qwen3VLAdapter)
+register_adapter(Qwen3VLMoeAdapter)
 register_adapter(LlavaNextAdapter)
 
 __all__ = [
     "ADAPTERS",
     "DEFAULT_MODEL",
+    "VARIANTS",
     "ModelAdapter",
     "ModelSource",
     "Prompt",
@@ -307,7 +319,7 @@ def adapter_class_for(config: Any) -> type[ModelAdapter]:
         raise ModelLoadError(
             f"model type {model_type!r} is not supported yet; supported: {', '.join(sorted(ADAPTERS))}"
         )
-    return ADAPTERS[model_type]
+    return next((v for v in VARIANTS.get(model_type, []) if v.detect(config)), ADAPTERS[model_type])
 
 
 def load_adapter(

@@ -41,6 +41,10 @@ class VideoTokens:
     )  # [E, D] structural tokens after the frames (OneVision: image_newline); never pruned
     frame_features: torch.Tensor | None  # [T, Dv] one global vector per frame (vision tower, mean-pooled)
     timestamps_s: list[float] = field(default_factory=list)  # real timestamp of each sampled frame
+    # Decoder layer l -> [T, N, D] features the LLM adds to the OUTPUT of layer l at each visual token,
+    # laid out like `features` (Qwen3-VL's DeepStack); empty for families without them. They travel
+    # with their tokens: a pruned token's features leave with it (`ModelInputs.visual_residuals`).
+    layer_features: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -53,6 +57,23 @@ class VideoTokens:
     @property
     def num_visual(self) -> int:
         return self.num_frames * self.tokens_per_frame
+
+    def select_rows(self, start: int, stop: int) -> VideoTokens:
+        """The frames (token rows) `start:stop` as a video of their own, every per-row field sliced.
+
+        A row may stand for several sampled frames (Qwen's temporal patches: 2); the timestamps of
+        those frames go with it: `ceil(len(timestamps_s) / T)` per row.
+        """
+        count = len(self.timestamps_s)
+        per_row = -(-count // self.num_frames) if count > self.num_frames else 1
+        return VideoTokens(
+            features=self.features[start:stop],
+            grid=self.grid,
+            extra=self.extra,
+            frame_features=None if self.frame_features is None else self.frame_features[start:stop],
+            timestamps_s=list(self.timestamps_s[start * per_row : stop * per_row]),
+            layer_features={layer: f[start:stop] for layer, f in self.layer_features.items()},
+        )
 
 
 @dataclass
@@ -113,6 +134,21 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def tokens_per_frame(cls, config: Any) -> int:
         """Visual tokens one frame becomes, from the checkpoint config alone (for `mlb flops`)."""
+
+    @classmethod
+    def visual_tokens(cls, config: Any, num_frames: int) -> int:
+        """Prunable visual tokens of `num_frames` frames, from the checkpoint config alone (`mlb flops`).
+
+        Families whose per-frame count depends on the frame count (a pixel budget for the whole video,
+        Qwen3-VL) override this.
+        """
+        return num_frames * cls.tokens_per_frame(config)
+
+    @classmethod
+    def detect(cls, config: Any) -> bool:
+        """Whether `config` is a checkpoint of this variant (`register_adapter(..., variant=True)`):
+        a variant shares its `model_type` with another family and differs in defaults (LLaVA-Video)."""
+        return False
 
     @classmethod
     def structural_tokens(cls, config: Any, num_frames: int) -> int:

@@ -141,13 +141,7 @@ def plan(
     start = 0
     for size in sizes:
         stop = start + size
-        subset = VideoTokens(
-            features=video.features[start:stop],
-            grid=grid,
-            extra=video.extra,
-            frame_features=None if video.frame_features is None else video.frame_features[start:stop],
-            timestamps_s=list(video.timestamps_s[start:stop]),
-        )
+        subset = video.select_rows(start, stop)  # timestamps and DeepStack features go with the rows
         scores = context.probe(subset, K, options.query).detach().float().cpu()  # [size * N]
         scores = torch.nan_to_num(scores)
         ids = torch.arange(size * N)

@@ -1,0 +1,414 @@
+"""Qwen3-VL (`Qwen3VLForConditionalGeneration`) and Qwen3-VL-MoE (`Qwen3VLMoeForConditionalGeneration`).
+
+What differs from Qwen2.5-VL, as transformers 5.23 runs it (`models/qwen3_vl/`), and how we reproduce it
+without the HF video processor (it needs torchvision):
+
+- Preprocessing (`Qwen3VLVideoProcessor`). Patch 16, temporal patch 2, merge 2: one LLM token per 32x32
+  pixels of a temporal patch. Every frame is resized (bicubic + antialias) to `smart_resize`: multiples
+  of 32, aspect ratio kept, and -- unlike Qwen2-VL -- the pixel bounds apply to the whole VIDEO volume
+  T' x H' x W' (T' = frames rounded to a multiple of 2), not to one frame: `size.shortest_edge` /
+  `size.longest_edge` of the checkpoint's `video_preprocessor_config.json` (4096 and 25165824 in every
+  Qwen/Qwen3-VL-*-Instruct repo: at 32 frames a frame gets up to 768 tokens per temporal patch, at 64
+  frames half of that). Those published values are also the fallback when a checkpoint ships only the
+  image processor config (whose bounds are per image). `min_pixels=` / `max_pixels=` (the CLI's
+  `--min-pixels` / `--max-pixels`) are PER-FRAME bounds, as for Qwen2-VL, turned into volume bounds by
+  multiplying by the frame count (the rule of the processor's `cap_pixels_per_frame`). The processor's
+  per-frame cap itself is off by default in transformers 5.23, so it is off here too. Normalisation:
+  the checkpoint's mean/std (0.5, 0.5, 0.5 by default). An odd frame count repeats the last frame.
+- Timestamps in the prompt (`Qwen3VLProcessor`). Time is not in the temporal rotary axis any more: the
+  video placeholder `<|vision_start|><|video_pad|><|vision_end|>` rendered by the chat template is
+  replaced by, per temporal patch, `<{t:.1f} seconds><|vision_start|>` + N `<|video_pad|>` +
+  `<|vision_end|>`, where t is the mean time of the first and last frame of the patch (the processor's
+  `_calculate_timestamps`, which pads an odd count with the last frame). t comes from the REAL sampled
+  timestamps (`VideoTokens.timestamps_s`, set by the pipeline); without them, frames are taken to be
+  sampled at the checkpoint's `fps` (2 by default), which is what its frame sampler would have done.
+  The whole wrapped placeholder is replaced, as the reference implementation (qwen-vl-utils,
+  transformers 4.57, vLLM) does and as the model was trained; the generic replacement of transformers
+  5.23's processor swaps only `<|video_pad|>` and so leaves an extra `<|vision_start|>` /
+  `<|vision_end|>` around the block. A template that renders a bare `<|video_pad|>` works too.
+  The visual tokens are therefore NOT contiguous: `Qwen3Prompt.slots` lists them.
+- Positions (M-RoPE, interleaved sections). `position_ids()` is the model's own `get_rope_index`
+  ([3, 1, L]): each temporal patch is its own t=1 grid after its timestamp text. Pruned tokens keep their
+  3-D positions (the engine slices, never renumbers); decoding continues at max(positions) + 1 + step
+  on all axes (`rope_deltas`), as for Qwen2-VL.
+- DeepStack. The vision tower also returns, for the first few LLM layers l = 0, 1, 2, a feature per
+  visual token that the decoder ADDS to the output of layer l at the visual positions. They are
+  `VideoTokens.layer_features` ([T, N, D] per layer) and reach the engine as
+  `ModelInputs.visual_residuals`, indexed by visual id: a token pruned before the LLM takes its
+  features with it, one pruned at layer K receives none after K, a kept one receives exactly its own,
+  and tokens a method appends receive none.
+
+Mapping to `VideoTokens`: as Qwen2-VL, one row per temporal patch (2 sampled frames), grid (h/2, w/2), so
+per-"frame" statistics (`kept_per_frame`, frame budgets) are per temporal patch.
+
+The MoE variant shares everything but the LLM's MLP (top-k experts); `mlb flops` counts the active
+experts' width (`flops.LLMDims.from_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from mlbcli.engine import ModelInputs
+
+log = logging.getLogger(__name__)
+
+# `size` of the video_preprocessor_config.json of the Qwen/Qwen3-VL-*-Instruct repos: bounds on the pixels
+# of the whole video (T' x H' x W'), T' = frames rounded to a multiple of the temporal patch.
+VIDEO_MIN_VOLUME = 4096
+VIDEO_MAX_VOLUME = 25165824  # = 24576 patches of 32x32: 768 tokens per temporal patch at 32 frames
+DEFAULT_FPS = 2.0  # the checkpoints' frame-sampling rate (`fps` of the video preprocessor config)
+IMAGE_STANDARD_MEAN = [0.5, 0.5, 0.5]
+IMAGE_STANDARD_STD = [0.5, 0.5, 0.5]
+
+
+def smart_resize_video(
+    num_frames: int,
+    height: int,
+    width: int,
+    *,
+    temporal_factor: int,
+    factor: int,
+    min_pixels: int,
+    max_pixels: int,
+) -> tuple[int, int]:
+    """`Qwen3VLVideoProcessor`'s `smart_resize`: multiples of `factor`, T' x H' x W' within the bounds."""
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}"
+        )
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    t_bar = round(num_frames / temporal_factor) * temporal_factor
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt((num_frames * height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+@dataclass
+class Qwen3Prompt(Prompt):
+    """A prompt whose visual tokens are interleaved with per-patch timestamp text.
+
+    `slots` [num_visual] are the positions of the frame-token placeholders, ascending. `visual_start`
+    is the first of them and `num_extra` counts the non-visual tokens between the first and the last
+    (timestamps, `<|vision_end|>` / `<|vision_start|>`), so `visual_start + num_visual + num_extra` is
+    one past the last visual token, as for a contiguous block.
+    """
+
+    slots: torch.Tensor | None = None
+
+    def visual_slots(self) -> torch.Tensor:
+        assert self.slots is not None
+        return self.slots
+
+
+class Qwen3VLAdapter(ModelAdapter):
+    family = "qwen3_vl"
+    model_types = ("qwen3_vl",)
+    default_frames = 32
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        model_id: str,
+        preprocess_config: dict[str, Any],
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+    ):
+        super().__init__(model, tokenizer, model_id, preprocess_config)
+        # Per-FRAME pixel bounds overriding the checkpoint's volume bounds (`--min-pixels` / `--max-pixels`).
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def model_class(cls) -> type[Any]:
+        from transformers import Qwen3VLForConditionalGeneration
+
+        return Qwen3VLForConditionalGeneration
+
+    # -- token counts from the config alone (`mlb flops`) -------------------------------------------------
+    @classmethod
+    def visual_tokens(cls, config: Any, num_frames: int) -> int:
+        """Upper bound for frames at least as large as the budget: the published volume bound spread over
+        the frames, `ceil(F / 2)` temporal patches of at most `VIDEO_MAX_VOLUME / (F * 32^2)` tokens."""
+        vision = config.vision_config
+        factor = vision.patch_size * vision.spatial_merge_size
+        patches = -(-num_frames // vision.temporal_patch_size)
+        return patches * max(1, VIDEO_MAX_VOLUME // (num_frames * factor * factor))
+
+    @classmethod
+    def tokens_per_frame(cls, config: Any) -> int:
+        """Per sampled frame at the default frame count: 768 tokens per temporal patch / 2 = 384."""
+        return cls.visual_tokens(config, cls.default_frames) // cls.default_frames
+
+    # -- vision side -------------------------------------------------------------------------------------
+    @property
+    def _vision(self) -> Any:
+        return self.model.config.vision_config
+
+    def volume_bounds(self, num_frames: int) -> tuple[int, int]:
+        """(min, max) pixels of the whole video: per-frame overrides x frames > video config > published."""
+        cfg = self.preprocess_config
+        size = cfg.get("size") or {}
+        image_only = "image_processor_type" in cfg and "video_processor_type" not in cfg
+        lo, hi = VIDEO_MIN_VOLUME, VIDEO_MAX_VOLUME
+        if not image_only:
+            lo = int(size.get("shortest_edge") or lo)
+            hi = int(size.get("longest_edge") or hi)
+        if self.min_pixels is not None:
+            lo = int(self.min_pixels) * num_frames
+        if self.max_pixels is not None:
+            hi = int(self.max_pixels) * num_frames
+        if lo > hi:
+            raise ValueError(f"min_pixels {lo} > max_pixels {hi} (pixels of the whole video)")
+        return lo, hi
+
+    def resized_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        vision = self._vision
+        # The processor refuses fewer frames than one temporal patch; we pad them to one, so size them so.
+        frames = max(num_frames, vision.temporal_patch_size)
+        lo, hi = self.volume_bounds(frames)
+        return smart_resize_video(
+            frames,
+            height,
+            width,
+            temporal_factor=vision.temporal_patch_size,
+            factor=vision.patch_size * vision.spatial_merge_size,
+            min_pixels=lo,
+            max_pixels=hi,
+        )
+
+    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        import torch
+        import torch.nn.functional as F
+
+        vision = self._vision
+        P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
+        cfg = self.preprocess_config
+        mean = torch.tensor(cfg.get("image_mean", IMAGE_STANDARD_MEAN)).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.get("image_std", IMAGE_STANDARD_STD)).view(1, 3, 1, 1)
+        scale = float(cfg.get("rescale_factor", 1 / 255))
+        T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+        rh, rw = self.resized_size(T, H, W)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
+        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
+        x = (x.clamp(0, 255) * scale - mean) / std
+        if pad := -T % TP:  # odd frame count: repeat the last frame (the processor's patchify)
+            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+        gt, gh, gw = x.shape[0] // TP, rh // P, rw // P
+        # [t, TP, 3, h/M, M, P, w/M, M, P] -> rows (t, h/M, w/M, M, M), columns (3, TP, P, P)
+        patches = x.view(gt, TP, 3, gh // M, M, P, gw // M, M, P).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        pixel = patches.reshape(gt * gh * gw, 3 * TP * P * P)
+        return {
+            "pixel_values_videos": pixel.to(device=self.device, dtype=self.dtype),
+            "video_grid_thw": torch.tensor([[gt, gh, gw]], device=self.device),
+        }
+
+    def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
+        return self.encode_batch([pixel_inputs])[0]
+
+    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
+        """All videos through the tower in one call (its attention never crosses a frame); per video the
+        merged tokens, the DeepStack features of each LLM layer and a mean tower state per patch."""
+        import torch
+
+        grid_thw = torch.cat([inputs["video_grid_thw"] for inputs in pixel_inputs])  # [B, 3]
+        pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs])
+        out = self.model.model.get_video_features(
+            pixel_values_videos=pixel, video_grid_thw=grid_thw, return_dict=True
+        )
+        M = self._vision.spatial_merge_size
+        hidden = out.last_hidden_state  # [sum t*h*w, Dv], grouped by video then temporal patch
+        deepstack = out.deepstack_features or []  # per LLM layer l: one [t*h/M*w/M, D] per video
+        videos, start = [], 0
+        for index, (gt, gh, gw) in enumerate(grid_thw.tolist()):
+            n = (gh // M) * (gw // M)
+            pooled = out.pooler_output[index]  # [t * n, D] in (t, row, col) raster order
+            frame_features = None
+            if hidden is not None:
+                stop = start + gt * gh * gw
+                frame_features = hidden[start:stop].float().reshape(gt, gh * gw, -1).mean(dim=1)
+                start = stop
+            videos.append(
+                VideoTokens(
+                    features=pooled.reshape(gt, n, -1),
+                    grid=(gh // M, gw // M),
+                    extra=None,
+                    frame_features=frame_features,
+                    layer_features={
+                        layer: per_video[index].reshape(gt, n, -1)
+                        for layer, per_video in enumerate(deepstack)
+                    },
+                )
+            )
+        return videos
+
+    def video_grid_thw(self, video: VideoTokens) -> torch.Tensor:
+        """[[t, h, w]] in 16-px patches, recovered from the token grid (also for saved tokens)."""
+        import torch
+
+        M = self._vision.spatial_merge_size
+        h, w = video.grid
+        return torch.tensor([[video.num_frames, h * M, w * M]], device=self.device)
+
+    def patch_timestamps(self, video: VideoTokens) -> list[float]:
+        """Seconds of each temporal patch: mean of its first and last frame (`_calculate_timestamps`)."""
+        tp = self._vision.temporal_patch_size
+        stamps = [float(t) for t in video.timestamps_s]
+        if not stamps or -(-len(stamps) // tp) != video.num_frames or any(t != t for t in stamps):
+            fps = float(self.preprocess_config.get("fps") or DEFAULT_FPS)
+            if stamps:
+                log.debug(
+                    "%d timestamps for %d temporal patches: using %s fps", len(stamps), video.num_frames, fps
+                )
+            stamps = [i / fps for i in range(video.num_frames * tp)]
+        stamps += [stamps[-1]] * (-len(stamps) % tp)
+        return [(stamps[i] + stamps[i + tp - 1]) / 2 for i in range(0, len(stamps), tp)]
+
+    # -- text side ---------------------------------------------------------------------------------------
+    def _special(self, attribute: str, config_id: str) -> str:
+        token = getattr(self.tokenizer, attribute, None)
+        return token or self.tokenizer.convert_ids_to_tokens(getattr(self.model.config, config_id))
+
+    def build_prompt(self, question_text: str, video: VideoTokens) -> Qwen3Prompt:
+        import torch
+
+        tok = self.tokenizer
+        start_tok = self._special("vision_bos_token", "vision_start_token_id")
+        end_tok = self._special("vision_eos_token", "vision_end_token_id")
+        pad_tok = self._special("video_token", "video_token_id")
+        pad_id = self.model.config.video_token_id
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if text.count(pad_tok) != 1:
+            raise ValueError(f"chat template rendered {text.count(pad_tok)} video placeholders, expected 1")
+        wrapped = start_tok + pad_tok + end_tok
+        placeholder = wrapped if wrapped in text else pad_tok
+        at = text.index(placeholder)
+        block = "".join(
+            f"<{t:.1f} seconds>{start_tok}{pad_tok}{end_tok}" for t in self.patch_timestamps(video)
+        )
+        expanded = text[:at] + block + text[at + len(placeholder) :]
+        # Tokenised with ONE pad per patch (special tokens are atomic, so the text around them tokenises
+        # as with N), then each pad becomes the patch's N placeholders.
+        enc = tok(expanded, add_special_tokens=False, return_offsets_mapping=True)
+        n = video.tokens_per_frame
+        ids: list[int] = []
+        slots: list[int] = []
+        position_of: list[int] = []  # token index in `enc` -> index in `ids`
+        for token in enc.input_ids:
+            position_of.append(len(ids))
+            if token == pad_id:
+                slots.extend(range(len(ids), len(ids) + n))
+                ids.extend([pad_id] * n)
+            else:
+                ids.append(token)
+        if len(slots) != video.num_visual:
+            raise ValueError(f"prompt holds {len(slots)} video placeholders, expected {video.num_visual}")
+        # The question's tokens: those whose characters overlap the question text after the video block.
+        q_start = expanded.find(question_text, at + len(block))
+        q_end = q_start + len(question_text)
+        q_rows = [
+            position_of[i]
+            for i, (a, b) in enumerate(enc.offset_mapping)
+            if q_start >= 0 and b > q_start and a < q_end
+        ]
+        if not q_rows:
+            if question_text.strip():
+                log.warning(
+                    "question text not found after the video in the chat template; the attention probe "
+                    "uses the last prompt token"
+                )
+            q_rows = [len(ids) - 1]
+        return Qwen3Prompt(
+            input_ids=torch.tensor([ids], dtype=torch.long),
+            visual_start=slots[0],
+            num_visual=len(slots),
+            num_extra=slots[-1] + 1 - slots[0] - len(slots),
+            question_index=torch.tensor(q_rows, dtype=torch.long),
+            text=expanded,
+            slots=torch.tensor(slots, dtype=torch.long),
+        )
+
+    def mm_token_type_ids(self, prompt: Prompt) -> torch.Tensor:
+        """Text 0, image 1, video 2, as the official processor builds them."""
+        ids = prompt.input_ids
+        cfg = self.model.config
+        return (ids == cfg.image_token_id).int() + 2 * (ids == cfg.video_token_id).int()
+
+    def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        """Token embeddings with the frame tokens written at their slots, as the stock `masked_scatter`."""
+        embeds = self.decoder.embed_tokens(prompt.input_ids.to(self.device))  # [1, L, D]
+        visual = video.features.reshape(-1, video.features.shape[-1]).to(
+            embeds.device, embeds.dtype
+        )  # [T*N, D]
+        embeds[0, prompt.visual_slots().to(self.device)] = visual
+        return embeds
+
+    def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
+        """The keyword arguments the stock model's `get_rope_index` takes for this prompt."""
+        return {
+            "mm_token_type_ids": self.mm_token_type_ids(prompt).to(self.device),
+            "video_grid_thw": self.video_grid_thw(video),
+        }
+
+    def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        """3-D M-RoPE positions [3, 1, L] from the model's own `get_rope_index`."""
+        positions, _ = self.model.model.get_rope_index(
+            prompt.input_ids.to(self.device), **self.rope_kwargs(prompt, video)
+        )
+        return positions
+
+    def model_inputs(self, prompt: Prompt, video: VideoTokens) -> ModelInputs:
+        """The base inputs plus DeepStack: per LLM layer, [T*N, D] residuals indexed by visual id."""
+        inputs = super().model_inputs(prompt, video)
+        if not video.layer_features and self._vision.deepstack_visual_indexes:
+            from mlbcli.errors import MlbError
+
+            raise MlbError(
+                f"{self.model_id}: these Qwen3-VL tokens lack their DeepStack features (saved by an older "
+                "mlb?); encode the video again"
+            )
+        inputs.visual_residuals = {
+            layer: features.reshape(-1, features.shape[-1]).to(self.device)
+            for layer, features in video.layer_features.items()
+        }
+        return inputs
+
+    def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
+        """Stock decoding: position = cache length + rope_delta = max(prefill positions) + 1 + step, all axes."""
+        value = position_ids.max() + 1 + steps
+        return value.view(1, 1, 1).expand(3, position_ids.shape[-2], 1)
+
+
+class Qwen3VLMoeAdapter(Qwen3VLAdapter):
+    family = "qwen3_vl_moe"
+    model_types = ("qwen3_vl_moe",)
+
+    @classmethod
+    def model_class(cls) -> type[Any]:
+        from transformers import Qwen3VLMoeForConditionalGeneration
+
+        return Qwen3VLMoeForConditionalGeneration
