@@ -50,14 +50,14 @@ def _text_tokens(adapter, video) -> int:
 @pytest.fixture()
 def count_probes(monkeypatch):
     calls: list[int] = []
-    real = engine.prefill
+    real = engine.prefill_batch
 
-    def counting(*args, **kwargs):
-        if kwargs.get("stop_before_layer") is not None:
-            calls.append(int(args[3].numel()))  # visual tokens of the probe pass
-        return real(*args, **kwargs)
+    def counting(adapter, inputs, *args, **kwargs):
+        if kwargs.get("stop_before_layer") is not None:  # a probe pass: one row, its visual tokens
+            calls.extend(int(row.visual_slots.numel()) for row in inputs)
+        return real(adapter, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "prefill", counting)
+    monkeypatch.setattr(engine, "prefill_batch", counting)
     return calls
 
 
