@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "--arch", tarch, "--device", device, "--dtype", dtype_name, "--frames", str(frames),
                 "--videos", str(videos), "--batch-sizes", sizes, "--methods", "none,fastv",
-                "--summary-tokens", summary_tokens,
+                "--summary-tokens", summary_tokens, "--rounds", "1" if args.smoke else "2",
             ],
         ),
     )  # fmt: skip

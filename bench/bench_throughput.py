@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import threading
 import time
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workloads", default="answer,summarize")
     p.add_argument("--answer-tokens", type=int, default=4)
     p.add_argument("--summary-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per batch size (median)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", help="write the results here as JSON")
     args = p.parse_args(argv)
@@ -213,11 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         for workload in args.workloads.split(","):
             questions, new_tokens = workloads[workload]
             run_workload(pipe, clips[:1], questions, new_tokens, 1, args.device)  # warm-up
-            base = None
+            # Interleaved rounds (every batch size once per round), medians: a load drift on a shared
+            # machine hits every batch size alike instead of whichever ran last.
+            seconds: dict[int, list[float]] = {batch: [] for batch in sizes}
+            peaks: dict[int, float] = {batch: 0.0 for batch in sizes}
+            for _ in range(args.rounds):
+                for batch in sizes:
+                    took, peak = run_workload(pipe, clips, questions, new_tokens, batch, args.device)
+                    seconds[batch].append(took)
+                    peaks[batch] = max(peaks[batch], peak)
+            base = len(clips) / statistics.median(seconds[sizes[0]])
             for batch in sizes:
-                seconds, peak = run_workload(pipe, clips, questions, new_tokens, batch, args.device)
-                rate = len(clips) / seconds
-                base = base or rate
+                rate = len(clips) / statistics.median(seconds[batch])
                 row = {
                     "workload": workload,
                     "method": method,
@@ -225,14 +234,15 @@ def main(argv: list[str] | None = None) -> int:
                     "batch_size": batch,
                     "videos_per_s": rate,
                     "speedup_vs_batch_1": rate / base,
-                    "peak_mib": peak,
-                    "seconds": seconds,
+                    "peak_mib": peaks[batch],
+                    "seconds": seconds[batch],
                 }
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr)
     print(
         f"### Throughput: {args.arch}, {args.frames} frames, {args.videos} videos, device {args.device}, "
         f"{args.dtype}, torch threads {torch.get_num_threads()}, keep {args.keep} (none: 1.0), "
+        f"median of {args.rounds} interleaved rounds, "
         f"answer {args.answer_tokens} / summarize {args.summary_tokens} new tokens\n"
     )
     print("| workload | method | batch | videos/s | vs batch 1 | peak MiB |")
