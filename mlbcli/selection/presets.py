@@ -398,11 +398,15 @@ class DyCokeTTM(_PreLLMPreset):
         directly. The realized keep differs with T mod 4 and floor rounding: it is measured.
     [R] the trailing partial window is handled like a full one (the reference loop skips frame 2 of
         the last window); kept tokens keep their original position ids (DyCoke re-sequences them).
-        DyCoke's decode-time KV pruning is not implemented.
+    Stage 2, dynamic KV-cache pruning while decoding, is on by default (`dycoke_kv`, --no-dycoke-kv):
+    see `mlbcli.selection.dycoke_kv`; it shows in the `decode_kv_ratio` column, not in `flops_ratio`.
     """
 
     name = "dycoke"
-    description = "DyCoke TTM: drop tokens similar to the same position in a window's reference frame."
+    description = (
+        "DyCoke: TTM drops tokens similar to the same position in a window's reference frame; then "
+        "decode-time KV pruning by attention (--no-dycoke-kv: TTM only)."
+    )
 
     def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         params = self._check()
@@ -421,7 +425,14 @@ class DyCokeTTM(_PreLLMPreset):
             info = {"merge_ratio": ratio, "merge_window": window, "kept_per_frame": mask.sum(1).tolist()}
             return LayerKeep(keep=keep.to(ctx.visual_slots.device), info=info)
 
-        return PrunePlan(steps={0: prune})
+        policy = None
+        if params["dycoke_kv"]:
+            from mlbcli.selection.dycoke_kv import DyCokeKV
+
+            policy = DyCokeKV(
+                params["dycoke_kv_layer"], params["dycoke_kv_ratio"], params["dycoke_kv_threshold"]
+            )
+        return PrunePlan(steps={0: prune}, decode_policy=policy)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """Expected retention of full windows, (1 + (w-1)(1-K)) / w (not --keep: K is clamped to [0, 1])."""
