@@ -287,7 +287,8 @@ def test_method_catalog_matches_the_registry():
 
 
 def test_method_completion_offers_names():
-    env = {"_MLB_COMPLETE": "complete_bash", "COMP_WORDS": "mlb answer --method fa", "COMP_CWORD": "3"}  # fastv, fastvid
+    # "fa" completes to fastv and fastvid
+    env = {"_MLB_COMPLETE": "complete_bash", "COMP_WORDS": "mlb answer --method fa", "COMP_CWORD": "3"}
     result = CliRunner().invoke(app, [], env=env, prog_name="mlb")
     assert result.stdout.split() == ["fastv", "fastvid"]
 
