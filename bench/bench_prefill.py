@@ -41,6 +41,7 @@ from mlbcli.models.base import Prompt, VideoTokens  # noqa: E402
 from mlbcli.runner import token_stats  # noqa: E402
 from mlbcli.selection import MethodOptions, get_method  # noqa: E402
 from mlbcli.selection import presets as _presets  # noqa: E402, F401  (registers the debiased presets)
+from mlbcli.selection.base import method_option_rules  # noqa: E402
 
 ARCHS = {
     # name: (layers, hidden, FFN, heads, kv heads, vocab)
@@ -255,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     plans = {}
     for m in [] if args.only_probe else methods:
         for k in keeps:
-            method = get_method(m, MethodOptions(keep=k, layer=args.layer))
+            # --layer only for the methods that use it (an option a method does not use is an error)
+            layer = args.layer if "layer" in method_option_rules(m)[0] else None
+            method = get_method(m, MethodOptions(keep=k, layer=layer))
             if not method.plan(req.video, req.prompt).steps:
                 empty.add((m, k))
                 continue

@@ -213,6 +213,9 @@ RESULT_OPTIONS = (
     "query",
     "debias",
     "params",
+    "variant",
+    "positions",
+    "strict_keep",
     "seed",
     "frames",
     "fps",
@@ -223,6 +226,9 @@ RESULT_OPTIONS = (
     "max_pixels",
     "dtype",
 )
+
+
+UNUSED_WHEN_NONE = ("keep", "layer", "query")
 
 
 def _check_same_config(writer: Any, options: dict[str, Any]) -> None:
@@ -237,7 +243,15 @@ def _check_same_config(writer: Any, options: dict[str, Any]) -> None:
             previous = json.loads(metadata.get("options", "{}"))
         except ValueError:
             continue
-        differ = [key for key in RESULT_OPTIONS if key in previous and previous.get(key) != current.get(key)]
+        differ = [
+            key
+            for key in RESULT_OPTIONS
+            if key in previous
+            and previous.get(key) != current.get(key)
+            # a method that does not use --layer/--query/--keep records None; older files recorded
+            # the CLI default there, which had no effect either
+            and not (key in UNUSED_WHEN_NONE and current.get(key) is None)
+        ]
         if differ:
             changes = ", ".join(f"{key} {previous.get(key)!r} -> {current.get(key)!r}" for key in differ)
             raise UsageError(
@@ -375,11 +389,16 @@ class ModelSpec:
 
     model: str
     method: str = "none"
-    keep: float = 1.0
-    layer: int = 2
-    query: str = "question"
+    # None = not given: the method's own default (keep 1.0, layer 2, its query); an option given to a
+    # method that does not use it is a UsageError (`selection.base.check_method_options`).
+    keep: float | None = None
+    layer: int | None = None
+    query: str | None = None
     debias: tuple[str, ...] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    variant: str | None = None  # "paper" / "official" (peers), "budget" / "paper" (mlb)
+    positions: str | None = None  # "original" / "contiguous" ids of tokens kept before the LLM
+    strict_keep: bool = False  # a row whose method missed its budget is an error row
     seed: int = 0
     frames: int | None = None
     fps: float | None = None
@@ -390,7 +409,11 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _validate_sampling(self.frames, self.fps)
-        self.method_options()  # UsageError on bad --keep/--layer/--query before any work
+        from mlbcli.selection.base import canonical_method_name, validate_method_options
+
+        # UsageError on bad --keep/--layer/--query, or one the method does not use, before any work
+        # (torch-free: the CLI checks before loading anything)
+        validate_method_options(canonical_method_name(self.method), self.method_options())
 
     def method_options(self) -> Any:
         from mlbcli.selection import MethodOptions
@@ -402,7 +425,30 @@ class ModelSpec:
             seed=self.seed,
             debias=self.debias,
             params=dict(self.params),
+            variant=self.variant,
+            positions=self.positions,
         )
+
+    def recorded(self) -> dict[str, Any]:
+        """The spec as recorded in `options_json` and compared on resume: keep/layer/query resolved to
+        what the method runs with (None where the method does not use them), so a changed default (or
+        an explicit value equal to it) compares by meaning."""
+        from mlbcli.selection.base import canonical_method_name, method_defaults, method_option_rules
+
+        name = canonical_method_name(self.method)
+        used, _ = method_option_rules(name)
+        defaults = method_defaults(name)
+        out = asdict(self)
+        for key in ("keep", "layer", "query"):
+            out[key] = (out[key] if out[key] is not None else defaults[key]) if key in used else None
+        return out
+
+    def keep_requested(self) -> float | None:
+        """The `keep_requested` column: --keep (1.0 when unset) for methods with a budget, else None."""
+        from mlbcli.selection.base import canonical_method_name, method_option_rules
+
+        used, _ = method_option_rules(canonical_method_name(self.method))
+        return (1.0 if self.keep is None else self.keep) if "keep" in used else None
 
     def pipeline(self) -> Pipeline:
         from mlbcli.runner import Pipeline
@@ -415,6 +461,7 @@ class ModelSpec:
             device=self.device,
             dtype=self.dtype,
             adapter_options={"min_pixels": self.min_pixels, "max_pixels": self.max_pixels},
+            strict_keep=self.strict_keep,
         )
 
 
@@ -473,7 +520,12 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
     from mlbcli.tasks import ModelWorker
 
     # What was asked, also on the rows of items that failed (so failures group by configuration).
-    asked = {"model": spec.model, "method": spec.method, "keep_requested": spec.keep, "frames": spec.frames}
+    asked = {
+        "model": spec.model,
+        "method": spec.method,
+        "keep_requested": spec.keep_requested(),
+        "frames": spec.frames,
+    }
 
     def work(items: list[Item], emit: Emit, pipe: Any) -> None:
         if not items or pipe is None:
@@ -554,7 +606,7 @@ def _validate_sampling(frames: int | None, fps: float | None) -> None:
 
 def _options(kind: str, spec: ModelSpec | None, run: RunOptions, **extra: Any) -> dict[str, Any]:
     """Every option of the run, recorded in each row (`options_json`) for reproducibility."""
-    return {"kind": kind, **(asdict(spec) if spec else {}), **extra, **asdict(run)}
+    return {"kind": kind, **(spec.recorded() if spec else {}), **extra, **asdict(run)}
 
 
 def answer(
@@ -816,40 +868,69 @@ def flops(
     *,
     model: str,
     method: str = "none",
-    keep: float = 1.0,
-    layer: int = 2,
+    keep: float | None = None,
+    layer: int | None = None,
+    query: str | None = None,
     frames: int | None = None,
     debias: Sequence[str] | str | None = None,
     params: dict[str, Any] | None = None,
+    variant: str | None = None,
+    positions: str | None = None,
 ) -> FlopsPlan:
-    """Plan the visual-token LLM FLOPs of `method` (algorithms.md §2) from the checkpoint config."""
+    """Plan the visual-token LLM FLOPs of `method` (algorithms.md §2) from the checkpoint config.
+
+    Validated exactly like a run: the same options (one not used by the method is an error), `--frames`
+    >= 1, `--layer` 1..L-1 for attention methods, budgets that cannot hold a summary tail, and plans
+    whose sequence cannot fit the model's context are `UsageError`s, as they would be in `answer`.
+    """
     from mlbcli.flops import LLMDims, layer_flops, tokens_per_layer, visual_flops
     from mlbcli.models import _load_config, adapter_class_for
     from mlbcli.selection import get_method
-    from mlbcli.selection.base import PlanContext
+    from mlbcli.selection.base import NOMINAL_TEXT_TOKENS, PlanContext
 
+    spec = _model_spec(
+        model=model,
+        method=method,
+        keep=keep,
+        layer=layer,
+        query=query,
+        debias=debias,
+        params=params,
+        frames=frames,
+        variant=variant,
+        positions=positions,
+    )  # --frames 0, bad --keep, options the method does not use: the run's own UsageErrors
     config = _load_config(model)
     adapter_cls = adapter_class_for(config)
-    frames = frames or adapter_cls.default_frames
-    if frames < 1:
-        raise UsageError(f"--frames must be >= 1, got {frames}")
+    frames = spec.frames if spec.frames is not None else adapter_cls.default_frames
     text_config = config.text_config if hasattr(config, "text_config") else config
     dims = LLMDims.from_config(text_config)
-    if layer >= dims.num_layers:
-        raise UsageError(f"--layer {layer} does not exist: the model has {dims.num_layers} decoder layers")
+    chosen = get_method(spec.method, spec.method_options())
+    chosen.check_layer(dims.num_layers)
     n = adapter_cls.visual_tokens(config, frames)
-    spec = _model_spec(
-        model=model, method=method, keep=keep, layer=layer, debias=debias, params=params, frames=frames
-    )
-    chosen = get_method(method, spec.method_options())
-    limit = getattr(text_config, "max_position_embeddings", None)
-    context = PlanContext(image_llm=bool(adapter_cls.renumber_input_positions), context_limit=limit or None)
+    limit = getattr(text_config, "max_position_embeddings", None) or None
+    image_llm = bool(adapter_cls.renumber_input_positions)
+    context = PlanContext(image_llm=image_llm, context_limit=limit)
     nominal, probes = chosen.nominal_with_context(n, frames, context)
     schedule = tokens_per_layer(n, nominal, dims.num_layers)
+    if limit is not None:
+        # The row's extent: pruned positions are re-sequenced on image LLMs, kept on video LLMs
+        # (plus tokens appended after the visual block, which shift the text).
+        appended = max(0, nominal.get(0, n) - n) if 0 in nominal else 0
+        extent = (schedule[0] if image_llm else n + appended) + NOMINAL_TEXT_TOKENS
+        if extent > limit:
+            raise UsageError(
+                f"{frames} frames give {schedule[0]} visual tokens entering the LLM + ~{NOMINAL_TEXT_TOKENS} "
+                f"text tokens = {extent} positions, more than the model's context of {limit}: a run "
+                "would fail; use fewer --frames (or a lower --keep on this family)"
+                if image_llm
+                else f"{frames} frames give {n} visual tokens + ~{NOMINAL_TEXT_TOKENS} text tokens, more "
+                f"than the model's context of {limit}: a run would fail; use fewer --frames"
+            )
     return FlopsPlan(
         model=model,
         family=adapter_cls.family,
-        method=method,
+        method=spec.method,
         frames=frames,
         visual_tokens=n,
         tokens_per_layer=schedule,

@@ -143,30 +143,68 @@ Method = Annotated[
         rich_help_panel=PRUNING,
     ),
 ]
+# --keep/--layer/--query/--variant/--positions default to None ("not given"): the method resolves its
+# own default, and one given to a method that does not use it is an error (one rule, in the library).
 Keep = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--keep",
         metavar="FRACTION",
-        help="Fraction of visual tokens kept past the pruning point, 0 < keep <= 1.",
+        help="Fraction of visual tokens kept past the pruning point, 0 < keep <= 1 (default 1.0 = no "
+        "pruning). A method that cannot meet it says why in the keep_note column.",
+        show_default=False,
         rich_help_panel=PRUNING,
     ),
 ]
 Layer = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--layer",
         metavar="K",
-        help="Attention methods: prune before decoder layer K, scored by the attention of layer K-1.",
+        help="Attention methods: prune before decoder layer K, scored by the attention of layer K-1 "
+        "(default 2).",
+        show_default=False,
         rich_help_panel=PRUNING,
     ),
 ]
 Query = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--query",
         metavar="question|last",
-        help="Attention probe rows: 'question' (all question tokens) or 'last' (last prompt token, FastV).",
+        help="Attention probe rows: 'question' (all question tokens) or 'last' (last prompt token). "
+        "Default: last for fastv (FastV's own), question for adatp and mlb.",
+        show_default=False,
+        rich_help_panel=PRUNING,
+    ),
+]
+Variant = Annotated[
+    str | None,
+    typer.Option(
+        "--variant",
+        metavar="NAME",
+        help="Reading of a peer method: 'paper' (default) or 'official' (the peer's code) for visionzip, "
+        "dycoke, slowfast; 'budget' (default) or 'paper' (fixed layout, no --keep) for mlb.",
+        show_default=False,
+        rich_help_panel=PRUNING,
+    ),
+]
+Positions = Annotated[
+    str | None,
+    typer.Option(
+        "--positions",
+        metavar="original|contiguous",
+        help="Position ids of tokens kept before the LLM: 'original' (default) or 'contiguous' "
+        "(re-sequenced, as peers that concatenate; default of --variant official).",
+        show_default=False,
+        rich_help_panel=PRUNING,
+    ),
+]
+StrictKeep = Annotated[
+    bool,
+    typer.Option(
+        "--strict-keep",
+        help="A row whose method could not meet --keep (keep_note) becomes an error row.",
         rich_help_panel=PRUNING,
     ),
 ]
@@ -547,11 +585,14 @@ def _model_spec(
     seed,
     min_pixels,
     max_pixels,
+    **pruning: Any,
 ) -> Any:
-    """The one `ModelSpec` of a model command, built here once and passed to the library as is."""
+    """The one `ModelSpec` of a model command, built here once and passed to the library as is.
+    `pruning`: variant, positions, strict_keep."""
     from mlbcli.api import _model_spec as build
 
     return build(
+        **pruning,
         model=model,
         method=_method_name(method),
         keep=keep,
@@ -715,9 +756,12 @@ def answer(
     question: Question = None,
     model: Model = DEFAULT_MODEL,
     method: Method = "none",
-    keep: Keep = 1.0,
-    layer: Layer = 2,
-    query: Query = "question",
+    keep: Keep = None,
+    layer: Layer = None,
+    query: Query = None,
+    variant: Variant = None,
+    positions: Positions = None,
+    strict_keep: StrictKeep = False,
     debias: Debias = None,
     param: Param = None,
     frames: Frames = None,
@@ -797,6 +841,9 @@ def answer(
                 seed,
                 min_pixels,
                 max_pixels,
+                variant=variant,
+                positions=positions,
+                strict_keep=strict_keep,
             ),
             max_new_tokens=max_new_tokens,
             benchmark=benchmark,
@@ -831,9 +878,12 @@ def compress(
     question: Question = None,
     model: Model = DEFAULT_MODEL,
     method: Method = "none",
-    keep: Keep = 1.0,
-    layer: Layer = 2,
-    query: Query = "question",
+    keep: Keep = None,
+    layer: Layer = None,
+    query: Query = None,
+    variant: Variant = None,
+    positions: Positions = None,
+    strict_keep: StrictKeep = False,
     debias: Debias = None,
     param: Param = None,
     frames: Frames = None,
@@ -905,6 +955,9 @@ def compress(
                 seed,
                 min_pixels,
                 max_pixels,
+                variant=variant,
+                positions=positions,
+                strict_keep=strict_keep,
             ),
             save_tokens=save_tokens,
             bias_report=bias_report,
@@ -946,9 +999,12 @@ def summarize(
     ] = None,
     model: Model = DEFAULT_MODEL,
     method: Method = "none",
-    keep: Keep = 1.0,
-    layer: Layer = 2,
-    query: Query = "question",
+    keep: Keep = None,
+    layer: Layer = None,
+    query: Query = None,
+    variant: Variant = None,
+    positions: Positions = None,
+    strict_keep: StrictKeep = False,
     debias: Debias = None,
     param: Param = None,
     frames: Frames = None,
@@ -1003,6 +1059,9 @@ def summarize(
                 seed,
                 min_pixels,
                 max_pixels,
+                variant=variant,
+                positions=positions,
+                strict_keep=strict_keep,
             ),
             max_new_tokens=max_new_tokens,
             run=_run_options(
@@ -1103,8 +1162,11 @@ def sample(
 def flops(
     model: Model = DEFAULT_MODEL,
     method: Method = "none",
-    keep: Keep = 1.0,
-    layer: Layer = 2,
+    keep: Keep = None,
+    layer: Layer = None,
+    query: Query = None,
+    variant: Variant = None,
+    positions: Positions = None,
     frames: Frames = None,
     debias: Debias = None,
     param: Param = None,
@@ -1124,6 +1186,9 @@ def flops(
             method=_method_name(method),
             keep=keep,
             layer=layer,
+            query=query,
+            variant=variant,
+            positions=positions,
             frames=frames,
             debias=debias,
             params=_params(param, method_params),
@@ -1136,7 +1201,7 @@ def flops(
     )
     typer.echo(f"model          {plan.model} ({plan.family})")
     typer.echo(f"frames         {plan.frames} -> {plan.visual_tokens} visual tokens")
-    typer.echo(f"method         {plan.method}, keep {keep}")
+    typer.echo(f"method         {plan.method}, keep {1.0 if keep is None else keep}")
     typer.echo("tokens         " + ", ".join(f"{n} from layer {i}" for i, n in cuts))
     typer.echo(f"vanilla        {plan.flops_vanilla / 1e12:.2f} TFLOPs")
     typer.echo(f"{plan.method:14s} {plan.flops / 1e12:.2f} TFLOPs")
@@ -1191,6 +1256,12 @@ def methods() -> None:
             else ""
         )
         para(f"prunes {where[info.prune_point]}{debias}")
+        flags = " ".join(f"--{name}" for name in info.options) or "none"
+        variants = (
+            f"; --variant {' | '.join(info.variants)} (default {info.variants[0]})" if info.variants else ""
+        )
+        query = f"; default --query {info.default_query}" if info.default_query else ""
+        para(f"options: {flags}{query}{variants}")
         hyperparameters(info.name)
     typer.echo("\nDebiasers (--debias LIST, attention methods only):\n")
     for name, description in DEBIASERS.items():

@@ -109,6 +109,9 @@ class PrunePlan:
     steps: dict[int, LayerPruner] = field(default_factory=dict)
     needs_scores: frozenset[int] = frozenset()  # layers whose pruner needs the probe of layer - 1
     query: str = "question"  # probe query rows: "question" (all question tokens) or "last"
+    # Re-sequence positions after the layer-0 step (0, 1, 2, ... over the whole row), as peers that
+    # concatenate the kept tokens do (official VisionZip, DyCoke). 1-D RoPE only: an M-RoPE row fails.
+    contiguous_positions: bool = False
     decode_policy: DecodePolicy | None = None  # per-step KV policy while decoding (DyCoke stage 2)
 
     def __post_init__(self) -> None:
@@ -259,6 +262,14 @@ def _apply_keep(seq: _Sequence, decision: LayerKeep, layer: int) -> _Sequence:
             )
         seq = _insert_after_visual(seq, decision.append)
     return seq
+
+
+def contiguous_positions(position_ids: torch.Tensor) -> torch.Tensor:
+    """[1, L] positions -> 0..L-1 (`PrunePlan.contiguous_positions`); M-RoPE [3, 1, L] is refused:
+    its three axes have no single "next" position to re-sequence to."""
+    if position_ids.dim() != 2:
+        raise ValueError("contiguous positions are defined for 1-D RoPE only (this family uses M-RoPE)")
+    return torch.arange(position_ids.shape[-1], device=position_ids.device)[None]
 
 
 def _insert_after_visual(seq: _Sequence, extra: torch.Tensor) -> _Sequence:
@@ -492,6 +503,8 @@ def prefill_batch(
                         continue
                     try:
                         row.seq.position_ids = adapter.positions_after_input_pruning(row.seq.position_ids)
+                        if row.plan.contiguous_positions:
+                            row.seq.position_ids = contiguous_positions(row.seq.position_ids)
                         extent = int(row.seq.position_ids.max()) + 1
                         adapter.check_context(
                             extent, row.reserve, num_visual=int(row.seq.visual_slots.numel())

@@ -235,7 +235,10 @@ def _run_once(
             size=actors, max_tasks_in_flight_per_actor=1 if videos_per_call == 1 else None
         ),
         num_gpus=gpus,
-        num_cpus=0 if gpus else 1,
+        # Actors reserve no CPU: the pool size is set above, and an actor still restarting from an
+        # earlier pass must never hold the CPU the decode tasks or the next pass need (a deadlock on
+        # small machines).
+        num_cpus=0,
         max_restarts=-1,
         max_task_retries=options.task_retries,
     )

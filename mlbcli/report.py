@@ -8,6 +8,9 @@ Panels, top to bottom:
    the local bias (a few positions winning in every frame);
 3. the kept-token map: one small h x w grid per sampled frame, kept tokens filled.
 Methods without a probe (uniform, visionzip, dycoke...) get panel 3 and the note "no attention probe".
+Two-stage mlb probes its segments outside the final pass: panel 1 shows that raw field (per segment
+normalised), without a position histogram. AdaTP's probe sees only the tokens that survived dedup;
+its raw field before dedup is the probe-only run (`compress --keep 1.0`).
 """
 
 from __future__ import annotations
@@ -134,8 +137,13 @@ def render_bias_report(
     num_frames: int,
     grid: tuple[int, int],
     subtitle: str = "",
+    raw_mass: list[float] | None = None,
 ):
-    """The report image (PIL.Image) from plain tensors (scores [T*N] by visual id, or None)."""
+    """The report image (PIL.Image) from plain tensors (scores [T*N] by visual id, or None).
+
+    `raw_mass` [T]: the attention mass per frame of probe passes outside the final pass (two-stage
+    mlb), drawn in panel 1 when there are no final-pass `scores`.
+    """
     from PIL import Image, ImageDraw
 
     T, (h, w) = num_frames, grid
@@ -145,12 +153,20 @@ def render_bias_report(
     map_height = map_rows * (h * cell + 6 + 12)
     heat_cell = max(6, min(16, 224 // max(h, w)))
     height = 40 + (190 + max(h * heat_cell, 30) + 50 if scores is not None else 30) + map_height + 40
+    if scores is None and raw_mass is not None:
+        height += 190
     image = Image.new("RGB", (_WIDTH, height), _BG)
     draw = ImageDraw.Draw(image)
     _text(draw, (10, 8), title)
     _text(draw, (10, 22), subtitle)
     y = 40
-    if scores is None:
+    if scores is None and raw_mass is not None:
+        _text(
+            draw, (10, y), "(1) raw attention mass per frame of the segment probes (each segment sums to 1)"
+        )
+        _bars(draw, (10, y + 15, _WIDTH - 10, y + 175), list(raw_mass), None)
+        y += 190
+    elif scores is None:
         _text(
             draw, (10, y), "no attention probe: this method does not read LLM attention (kept-token map only)"
         )
@@ -192,8 +208,18 @@ def write_bias_report(
     if state.scores:
         k = min(state.scores)
         subtitle += f"; attention probe at layer {k} (pruning before layer {k + 1})"
+    if any("deduplicated" in info for info in state.infos.values()):
+        subtitle += "; blue = tokens left after dedup (raw field: compress --keep 1.0)"
+    raw = [i["attention_per_frame_raw"] for i in state.infos.values() if "attention_per_frame_raw" in i]
     image = render_bias_report(
-        f"video {item.video_id}", scores, debiased, state.kept_ids, T, tokens.grid, subtitle
+        f"video {item.video_id}",
+        scores,
+        debiased,
+        state.kept_ids,
+        T,
+        tokens.grid,
+        subtitle,
+        raw_mass=raw[0] if raw and scores is None else None,
     )
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from mlbcli import engine
-from mlbcli.errors import UsageError
+from mlbcli.errors import MlbError, UsageError
 from mlbcli.flops import LLMDims, layer_flops, visual_flops
 from mlbcli.selection import Method, MethodOptions, get_method
-from mlbcli.selection.base import PlanContext
+from mlbcli.selection.base import PlanContext, keep_note
 
 if TYPE_CHECKING:
     from mlbcli.models.base import ModelAdapter, VideoTokens
@@ -46,6 +46,9 @@ class TokenStats:
     info: dict[str, Any] = field(default_factory=dict)  # method diagnostics (segments, budgets...)
     # (final pass + the method's probe passes) / vanilla; None = no probe passes (= flops_ratio)
     flops_probe_ratio: float | None = None
+    # Why the method's budget was not met (`selection.base.keep_note`); None when it was, or when the
+    # method has no budget (none, fixed layouts). `--strict-keep` turns it into an error.
+    keep_note: str | None = None
     # Visual KV entries the decode steps attended to vs the unpruned model's (None: nothing decoded)
     decode_kv_ratio: float | None = None
 
@@ -54,6 +57,7 @@ class TokenStats:
             "visual_tokens_in": self.visual_tokens_in,
             "visual_tokens_kept": self.visual_tokens_kept,
             "keep_realized": self.keep_realized,
+            "keep_note": self.keep_note,
             "flops_ratio": self.flops_ratio,
             "flops_probe_ratio": (
                 self.flops_ratio if self.flops_probe_ratio is None else self.flops_probe_ratio
@@ -66,7 +70,9 @@ class TokenStats:
         }
 
 
-def token_stats(state: engine.PrefillResult, video: VideoTokens, dims: LLMDims) -> TokenStats:
+def token_stats(
+    state: engine.PrefillResult, video: VideoTokens, dims: LLMDims, method: Method | None = None
+) -> TokenStats:
     n_in = state.visual_in
     per_layer = state.visual_per_layer
     kept = per_layer[-1] if per_layer else n_in
@@ -75,6 +81,14 @@ def token_stats(state: engine.PrefillResult, video: VideoTokens, dims: LLMDims) 
     if state.scores:
         first = state.scores[min(state.scores)].cpu()
         attention = torch.nan_to_num(first).view(video.num_frames, -1).sum(dim=1).tolist()
+    else:  # probe passes outside the final pass (two-stage mlb): their raw field, from the diagnostics
+        raw = [i["attention_per_frame_raw"] for i in state.infos.values() if "attention_per_frame_raw" in i]
+        attention = list(raw[0]) if raw else None
+    note = None
+    if method is not None:
+        reasons = [str(i["keep_note"]) for i in state.infos.values() if i.get("keep_note")]
+        target = method.target_tokens(n_in, video.num_frames)
+        note = keep_note(kept, n_in, target, video.num_frames, "; ".join(reasons) or None)
     full = visual_flops([n_in] * dims.num_layers, dims)
     final = visual_flops(per_layer, dims)
     probes = sum(layers * layer_flops(n, dims) for n, layers in state.probe_passes)
@@ -89,6 +103,7 @@ def token_stats(state: engine.PrefillResult, video: VideoTokens, dims: LLMDims) 
         appended_tokens=state.appended,
         attention_per_frame=attention,
         info={str(k): v for k, v in state.infos.items() if v},
+        keep_note=note,
     )
 
 
@@ -179,6 +194,7 @@ class Pipeline:
         dtype: str = "auto",
         adapter_options: dict[str, Any] | None = None,
         share_prefix: bool = True,
+        strict_keep: bool = False,
         **method_options: Any,
     ):
         from mlbcli.models import load_adapter
@@ -200,14 +216,10 @@ class Pipeline:
             self.method = get_method(method, MethodOptions(**method_options))
         self.dims = LLMDims.from_config(self.adapter.text_config)
         self.share_prefix = share_prefix
+        # A row whose method missed its budget (a `keep_note`) becomes an error row, before decoding.
+        self.strict_keep = strict_keep
         self._prefix: _Prefix | None = None  # the last video's prefilled prefix (one at a time)
-        layer, num_layers = self.method.options.layer, self.dims.num_layers
-        if self.method.prune_point == "layer" and not 1 <= layer < num_layers:
-            raise UsageError(
-                f"--layer {layer}: {self.method.name} prunes before decoder layer K using the "
-                f"attention of layer K-1; this model has {num_layers} layers, choose "
-                f"1..{num_layers - 1}"
-            )
+        self.method.check_layer(self.dims.num_layers)
 
     @property
     def default_frames(self) -> int:
@@ -239,7 +251,9 @@ class Pipeline:
         return encoded
 
     # -- planning ------------------------------------------------------------------------------------------
-    def plan_context(self, prompt_text: str, prompt: Any) -> PlanContext:
+    def plan_context(
+        self, prompt_text: str, prompt: Any, *, diagnostics: bool = False, mrope: bool = False
+    ) -> PlanContext:
         """The `PlanContext` of one request: family limits, and probe passes with the same question."""
         adapter = self.adapter
 
@@ -271,6 +285,8 @@ class Pipeline:
             context_limit=adapter.context_limit,
             text_tokens=prompt.length - prompt.num_visual,
             probe_fn=probe,
+            diagnostics=diagnostics,
+            mrope=mrope,
         )
 
     def _plan(self, index: int, request: Request) -> _Planned:
@@ -279,9 +295,14 @@ class Pipeline:
         video = request.video.tokens
         self.adapter.check_prompt_text(request.prompt)  # cheap bound before tokenising megabytes
         prompt = self.adapter.build_prompt(request.prompt, video)
-        context = self.plan_context(request.prompt, prompt)
-        plan = method.plan_with_context(video, prompt, context)
         inputs = self.adapter.model_inputs(prompt, video)
+        context = self.plan_context(
+            request.prompt,
+            prompt,
+            diagnostics=not request.generate,  # `compress`: attention presets probe even at keep 1.0
+            mrope=inputs.position_ids.dim() == 3,
+        )
+        plan = method.plan_with_context(video, prompt, context)
         return _Planned(index, request, method, prompt, context, plan, inputs)
 
     def _prefix_split(self, planned: _Planned) -> int | None:
@@ -298,6 +319,8 @@ class Pipeline:
         """
         plan, prompt = planned.plan, planned.prompt
         if not self.share_prefix or not planned.request.generate or planned.context.probe_passes:
+            return None
+        if plan.contiguous_positions:  # the suffix would continue the original numbering
             return None
         if plan.steps and (planned.method.query_aware or set(plan.steps) != {0} or plan.needs_scores):
             return None
@@ -350,6 +373,8 @@ class Pipeline:
                 results[index].error = error
             batches.append(batch)
         decoding = engine.concat_batches(batches) if batches else None
+        if decoding is not None and len(decoding) and self.strict_keep:
+            decoding = self._strict(results, by_index, decoding)
         if decoding is not None and len(decoding):
             generations = engine.greedy_decode_batch(
                 self.adapter,
@@ -368,8 +393,24 @@ class Pipeline:
     def _finish(self, result: Result, p: _Planned, state: engine.PrefillResult) -> None:
         state.probe_passes = list(p.context.probe_passes)
         result.state = state
-        result.stats = token_stats(state, p.request.video.tokens, self.dims)
+        result.stats = token_stats(state, p.request.video.tokens, self.dims, p.method)
         result.prefill_s = state.seconds
+        if self.strict_keep and result.stats.keep_note:
+            result.error = MlbError(f"--strict-keep: {result.stats.keep_note}")
+
+    def _strict(
+        self, results: list[Result], by_index: dict[int, _Planned], batch: engine.Batch
+    ) -> engine.Batch:
+        """`--strict-keep`: rows that missed their budget become errors before any decoding."""
+        passing = []
+        for row, (index, state) in enumerate(zip(batch.index, batch.rows, strict=True)):
+            p = by_index[index]
+            stats = token_stats(state, p.request.video.tokens, self.dims, p.method)
+            if stats.keep_note:
+                results[index].error = MlbError(f"--strict-keep: {stats.keep_note}")
+            else:
+                passing.append(row)
+        return batch if len(passing) == len(batch) else batch.select(passing)
 
     def _record_errors(
         self, results: list[Result], rows: list[_Planned], errors: dict[int, Exception]

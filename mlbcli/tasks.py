@@ -89,7 +89,7 @@ def token_columns(
     return {
         "model": pipe.adapter.model_id,
         "method": f"stored:{stored.method_name}" if stored is not None else method.name,
-        "keep_requested": method.options.keep,
+        "keep_requested": method.keep_requested,
         "frames": len(frames.indices),
         "frame_timestamps_s": [float(t) for t in frames.timestamps_s],
         **result.stats.as_row(),

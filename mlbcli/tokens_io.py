@@ -122,7 +122,7 @@ def save_video_tokens(
         "timestamps_s": json.dumps([float(t) for t in frames.timestamps_s]),
         "reduced": json.dumps(reduced),
         "method": pipe.method.name,
-        "keep": str(pipe.method.options.keep),
+        "keep": str(pipe.method.keep),
     }
     target = tokens_path(folder, item.video_id)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +266,9 @@ class StoredReduction(Method):
     def __init__(self, saved: SavedTokens | None = None, options: MethodOptions | None = None):
         super().__init__(options or MethodOptions(keep=float(saved.metadata["keep"]) if saved else 1.0))
         self.saved = saved
+
+    def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
+        return None  # a replay keeps what was stored; the budget was checked when it was made
 
     def plan(self, video: VideoTokens, prompt: Any) -> engine.PrunePlan:
         if self.saved is None:

@@ -101,16 +101,36 @@ def _assert_same(batched, alone) -> None:
             assert attention_a is None
         else:
             assert attention_a == pytest.approx(attention_b, rel=1e-4, abs=1e-6)
-        assert a.stats.info == b.stats.info
+        _assert_same_info(a.stats.info, b.stats.info)
+
+
+def _assert_same_info(a, b) -> None:
+    """Method diagnostics: equal, except float attention masses (batched matmuls round differently)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            _assert_same_info(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same_info(x, y)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    else:
+        assert a == b
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batch_equals_one_by_one(adapters, clips, family, method):
-    pipe = Pipeline(adapters[family], method=method, keep=0.5)
+    from mlbcli.selection.base import method_option_rules
+
+    # --keep only where the method has a budget (none and slowfast refuse it)
+    keep = {"keep": 0.5} if "keep" in method_option_rules(method)[0] else {}
+    pipe = Pipeline(adapters[family], method=method, **keep)
     requests = _requests(pipe, clips)
     batched = pipe.run(requests)
-    alone = [Pipeline(adapters[family], method=method, keep=0.5).run([r])[0] for r in requests]
+    alone = [Pipeline(adapters[family], method=method, **keep).run([r])[0] for r in requests]
     _assert_same(batched, alone)
     assert [len(r.token_ids) <= limit for r, limit in zip(batched, MAX_NEW, strict=True)] == [True] * 4
 
@@ -242,7 +262,12 @@ def test_cli_batch_size_gives_the_same_rows(tiny_model_dir, clips_dir, tmp_path,
     three = _cli_rows([*common, "--batch-size", "3", "--out", tmp_path / "three.parquet"])
     assert len(one) == (5 if command != "summarize" else 4)
     assert sum(1 for row in one if row["error"]) == 1
-    assert one == three
+    # equal rows; attention masses (also inside the segments JSON) up to float rounding of batched
+    # matmuls (the last-token probe row of fastv is one matrix-vector product)
+    for rows in (one, three):
+        for row in rows:
+            row["segments"] = json.loads(row["segments"]) if row.get("segments") else None
+    _assert_same_info(one, three)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "many"])

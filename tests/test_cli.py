@@ -109,8 +109,7 @@ def test_uniform_keep_one_equals_none_from_the_cli(tiny_model_dir, clips, tmp_pa
                     tiny_model_dir,
                     "--method",
                     method,
-                    "--keep",
-                    "1.0",
+                    *(["--keep", "1.0"] if method != "none" else []),  # none takes no --keep
                     "--out",
                     out,
                     *FAST,
@@ -707,7 +706,7 @@ def test_resume_with_other_options_is_refused(tiny_model_dir, clips, tmp_path):
     [
         (["--method", "uniform", "--keep", "0.5", "--dedup-threshold", "0.5"], "dedup_threshold"),
         (["--method", "random", "--param", "bogus=1"], "bogus"),
-        (["--method", "uniform", "--debias", "local"], "no debiasers"),
+        (["--method", "uniform", "--debias", "local"], "--debias does not apply to --method uniform"),
         (["--decode-timeout", "0"], "--decode-timeout"),
         (["--fps", "nan"], "--fps"),
     ],

@@ -77,7 +77,7 @@ def test_local_dedup_breaks_position_monopoly():
     plain, _ = attention_select(
         scores.flatten(), torch.arange(T * N), num_frames=T, grid=(H, W), budget=budget
     )
-    alive = D.dedup_keep(features, segments, 0.9).flatten()
+    alive = D.dedup_keep(features, segments, 0.9)[0].flatten()
     ids = alive.nonzero().squeeze(1)
     debiased, _ = attention_select(scores.flatten()[alive], ids, num_frames=T, grid=(H, W), budget=budget)
 

@@ -357,8 +357,11 @@ def test_tokens_without_deepstack_features_are_refused(adapters, frames):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_method_end_to_end(adapters, frames, name, method):
+    from mlbcli.selection.base import method_option_rules
+
     adapter = adapters[name]
-    pipe = Pipeline(adapter, method=method, keep=0.5)
+    keep = {"keep": 0.5} if "keep" in method_option_rules(method)[0] else {}  # none/slowfast refuse it
+    pipe = Pipeline(adapter, method=method, **keep)
     encoded = pipe.encode(frames)
     encoded.tokens.timestamps_s = list(TIMESTAMPS)
     result = pipe.answer(encoded, QUESTION, max_new_tokens=3)
@@ -477,8 +480,8 @@ def test_saved_tokens_keep_deepstack(adapters, frames, tmp_path):
         timestamps_s=list(TIMESTAMPS),
         info=SimpleNamespace(num_frames_total=7, fps=4.0),
     )
-    for method in ("none", "uniform"):
-        pipe = Pipeline(adapter, method=method, keep=0.5)
+    for method, keep in (("none", {}), ("uniform", {"keep": 0.5})):
+        pipe = Pipeline(adapter, method=method, **keep)
         encoded = pipe.encode(frames)
         encoded.tokens.timestamps_s = list(TIMESTAMPS)
         save_video_tokens(tmp_path / method, item, encoded, sampled, pipe)

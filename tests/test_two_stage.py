@@ -50,14 +50,14 @@ def _text_tokens(adapter, video) -> int:
 @pytest.fixture()
 def count_probes(monkeypatch):
     calls: list[int] = []
-    real = engine.prefill
+    real = engine.prefill_batch
 
-    def counting(*args, **kwargs):
-        if kwargs.get("stop_before_layer") is not None:
-            calls.append(int(args[3].numel()))  # visual tokens of the probe pass
-        return real(*args, **kwargs)
+    def counting(adapter, inputs, *args, **kwargs):
+        if kwargs.get("stop_before_layer") is not None:  # a probe pass: one row, its visual tokens
+            calls.extend(int(row.visual_slots.numel()) for row in inputs)
+        return real(adapter, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "prefill", counting)
+    monkeypatch.setattr(engine, "prefill_batch", counting)
     return calls
 
 
@@ -70,7 +70,7 @@ def test_whole_video_does_not_fit_unpruned(adapter, video):
 
 
 def test_two_stage_token_accounting_and_probe_flops(adapter, video, count_probes):
-    pipe = Pipeline(adapter, method="mlb")
+    pipe = Pipeline(adapter, method="mlb", variant="paper")
     result = pipe.answer(video, QUESTION, max_new_tokens=3)
     stats = result.stats
     text = _text_tokens(adapter, video)
@@ -78,7 +78,7 @@ def test_two_stage_token_accounting_and_probe_flops(adapter, video, count_probes
     segments = math.ceil(T / fit)
     assert segments >= 2  # the test geometry really needs segmenting
     info = stats.info["0"]
-    assert info["variant"] == "two-stage" and len(info["segments"]) == segments
+    assert info["variant"] == "two-stage paper" and len(info["segments"]) == segments
     assert [b - a for a, b in info["segments"]] == [T // segments] * segments
     assert info["probe_tokens"] == [T // segments * 16] * segments
     assert count_probes == info["probe_tokens"]  # one probe pass per segment, of that segment's tokens
@@ -98,10 +98,33 @@ def test_two_stage_token_accounting_and_probe_flops(adapter, video, count_probes
     assert stats.flops_probe_ratio > stats.flops_ratio
     assert stats.as_row()["flops_probe_ratio"] == stats.flops_probe_ratio
     assert 1 <= len(result.token_ids) <= 3
+    assert stats.keep_note is None  # a fixed layout has no budget to miss
+    # the probes' raw attention per frame (U6): normalised inside each segment
+    assert len(stats.attention_per_frame) == T
+    assert sum(stats.attention_per_frame) == pytest.approx(segments)
+
+
+def test_two_stage_keep_one_is_no_pruning(adapter, video):
+    """--keep 1.0 (or no --keep) means no pruning for mlb too; the paper layout is its own switch."""
+    pipe = Pipeline(adapter, method="mlb")
+    sub = engine_subset(video.tokens, 0, 6)
+    from mlbcli.runner import EncodedVideo
+
+    short = EncodedVideo(sub, 0.0)
+    ref = Pipeline(adapter).answer(short, QUESTION, max_new_tokens=3)
+    ours = pipe.answer(short, QUESTION, max_new_tokens=3)
+    assert ours.token_ids == ref.token_ids and ours.stats.keep_realized == 1.0
+    assert ours.stats.flops_probe_ratio is None  # no probe passes either
+    # compress (statistics only) still probes the segments for the raw attention field, keeping all
+    stats, _ = pipe.reduce(short, QUESTION)
+    assert stats.keep_realized == 1.0 and stats.info["0"]["probe_only"]
+    assert len(stats.attention_per_frame) == 6
+    with pytest.raises(UsageError, match="--keep does not apply"):
+        Pipeline(adapter, method="mlb", variant="paper", keep=0.5)
 
 
 def test_two_stage_keeps_the_most_attended_token_of_each_cell(adapter, video):
-    pipe = Pipeline(adapter, method="mlb", params={"segments": 2, "grid": 1, "tail_size": 1})
+    pipe = Pipeline(adapter, method="mlb", variant="paper", params={"segments": 2, "grid": 1, "tail_size": 1})
     stats, _ = pipe.reduce(video, QUESTION)
     context = pipe.plan_context(QUESTION, adapter.build_prompt(QUESTION, video.tokens))
     kept = []
@@ -126,7 +149,9 @@ def test_probe_scores_match_a_full_attention_run(adapter, video):
     sub = engine_subset(video.tokens, 0, 6)
     pipe = Pipeline(adapter, method="mlb")
     probe = pipe.plan_context(QUESTION, adapter.build_prompt(QUESTION, sub)).probe(sub, 2, "question")
-    plan = get_method("fastv", MethodOptions(keep=0.5)).plan(sub, adapter.build_prompt(QUESTION, sub))
+    plan = get_method("fastv", MethodOptions(keep=0.5, query="question")).plan(
+        sub, adapter.build_prompt(QUESTION, sub)
+    )
     prompt = adapter.build_prompt(QUESTION, sub)
     state = engine.prefill(
         adapter,
@@ -145,7 +170,7 @@ def test_two_stage_keep_sets_a_per_frame_budget_including_the_tail(adapter, vide
     assert stats.kept_per_frame == [7] * T  # 8 per frame, 1 of them the 1x1 tail
     assert stats.visual_tokens_kept == T * 8 and stats.keep_realized == pytest.approx(0.5)
     with pytest.raises(UsageError, match="segments"):
-        Pipeline(adapter, method="mlb", params={"segments": 1}).reduce(video, QUESTION)
+        Pipeline(adapter, method="mlb", variant="paper", params={"segments": 1}).reduce(video, QUESTION)
     with pytest.raises(UsageError, match="tail"):
         Pipeline(adapter, method="mlb", keep=0.1, params={"tail_size": 2}).reduce(video, QUESTION)
     with pytest.raises(UsageError, match="GAPool"):
@@ -167,14 +192,15 @@ def test_mlb_stays_lite_on_video_llms(tiny_adapter):
 def test_flops_plan_counts_probe_passes(next_dir):
     from mlbcli.api import flops
 
-    plan = flops(model=next_dir, method="mlb", frames=T)
+    plan = flops(model=next_dir, method="mlb", variant="paper", frames=T)
     assert plan.tokens_per_layer == [T * 5] * 4
     assert len(plan.probe_passes) >= 2 and all(layers == 2 for _, layers in plan.probe_passes)
     assert plan.flops_probes > 0 and plan.probe_ratio > plan.ratio
     assert flops(model=next_dir, method="uniform", keep=0.5, frames=T).probe_passes == []
     from mlbcli.cli import app
 
-    result = CliRunner().invoke(app, ["flops", "--model", next_dir, "--method", "mlb", "--frames", str(T)])
+    args = ["flops", "--model", next_dir, "--method", "mlb", "--variant", "paper", "--frames", str(T)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "probe passes" in result.output and "flops_probe_ratio" in result.output
 
@@ -186,14 +212,26 @@ def test_cli_answers_with_two_stage_mlb(next_dir, tmp_path):
 
     clip = make_test_video(tmp_path / "clip.mp4", num_frames=24, seed=4)
     out = tmp_path / "x.parquet"
-    args = ["answer", str(clip), "--model", next_dir, "--method", "mlb", "--frames", str(T)]
+    args = [
+        "answer",
+        str(clip),
+        "--model",
+        next_dir,
+        "--method",
+        "mlb",
+        "--variant",
+        "paper",
+        "--frames",
+        str(T),
+    ]
     args += ["--question", QUESTION, "--workers", "0", "--max-new-tokens", "3", "--out", str(out)]
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (row,) = read_results(str(out)).to_pylist()
     assert row["error"] is None and row["generated_tokens"] >= 1
     assert row["visual_tokens_kept"] == T * 5 and row["flops_probe_ratio"] > row["flops_ratio"]
-    assert json.loads(row["segments"])["0"]["variant"] == "two-stage"
+    assert json.loads(row["segments"])["0"]["variant"] == "two-stage paper"
+    assert row["keep_requested"] is None and row["keep_note"] is None
 
 
 # -- slowfast -----------------------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ class PlanContext:
     # at decoder layer K-1 (mean over heads and rows), running only layers 0..K-1.
     probe_fn: Callable[[VideoTokens, int, str], torch.Tensor] | None = None
     probe_passes: list[tuple[int, int]] = field(default_factory=list)  # (visual tokens, layers) per probe
+    # Statistics only (`compress`): attention methods at --keep 1.0 still read the raw attention field
+    # (a probe that keeps every token), so it can be plotted and thresholds calibrated.
+    diagnostics: bool = False
+    mrope: bool = False  # 3-axis (M-RoPE) positions: nothing to re-sequence them to (Qwen-VL families)
 
     def probe(self, video: VideoTokens, layer: int, query: str = "question") -> torch.Tensor:
         """Score `video` (e.g. one segment) with the request's prompt through layers 0..layer-1."""
@@ -63,24 +67,117 @@ def accepts_context(function: Callable[..., Any]) -> bool:
     return "context" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
+#: The options every method is asked about, with the flag that sets each (errors name the flag).
+OPTION_FLAGS: dict[str, str] = {
+    "keep": "--keep",
+    "layer": "--layer",
+    "query": "--query",
+    "debias": "--debias",
+    "variant": "--variant",
+    "positions": "--positions",
+}
+QUERIES = ("question", "last")
+POSITIONS = ("original", "contiguous")
+
+
 @dataclass(frozen=True)
 class MethodOptions:
-    """Options every method understands; method-specific hyperparameters go in `params`."""
+    """Options every method may understand; method-specific hyperparameters go in `params`.
 
-    keep: float = 1.0  # fraction of visual tokens that continue past the pruning point, 0 < keep <= 1
-    layer: int = 2  # attention methods: prune before decoder layer K, scored by layer K-1's attention
-    query: str = "question"  # probe query rows: "question" (all question tokens) or "last" (FastV)
-    seed: int = 0  # for stochastic methods (random)
+    `None` means "not given": the method resolves it to its own default (`Method.keep`, `.layer`,
+    `.query`, `.variant`, `.positions`). An option given to a method that does not use it is a
+    `UsageError` (`check_method_options`: one rule for the library, the CLI and `mlb flops`).
+    """
+
+    keep: float | None = None  # fraction of visual tokens that continue past the pruning point, (0, 1]
+    layer: int | None = None  # attention methods: prune before decoder layer K (default 2), scored by K-1
+    query: str | None = None  # probe query rows: "question" (all question tokens) or "last" (FastV)
+    seed: int = 0  # for stochastic methods (random); also seeds the run, so every method accepts it
     debias: tuple[str, ...] | None = None  # debiaser list; None = the method's own default
     params: Mapping[str, Any] = field(default_factory=dict)
+    variant: str | None = None  # "paper" / "official" reading of a peer method (see `Method.variants`)
+    positions: str | None = None  # "original" / "contiguous" position ids for the surviving tokens
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.keep <= 1.0):
+        if self.keep is not None and not (0.0 < self.keep <= 1.0):
             raise UsageError(f"--keep must be in (0, 1], got {self.keep}")
-        if self.layer < 0:
+        if self.layer is not None and self.layer < 0:
             raise UsageError(f"--layer must be >= 0, got {self.layer}")
-        if self.query not in ("question", "last"):
+        if self.query is not None and self.query not in QUERIES:
             raise UsageError(f"--query must be 'question' or 'last', got {self.query!r}")
+        if self.positions is not None and self.positions not in POSITIONS:
+            raise UsageError(f"--positions must be 'original' or 'contiguous', got {self.positions!r}")
+
+    def given(self) -> list[str]:
+        """The options (of `OPTION_FLAGS`) set by the caller, in flag order."""
+        return [name for name in OPTION_FLAGS if getattr(self, name) is not None]
+
+
+def check_method_options(
+    method: str, options: MethodOptions, used: frozenset[str], variants: tuple[str, ...]
+) -> None:
+    """THE rule for options a method does not use: an error, never silently ignored.
+
+    `used` is the method's `options_used` (a subset of `OPTION_FLAGS`), `variants` its `variants`
+    (the first is the default). Hyperparameters (`params`) follow the same rule in `resolve_params`.
+    """
+    unused = [OPTION_FLAGS[name] for name in options.given() if name not in used]
+    if unused:
+        uses = ", ".join(OPTION_FLAGS[name] for name in OPTION_FLAGS if name in used) or "no options"
+        raise UsageError(
+            f"{' and '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to --method "
+            f"{method} (it uses: {uses})"
+        )
+    if options.variant is not None and options.variant not in variants:
+        raise UsageError(
+            f"--variant {options.variant!r} is not a variant of --method {method}; "
+            f"choose from {', '.join(variants)} (default {variants[0]})"
+        )
+
+
+def method_option_rules(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(options used, variants) of the method `name`: from the registry when the class is loaded
+    (plugins), else from the torch-free catalog of built-ins (so the CLI checks before importing torch)."""
+    cls = METHODS.get(name)
+    if cls is not None:
+        return cls.options_used, cls.variants
+    from mlbcli.selection.catalog import BUILTIN_METHODS
+
+    info = BUILTIN_METHODS[name]
+    return frozenset(info.options), info.variants
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """What keep/layer/query resolve to when not given, for the method `name` (no torch)."""
+    cls = METHODS.get(name)
+    if cls is not None:
+        return {"keep": 1.0, "layer": cls.default_layer, "query": cls.default_query}
+    from mlbcli.selection.catalog import BUILTIN_METHODS
+
+    return {"keep": 1.0, "layer": 2, "query": BUILTIN_METHODS[name].default_query or "question"}
+
+
+def validate_method_options(name: str, options: MethodOptions) -> None:
+    """`check_method_options` for a method given by (canonical) name, without importing torch."""
+    used, variants = method_option_rules(name)
+    check_method_options(name, options, used, variants)
+
+
+def keep_note(
+    kept: int, num_visual: int, target: int | None, num_frames: int, reason: str | None = None
+) -> str | None:
+    """The `keep_note` column: None when `kept` meets `target` up to rounding, else why not.
+
+    "Up to rounding": per-frame integer budgets may differ from token_budget(T*N, keep) by half a
+    token per frame, so |kept - target| <= max(1, T) / 2 is a met budget. `reason` is the method's
+    own explanation (a `keep_note` entry in a step's diagnostics), when it knows one.
+    """
+    if target is None or 2 * abs(kept - target) <= max(1, num_frames):
+        return None
+    share = kept / num_visual if num_visual else 1.0
+    asked = target / num_visual if num_visual else 1.0
+    why = reason or "the method could not meet the budget"
+    return f"kept {kept} of {num_visual} visual tokens ({share:.3f}), budget {target} ({asked:.3f}): {why}"
 
 
 def token_budget(num_tokens: int, keep: float) -> int:
@@ -100,9 +197,74 @@ class Method(abc.ABC):
     #: Where the method cuts tokens: "input" (before the LLM), "layer" (before decoder layer
     #: `options.layer`), or None (never). Used by `mlb flops` to plan without running the model.
     prune_point: ClassVar[str | None] = "input"
+    #: The options of `OPTION_FLAGS` this method reads; any other one given is a `UsageError`.
+    options_used: ClassVar[frozenset[str]] = frozenset({"keep"})
+    #: Named readings of the method ("paper", "official"...); the first is the default. () = none.
+    variants: ClassVar[tuple[str, ...]] = ()
+    default_layer: ClassVar[int] = 2
+    default_query: ClassVar[str] = "question"
 
     def __init__(self, options: MethodOptions | None = None):
         self.options = options or MethodOptions()
+        check_method_options(self.name, self.options, self.options_used, self.variants)
+
+    # -- options resolved to this method's defaults --------------------------------------------------------
+    @property
+    def keep(self) -> float:
+        return 1.0 if self.options.keep is None else float(self.options.keep)
+
+    @property
+    def layer(self) -> int:
+        return self.default_layer if self.options.layer is None else int(self.options.layer)
+
+    @property
+    def query(self) -> str:
+        return self.default_query if self.options.query is None else self.options.query
+
+    @property
+    def variant(self) -> str | None:
+        return self.options.variant or (self.variants[0] if self.variants else None)
+
+    @property
+    def positions(self) -> str:
+        """Position ids of the tokens that survive pre-LLM pruning: "original" unless asked (or the
+        official variant of a peer that re-sequences them)."""
+        return self.options.positions or "original"
+
+    def position_policy(self, plan: PrunePlan, context: PlanContext | None = None) -> PrunePlan:
+        """`plan` with the method's position policy (`PrunePlan.contiguous_positions`).
+
+        Image LLMs driven on video (LLaVA-NeXT) always re-sequence (`image_llm`), so asking for
+        original positions there is an error rather than a silent no-op.
+        """
+        if self.options.positions == "original" and context is not None and context.image_llm:
+            raise UsageError(
+                "--positions original: this model family always re-sequences visual tokens after "
+                "pruning (an image LLM driven on video); use --positions contiguous or leave it unset"
+            )
+        contiguous = self.positions == "contiguous"
+        if contiguous and context is not None and context.mrope:
+            if self.options.positions == "contiguous":
+                raise UsageError(
+                    "--positions contiguous: this family uses 3-axis M-RoPE positions, which have no "
+                    "contiguous renumbering; leave --positions unset"
+                )
+            contiguous = False  # an official variant's default: M-RoPE keeps the original positions
+        if plan.steps and contiguous:
+            plan.contiguous_positions = True
+        return plan
+
+    @property
+    def keep_requested(self) -> float | None:
+        """The `keep_requested` column: the fraction asked for, None for methods without --keep."""
+        return self.keep if "keep" in self.options_used else None
+
+    def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
+        """Visual tokens (appended ones included) that should enter the last layer: the budget the
+        row is checked against (`keep_note`). None = the method has no budget (fixed layout, none)."""
+        if "keep" not in self.options_used or self.prune_point is None:
+            return None
+        return num_visual if self.keep >= 1.0 else token_budget(num_visual, self.keep)
 
     @abc.abstractmethod
     def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
@@ -130,16 +292,25 @@ class Method(abc.ABC):
             return schedule, list(context.probe_passes)
         return self.nominal_schedule(num_visual, num_frames), []
 
+    def check_layer(self, num_layers: int) -> None:
+        """`--layer K` must name a decoder layer with one before it (scores come from layer K-1):
+        the same check for a run (`Pipeline`) and a plan (`mlb flops`)."""
+        if self.prune_point == "layer" and not 1 <= self.layer < num_layers:
+            raise UsageError(
+                f"--layer {self.layer}: {self.name} prunes before decoder layer K using the attention of "
+                f"layer K-1; this model has {num_layers} layers, choose 1..{num_layers - 1}"
+            )
+
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """Visual tokens from each pruning layer on, as planned (`flops.tokens_per_layer` format).
 
         Content-dependent methods (deduplication, merging by similarity) may realise a different
         count; the measured one is in every output row.
         """
-        if self.prune_point is None or self.options.keep >= 1.0:
+        if self.prune_point is None or self.keep >= 1.0:
             return {}
-        layer = 0 if self.prune_point == "input" else self.options.layer
-        return {layer: token_budget(num_visual, self.options.keep)}
+        layer = 0 if self.prune_point == "input" else self.layer
+        return {layer: token_budget(num_visual, self.keep)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options})"

@@ -7,9 +7,8 @@ import math
 import torch
 
 from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
-from mlbcli.errors import UsageError
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection.base import Method, MethodOptions, register_method, token_budget
+from mlbcli.selection.base import Method, MethodOptions, PlanContext, register_method, token_budget
 from mlbcli.selection.params import resolve_params
 
 
@@ -39,12 +38,13 @@ def grid_cells(h: int, w: int, cells: int) -> list[list[int]]:
 
 
 class _Baseline(Method):
-    """Query-agnostic baselines have no hyperparameters and no debiasers: refuse them, never ignore."""
+    """Query-agnostic baselines have no hyperparameters and no debiasers: refuse them, never ignore
+    (`check_method_options`, `resolve_params`)."""
+
+    options_used = frozenset({"keep", "positions"})
 
     def __init__(self, options: MethodOptions | None = None):
         super().__init__(options)
-        if self.options.debias and tuple(d.strip() for d in self.options.debias) != ("none",):
-            raise UsageError(f"--method {self.name} takes no debiasers; use fastv/adatp/mlb with --debias")
         resolve_params(self.options.params, (self.name,))
 
 
@@ -53,6 +53,7 @@ class NoPruning(_Baseline):
     name = "none"
     description = "Keep every visual token (the reference)."
     prune_point = None
+    options_used = frozenset()
 
     def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
         return PrunePlan()
@@ -63,12 +64,14 @@ class UniformPooling(_Baseline):
     name = "uniform"
     description = "Per-frame spatial average pooling of the token grid to meet --keep (before the LLM)."
 
-    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
-        if self.options.keep >= 1.0:
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
+        if self.keep >= 1.0:
             return PrunePlan()
         T, N = video.num_frames, video.tokens_per_frame
         h, w = video.grid
-        budgets = frame_budgets(token_budget(T * N, self.options.keep), T)
+        budgets = frame_budgets(token_budget(T * N, self.keep), T)
 
         def prune(ctx: LayerContext) -> LayerKeep:
             # ctx.visual_ids is 0..T*N-1 before the LLM; pool each frame's cells into one token that
@@ -87,7 +90,7 @@ class UniformPooling(_Baseline):
                 replace=torch.stack(pooled)[order],
             )
 
-        return PrunePlan(steps={0: prune})
+        return self.position_policy(PrunePlan(steps={0: prune}), context)
 
 
 @register_method
@@ -95,14 +98,16 @@ class RandomSelection(_Baseline):
     name = "random"
     description = "A seeded uniformly random subset of the visual tokens (the sanity floor)."
 
-    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
-        if self.options.keep >= 1.0:
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
+        if self.keep >= 1.0:
             return PrunePlan()
-        budget = token_budget(video.num_visual, self.options.keep)
+        budget = token_budget(video.num_visual, self.keep)
         generator = torch.Generator().manual_seed(self.options.seed)
 
         def prune(ctx: LayerContext) -> LayerKeep:
             chosen = torch.randperm(ctx.visual_slots.numel(), generator=generator)[:budget]
             return LayerKeep(keep=chosen.sort().values.to(ctx.visual_slots.device))
 
-        return PrunePlan(steps={0: prune})
+        return self.position_policy(PrunePlan(steps={0: prune}), context)

@@ -88,6 +88,12 @@ def segment_relevance(question: torch.Tensor, features: torch.Tensor, segments: 
     return F.cosine_similarity(means, question.float().cpu()[None], dim=-1)  # [S]
 
 
+def adjacent_similarity(frame_features: torch.Tensor) -> list[float]:
+    """[T, Dv] global frame vectors -> the T-1 cosines between adjacent frames (segmentation input)."""
+    f = F.normalize(frame_features.float(), dim=-1)
+    return (f[1:] * f[:-1]).sum(-1).cpu().tolist() if f.shape[0] > 1 else []
+
+
 def segment_budgets(
     total: int,
     segments: torch.Tensor,
@@ -99,41 +105,71 @@ def segment_budgets(
 ) -> list[int]:
     """AdaTP global debiasing: budget per segment, summing exactly to min(total, sum(capacities)).
 
-    weight_j = |s_j| * exp(z_j / temperature) (length prior x question relevance, z_j = relevance
-    standardised over segments); floor_j =
+    weight_j = |s_j| * exp((r_j - max r) / temperature) (spec §4.3: length prior x relevance boost,
+    relevance r_j a cosine and the temperature in the same cosine units, T_r = 0.05); floor_j =
     floor(min_fraction * total * |s_j| / T), so no segment (e.g. the middle of the video) can be
     starved by attention that piles up at the two ends of the sequence.
+
+    Stability: the weights are a smooth function of the relevance (|d log w_j / d r_k| <= 2 / T_r),
+    so a relevance change of eps moves every weight by a factor of at most exp(2 eps / T_r): a 1e-5
+    difference is noise and leaves the split alone, a large one moves it, and a more relevant segment
+    never gets less (monotone). (Standardising r over segments, as before, made a 1e-5 difference
+    swing the split as much as a large one.)
     """
     lengths = torch.bincount(segments).tolist()
     T = sum(lengths)
-    r = relevance.float() if relevance is not None else torch.zeros(len(lengths))
-    # z-score across segments: cosines in the LLM embedding space have a model-dependent scale, so
-    # the temperature is in standard deviations (scale-free across models).
-    z = (r - r.mean()) / r.std().clamp_min(1e-6) if r.numel() > 1 else torch.zeros_like(r)
-    boost = torch.exp((z - z.max()) / temperature).tolist()
+    r = relevance.double() if relevance is not None else torch.zeros(len(lengths), dtype=torch.float64)
+    boost = torch.exp((r - r.max()) / temperature).tolist() if r.numel() else []
     weights = [n * b for n, b in zip(lengths, boost, strict=True)]
     floors = [math.floor(min_fraction * total * n / T) for n in lengths]
     return allocate(total, weights, capacities, floors)
 
 
 # -- local debiasing ---------------------------------------------------------------------------------------
-def dedup_keep(features: torch.Tensor, segments: torch.Tensor, threshold: float) -> torch.Tensor:
-    """AdaTP local debiasing. [T, N, D] features, [T] segment ids -> [T, N] bool mask of kept tokens.
+def dedup_keep(
+    features: torch.Tensor, segments: torch.Tensor, threshold: float, min_keep: int = 0
+) -> tuple[torch.Tensor, int]:
+    """AdaTP local debiasing. [T, N, D] features, [T] segment ids -> ([T, N] bool kept mask, restored).
 
-    Token (t, p) is a duplicate when frame t-1 is in the same segment and cos(x[t, p], x[t-1, p]) >=
-    threshold; duplicates are dropped (keep-first), so a static spot costs one token per segment
-    instead of one per frame. Any two kept tokens at one position in adjacent frames of a segment
-    therefore have cosine < threshold.
+    Token (t, p) is a duplicate when it lies in the same segment as the last token *kept* at
+    position p and cos(x[t, p], that token) >= threshold; duplicates are dropped (keep-first), so a
+    static spot costs one token per segment instead of one per frame, while a slow drift (each frame
+    close to the previous one, far from the kept one) keeps a token whenever it has moved away by
+    the threshold. Every kept token at p therefore has cosine < threshold with the previous kept
+    token at p of its segment.
+
+    Backfill: when fewer than `min_keep` tokens survive (the budget would not be met), the dropped
+    duplicates least similar to their reference are restored until `min_keep` is reached (before
+    the LLM there are no attention scores; novelty is the score available). `restored` counts them.
     """
     T, N, _ = features.shape
     keep = torch.ones(T, N, dtype=torch.bool)
     if T < 2:
-        return keep
-    x = F.normalize(features.float(), dim=-1)
-    sim = (x[1:] * x[:-1]).sum(-1).cpu()  # [T-1, N] cosine with the same position one frame earlier
-    same_segment = (segments[1:] == segments[:-1]).cpu()[:, None]  # [T-1, 1]
-    keep[1:] = ~((sim >= threshold) & same_segment)
-    return keep
+        return keep, 0
+    x = F.normalize(features.float(), dim=-1).cpu()
+    segments = segments.cpu()
+    sim_to_ref = torch.full((T, N), -2.0)  # cosine with the reference kept token; -2 = no reference
+    ref = x[0].clone()  # [N, D] the last kept token at each position
+    for t in range(1, T):
+        if segments[t] != segments[t - 1]:
+            ref = x[t].clone()  # a segment starts fresh: every token kept
+            continue
+        sim = (x[t] * ref).sum(-1)  # [N]
+        sim_to_ref[t] = sim
+        duplicate = sim >= threshold
+        keep[t] = ~duplicate
+        ref[~duplicate] = x[t, ~duplicate]
+    missing = min(int(min_keep), T * N) - int(keep.sum())
+    restored = 0
+    if missing > 0:
+        dropped = (~keep).flatten().nonzero().squeeze(1)  # [d] ascending flat ids
+        novelty = sim_to_ref.flatten()[dropped]
+        order = torch.sort(novelty, stable=True).indices[:missing]  # least similar first, ties by id
+        flat = keep.flatten()
+        flat[dropped[order]] = True
+        keep = flat.view(T, N)
+        restored = int(order.numel())
+    return keep, restored
 
 
 # -- selectors ---------------------------------------------------------------------------------------------
@@ -211,6 +247,65 @@ def select_grid(
     return alive[select_grouped(scores[alive], group[alive], budgets)]
 
 
+def pool_grid(
+    scores: torch.Tensor,
+    frames: torch.Tensor,
+    positions: torch.Tensor,
+    grid: tuple[int, int],
+    frame_budgets: Sequence[int],
+    cells_per_side: int = 0,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LLaVA-MLB GAPool (pool mode, spec §3.3): one attention-weighted average per spatial cell.
+
+    Cells as in `select_grid` (frame t split into its budget's cells). In each cell with candidates
+    P, weights w = softmax(a_P / (temperature * std(a_P))) (std-normalised, spec §3.3), and the
+    pooled token sits at the position of the cell's centre candidate (the (|P|-1)//2-th in raster
+    order, like `uniform`'s pooled tokens). Returns (kept candidate indices [k] ascending, and the
+    pooling as member indices [m], their owner in `kept` [m], weights [m]): the pooled state of
+    kept[j] = sum of weight * x[member] over owner == j.
+    """
+    kept: list[int] = []
+    members: list[torch.Tensor] = []
+    owners: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+    layouts: dict[int, torch.Tensor] = {}
+    for t, b in enumerate(frame_budgets):
+        idx = (frames == t).nonzero().squeeze(1)  # candidates of frame t, ascending
+        b = min(int(b), idx.numel())
+        if b <= 0:
+            continue
+        if b not in layouts:
+            layouts[b] = grid_cell_ids(grid, b, cells_per_side)
+        cell_of = layouts[b][positions[idx]]  # [m]
+        for cell in torch.unique(cell_of).tolist():
+            m = idx[cell_of == cell]  # ascending = raster order (positions ascend with the index)
+            a = scores[m].float()
+            spread = a.std().clamp_min(1e-6) if m.numel() > 1 else torch.tensor(1.0)
+            w = torch.softmax(a / (temperature * spread), dim=0)
+            owners.append(torch.full((m.numel(),), len(kept), dtype=torch.long))
+            kept.append(int(m[(m.numel() - 1) // 2]))
+            members.append(m)
+            weights.append(w)
+    if not kept:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, empty, torch.zeros(0)
+    keep = torch.tensor(kept)
+    order = keep.argsort()
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel())
+    return keep[order], torch.cat(members), rank[torch.cat(owners)], torch.cat(weights)
+
+
+def pooled_states(
+    x: torch.Tensor, num_kept: int, members: torch.Tensor, owners: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """[n, D] candidate states -> [num_kept, D] GAPool pooled states (see `pool_grid`)."""
+    out = torch.zeros(num_kept, x.shape[-1], dtype=torch.float32, device=x.device)
+    contrib = weights.to(x.device)[:, None] * x[members.to(x.device)].float()
+    return out.index_add_(0, owners.to(x.device), contrib).to(x.dtype)
+
+
 def per_group_mass(scores: torch.Tensor, groups: torch.Tensor, num_groups: int) -> list[float]:
     """Sum of `scores` [n] per group, normalised to sum to 1 (all-zero input stays zero)."""
     mass = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, groups.cpu(), scores.double().cpu())
@@ -229,46 +324,72 @@ def summary_tail(features: torch.Tensor, grid: tuple[int, int], size: int) -> to
 
 
 def visionzip_frame(
-    features: torch.Tensor, budget: int, dominant_ratio: float
+    features: torch.Tensor, budget: int, dominant_ratio: float, variant: str = "paper"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """VisionZip* for one frame: [N, D] tokens -> (kept positions [b] ascending, their states [b, D]).
+    """VisionZip* for one frame: [N, D] tokens -> (kept positions [b], their states [b, D]) in the
+    order the LLM sees them.
 
     Dominant: the top round(ratio * b) tokens by a pseudo-[CLS] attention (softmax over the frame of
     the scaled dot product with the frame's mean token; SigLIP has no [CLS]). Contextual: the other
     tokens get b - dominant targets spaced uniformly among them; every remaining token joins its most
-    similar target (cosine) and a contextual token is the mean of its target and its members, placed
-    at the target's position.
+    similar target (cosine).
+    - "paper" (mlb's reading): targets at int(i * R / n_ctx); a contextual token is the mean of its
+      target and members, at the target's position; all kept tokens in position order.
+    - "official" (VisionZip's code): targets at arange(0, R, R // n_ctx)[:n_ctx]; a contextual token
+      is target + mean(members) (target alone without members); order = the dominant tokens in
+      position order, then the contextual ones (the code concatenates them; positions re-sequenced).
     """
     N, D = features.shape
     budget = max(0, min(int(budget), N))
     x = features.float()
     attn = torch.softmax(x @ x.mean(0) / math.sqrt(D), dim=0)  # [N] pseudo-CLS attention
     n_dom = min(budget, round(dominant_ratio * budget))
-    dominant = select_topk(attn, n_dom)
+    dominant = select_topk(attn, n_dom)  # ascending positions
     rest = torch.ones(N, dtype=torch.bool)
     rest[dominant] = False
     rest_idx = rest.nonzero().squeeze(1)  # [R] ascending
-    n_ctx = min(budget - n_dom, rest_idx.numel())
+    R = rest_idx.numel()
+    n_ctx = min(budget - n_dom, R)
     keep, states = [dominant], [features[dominant]]
     if n_ctx > 0:
-        step = rest_idx.numel() / n_ctx
-        target_slot = torch.tensor([int(i * step) for i in range(n_ctx)])  # uniform over the rest
+        if variant == "official":
+            target_slot = torch.arange(0, R, max(1, R // n_ctx))[:n_ctx]
+        else:
+            step = R / n_ctx
+            target_slot = torch.tensor([int(i * step) for i in range(n_ctx)])  # uniform over the rest
         targets = rest_idx[target_slot]
-        is_target = torch.zeros(rest_idx.numel(), dtype=torch.bool)
+        is_target = torch.zeros(R, dtype=torch.bool)
         is_target[target_slot] = True
         others = rest_idx[~is_target]
-        merged = x[targets].clone()
-        counts = torch.ones(n_ctx)
+        members = torch.zeros(n_ctx, D)
+        counts = torch.zeros(n_ctx)
         if others.numel():
             xn = F.normalize(x, dim=-1)
             assign = (xn[others] @ xn[targets].T).argmax(dim=1)  # [R - n_ctx] -> target slot
-            merged.index_add_(0, assign, x[others])
+            members.index_add_(0, assign, x[others])
             counts.index_add_(0, assign, torch.ones(others.numel()))
+        if variant == "official":
+            merged = x[targets] + members / counts.clamp_min(1)[:, None]
+        else:
+            merged = (x[targets] + members) / (counts + 1)[:, None]
         keep.append(targets)
-        states.append((merged / counts[:, None]).to(features.dtype))
-    kept = torch.cat(keep)
+        states.append(merged.to(features.dtype))
+    kept, kept_states = torch.cat(keep), torch.cat(states)
+    if variant == "official":
+        return kept, kept_states
     order = kept.argsort()
-    return kept[order], torch.cat(states)[order]
+    return kept[order], kept_states[order]
+
+
+def as_slots(ids_in_order: torch.Tensor, states_in_order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept tokens in a peer's own order -> (`LayerKeep.keep` ascending, `replace`).
+
+    The engine keeps surviving slots in their original order; a peer that concatenates tokens in
+    another order (official VisionZip, DyCoke) is reproduced by writing the r-th token of its order
+    into the r-th kept slot. With contiguous positions a slot is nothing but its place in the row,
+    so the LLM sees exactly the peer's sequence. Orders must stay frame-major (per-frame counts hold).
+    """
+    return ids_in_order.sort().values, states_in_order
 
 
 def dycoke_ratio(keep: float, window: int) -> float:
@@ -276,22 +397,66 @@ def dycoke_ratio(keep: float, window: int) -> float:
     return min(1.0, max(0.0, 1.0 - (window * keep - 1.0) / (window - 1)))
 
 
-def dycoke_keep(features: torch.Tensor, ratio: float, window: int = 4) -> torch.Tensor:
-    """DyCoke TTM: [T, N, D] -> [T, N] bool kept mask.
+def dycoke_references(
+    num_frames: int, window: int = 4, variant: str = "paper"
+) -> list[tuple[int, int] | None]:
+    """Per frame, the frame pair whose same-position cosine ranks its tokens, or None (kept whole).
 
-    In each window of `window` frames the first frame is kept whole; every other frame keeps its
-    floor((1 - ratio) * N) tokens least similar (cosine, same position) to a reference frame: frame 1
-    and 2 vs frame 0, frame 3 vs frame 2 (DyCoke's pairing; later frames of longer windows vs the
-    previous frame). A trailing partial window is handled the same way (DyCoke's loop skips part of it).
+    "paper" (DyCoke §3.2): in each window the first frame is kept whole; frames 1 and 2 are compared
+    with frame 0, frame 3 with frame 2 (frames past 3 in longer windows: with the previous frame); a
+    trailing partial window the same way.
+    "official" (`dycole_ttm` @26dc6f4, window 4 only): frame a+1 of the window starting at a uses the
+    similarity of the *previous* pair (a-2, a-1) (`similarities[(i-2)//2]`; for a = 0 that wraps to
+    the video's last pair), frame a+3 uses the pair (a, a+1), frame a+2 is compared with frame a,
+    except in the last window (a >= T-4), where it is kept whole. (The code also drops the last frame
+    of an odd-length video; here it is kept whole: published settings use even T.)
+    """
+    T = num_frames
+    refs: list[tuple[int, int] | None] = [None] * T
+    if variant == "official":
+        if window != 4:
+            raise ValueError("the official DyCoke variant is defined for 4-frame windows")
+        pairs = [(i, i + 1) for i in range(0, T - 1, 2)]  # the code's `similarities`
+        for i in range(0, T - 1, 2):  # frame i+1 ranked by pair (i-2)//2 (Python floor division)
+            refs[i + 1] = pairs[(i - 2) // 2]
+        for a in range(0, T - 4, 4):  # the last window's frame a+2 (a >= T-4) stays whole
+            refs[a + 2] = (a, a + 2)
+        return refs
+    for start in range(0, T, window):
+        for j in range(1, min(window, T - start)):
+            ref = start if j <= 2 else start + j - 1
+            refs[start + j] = (ref, start + j)
+    return refs
+
+
+def dycoke_select(
+    features: torch.Tensor, counts: Sequence[int], refs: Sequence[tuple[int, int] | None]
+) -> list[torch.Tensor]:
+    """DyCoke TTM: [T, N, D] -> per frame the kept positions, in the order DyCoke emits them.
+
+    A frame with a reference pair (a, b) keeps its `counts[t]` tokens with the lowest cosine between
+    frames a and b at the same position (ascending similarity, ties by position: `topk(largest=False)`
+    order); a frame without one is kept whole, in position order.
     """
     T, N, _ = features.shape
     x = F.normalize(features.float(), dim=-1)
-    keep = torch.zeros(T, N, dtype=torch.bool)
+    out = []
+    for t in range(T):
+        pair = refs[t]
+        if pair is None:
+            out.append(torch.arange(N))
+            continue
+        sim = (x[pair[0]] * x[pair[1]]).sum(-1)  # [N]
+        out.append(torch.sort(sim, stable=True).indices[: max(0, min(int(counts[t]), N))])
+    return out
+
+
+def dycoke_keep(features: torch.Tensor, ratio: float, window: int = 4) -> torch.Tensor:
+    """DyCoke TTM (paper pairing) with DyCoke's own count floor((1 - ratio) * N) per compared frame:
+    [T, N, D] -> [T, N] bool kept mask."""
+    T, N, _ = features.shape
     n_keep = math.floor((1.0 - ratio) * N + 1e-9)
-    for start in range(0, T, window):
-        keep[start] = True
-        for j in range(1, min(window, T - start)):
-            ref = start if j <= 2 else start + j - 1  # 1, 2 vs 0; 3 vs 2 (longer windows: vs previous)
-            sim = (x[start + j] * x[ref]).sum(-1)  # [N]
-            keep[start + j, select_topk(-sim, n_keep)] = True
+    keep = torch.zeros(T, N, dtype=torch.bool)
+    for t, idx in enumerate(dycoke_select(features, [n_keep] * T, dycoke_references(T, window))):
+        keep[t, idx] = True
     return keep

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection.base import register_method
-from mlbcli.selection.prellm import VideoBaseline, keep_note, layer0_features
+from mlbcli.selection.base import PlanContext, register_method, token_budget
+from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
 
 
 def evs_count(num_frames: int, tokens_per_frame: int, keep: float) -> int:
@@ -50,24 +50,26 @@ class EVS(VideoBaseline):
         "position in the previous frame; first frame kept."
     )
 
-    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
         self.params()
-        if self.options.keep >= 1.0:
+        if self.keep >= 1.0:
             return PrunePlan()
         T, N = video.num_frames, video.tokens_per_frame
-        count = evs_count(T, N, self.options.keep)
+        count = evs_count(T, N, self.keep)
+        note = missed(count, token_budget(T * N, self.keep), T, "EVS keeps the whole first frame")
 
         def prune(ctx: LayerContext) -> LayerKeep:
             keep = evs_keep(layer0_features(ctx.hidden, ctx.visual_slots, T, N), count)
-            info: dict = {"pruning_rate": round(1.0 - self.options.keep, 6), "kept": count}
-            note = keep_note(self.options.keep, count, T * N, "EVS keeps the whole first frame")
+            info: dict = {"pruning_rate": round(1.0 - self.keep, 6), "kept": count}
             if note:
                 info["keep_note"] = note
             return LayerKeep(keep=keep.to(ctx.visual_slots.device), info=info)
 
-        return PrunePlan(steps={0: prune})
+        return self.position_policy(PrunePlan(steps={0: prune}), context)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        if self.options.keep >= 1.0:
+        if self.keep >= 1.0:
             return {}
-        return {0: evs_count(num_frames, max(1, num_visual // max(1, num_frames)), self.options.keep)}
+        return {0: evs_count(num_frames, max(1, num_visual // max(1, num_frames)), self.keep)}

@@ -37,7 +37,7 @@ import torch
 from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D
-from mlbcli.selection.base import register_method, token_budget
+from mlbcli.selection.base import PlanContext, register_method, token_budget
 from mlbcli.selection.baselines import frame_budgets
 from mlbcli.selection.clustering import (
     cosine_assign,
@@ -145,12 +145,14 @@ class FastVID(VideoBaseline):
         "anchors that merge the rest (before the LLM)."
     )
 
-    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
         params = self.params()
-        if self.options.keep >= 1.0:
+        if self.keep >= 1.0:
             return PrunePlan()
         T, N = video.num_frames, video.tokens_per_frame
-        budget = token_budget(T * N, self.options.keep)
+        budget = token_budget(T * N, self.keep)
 
         def prune(ctx: LayerContext) -> LayerKeep:
             x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
@@ -158,4 +160,4 @@ class FastVID(VideoBaseline):
             ids, states, info = fastvid_select(x, frames.to(x.device), budget, params)
             return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
 
-        return PrunePlan(steps={0: prune})
+        return self.position_policy(PrunePlan(steps={0: prune}), context)

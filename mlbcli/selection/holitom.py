@@ -38,7 +38,7 @@ import torch
 from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D
-from mlbcli.selection.base import register_method, token_budget
+from mlbcli.selection.base import PlanContext, register_method, token_budget
 from mlbcli.selection.clustering import (
     assign_to_centres,
     cosine_assign,
@@ -46,7 +46,7 @@ from mlbcli.selection.clustering import (
     frame_saliency,
     stable_top,
 )
-from mlbcli.selection.prellm import VideoBaseline, keep_note, layer0_features
+from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
 
 NEIGHBOURS = 7
 
@@ -153,9 +153,7 @@ def holitom_outer(
         "retain_after_static": round(min(1.0, budget / max(1.0, T * N - removed)), 6),
     }
     if sum(sizes) < budget:  # the reference caps r' at 1 as well
-        info["keep_note"] = (
-            f"kept {sum(sizes)}/{T * N} < budget {budget}: static windows collapse to one token per position"
-        )
+        info["keep_note"] = "HoliTom collapses each static window to one token per static position"
     return kept[order], torch.cat(states)[order], info
 
 
@@ -195,45 +193,50 @@ class HoliTom(VideoBaseline):
         "dynamic tokens by attention (before the LLM); optional inner-LLM merge at holitom_layer."
     )
 
-    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
         params = self.params()
-        if self.options.keep >= 1.0:
+        if self.keep >= 1.0:
             return PrunePlan()
         T, N = video.num_frames, video.tokens_per_frame
-        budget = token_budget(T * N, self.options.keep)
+        budget = token_budget(T * N, self.keep)
         inner_layer = params["holitom_layer"]
         inner_keep = max(1, round(budget * (1 - params["holitom_merge_ratio"])))
 
         def outer(ctx: LayerContext) -> LayerKeep:
-            ids, states, info = holitom_outer(
-                layer0_features(ctx.hidden, ctx.visual_slots, T, N), budget, params
-            )
+            x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
+            ids, states, info = holitom_outer(x, budget, params)
             return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
 
         steps = {0: outer}
         if inner_layer <= 0:
-            return PrunePlan(steps=steps)
+            return self.position_policy(PrunePlan(steps=steps), context)
 
         def inner(ctx: LayerContext) -> LayerKeep:
             assert ctx.scores is not None
             states = ctx.hidden[0, ctx.visual_slots]
             kept, merged = inner_merge(states, ctx.scores, min(inner_keep, states.shape[0]))
             info: dict[str, Any] = {"layer": inner_layer, "kept": int(kept.numel())}
-            note = keep_note(
-                self.options.keep, int(kept.numel()), T * N, f"inner merge at layer {inner_layer}"
+            note = missed(
+                int(kept.numel()),
+                budget,
+                T,
+                f"the inner merge (holitom_layer {inner_layer}) keeps 1 - holitom_merge_ratio of them",
             )
             if note:
                 info["keep_note"] = note
             return LayerKeep(keep=kept.to(ctx.visual_slots.device), replace=merged, info=info)
 
         steps[inner_layer] = inner
-        return PrunePlan(steps=steps, needs_scores=frozenset({inner_layer}), query="last")
+        plan = PrunePlan(steps=steps, needs_scores=frozenset({inner_layer}), query="last")
+        return self.position_policy(plan, context)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        if self.options.keep >= 1.0:
+        if self.keep >= 1.0:
             return {}
         params = self.params()
-        budget = token_budget(num_visual, self.options.keep)
+        budget = token_budget(num_visual, self.keep)
         schedule = {0: budget}
         if params["holitom_layer"] > 0:
             schedule[params["holitom_layer"]] = max(1, round(budget * (1 - params["holitom_merge_ratio"])))

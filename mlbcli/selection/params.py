@@ -57,10 +57,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
         _hp(
             "relevance_temperature",
             float,
-            1.0,
-            "global: segment weight = length * exp(z / this), z = relevance standardised over segments; "
-            "relevance = cosine between the mean question-token input embedding and the segment's mean "
-            "visual token. Smaller = sharper.",
+            0.05,
+            "global: segment weight = length * exp((r - max r) / this), r = cosine between the mean "
+            "question-token input embedding and the segment's mean visual token (in cosine units, the "
+            "spec's T_r). Smaller = sharper; relevance differences far below it leave the split even.",
             ("global", "adatp"),
             1e-6,
             None,
@@ -69,8 +69,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
             "dedup_threshold",
             float,
             0.9,
-            "local: inside a segment, drop a token whose cosine with the same grid position in the previous "
-            "frame is >= this (keep-first; before the LLM).",
+            "local: inside a segment, drop a token whose cosine with the last kept token at the same grid "
+            "position is >= this (keep-first; before the LLM; the least similar are kept back when "
+            "needed to meet --keep).",
             ("local", "adatp"),
             -1.0,
             1.0,
@@ -81,9 +82,20 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
             0,
             "grid: cells per frame side (g x g cells, each keeping its most attended tokens); 0 = one cell "
             "per kept token of the frame (finest balanced grid). Two-stage mlb on image LLMs (LLaVA-NeXT) "
-            "with --keep 1.0: g x g tokens per frame, 0 = ceil(side/3) (8 at 24x24).",
+            "with --variant paper: g x g tokens per frame, 0 = ceil(side/3) (8 at 24x24).",
             ("grid", "mlb"),
             0,
+            None,
+        ),
+        _hp(
+            "pool_temperature",
+            float,
+            0.0,
+            "grid: GAPool mode. 0 = select (each cell keeps its most attended token(s), at their own "
+            "positions); > 0 = pool (spec §3.3): each cell becomes one token, the softmax(a / (this * "
+            "std a))-weighted mean of its tokens, at the cell's centre token's position (1 = the spec's).",
+            ("grid", "mlb"),
+            0.0,
             None,
         ),
         _hp(
@@ -119,8 +131,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
             "merge_ratio",
             float,
             None,
-            "dycoke: DyCoke's pruning ratio K in [0, 1]; unset = derived from --keep as "
-            "K = 1 - (window*keep - 1)/(window - 1), clamped (keep <= 1/window gives K = 1).",
+            "dycoke: DyCoke's pruning ratio K in [0, 1]: every compared frame keeps floor((1-K)N) tokens "
+            "(then --keep does not apply); unset = --keep is the budget, the window heads kept whole.",
             ("dycoke",),
             0.0,
             1.0,

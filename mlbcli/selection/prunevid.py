@@ -42,9 +42,9 @@ from mlbcli.engine import DecodeContext, DecodePolicy, LayerContext, LayerKeep, 
 from mlbcli.errors import UsageError
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D
-from mlbcli.selection.base import register_method, token_budget
+from mlbcli.selection.base import MethodOptions, PlanContext, register_method, token_budget
 from mlbcli.selection.clustering import assign_to_centres, density_peaks, runs, stable_top
-from mlbcli.selection.prellm import VideoBaseline, keep_note, layer0_features
+from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
 
 NEIGHBOURS = 7
 MIN_CLUSTER_SIZE = 14  # groups of at most this many tokens are not clustered (reference)
@@ -179,17 +179,37 @@ class PruneVid(VideoBaseline):
     )
     query_aware = True
     prune_point = "layer"
+    options_used = frozenset({"keep", "layer", "query", "positions"})
+    default_query = "question"
 
-    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
+    def __init__(self, options: MethodOptions | None = None):
+        super().__init__(options)
+        if self.options.keep is not None and self.params()["prunevid_alpha"] is not None:
+            raise UsageError(
+                "--keep does not apply to --method prunevid with prunevid_alpha (alpha sets the "
+                "retention): give one of them"
+            )
+
+    def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
+        return (
+            None
+            if self.params()["prunevid_alpha"] is not None
+            else super().target_tokens(num_visual, num_frames)
+        )
+
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
         params = self.params()
-        if self.options.keep >= 1.0:
+        alpha = params["prunevid_alpha"]
+        if self.keep >= 1.0 and alpha is None:
             return PrunePlan()
-        K = self.options.layer
+        K = self.layer
         if K < 1:
             raise UsageError(f"--method {self.name} selects inside the LLM by attention: use --layer >= 1")
         T, N = video.num_frames, video.tokens_per_frame
         n = T * N
-        budget = token_budget(n, self.options.keep)
+        budget = token_budget(n, self.keep)
         state: dict[str, Any] = {}
 
         def merge(ctx: LayerContext) -> LayerKeep:
@@ -211,30 +231,34 @@ class PruneVid(VideoBaseline):
                 for g in state["groups"]
             ]
             sizes = [m.numel() for m in members]
-            alpha = params["prunevid_alpha"]
             if alpha is None:
                 counts = D.allocate(budget, sizes, sizes)
             else:
                 counts = [int(size * alpha) for size in sizes]
             chosen = [m[stable_top(scores[m], c)] for m, c in zip(members, counts, strict=True)]
             keep = torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
-            info: dict[str, Any] = {"budget": budget, "kept": int(keep.numel()), "layer": K}
-            note = keep_note(self.options.keep, int(keep.numel()), n, "merging left fewer tokens")
-            if note:
-                info["keep_note"] = note
+            info: dict[str, Any] = {"kept": int(keep.numel()), "layer": K}
+            if alpha is None:
+                info["budget"] = budget
+                note = missed(int(keep.numel()), budget, T, "PruneVid's merging left fewer tokens")
+                if note:
+                    info["keep_note"] = note
             return LayerKeep(keep=keep.to(ctx.visual_slots.device), info=info)
 
-        return PrunePlan(
+        plan = PrunePlan(
             steps={0: merge, K: select},
             needs_scores=frozenset({K}),
-            query=self.options.query,
+            query=self.query,
             decode_policy=EvictDropped(),
         )
+        return self.position_policy(plan, context)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """Merging is content-dependent: layer 0 assumes r_cluster of every group (no static tokens)."""
-        if self.options.keep >= 1.0:
-            return {}
         params = self.params()
+        alpha = params["prunevid_alpha"]
+        if self.keep >= 1.0 and alpha is None:
+            return {}
         merged = max(1, round(num_visual * params["prunevid_cluster_ratio"]))
-        return {0: merged, self.options.layer: min(merged, token_budget(num_visual, self.options.keep))}
+        final = int(merged * alpha) if alpha is not None else token_budget(num_visual, self.keep)
+        return {0: merged, self.layer: min(merged, final)}

@@ -9,12 +9,13 @@ Stage 2 (expansion + VSTail): one sequence of all segments' kept tokens in time 
 Visual Summarization Tail (every frame adaptively average-pooled to s x s), then the question: a
 layer-0 step (keep + append) of the final pass, with contiguous positions (the adapter re-sequences).
 
---keep on this path:
-- 1.0 (the default): the paper-style fixed layout, g x g cells of one token each per frame
-  (`grid`, unset = ceil(side/3): 8x8 = 64 of 24x24) plus the s x s tail (`tail_size`, unset =
-  max(1, round(side/12)): 2x2 at 24x24), i.e. 68 of 576 tokens per frame (11.8%).
-- < 1: a per-frame budget b = token_budget(N, keep) that includes the tail: GAPool keeps b - s^2
-  tokens per frame over `grid` cells (0 = one cell per kept token), so T*b visual tokens enter the LLM.
+Budget (`--variant budget`, the default), the same contract as every method:
+- --keep 1.0 (or unset): no pruning (`compress` still runs the segment probes for the raw attention).
+- --keep < 1: token_budget(T*N, keep) tokens in all, the T s x s tails included; GAPool keeps the
+  rest, split evenly over the frames, over `grid` cells (0 = one per kept token).
+Paper layout (`--variant paper`, takes no --keep): g x g cells of one token each per frame (`grid`,
+unset = ceil(side/3): 8x8 = 64 of 24x24) plus the s x s tail (`tail_size`, unset =
+max(1, round(side/12)): 2x2 at 24x24), i.e. 68 of 576 tokens per frame (11.8%).
 The realized keep and both FLOPs ratios (final pass; final pass + probes) are measured per row.
 """
 
@@ -30,9 +31,11 @@ from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection import debias as D
 from mlbcli.selection.base import token_budget
+from mlbcli.selection.baselines import frame_budgets
 
 if TYPE_CHECKING:
-    from mlbcli.selection.base import MethodOptions, PlanContext
+    from mlbcli.selection.base import PlanContext
+    from mlbcli.selection.presets import LlavaMLB
 
 
 def segment_sizes(
@@ -72,22 +75,32 @@ def segment_sizes(
 
 
 def frame_layout(
-    grid: tuple[int, int], keep: float, cells: int, tail_size: int | None, use_tail: bool = True
-) -> tuple[int, int, int]:
-    """(tokens GAPool keeps per frame, cells per side for `grid_cell_ids`, tail side s) of one frame."""
+    grid: tuple[int, int],
+    num_frames: int,
+    keep: float | None,
+    cells: int,
+    tail_size: int | None,
+    use_tail: bool = True,
+) -> tuple[list[int], int, int]:
+    """(tokens GAPool keeps in each frame, cells per side for `grid_cell_ids`, tail side s).
+
+    keep None: the paper layout (g x g per frame); else token_budget(T*N, keep) minus the T s x s
+    tails, split evenly over the frames (like MLB-lite; a frame may get only its tail).
+    """
     h, w = grid
     side = min(h, w)
     s = 0 if not use_tail else (tail_size if tail_size is not None else max(1, round(side / 12)))
-    if keep >= 1.0:
+    if keep is None:
         g = min(cells if cells > 0 else math.ceil(side / 3), side)
-        return g * g, g, s
-    budget = token_budget(h * w, keep)
-    if budget - s * s < 1:
+        return [g * g] * num_frames, g, s
+    total = token_budget(num_frames * h * w, keep)
+    tail = num_frames * s * s
+    if total - tail < 1:
         raise UsageError(
-            f"--keep {keep} gives {budget} tokens per frame, not more than the {s}x{s} summary tail: "
-            "raise --keep or lower tail_size"
+            f"--keep {keep} gives {total} tokens, not more than the {tail}-token summary tail ({s}x{s} per "
+            "frame): raise --keep or lower tail_size"
         )
-    return budget - s * s, cells, s
+    return frame_budgets(total - tail, num_frames), cells, s
 
 
 def _side_grid(num_visual: int, num_frames: int, context: PlanContext) -> tuple[int, int]:
@@ -98,13 +111,19 @@ def _side_grid(num_visual: int, num_frames: int, context: PlanContext) -> tuple[
     return (side, side) if side * side == n else (1, n)
 
 
+def _layout_keep(method: LlavaMLB) -> float | None:
+    return None if method.variant == "paper" else method.keep
+
+
 def nominal(
-    options: MethodOptions, params: dict[str, Any], num_visual: int, num_frames: int, context: PlanContext
+    method: LlavaMLB, params: dict[str, Any], num_visual: int, num_frames: int, context: PlanContext
 ) -> dict[int, int]:
     """`mlb flops`: the final pass's layer-0 count; the planned probe passes go to `context.probe_passes`."""
+    if method.variant != "paper" and method.keep >= 1.0:
+        return {}
     grid = _side_grid(num_visual, num_frames, context)
     per_frame, _, s = frame_layout(
-        grid, options.keep, params["grid"], params["tail_size"], params["use_tail"]
+        grid, num_frames, _layout_keep(method), params["grid"], params["tail_size"], params["use_tail"]
     )
     sizes = segment_sizes(
         num_frames,
@@ -113,21 +132,25 @@ def nominal(
         context_limit=context.context_limit,
         segments=params["segments"],
     )
-    context.probe_passes.extend((size * grid[0] * grid[1], options.layer) for size in sizes)
-    return {0: num_frames * (min(per_frame, grid[0] * grid[1]) + s * s)}
+    context.probe_passes.extend((size * grid[0] * grid[1], method.layer) for size in sizes)
+    return {0: sum(min(b, grid[0] * grid[1]) + s * s for b in per_frame)}
 
 
-def plan(
-    options: MethodOptions, params: dict[str, Any], video: VideoTokens, context: PlanContext
-) -> PrunePlan:
+def plan(method: LlavaMLB, params: dict[str, Any], video: VideoTokens, context: PlanContext) -> PrunePlan:
     """Stage 1 now (probe passes through `context`), stage 2 as the layer-0 step of the final pass."""
-    K = options.layer
+    K = method.layer
     if K < 1:
         raise UsageError("--method mlb probes the attention of layer K-1: use --layer >= 1")
+    probe_only = method.variant != "paper" and method.keep >= 1.0
+    if probe_only and not context.diagnostics:
+        return PrunePlan()  # --keep 1.0: no pruning
     T, N, grid = video.num_frames, video.tokens_per_frame, video.grid
-    per_frame, cells, s = frame_layout(
-        grid, options.keep, params["grid"], params["tail_size"], params["use_tail"]
-    )
+    if probe_only:
+        per_frame, cells, s = [N] * T, 0, 0
+    else:
+        per_frame, cells, s = frame_layout(
+            grid, T, _layout_keep(method), params["grid"], params["tail_size"], params["use_tail"]
+        )
     sizes = segment_sizes(
         T,
         N,
@@ -135,40 +158,57 @@ def plan(
         context_limit=context.context_limit,
         segments=params["segments"],
     )
+    pool = params.get("pool_temperature", 0.0) if not probe_only else 0.0
     kept: list[torch.Tensor] = []
+    pooled: list[torch.Tensor] = []  # GAPool pool mode: the kept tokens' new states
     bounds: list[list[int]] = []
     attention: list[float] = []
     start = 0
     for size in sizes:
         stop = start + size
         subset = video.select_rows(start, stop)  # timestamps and DeepStack features go with the rows
-        scores = context.probe(subset, K, options.query).detach().float().cpu()  # [size * N]
+        scores = context.probe(subset, K, method.query).detach().float().cpu()  # [size * N]
         scores = torch.nan_to_num(scores)
         ids = torch.arange(size * N)
         frames, positions = ids // N, ids % N
-        keep = D.select_grid(scores, frames, positions, grid, [per_frame] * size, cells)
+        if probe_only:
+            keep = ids
+        elif pool > 0:
+            keep, members, owners, weights = D.pool_grid(
+                scores, frames, positions, grid, per_frame[start:stop], cells, pool
+            )
+            x = video.features[start:stop].reshape(size * N, -1)
+            pooled.append(D.pooled_states(x, keep.numel(), members, owners, weights))
+        else:
+            keep = D.select_grid(scores, frames, positions, grid, per_frame[start:stop], cells)
         kept.append(keep + start * N)
         bounds.append([start, stop])
         attention += D.per_group_mass(scores, frames, size)
         start = stop
     keep_ids = torch.cat(kept)
+    replace = torch.cat(pooled) if pooled else None
     tail = D.summary_tail(video.features, grid, s) if s else None
     info: dict[str, Any] = {
-        "variant": "two-stage",
+        "variant": f"two-stage {method.variant}",
         "segments": bounds,
         "probe_tokens": [size * N for size in sizes],
         "probe_layers": K,
-        "tokens_per_frame": per_frame,
+        "tokens_per_frame": sorted(set(per_frame)),
         "grid": cells,
         "tail_size": s,
         "tail_tokens": T * s * s,
-        # probe attention mass per frame, normalised inside each segment (segments are separate passes)
-        "attention_per_frame": [round(a, 6) for a in attention],
+        "gapool": "pool" if pooled else "select",
+        # the probes' raw attention mass per frame (before GAPool), normalised inside each segment
+        # (segments are separate passes)
+        "attention_per_frame_raw": [round(a, 6) for a in attention],
     }
+    if probe_only:
+        info["probe_only"] = True
 
     def expand(ctx: LayerContext) -> LayerKeep:
         device = ctx.visual_slots.device
         append = None if tail is None else tail.to(device)
-        return LayerKeep(keep=keep_ids.to(device), append=append, info=info)
+        new = None if replace is None else replace.to(device, ctx.hidden.dtype)
+        return LayerKeep(keep=keep_ids.to(device), replace=new, append=append, info=info)
 
     return PrunePlan(steps={0: expand})

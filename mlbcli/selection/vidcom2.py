@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection.base import register_method
+from mlbcli.selection.base import PlanContext, register_method, token_budget
 from mlbcli.selection.clustering import stable_top
-from mlbcli.selection.prellm import VideoBaseline, keep_note, layer0_features
+from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
 
 ALPHAS = tuple(2.0**k for k in range(-3, 2))
 LOW_VARIANCE_CHANNELS = 0.5
@@ -84,25 +84,27 @@ class VidCom2(VideoBaseline):
         "frame (Gaussian similarity to video and frame centres); no attention."
     )
 
-    def plan(self, video: VideoTokens, prompt: Prompt | None) -> PrunePlan:
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
         self.params()
-        if self.options.keep >= 1.0:
+        if self.keep >= 1.0:
             return PrunePlan()
         T, N = video.num_frames, video.tokens_per_frame
-        keep = self.options.keep
+        keep = self.keep
         target = vidcom2_count(T, N, keep)
+        note = missed(target, token_budget(T * N, keep), T, "VidCom2 keeps at least one token per frame")
 
         def prune(ctx: LayerContext) -> LayerKeep:
             kept, budgets = vidcom2_keep(layer0_features(ctx.hidden, ctx.visual_slots, T, N), keep, target)
             info: dict = {"frame_budgets": budgets, "kept": target}
-            note = keep_note(keep, target, T * N, "VidCom2 keeps at least one token per frame")
             if note:
                 info["keep_note"] = note
             return LayerKeep(keep=kept.to(ctx.visual_slots.device), info=info)
 
-        return PrunePlan(steps={0: prune})
+        return self.position_policy(PrunePlan(steps={0: prune}), context)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        if self.options.keep >= 1.0:
+        if self.keep >= 1.0:
             return {}
-        return {0: vidcom2_count(num_frames, max(1, num_visual // max(1, num_frames)), self.options.keep)}
+        return {0: vidcom2_count(num_frames, max(1, num_visual // max(1, num_frames)), self.keep)}
