@@ -99,7 +99,8 @@ def build_pipeline(
     model.generation_config.eos_token_id = -1  # never stop early: every row costs its full budget
     preprocess = {"size": {"height": px, "width": px}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
     adapter = LlavaOnevisionAdapter(model, tok, f"random:{arch}", preprocess)
-    return Pipeline(adapter, method=get_method(method, MethodOptions(keep=keep)))
+    options = MethodOptions(keep=keep) if keep < 1.0 else MethodOptions()  # `none` takes no --keep
+    return Pipeline(adapter, method=get_method(method, options))
 
 
 class PeakMemory:
