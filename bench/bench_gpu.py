@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             "1,2,4,8,16",
         )
         prefill_extra = ["--repeats", "3", "--probe-repeats", "5"]
-        summary_tokens, methods = "128", "uniform,random,fastv,adatp,mlb,visionzip,dycoke"
+        summary_tokens = "128"
+        methods = "uniform,random,fastv,adatp,mlb,visionzip,dycoke,evs,vidcom2,fastvid,holitom,prunevid"
     dtype = bench_prefill.DTYPES[dtype_name]
     started = time.perf_counter()
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"

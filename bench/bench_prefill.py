@@ -230,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--grid", type=int, default=14, help="tokens per frame side (14 -> 196)")
-    p.add_argument("--methods", default="uniform,random,fastv,adatp,mlb,visionzip,dycoke")
+    p.add_argument(
+        "--methods",
+        default="uniform,random,fastv,adatp,mlb,visionzip,dycoke,evs,vidcom2,fastvid,holitom,prunevid",
+    )
     p.add_argument("--keeps", default="1.0,0.5,0.25,0.1")
     p.add_argument("--layer", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (after one untimed warm-up round)")

@@ -456,8 +456,9 @@ def with_method_parameters(command: Callable[..., Any]) -> Callable[..., Any]:
     extra = []
     for name, hp in HYPERPARAMETERS.items():
         text = hp.help.removeprefix(f"{hp.methods[0]}: ")  # "[visionzip] visionzip: ..." says it twice
+        flag = f"--{name.replace('_', '-')}"
         option = typer.Option(
-            f"--{name.replace('_', '-')}",
+            f"{flag}/--no-{flag[2:]}" if hp.type is bool else flag,  # a switch: --dycoke-kv/--no-dycoke-kv
             metavar=hp.type.__name__.upper(),
             show_default=False,
             # (escaped: typer's rich help would read "[global, adatp]" as a style tag)

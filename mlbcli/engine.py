@@ -69,6 +69,40 @@ LayerPruner = Callable[[LayerContext], LayerKeep]
 
 
 @dataclass
+class DecodeContext:
+    """What a decode-time KV policy sees of its row at one decode step (one generated token's forward)."""
+
+    step: int  # 0 = the forward of the first generated token
+    # [n] visual ids cached at layer `policy.layer - 1` (at `policy.layer` when no attention is needed)
+    visual_ids: torch.Tensor
+    # [n] attention the step's token gives them at layer `policy.layer - 1` (fp32, mean over heads; a
+    # softmax over every key the token sees there); None when the policy does not need it
+    attention: torch.Tensor | None
+    kept_ids: torch.Tensor  # [k] visual ids alive after the prefill's last pruning step
+
+
+class DecodePolicy:
+    """A per-step KV policy: which cached visual tokens the decoding token may attend to.
+
+    At every decode step, after decoder layer `layer - 1` ran (before layer 0 when `needs_attention`
+    is False), `step(ctx, state)` returns the visual ids to hide from layers >= `layer` for this step
+    (None: hide nothing) and the row's next state. The KV cache itself is never edited: a hidden key is
+    masked, so a later step may see it again (DyCoke's dynamic pruning). Policies are stateless
+    objects (one may serve several rows, e.g. questions sharing a prefix); the engine keeps one
+    `state` per row, starting from `start()`. Appended tokens (summary tails) are never hidden.
+    """
+
+    layer: int = 1
+    needs_attention: bool = True
+
+    def start(self) -> Any:
+        return None
+
+    def step(self, ctx: DecodeContext, state: Any) -> tuple[torch.Tensor | None, Any]:
+        raise NotImplementedError
+
+
+@dataclass
 class PrunePlan:
     """The keep schedule of one request: which pruner runs before which layer."""
 
@@ -78,6 +112,7 @@ class PrunePlan:
     # Re-sequence positions after the layer-0 step (0, 1, 2, ... over the whole row), as peers that
     # concatenate the kept tokens do (official VisionZip, DyCoke). 1-D RoPE only: an M-RoPE row fails.
     contiguous_positions: bool = False
+    decode_policy: DecodePolicy | None = None  # per-step KV policy while decoding (DyCoke stage 2)
 
     def __post_init__(self) -> None:
         if 0 in self.needs_scores:
@@ -123,6 +158,10 @@ class PrefillResult:
     # Extra probe passes a method ran to plan this request (`PlanContext.probe`): one
     # (visual tokens, decoder layers run) pair each, charged in `flops_probe_ratio`.
     probe_passes: list[tuple[int, int]] = field(default_factory=list)
+    # Per decoder layer: (key slots in that layer's cache row, visual ids) of the original visual tokens
+    # cached there (slots are stable: extending, padding and row selection never move a prefix key).
+    visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    decode_policy: DecodePolicy | None = None  # the plan's decode-time KV policy
 
 
 @dataclass
@@ -366,6 +405,7 @@ class _Row:
     scores: dict[int, torch.Tensor] = field(default_factory=dict)
     infos: dict[int, dict[str, Any]] = field(default_factory=dict)
     pending: torch.Tensor | None = None  # [n] probe scores for the next layer's pruner
+    visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 @torch.inference_mode()
@@ -397,6 +437,13 @@ def prefill_batch(
         if last_step >= len(layers):
             errors[index] = ValueError(
                 f"pruning layer {last_step} does not exist: the model has {len(layers)} layers"
+            )
+            continue
+        policy = plan.decode_policy
+        if policy is not None and not (int(policy.needs_attention) <= policy.layer < len(layers)):
+            errors[index] = ValueError(
+                f"decode-time KV pruning from layer {policy.layer} is impossible: the model has "
+                f"{len(layers)} decoder layers (choose 1..{len(layers) - 1})"
             )
             continue
         device = row_inputs.embeds.device
@@ -480,6 +527,7 @@ def prefill_batch(
             break
         for row in rows:
             row.visual_per_layer.append(row.seq.alive)
+            row.visual_keys.append((row.seq.visual_slots, row.seq.visual_ids))
         if cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
             cos_sin = adapter.rotary(hidden, positions)
         probing = [r for r, row in enumerate(rows) if (i + 1) in row.plan.needs_scores]
@@ -520,6 +568,8 @@ def prefill_batch(
             scores=row.scores,
             infos=row.infos,
             seconds=share,
+            visual_keys=row.visual_keys,
+            decode_policy=row.plan.decode_policy,
         )
         for r, row in enumerate(rows)
     ]
@@ -684,6 +734,27 @@ class Generation:
     token_ids: list[int]
     logits: list[torch.Tensor]  # [V] per generated token (only when requested)
     seconds: float  # this row's share of the decode loop (each step's time split over its live rows)
+    # Visual KV entries the decode steps attended to, summed over steps and layers, and what the
+    # unpruned model's steps would attend to (the prompt's visual tokens x layers x steps).
+    visual_keys_read: int = 0
+    visual_keys_full: int = 0
+
+
+def _decode_attention(capture: Any, keys: torch.Tensor, slot: int, visible: torch.Tensor) -> torch.Tensor:
+    """[W] fp32 attention (mean over heads) of batch row `slot`'s decoding token over the cached `keys`
+    [A, Hkv, W, d] of one layer (rotated, as cached), zero where `visible` [W] is False."""
+    attn = capture.attn
+    if capture.q is None or capture.cos_sin is None:
+        raise RuntimeError("the probed attention module did not run")
+    q = capture.q[slot : slot + 1].reshape(1, 1, -1, attn.head_dim).transpose(1, 2)  # [1, Hq, 1, d]
+    cos, sin = (t[..., slot : slot + 1, :, :] for t in capture.cos_sin)  # batch axis is -3
+    q, _ = capture.apply_rotary(q, q, cos, sin)
+    k = keys[slot : slot + 1][:, :, visible]  # [1, Hkv, w, d]: only the keys the token sees
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # GQA
+    probs = ((q.float() @ k.float().transpose(-1, -2)) * attn.scaling).softmax(dim=-1)  # [1, Hq, 1, w]
+    full = torch.zeros(keys.shape[-2], device=keys.device)
+    full[visible] = probs[0, :, 0].mean(dim=0)
+    return full
 
 
 @torch.inference_mode()
@@ -695,7 +766,10 @@ def greedy_decode_batch(
     keep_logits: bool = False,
 ) -> list[Generation]:
     """Greedy decoding of every row of `batch`; a row stops at EOS (included, as `generate` does) or at
-    its own token limit, and then leaves the batch. Returns one `Generation` per row, in batch order."""
+    its own token limit, and then leaves the batch. Returns one `Generation` per row, in batch order.
+
+    A row whose prefill carries a `DecodePolicy` gets, at every step, the visual keys its policy hides
+    masked out of layers >= `policy.layer` (other rows and layers run exactly as without policies)."""
     count = len(batch)
     limits = [max_new_tokens] * count if isinstance(max_new_tokens, int) else list(max_new_tokens)
     eos = adapter.eos_token_ids
@@ -711,6 +785,10 @@ def greedy_decode_batch(
     logits = torch.cat([row.logits for row in batch.rows])  # [B, V]
     padded = [not bool(valid.all()) for valid in key_valid]  # per layer; changes only when rows leave
     decoder = adapter.decoder
+    layers = list(adapter.layers)
+    policies = [row.decode_policy for row in batch.rows]
+    states = [policy.start() if policy is not None else None for policy in policies]
+    static_reads = [sum(row.visual_per_layer) for row in batch.rows]  # visual keys a step reads, unmasked
     step = 0
     while live:
         started = time.perf_counter()
@@ -739,14 +817,60 @@ def greedy_decode_batch(
         hidden = decoder.embed_tokens(next_tokens[:, None])  # [A, 1, D]
         step_positions = first + step  # [..., A, 1]
         cos_sin = adapter.rotary(hidden, step_positions)
-        for i, layer in enumerate(adapter.layers):
-            mask = None  # no padding in this layer: SDPA without a mask, as `generate`
-            if padded[i]:
+        # batch row -> {layer: key slots hidden at that layer in this step} (its policy's decision)
+        hidden_slots: dict[int, dict[int, torch.Tensor]] = {}
+
+        def decide(row: int, ctx: DecodeContext, hidden_slots: dict[int, dict[int, torch.Tensor]]) -> None:
+            policy = policies[row]
+            assert policy is not None
+            hide, states[row] = policy.step(ctx, states[row])
+            if hide is None or not hide.numel():
+                return
+            per_layer = {}
+            for j in range(policy.layer, len(layers)):
+                slots, ids = batch.rows[row].visual_keys[j]
+                per_layer[j] = slots[torch.isin(ids, hide.to(ids.device))]
+            hidden_slots[row] = per_layer
+
+        for row in live:  # policies that need no attention decide before layer 0
+            policy = policies[row]
+            if policy is not None and not policy.needs_attention:
+                state = batch.rows[row]
+                ctx = DecodeContext(step, state.visual_keys[policy.layer][1], None, state.kept_ids)
+                decide(row, ctx, hidden_slots)
+        for i, layer in enumerate(layers):
+            masked = [(slot, row) for slot, row in enumerate(live) if i in hidden_slots.get(row, {})]
+            mask = None  # no padding and nothing hidden in this layer: SDPA without a mask, as `generate`
+            if padded[i] or masked:
                 valid = key_valid[i]  # [A, W_i]
                 new = torch.ones(len(live), step + 1, dtype=torch.bool, device=valid.device)
-                mask = torch.cat([valid, new], dim=1)[:, None, None, :]  # [A, 1, 1, W_i + step + 1]
-            hidden = _run_layer(layer, hidden, step_positions, cos_sin, cache, mask)
+                visible = torch.cat([valid, new], dim=1)  # [A, W_i + step + 1]
+                for slot, row in masked:
+                    visible[slot, hidden_slots[row][i]] = False
+                mask = visible[:, None, None, :]
+            scoring = [
+                (slot, row)
+                for slot, row in enumerate(live)
+                if (policy := policies[row]) is not None and policy.needs_attention and policy.layer - 1 == i
+            ]
+            probe_ctx = (
+                attention_probe(layer.self_attn, adapter.apply_rotary) if scoring else nullcontext(None)
+            )
+            with probe_ctx as probe:
+                hidden = _run_layer(layer, hidden, step_positions, cos_sin, cache, mask)
+            for slot, row in scoring:
+                keys = cache.layers[i].keys  # [A, Hkv, W_i + step + 1, d], this step's key included
+                seen = mask[slot, 0, 0] if mask is not None else torch.ones(keys.shape[-2], dtype=torch.bool)
+                attention = _decode_attention(probe, keys, slot, seen.to(keys.device))
+                slots, ids = batch.rows[row].visual_keys[i]
+                decide(
+                    row, DecodeContext(step, ids, attention[slots], batch.rows[row].kept_ids), hidden_slots
+                )
         logits = _last_logits(adapter, hidden[:, -1])  # [A, V]
+        for row in live:  # decode-time KV accounting (visual keys attended vs the unpruned model's)
+            hidden_count = sum(int(slots.numel()) for slots in hidden_slots.get(row, {}).values())
+            results[row].visual_keys_read += static_reads[row] - hidden_count
+            results[row].visual_keys_full += batch.rows[row].visual_in * len(layers)
         step += 1
         _share(results, live, time.perf_counter() - started)
     return results

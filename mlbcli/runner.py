@@ -49,6 +49,8 @@ class TokenStats:
     # Why the method's budget was not met (`selection.base.keep_note`); None when it was, or when the
     # method has no budget (none, fixed layouts). `--strict-keep` turns it into an error.
     keep_note: str | None = None
+    # Visual KV entries the decode steps attended to vs the unpruned model's (None: nothing decoded)
+    decode_kv_ratio: float | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class TokenStats:
             "flops_probe_ratio": (
                 self.flops_ratio if self.flops_probe_ratio is None else self.flops_probe_ratio
             ),
+            "decode_kv_ratio": self.decode_kv_ratio,
             "tokens_per_layer": self.tokens_per_layer,
             "kept_per_frame": self.kept_per_frame,
             "appended_tokens": self.appended_tokens,
@@ -102,6 +105,15 @@ def token_stats(
         info={str(k): v for k, v in state.infos.items() if v},
         keep_note=note,
     )
+
+
+def decode_kv_ratio(state: engine.PrefillResult, generation: engine.Generation, dims: LLMDims) -> float:
+    """Visual KV entries the decode steps attended to (summed over layers and steps) vs the unpruned
+    model's; with no decode step (one token, taken from the prefill), what a step would attend to."""
+    if generation.visual_keys_full:
+        return generation.visual_keys_read / generation.visual_keys_full
+    full = state.visual_in * dims.num_layers
+    return sum(state.visual_per_layer) / full if full else 1.0
 
 
 @dataclass
@@ -375,6 +387,7 @@ class Pipeline:
                 results[index].text = self.adapter.decode_text(generation.token_ids)
                 results[index].token_ids = generation.token_ids
                 results[index].generate_s = generation.seconds
+                results[index].stats.decode_kv_ratio = decode_kv_ratio(state, generation, self.dims)  # type: ignore[union-attr]
         return results
 
     def _finish(self, result: Result, p: _Planned, state: engine.PrefillResult) -> None:

@@ -35,6 +35,9 @@ _TOKENS = [
     pa.field("flops_ratio", pa.float64()),  # visual-token LLM FLOPs vs unpruned (algorithms.md §2)
     # the same, with a method's attention probe passes added (two-stage mlb); = flops_ratio otherwise
     pa.field("flops_probe_ratio", pa.float64()),
+    # visual KV entries read by the decode steps vs the unpruned model (decode-time KV pruning, e.g.
+    # DyCoke stage 2, and pruning before decoding); null when nothing was generated
+    pa.field("decode_kv_ratio", pa.float64()),
     pa.field("tokens_per_layer", pa.list_(pa.int64())),
     pa.field("kept_per_frame", pa.list_(pa.int64())),
     pa.field("appended_tokens", pa.int64()),

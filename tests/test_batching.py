@@ -26,7 +26,22 @@ FAMILIES = [
     "qwen3_vl_moe",
     "llava_video",
 ]
-METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast"]
+METHODS = [
+    "none",
+    "uniform",
+    "random",
+    "fastv",
+    "adatp",
+    "mlb",
+    "visionzip",
+    "dycoke",
+    "slowfast",
+    "evs",
+    "vidcom2",
+    "fastvid",
+    "holitom",
+    "prunevid",
+]
 QUESTIONS = [
     "What is happening in the video?",
     "Which colour is the large square in the middle of the first frames, and does it move?",

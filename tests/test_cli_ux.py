@@ -287,9 +287,10 @@ def test_method_catalog_matches_the_registry():
 
 
 def test_method_completion_offers_names():
+    # "fa" completes to fastv and fastvid
     env = {"_MLB_COMPLETE": "complete_bash", "COMP_WORDS": "mlb answer --method fa", "COMP_CWORD": "3"}
     result = CliRunner().invoke(app, [], env=env, prog_name="mlb")
-    assert result.stdout.split() == ["fastv"]
+    assert result.stdout.split() == ["fastv", "fastvid"]
 
 
 # -- 7. help: panels, readable metavars, examples that fit 80 columns (F9) --------------------------------

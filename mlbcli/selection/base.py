@@ -329,7 +329,16 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 def load_builtin_methods() -> None:
     """Register the built-in methods (they import torch, so this happens on first use)."""
-    from mlbcli.selection import baselines, presets, slowfast  # noqa: F401
+    from mlbcli.selection import (  # noqa: F401
+        baselines,
+        evs,
+        fastvid,
+        holitom,
+        presets,
+        prunevid,
+        slowfast,
+        vidcom2,
+    )
 
 
 def method_names() -> list[str]:

@@ -83,10 +83,47 @@ BUILTIN_METHODS: dict[str, MethodInfo] = {
         ),
         MethodInfo(
             "dycoke",
-            "DyCoke TTM: drop tokens similar to the same position in a window's reference frame.",
+            "DyCoke: TTM drops tokens similar to the same position in a window's reference frame; then "
+            "decode-time KV pruning by attention (--no-dycoke-kv: TTM only).",
             "input",
             options=PEER,
             variants=("paper", "official"),
+        ),
+        MethodInfo(
+            "evs",
+            "EVS (vLLM --video-pruning-rate q = 1 - --keep): drop the tokens most similar to the same "
+            "position in the previous frame; first frame kept.",
+            "input",
+            options=PRE_LLM,
+        ),
+        MethodInfo(
+            "vidcom2",
+            "VidCom2: per-frame budgets by frame uniqueness, then the least redundant tokens of each "
+            "frame (Gaussian similarity to video and frame centres); no attention.",
+            "input",
+            options=PRE_LLM,
+        ),
+        MethodInfo(
+            "fastvid",
+            "FastVID: dynamic temporal segmentation, then per segment salient tokens + density-peak "
+            "anchors that merge the rest (before the LLM).",
+            "input",
+            options=PRE_LLM,
+        ),
+        MethodInfo(
+            "holitom",
+            "HoliTom: global static-window segmentation (DP), static tokens merged by density peaks, "
+            "dynamic tokens by attention (before the LLM); optional inner-LLM merge at holitom_layer.",
+            "input",
+            options=PRE_LLM,
+        ),
+        MethodInfo(
+            "prunevid",
+            "PruneVid: static/dynamic DPC-kNN token merging per temporal segment before the LLM, then "
+            "question-guided selection at layer K (decode sees only the kept tokens).",
+            "layer",
+            options=("keep", "layer", "query", "positions"),
+            default_query="question",
         ),
         MethodInfo(
             "slowfast",
@@ -114,5 +151,7 @@ def hyperparameters_of(name: str) -> list[Hyperparameter]:
 
 
 def default_text(hp: Hyperparameter) -> str:
-    """A hyperparameter's default as shown to people: 0.84375, 4, or 'derived' (computed from other options)."""
+    """A hyperparameter's default as shown to people: 0.84375, 4, on, or 'derived' (from other options)."""
+    if isinstance(hp.default, bool):
+        return "on" if hp.default else "off"
     return "derived" if hp.default is None else f"{hp.default:g}"

@@ -19,7 +19,7 @@ from mlbcli.errors import UsageError
 @dataclass(frozen=True)
 class Hyperparameter:
     name: str
-    type: type  # int, float (a float parameter accepts ints)
+    type: type  # int, float (a float parameter accepts ints), bool (a switch: --name/--no-name)
     default: Any  # None: derived from other options (see help)
     help: str
     methods: tuple[str, ...]  # method presets and/or debiasers that read it
@@ -176,11 +176,193 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = dict(
             1,
             None,
         ),
+        # -- published video baselines (mlbcli/selection/{fastvid,prunevid,holitom}.py, dycoke decode) --
+        _hp(
+            "fastvid_segments",
+            int,
+            8,
+            "fastvid: DySeg c; a segment boundary after each of the c-1 least similar adjacent frame pairs.",
+            ("fastvid",),
+            1,
+            None,
+        ),
+        _hp(
+            "fastvid_threshold",
+            float,
+            0.9,
+            "fastvid: DySeg tau; also a boundary wherever adjacent global frame features have cosine < this.",
+            ("fastvid",),
+            -1.0,
+            1.0,
+        ),
+        _hp(
+            "fastvid_contextual",
+            float,
+            0.4,
+            "fastvid: STPrune d, the share of each segment's budget spent on density-peak anchors that "
+            "merge the rest (the other 1-d: salient tokens by attention).",
+            ("fastvid",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "fastvid_anchor_every",
+            int,
+            4,
+            "fastvid: DTM p; one anchor frame per p frames of a segment.",
+            ("fastvid",),
+            1,
+            None,
+        ),
+        _hp(
+            "fastvid_beta",
+            float,
+            0.6,
+            "fastvid: DTM beta; an anchor keeps weight max(beta, 1/(members+1)) against its members' mean.",
+            ("fastvid",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "prunevid_segment_ratio",
+            float,
+            0.25,
+            "prunevid: temporal clusters of frames = int(T * this) (DPC-kNN on frame means).",
+            ("prunevid",),
+            1e-6,
+            1.0,
+        ),
+        _hp(
+            "prunevid_threshold",
+            float,
+            0.8,
+            "prunevid: tau; a position is static in a segment when its mean pairwise cosine across the "
+            "segment's frames is > this.",
+            ("prunevid",),
+            -1.0,
+            1.0,
+        ),
+        _hp(
+            "prunevid_cluster_ratio",
+            float,
+            0.5,
+            "prunevid: each static/dynamic group of > 14 tokens is merged by DPC-kNN into size * this tokens.",
+            ("prunevid",),
+            1e-6,
+            1.0,
+        ),
+        _hp(
+            "prunevid_alpha",
+            float,
+            None,
+            "prunevid: keep int(size * alpha) of every group at layer K (PruneVid uses 0.4); unset = "
+            "derived from --keep (exact budget, groups in proportion to their sizes).",
+            ("prunevid",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "holitom_threshold",
+            float,
+            0.8,
+            "holitom: tau; a position is static in a window when every adjacent pair is more similar (cosine).",
+            ("holitom",),
+            -1.0,
+            1.0,
+        ),
+        _hp(
+            "holitom_max_window",
+            int,
+            1024,
+            "holitom: longest static window (frames) the segmentation DP considers.",
+            ("holitom",),
+            1,
+            None,
+        ),
+        _hp(
+            "holitom_beta",
+            float,
+            0.6,
+            "holitom: a merged centre is beta * centre + (1 - beta) * mean(members).",
+            ("holitom",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "holitom_contextual",
+            float,
+            0.0,
+            "holitom: D, the share of each frame's dynamic budget merged by density peaks instead of kept "
+            "by attention (HoliTom's default 0).",
+            ("holitom",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "holitom_layer",
+            int,
+            0,
+            "holitom: inner-LLM merge before this decoder layer (HoliTom's full rows use 18 on 28-layer "
+            "Qwen2); 0 = off (the paper's 'w/o M').",
+            ("holitom",),
+            0,
+            None,
+        ),
+        _hp(
+            "holitom_merge_ratio",
+            float,
+            0.5,
+            "holitom: r; the inner merge keeps (1 - r) of the visual tokens (the rest are averaged into them).",
+            ("holitom",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "dycoke_kv",
+            bool,
+            True,
+            "dycoke: stage 2, dynamic KV-cache pruning while decoding (--no-dycoke-kv: TTM only).",
+            ("dycoke",),
+        ),
+        _hp(
+            "dycoke_kv_layer",
+            int,
+            3,
+            "dycoke: decode steps read the new token's attention at layer L-1 and prune the visual keys of "
+            "layers >= L (DyCoke's L = 3).",
+            ("dycoke",),
+            1,
+            None,
+        ),
+        _hp(
+            "dycoke_kv_ratio",
+            float,
+            0.7,
+            "dycoke: P, the share of the visual KV entries hidden at each decode step (DyCoke's README: 0.7).",
+            ("dycoke",),
+            0.0,
+            1.0,
+        ),
+        _hp(
+            "dycoke_kv_threshold",
+            float,
+            0.9,
+            "dycoke: a decode step re-chooses the kept video keys when the cosine between its video "
+            "attention and the previous step's is < this (DyCoke: 0.9).",
+            ("dycoke",),
+            -1.0,
+            1.0,
+        ),
     ]
 )
 
 
 def _coerce(hp: Hyperparameter, value: Any) -> Any:
+    if hp.type is bool:  # a switch: --name/--no-name, or --param name=true|false
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in ("true", "false", "1", "0", "on", "off"):
+            return value if isinstance(value, bool) else text in ("true", "1", "on")
+        raise UsageError(f"parameter {hp.name} must be true or false, got {value!r}")
     if isinstance(value, bool) or (hp.type is int and isinstance(value, float) and not value.is_integer()):
         raise UsageError(f"parameter {hp.name} must be {hp.type.__name__}, got {value!r}")
     try:

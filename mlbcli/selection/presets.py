@@ -519,11 +519,15 @@ class DyCokeTTM(_PreLLMPreset):
     - official (`dycole_ttm` @26dc6f4): frame 1 ranked by the previous pair's similarity (wrapping to
       the last pair), frame 3 by the pair (0, 1), frame 2 of the last window kept whole; tokens in
       the code's order (ascending similarity) and positions re-sequenced (it concatenates).
-    DyCoke's decode-time KV pruning is not implemented.
+    Stage 2, dynamic KV-cache pruning while decoding, is on by default (`dycoke_kv`, --no-dycoke-kv):
+    see `mlbcli.selection.dycoke_kv`; it shows in the `decode_kv_ratio` column, not in `flops_ratio`.
     """
 
     name = "dycoke"
-    description = "DyCoke TTM: drop tokens similar to the same position in a window's reference frame."
+    description = (
+        "DyCoke: TTM drops tokens similar to the same position in a window's reference frame; then "
+        "decode-time KV pruning by attention (--no-dycoke-kv: TTM only)."
+    )
 
     def __init__(self, options: MethodOptions | None = None):
         super().__init__(options)
@@ -597,7 +601,14 @@ class DyCokeTTM(_PreLLMPreset):
                 return LayerKeep(keep=keep.to(ctx.visual_slots.device), replace=replace, info=info)
             return LayerKeep(keep=order.sort().values.to(ctx.visual_slots.device), info=info)
 
-        return self.position_policy(PrunePlan(steps={0: prune}), context)
+        policy = None
+        if params["dycoke_kv"]:
+            from mlbcli.selection.dycoke_kv import DyCokeKV
+
+            policy = DyCokeKV(
+                params["dycoke_kv_layer"], params["dycoke_kv_ratio"], params["dycoke_kv_threshold"]
+            )
+        return self.position_policy(PrunePlan(steps={0: prune}, decode_policy=policy), context)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """The count a run keeps (`frame_counts`), assuming every frame has num_visual / T tokens."""

@@ -1,0 +1,163 @@
+"""FastVID (NeurIPS'25, arXiv 2503.11187): dynamic temporal segmentation + density spatio-temporal
+pruning, before the LLM, no LLM attention.
+
+[C] LunarShen/FastVID (a40a109c) `fastvid_llavavideo/.../modeling_qwen2.py` (the plain version; the
+    OneVision tree computes the same densities in parallel):
+    - DySeg: cosine of adjacent frames' global features; a segment boundary after frame t when the pair
+      is among the c-1 least similar (c = `fastvid_segments`, 8) or its cosine < tau (0.9);
+    - per segment of L frames with R retained tokens: R_ctx = int(R * d) contextual (d = 0.4), the rest
+      salient, split evenly over the frames (the first frames take the remainder);
+    - salient: per frame, the top tokens by the vision tower's attention;
+    - contextual (DTM): ceil(L / p) anchor frames (p = 4: frames i % p == 0, the list then reversed, so
+      the anchors sit at the segment's end), R_ctx split evenly over them; on every anchor frame the
+      non-salient tokens are scored by DPC-kNN (k = 4 nearest, the token itself included) and the top
+      ones become anchors; every token of the segment that is neither salient nor one of this frame's
+      anchors joins its most cosine-similar anchor, and an anchor becomes
+      w * anchor + (1 - w) * mean(members), w = max(beta, 1 / (members + 1)), beta = 0.6;
+    - kept tokens keep their original positions (`position_ids = keep_indexs`).
+[R] global frame feature: `VideoTokens.frame_features` (vision-tower mean) where the family has them,
+    else the frame's mean visual token (the reference: SigLIP's pooling head on LLaVA; the mean of the
+    merger outputs on Qwen2.5-VL). Saliency: the pseudo-[CLS] proxy of `visionzip` (no ViT attention
+    in `VideoTokens`; the reference reads SigLIP's head / last-block attention).
+[R] budget: exactly token_budget(T*N, keep), split evenly over frames and summed per segment (the
+    reference: T * int(N * keep)); anchor budgets are capped at the non-salient tokens of their frame,
+    the excess going to salient tokens of the segment (the reference overflows at high keep).
+[R] c-1 is capped at T-1 boundaries. Deterministic density ties (see `clustering`).
+[R] not built: the Qwen2.5-VL tree's `DySeg_ignore` frame folding (budget only on the last frame of
+    runs of near-identical frames, cosine >= 0.95).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.models.base import Prompt, VideoTokens
+from mlbcli.selection import debias as D
+from mlbcli.selection.base import PlanContext, register_method, token_budget
+from mlbcli.selection.baselines import frame_budgets
+from mlbcli.selection.clustering import (
+    cosine_assign,
+    density_peaks,
+    even_split,
+    frame_saliency,
+    stable_top,
+)
+from mlbcli.selection.prellm import VideoBaseline, layer0_features
+
+DENSITY_NEIGHBOURS = 4
+
+
+def dynamic_segments(frame_vectors: torch.Tensor, count: int, threshold: float) -> list[tuple[int, int]]:
+    """DySeg: [T, Dv] -> [(first, stop), ...] segments covering 0..T-1 in order."""
+    T = frame_vectors.shape[0]
+    if T <= 1:
+        return [(0, T)]
+    v = torch.nn.functional.normalize(frame_vectors.float(), dim=-1)
+    similarity = (v[:-1] * v[1:]).sum(dim=1)  # [T-1]
+    cuts = set(stable_top(similarity, min(count - 1, T - 1), largest=False).tolist())
+    cuts |= set((similarity < threshold).nonzero().squeeze(1).tolist())
+    bounds = [0] + [c + 1 for c in sorted(cuts)] + [T]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def segment_plan(length: int, retain: int, tokens: int, d: float, p: int) -> tuple[list[int], list[int]]:
+    """Per-frame (salient, contextual) counts of one segment of `length` frames retaining `retain`."""
+    contextual = int(retain * d)
+    salient = retain - contextual
+    if length == 1:
+        sal, ctx = [salient], [contextual]
+    else:
+        sal = even_split(salient, length)
+        anchors = even_split(contextual, math.ceil(length / p))
+        ctx = [anchors[i // p] if i % p == 0 else 0 for i in range(length)][::-1]
+    # [R] capacity: a frame holds N tokens; excess anchors become salient tokens elsewhere in the segment
+    sal = [min(s, tokens) for s in sal]
+    ctx = [min(c, tokens - s) for c, s in zip(ctx, sal, strict=True)]
+    missing = retain - sum(sal) - sum(ctx)
+    if missing > 0:
+        extra = D.allocate(missing, [1.0] * length, [tokens - s - c for s, c in zip(sal, ctx, strict=True)])
+        sal = [s + e for s, e in zip(sal, extra, strict=True)]
+    return sal, ctx
+
+
+def fastvid_select(
+    features: torch.Tensor,
+    frame_vectors: torch.Tensor,
+    budget: int,
+    params: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """[T, N, D] -> (kept flat ids ascending [k], their states [k, D], info); k = budget exactly."""
+    T, N, _ = features.shape
+    x = features
+    saliency = frame_saliency(x)  # [T, N]
+    segments = dynamic_segments(frame_vectors, params["fastvid_segments"], params["fastvid_threshold"])
+    per_frame = frame_budgets(budget, T)
+    kept_ids: list[torch.Tensor] = []
+    states: list[torch.Tensor] = []
+    plans = []
+    for a, b in segments:
+        length = b - a
+        sal, ctx = segment_plan(
+            length, sum(per_frame[a:b]), N, params["fastvid_contextual"], params["fastvid_anchor_every"]
+        )
+        plans.append({"frames": [a, b], "salient": sal, "contextual": ctx})
+        salient_ids = [stable_top(saliency[a + i], s) + (a + i) * N for i, s in enumerate(sal)]
+        salient_flat = torch.cat(salient_ids) if salient_ids else torch.zeros(0, dtype=torch.long)
+        kept_ids.append(salient_flat)
+        states.append(x.reshape(T * N, -1)[salient_flat])
+        segment_ids = torch.arange(a * N, b * N, device=x.device)
+        is_salient = torch.isin(segment_ids, salient_flat)
+        for i, c in enumerate(ctx):
+            if c <= 0:
+                continue
+            t = a + i
+            frame_ids = torch.arange(t * N, (t + 1) * N, device=x.device)
+            rest = frame_ids[~torch.isin(frame_ids, salient_flat)]  # non-salient tokens of the frame
+            score, _ = density_peaks(x[t, rest - t * N], DENSITY_NEIGHBOURS)
+            anchors = rest[stable_top(score, c)].sort().values  # [c] flat ids
+            members = segment_ids[~is_salient & ~torch.isin(segment_ids, anchors)]
+            flat = x.reshape(T * N, -1)
+            anchor_states = flat[anchors].float()
+            if members.numel():
+                assign = cosine_assign(flat[members], flat[anchors])  # [m] -> anchor slot
+                counts = torch.bincount(assign, minlength=c).float()[:, None]  # [c, 1]
+                sums = torch.zeros_like(anchor_states).index_add_(0, assign, flat[members].float())
+                mean = sums / counts.clamp(min=1)
+                weight = (1 / (counts + 1)).clamp(min=params["fastvid_beta"])
+                anchor_states = weight * anchor_states + (1 - weight) * mean
+            kept_ids.append(anchors)
+            states.append(anchor_states.to(x.dtype))
+    ids = torch.cat(kept_ids)
+    merged = torch.cat(states)
+    order = ids.argsort()
+    return ids[order], merged[order], {"segments": plans}
+
+
+@register_method
+class FastVID(VideoBaseline):
+    name = "fastvid"
+    description = (
+        "FastVID: dynamic temporal segmentation, then per segment salient tokens + density-peak "
+        "anchors that merge the rest (before the LLM)."
+    )
+
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
+        params = self.params()
+        if self.keep >= 1.0:
+            return PrunePlan()
+        T, N = video.num_frames, video.tokens_per_frame
+        budget = token_budget(T * N, self.keep)
+
+        def prune(ctx: LayerContext) -> LayerKeep:
+            x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
+            frames = video.frame_features if video.frame_features is not None else x.float().mean(1)
+            ids, states, info = fastvid_select(x, frames.to(x.device), budget, params)
+            return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+
+        return self.position_policy(PrunePlan(steps={0: prune}), context)

@@ -1,0 +1,243 @@
+"""HoliTom (NeurIPS'25, arXiv 2505.21334): holistic temporal segmentation + spatio-temporal merging
+before the LLM, and (optional) token merging inside it.
+
+[C] cokeshao/HoliTom (e9b2972f) `holitom/llava_arch.py`, `holitom/modeling_qwen2.py`:
+    - per position, cosine of a token with the same position in the next frame; a window [s, e] has
+      static positions where every adjacent pair inside it is > tau (`T`, 0.8); a dynamic programme
+      over frames picks the windows (length <= `MAX_WINDOW_SIZE`, unbounded by default) that maximise
+      the tokens removed by collapsing each static position to one token, sum (#static) * (e - s);
+    - the retain ratio r is raised to r' = min(1, r * total / (total - removed)) for the rest;
+    - static tokens of a window are averaged over it, then DPC-kNN (k = min(7, count)) keeps
+      round(#static * r') centres; every other static token joins its nearest centre, and a centre with
+      members becomes beta * centre + (1 - beta) * mean(members) (beta = 0.6);
+    - dynamic tokens, per frame: ceil(#dynamic * r') of them, the top (1 - D) share by the vision
+      tower's attention (dominant) and the rest DPC-kNN centres merged like the static ones (D = 0 by
+      default: all dominant);
+    - inner-LLM merging (`HOLITOM_k`, `HOLITOM_r`; the full "HoliTom" rows of the paper, off in the
+      "w/o M" rows): before layer k, by the last prompt token's layer-(k-1) attention (head mean), the
+      top round(n * (1 - r)) visual tokens stay; every other one is averaged, in index order, into its
+      most cosine-similar survivor: s <- (s + x) / 2.
+[R] budget: exactly token_budget(T*N, keep) before the LLM: the groups (each window's static tokens,
+    each frame's dynamic tokens) get their counts in proportion to their sizes (largest remainder),
+    which is r' up to the reference's per-group round/ceil. The inner merge (`holitom_layer` K > 0)
+    then keeps round(budget * (1 - holitom_merge_ratio)) from layer K on (`keep_note` says so).
+[R] attention: the `visionzip` pseudo-[CLS] proxy (no ViT attention in `VideoTokens`; the reference
+    patches SigLIP to return its last layer's attention).
+[R] a static token takes the position of its centre in the window's first frame (the reference
+    places static tokens with the window's first frame as well); all survivors keep original positions
+    (the reference re-sequences after the inner merge).
+[R] deterministic density ties (see `clustering`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mlbcli.engine import LayerContext, LayerKeep, LayerPruner, PrunePlan
+from mlbcli.models.base import Prompt, VideoTokens
+from mlbcli.selection import debias as D
+from mlbcli.selection.base import PlanContext, register_method, token_budget
+from mlbcli.selection.clustering import (
+    assign_to_centres,
+    cosine_assign,
+    density_peaks,
+    frame_saliency,
+    stable_top,
+)
+from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
+
+NEIGHBOURS = 7
+
+
+def static_windows(
+    similarity: torch.Tensor, threshold: float, max_window: int
+) -> tuple[list[tuple[int, int]], float]:
+    """HoliTom's window DP. similarity [T-1, N] (frame t vs t+1) -> ([(first, last_inclusive)], removed)."""
+    T = similarity.shape[0] + 1
+    above = (similarity > threshold).float()  # [T-1, N]
+    # removed[s][e] = #positions static over frames s..e, times (e - s)
+    removed = torch.zeros(T, T)
+    for s in range(T - 1):
+        run = torch.cumprod(above[s:], dim=0).sum(dim=1).cpu()  # [T-1-s]: static count over s..s+1+j
+        for j, count in enumerate(run.tolist()):
+            removed[s, s + 1 + j] = count * (j + 1)
+    best = [0.0] * T
+    start = [0] * T
+    for i in range(T):
+        value, first = (best[i - 1] if i > 0 else 0.0), i
+        for size in range(2, min(i + 1, max_window) + 1):
+            j = i - size
+            candidate = (best[j] if j >= 0 else 0.0) + float(removed[j + 1, i])
+            if candidate > value:
+                value, first = candidate, j + 1
+        best[i], start[i] = value, first
+    windows = []
+    i = T - 1
+    while i >= 0:
+        windows.append((start[i], i))
+        i = start[i] - 1
+    return windows[::-1], best[-1]
+
+
+def merge_by_density(x: torch.Tensor, count: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, D] -> (centre indices [count] ascending, merged states [count, D]) (HoliTom, beta merge)."""
+    if count <= 0:
+        return torch.zeros(0, dtype=torch.long, device=x.device), x[:0]
+    score, dist = density_peaks(x, min(NEIGHBOURS, count))
+    centres = stable_top(score, count).sort().values
+    assign = assign_to_centres(dist, centres)
+    members = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    members[centres] = False
+    xf = x.float()
+    sums = torch.zeros(count, x.shape[1], device=x.device).index_add_(0, assign[members], xf[members])
+    counts = torch.bincount(assign[members], minlength=count)[:, None]
+    merged = torch.where(
+        counts > 0, beta * xf[centres] + (1 - beta) * sums / counts.clamp(min=1), xf[centres]
+    )
+    return centres, merged.to(x.dtype)
+
+
+def holitom_outer(
+    features: torch.Tensor, budget: int, params: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Before the LLM: [T, N, D] -> (kept ids ascending [budget], states, info)."""
+    T, N, _ = features.shape
+    x = features
+    unit = torch.nn.functional.normalize(x.float(), dim=-1)
+    similarity = (unit[:-1] * unit[1:]).sum(-1) if T > 1 else torch.zeros(0, N)  # [T-1, N]
+    windows, removed = static_windows(similarity, params["holitom_threshold"], params["holitom_max_window"])
+    saliency = frame_saliency(x)
+    positions = torch.arange(N, device=x.device)
+    groups = []  # (kind, frame, positions [g]) in order
+    for s, e in windows:
+        static = torch.zeros(N, dtype=torch.bool, device=x.device)
+        if e > s:
+            static = (similarity[s:e] > params["holitom_threshold"]).all(dim=0)
+            if bool(static.any()):
+                groups.append(("static", s, e, positions[static]))
+        for t in range(s, e + 1):
+            if bool((~static).any()):
+                groups.append(("dynamic", t, t, positions[~static]))
+    sizes = [int(g[3].numel()) for g in groups]
+    counts = D.allocate(budget, sizes, sizes)
+    ids, states = [], []
+    beta, contextual = params["holitom_beta"], params["holitom_contextual"]
+    for (kind, s, e, pos), count in zip(groups, counts, strict=True):
+        if count == 0:
+            continue
+        if kind == "static":
+            group = x[s : e + 1, pos].float().mean(dim=0).to(x.dtype)  # [g, D]
+            centres, merged = merge_by_density(group, count, beta)
+            ids.append(s * N + pos[centres])
+            states.append(merged)
+            continue
+        group = x[s, pos]
+        dominant_count = round(count * (1 - contextual))
+        dominant = stable_top(saliency[s, pos], dominant_count)
+        ids.append(s * N + pos[dominant])
+        states.append(group[dominant])
+        if count > dominant_count:
+            rest = torch.ones(pos.numel(), dtype=torch.bool, device=x.device)
+            rest[dominant] = False
+            rest_index = rest.nonzero().squeeze(1)
+            centres, merged = merge_by_density(group[rest_index], count - dominant_count, beta)
+            ids.append(s * N + pos[rest_index[centres]])
+            states.append(merged)
+    kept = torch.cat(ids)
+    order = kept.argsort()
+    info: dict[str, Any] = {
+        "windows": [[s, e + 1] for s, e in windows],
+        "static_removed": int(removed),
+        "retain_after_static": round(min(1.0, budget / max(1.0, T * N - removed)), 6),
+    }
+    if sum(sizes) < budget:  # the reference caps r' at 1 as well
+        info["keep_note"] = "HoliTom collapses each static window to one token per static position"
+    return kept[order], torch.cat(states)[order], info
+
+
+def inner_merge(hidden: torch.Tensor, scores: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, D] states, [n] attention -> (kept indices ascending [keep], their merged states [keep, D]).
+
+    Every dropped token, in index order, halves its way into the most similar kept one: s <- (s + x)/2,
+    i.e. a survivor with members x_1..x_m (in order) ends as s/2^m + sum_j x_j / 2^(m-j+1).
+    """
+    n = hidden.shape[0]
+    kept = stable_top(scores.float(), keep).sort().values
+    dropped_mask = torch.ones(n, dtype=torch.bool, device=hidden.device)
+    dropped_mask[kept] = False
+    dropped = dropped_mask.nonzero().squeeze(1)
+    states = hidden[kept].float()
+    if dropped.numel():
+        target = cosine_assign(hidden[dropped], hidden[kept])  # [d] -> kept slot
+        total = torch.bincount(target, minlength=kept.numel())  # members per survivor
+        # rank of each dropped token among its survivor's members, in index order (dropped is ascending)
+        rank = torch.zeros_like(target)
+        seen = torch.zeros_like(total)
+        for j, slot in enumerate(target.tolist()):
+            rank[j] = seen[slot]
+            seen[slot] += 1
+        exponent = (total[target] - rank).float()  # m - j + 1 with j 1-based
+        weights = torch.pow(0.5, exponent)[:, None]
+        states = states * torch.pow(0.5, total.float())[:, None]
+        states = states.index_add(0, target, hidden[dropped].float() * weights)
+    return kept, states.to(hidden.dtype)
+
+
+@register_method
+class HoliTom(VideoBaseline):
+    name = "holitom"
+    description = (
+        "HoliTom: global static-window segmentation (DP), static tokens merged by density peaks, "
+        "dynamic tokens by attention (before the LLM); optional inner-LLM merge at holitom_layer."
+    )
+
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
+        params = self.params()
+        if self.keep >= 1.0:
+            return PrunePlan()
+        T, N = video.num_frames, video.tokens_per_frame
+        budget = token_budget(T * N, self.keep)
+        inner_layer = params["holitom_layer"]
+        inner_keep = max(1, round(budget * (1 - params["holitom_merge_ratio"])))
+
+        def outer(ctx: LayerContext) -> LayerKeep:
+            x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
+            ids, states, info = holitom_outer(x, budget, params)
+            return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+
+        steps: dict[int, LayerPruner] = {0: outer}
+        if inner_layer <= 0:
+            return self.position_policy(PrunePlan(steps=steps), context)
+
+        def inner(ctx: LayerContext) -> LayerKeep:
+            assert ctx.scores is not None
+            states = ctx.hidden[0, ctx.visual_slots]
+            kept, merged = inner_merge(states, ctx.scores, min(inner_keep, states.shape[0]))
+            info: dict[str, Any] = {"layer": inner_layer, "kept": int(kept.numel())}
+            note = missed(
+                int(kept.numel()),
+                budget,
+                T,
+                f"the inner merge (holitom_layer {inner_layer}) keeps 1 - holitom_merge_ratio of them",
+            )
+            if note:
+                info["keep_note"] = note
+            return LayerKeep(keep=kept.to(ctx.visual_slots.device), replace=merged, info=info)
+
+        steps[inner_layer] = inner
+        plan = PrunePlan(steps=steps, needs_scores=frozenset({inner_layer}), query="last")
+        return self.position_policy(plan, context)
+
+    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
+        if self.keep >= 1.0:
+            return {}
+        params = self.params()
+        budget = token_budget(num_visual, self.keep)
+        schedule = {0: budget}
+        if params["holitom_layer"] > 0:
+            schedule[params["holitom_layer"]] = max(1, round(budget * (1 - params["holitom_merge_ratio"])))
+        return schedule
