@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_prefill import peak_memory, sync  # noqa: E402  (one memory/timing helper for every bench)
 
 from mlbcli.runner import Pipeline, Request  # noqa: E402
 from mlbcli.selection import MethodOptions, get_method  # noqa: E402
@@ -104,51 +106,6 @@ def build_pipeline(
     return Pipeline(adapter, method=get_method(method, options))
 
 
-class PeakMemory:
-    """Peak extra memory of a block: CUDA max allocated, or sampled RSS on CPU (an estimate)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.peak_mib = 0.0
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-        else:
-            self._base = _rss()
-            self._stop = threading.Event()
-            self._max = self._base
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._max = max(self._max, _rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mib = (self._max - self._base) / 2**20
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def run_workload(
     pipe: Pipeline,
     clips: list[np.ndarray],
@@ -159,8 +116,10 @@ def run_workload(
 ) -> tuple[float, float]:
     """(seconds, peak MiB) to answer every clip in batches of `batch` items, as `ModelWorker` would."""
     items = [(clip, q) for clip in clips for q in range(questions_per_video)]
-    with PeakMemory(device) as memory:
-        _sync(device)
+    took: list[float] = []
+
+    def answer_all() -> None:
+        sync(device)
         started = time.perf_counter()
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
@@ -175,9 +134,11 @@ def run_workload(
             for result in pipe.run(requests):
                 if result.error is not None:
                     raise result.error
-        _sync(device)
-        seconds = time.perf_counter() - started
-    return seconds, memory.peak_mib
+        sync(device)
+        took.append(time.perf_counter() - started)
+
+    peak = peak_memory(device, answer_all)  # CUDA max allocated, or sampled RSS on CPU (an estimate)
+    return took[0], peak
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from mlbcli import __version__
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.progress import NullReporter, Reporter, model_loading_text, report_status
 from mlbcli.sources import Item, fingerprint, iter_items, printable
+from mlbcli.tasks import DEFAULT_SUMMARY_PROMPT  # the one definition (tasks imports no torch)
 
 if TYPE_CHECKING:
     from mlbcli.ray_runner import RayOptions
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SUMMARY_PROMPT = "Describe what happens in this video in a few sentences."
 SAMPLE_DEFAULT_FRAMES = 32
 
 

@@ -591,6 +591,7 @@ def _model_spec(
     `pruning`: variant, positions, strict_keep."""
     from mlbcli.api import _model_spec as build
 
+    device, dtype = _check_device(device, dtype)  # one line, exit 2, before the model loads
     return build(
         **pruning,
         model=model,
@@ -821,7 +822,6 @@ def answer(
     def call():
         from mlbcli import api
 
-        checked_device, checked_dtype = _check_device(device, dtype)
         reporter = _reporter(quiet)
         summary = api.answer(
             sources,
@@ -836,8 +836,8 @@ def answer(
                 _params(param, method_params),
                 frames,
                 fps,
-                checked_device,
-                checked_dtype,
+                device,
+                dtype,
                 seed,
                 min_pixels,
                 max_pixels,
@@ -935,7 +935,6 @@ def compress(
     def call():
         from mlbcli import api
 
-        checked_device, checked_dtype = _check_device(device, dtype)
         reporter = _reporter(quiet)
         summary = api.compress(
             sources,
@@ -950,8 +949,8 @@ def compress(
                 _params(param, method_params),
                 frames,
                 fps,
-                checked_device,
-                checked_dtype,
+                device,
+                dtype,
                 seed,
                 min_pixels,
                 max_pixels,
@@ -1040,7 +1039,6 @@ def summarize(
         from mlbcli import api
 
         kwargs = {"prompt": prompt} if prompt is not None else {}
-        checked_device, checked_dtype = _check_device(device, dtype)
         reporter = _reporter(quiet)
         summary = api.summarize(
             sources,
@@ -1054,8 +1052,8 @@ def summarize(
                 _params(param, method_params),
                 frames,
                 fps,
-                checked_device,
-                checked_dtype,
+                device,
+                dtype,
                 seed,
                 min_pixels,
                 max_pixels,

@@ -687,19 +687,21 @@ def extend(
     reserve_tokens: int = 0,
 ) -> PrefillResult:
     """`extend_batch` of one row whose prefix cache holds only that row (grows `prefix.cache`)."""
-    valid = [
-        torch.ones(1, length, dtype=torch.bool, device=embeds.device)
-        for length in cache_lengths(prefix.cache)
-    ]
     batch, errors = extend_batch(
-        adapter,
-        Batch(prefix.cache, valid, [prefix], [0], adapter.text_config),
-        [(embeds, position_ids)],
-        reserve_tokens=reserve_tokens,
+        adapter, _one_row_batch(adapter, prefix), [(embeds, position_ids)], reserve_tokens=reserve_tokens
     )
     if errors:
         raise errors[0]
     return batch.rows[0]
+
+
+def _one_row_batch(adapter: ModelAdapter, state: PrefillResult) -> Batch:
+    """The batch of one prefilled row whose cache holds only that row (no padding anywhere)."""
+    valid = [
+        torch.ones(1, length, dtype=torch.bool, device=state.logits.device)
+        for length in cache_lengths(state.cache)
+    ]
+    return Batch(state.cache, valid, [state], [0], adapter.text_config)
 
 
 def cache_lengths(cache: Any) -> list[int]:
@@ -890,9 +892,5 @@ def greedy_decode(
     keep_logits: bool = False,
 ) -> Generation:
     """Greedy decoding of one prefilled row whose cache holds only that row."""
-    valid = [
-        torch.ones(1, length, dtype=torch.bool, device=state.logits.device)
-        for length in cache_lengths(state.cache)
-    ]
-    batch = Batch(state.cache, valid, [state], [0], adapter.text_config)
+    batch = _one_row_batch(adapter, state)
     return greedy_decode_batch(adapter, batch, max_new_tokens=max_new_tokens, keep_logits=keep_logits)[0]
