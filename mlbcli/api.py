@@ -937,7 +937,7 @@ def flops(
     )  # --frames 0, bad --keep, options the method does not use: the run's own UsageErrors
     config = _load_config(model)
     adapter_cls = adapter_class_for(config)
-    frames = spec.frames if spec.frames is not None else adapter_cls.default_frames
+    frames = adapter_cls.frame_rule.frame_count(spec.frames or adapter_cls.default_frames)
     text_config = config.text_config if hasattr(config, "text_config") else config
     dims = LLMDims.from_config(text_config)
     chosen = get_method(spec.method, spec.method_options())

@@ -40,6 +40,13 @@ class FrameRule:
     fps_max_frames: int | None = None
     source: str = ""
 
+    def frame_count(self, num_frames: int) -> int:
+        """The count `--frames num_frames` becomes: round(k / m) * m, half to even (qwen-vl-utils'
+        `round_by_factor`: 7 -> 8, 5 -> 4), at least m."""
+        if self.multiple <= 1:
+            return num_frames
+        return max(self.multiple, _round_half_even_to(num_frames, self.multiple))
+
 
 #: Families without constraints (LLaVA-OneVision, LLaVA-Video, LLaVA-NeXT): any count.
 GENERIC = FrameRule()
@@ -161,7 +168,7 @@ def plan_frames(
     why = f" ({rule.source})" if rule.source else ""
     if fps is None:
         assert num_frames is not None
-        count = max(m, _round_half_even_to(num_frames, m))
+        count = rule.frame_count(num_frames)
         note = (
             f"--frames {num_frames} -> {count}: frames are taken in groups of {m}{why}"
             if count != num_frames

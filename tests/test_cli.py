@@ -702,6 +702,27 @@ def test_resume_with_other_options_is_refused(tiny_model_dir, clips, tmp_path):
     assert run([*base, "--workers", "1"]).exit_code == 0  # run options do not change results
 
 
+def test_resume_into_a_file_of_older_input_preparation_is_refused(tiny_model_dir, clips, tmp_path):
+    """A file whose options predate `inputs` (mlb resized without rounding, timed Qwen otherwise) must
+    not be completed with rows of today's inputs."""
+    import json
+
+    out = tmp_path / "r.jsonl"
+    base = ["answer", clips / "a.mp4", clips / "b.mp4", "--question", "q", "--model", tiny_model_dir]
+    assert run([*base, "--out", out, *FAST]).exit_code == 0
+    meta_path = tmp_path / "r.jsonl.meta.json"
+    meta = json.loads(meta_path.read_text())
+    options = json.loads(meta["metadata"]["options"])
+    assert options["inputs"] == 2
+    del options["inputs"]  # as an older mlb wrote it
+    meta["metadata"]["options"] = json.dumps(options)
+    meta_path.write_text(json.dumps(meta))
+    out.write_text(out.read_text().splitlines()[0] + "\n")  # one row left to do
+    refused = run([*base, "--out", out, *FAST])
+    assert refused.exit_code == 2
+    assert "input preparation v1 -> v2" in refused.output and "--overwrite" in refused.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

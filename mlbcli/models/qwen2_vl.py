@@ -10,9 +10,11 @@ torchvision):
   `min_pixels=` / `max_pixels=` constructor kwargs (or the same-named adapter attributes). When
   only an *image* processor config is present (older hub repos), its pixel bounds are image bounds
   (up to 12.8 MP per image), so the video processor's defaults are used instead: 128*28*28 ..
-  768*28*28 pixels per frame (qwen-vl-utils' VIDEO_MIN/MAX_PIXELS). The per-video total-pixel cap
-  of qwen-vl-utils (`cap_pixels_per_frame`) is not applied: with mlb's frame counts (<= 64) it never
-  binds. Then rescale (1/255) and normalise with the checkpoint's mean/std (CLIP's by default).
+  768*28*28 pixels per frame (qwen-vl-utils' VIDEO_MIN/MAX_PIXELS). qwen-vl-utils' per-video pixel
+  budget (HF: `cap_pixels_per_frame=True`) lowers the per-frame max for long videos (`frame_pixel_cap`;
+  binds beyond ~300 frames; the row's `input_note` says so). Resized as uint8 and rounded, then
+  rescaled (1/255) and normalised with the checkpoint's mean/std (CLIP's by default), fused as the
+  processor fuses them (`ModelAdapter.normalized_frames`). Frames come in pairs (`QWEN_FRAME_RULE`).
 - Temporal patches. Two consecutive frames form one temporal patch (`temporal_patch_size` = 2); an odd
   frame count is padded by repeating the last frame, as the official processor does. The tower sees
   `pixel_values_videos` [t*h*w, 3*2*14*14] and `video_grid_thw` [[t, h, w]] (h, w in 14-px patches),
@@ -28,9 +30,11 @@ Mapping to `VideoTokens` (what selection methods see):
 
 Positions (M-RoPE). `position_ids()` returns the model's own `get_rope_index` result, [3, 1, L]
 (temporal, height, width axes; text tokens have the same value on all three). Qwen2.5-VL spaces
-temporal patches by `tokens_per_second * second_per_grid_t`, with `second_per_grid_t` = 2 x the mean
-interval between the REAL sampled timestamps (`VideoTokens.timestamps_s`, set by the pipeline after
-`encode`; without timestamps: 2 / fps of the preprocess config, 2 fps by default, i.e. 1 s). Pruned
+temporal patches by `tokens_per_second * second_per_grid_t`, with `second_per_grid_t` = 2N / (k fps)
+for k of the video's N frames at its native fps, as the processor computes it from the video's
+metadata (`--temporal-spacing reference`, the default), or 2 x the mean interval between the REAL
+sampled timestamps (`exact`); without metadata or timestamps: 2 / fps of the preprocess config
+(2 fps by default, i.e. 1 s). Pruned
 tokens keep their 3-D positions (the engine slices, never renumbers). Decoding continues as the stock
 model does through `rope_deltas`: the n-th new token gets max(all prefill positions) + 1 + n on all
 three axes.
