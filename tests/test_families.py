@@ -413,3 +413,32 @@ def test_pixels_are_normalised_8_bit_levels(adapters, frames, name):
 
     uint8 = torch.from_numpy(frames).permute(0, 3, 1, 2)
     assert torch.equal(resize_frames(uint8, tuple(uint8.shape[-2:])), uint8)
+
+
+def test_cli_rows_say_when_a_qwen_frame_rule_changed_the_request(model_dirs, clips_dir, tmp_path):
+    """End to end: `--frames 7` on Qwen samples 8 frames (pairs, as qwen-vl-utils) and the row says so;
+    an even request leaves `input_note` null; `--temporal-spacing` is recorded in the options."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlbcli.cli import app
+    from mlbcli.writers import read_results
+
+    out = tmp_path / "q.jsonl"
+    base = ["answer", str(clips_dir / "a.mp4"), "--question", "q", "--model", model_dirs["qwen2_5_vl"]]
+    fast = ["--workers", "0", "--max-new-tokens", "2", "-q", "--out", str(out), "--overwrite"]
+    result = CliRunner().invoke(app, [*base, *fast, "--frames", "7"])
+    assert result.exit_code == 0, result.output
+    (row,) = read_results(out).to_pylist()
+    assert row["frames"] == 8 and "--frames 7 -> 8" in row["input_note"]
+    assert json.loads(row["options_json"])["temporal_spacing"] is None  # the default: reference
+    result = CliRunner().invoke(app, [*base, *fast, "--frames", "8", "--temporal-spacing", "exact"])
+    assert result.exit_code == 0, result.output
+    (row,) = read_results(out).to_pylist()
+    assert row["frames"] == 8 and row["input_note"] is None
+    assert json.loads(row["options_json"])["temporal_spacing"] == "exact"
+    refused = CliRunner().invoke(
+        app, [*base, *fast, "--temporal-spacing", "exact", "--model", model_dirs["qwen2_vl"]]
+    )
+    assert refused.exit_code == 2 and "--temporal-spacing does not apply to qwen2_vl" in refused.output
