@@ -31,12 +31,14 @@ from mlbcli.tasks import DEFAULT_SUMMARY_PROMPT  # the one definition (tasks imp
 if TYPE_CHECKING:
     from mlbcli.ray_runner import RayOptions
     from mlbcli.runner import Pipeline
+    from mlbcli.sampling import FrameRule
     from mlbcli.tasks import DecodedVideo, Task
     from mlbcli.video import Frames
 
 log = logging.getLogger(__name__)
 
 SAMPLE_DEFAULT_FRAMES = 32
+INPUTS_VERSION = 2
 
 
 @dataclass
@@ -157,11 +159,14 @@ def _error_text(error: BaseException) -> str:
     return error_text(error)
 
 
-def _decode_group(group: list[Item], num_frames: int | None, fps: float | None) -> Frames:
+def _decode_group(
+    group: list[Item], num_frames: int | None, fps: float | None, rule: FrameRule | None = None
+) -> Frames:
     """Worker-side decode of one video (top level, so decode processes can pickle it)."""
+    from mlbcli.sampling import GENERIC
     from mlbcli.video import decode_frames
 
-    return decode_frames(group[0].video_path, num_frames=num_frames, fps=fps)
+    return decode_frames(group[0].video_path, num_frames=num_frames, fps=fps, rule=rule or GENERIC)
 
 
 def _open_writer(
@@ -189,12 +194,18 @@ def _open_writer(
 
 
 def _decoded(
-    groups: list[list[Item]], run: RunOptions, num_frames: int | None, fps: float | None
+    groups: list[list[Item]],
+    run: RunOptions,
+    num_frames: int | None,
+    fps: float | None,
+    rule: FrameRule | None = None,
 ) -> Iterator[tuple[list[Item], Any, float]]:
-    """(group, Frames or exception, seconds waited) in input order, decoded ahead in the background."""
+    """(group, Frames or exception, seconds waited) in input order, decoded ahead in the background.
+
+    `rule` is the model family's frame rule (`ModelAdapter.frame_rule`); none for `mlb sample`."""
     from mlbcli.prefetch import prefetch
 
-    decode = functools.partial(_decode_group, num_frames=num_frames, fps=fps)
+    decode = functools.partial(_decode_group, num_frames=num_frames, fps=fps, rule=rule)
     waited = time.perf_counter()
     for group, result in prefetch(
         groups, decode, workers=run.workers, depth=run.prefetch, timeout_s=run.decode_timeout_s
@@ -224,8 +235,13 @@ RESULT_OPTIONS = (
     "benchmark",
     "min_pixels",
     "max_pixels",
+    "temporal_spacing",
+    "inputs",
     "dtype",
 )
+# Options whose absence in an older file means it predates them and differs ("inputs": before the
+# reference processors' conventions, mlb resized without rounding and timed Qwen's patches otherwise).
+REQUIRED_ON_RESUME = ("inputs",)
 
 
 UNUSED_WHEN_NONE = ("keep", "layer", "query")
@@ -246,14 +262,19 @@ def _check_same_config(writer: Any, options: dict[str, Any]) -> None:
         differ = [
             key
             for key in RESULT_OPTIONS
-            if key in previous
+            if (key in previous or (key in REQUIRED_ON_RESUME and key in current))
             and previous.get(key) != current.get(key)
             # a method that does not use --layer/--query/--keep records None; older files recorded
             # the CLI default there, which had no effect either
             and not (key in UNUSED_WHEN_NONE and current.get(key) is None)
         ]
         if differ:
-            changes = ", ".join(f"{key} {previous.get(key)!r} -> {current.get(key)!r}" for key in differ)
+            changes = ", ".join(
+                f"input preparation v{previous.get(key) or 1} -> v{current.get(key)}"
+                if key == "inputs"
+                else f"{key} {previous.get(key)!r} -> {current.get(key)!r}"
+                for key in differ
+            )
             raise UsageError(
                 f"{source} was written with other options ({changes}); resuming would mix configurations "
                 "in one file. Use another --out, or --overwrite to start again."
@@ -406,9 +427,18 @@ class ModelSpec:
     dtype: str = "auto"
     min_pixels: int | None = None  # Qwen2-VL family: per-frame pixel bounds (as the official processor)
     max_pixels: int | None = None
+    # Qwen2.5-VL / Qwen3-VL: "reference" (None: the official processors' timing) or "exact" (real times)
+    temporal_spacing: str | None = None
+    # Version of mlb's input preparation (resize, frame counts, timing); recorded so that resuming a file
+    # made by an mlb that prepared inputs otherwise is refused. 2: the reference processors' conventions.
+    inputs: int = INPUTS_VERSION
 
     def __post_init__(self) -> None:
         _validate_sampling(self.frames, self.fps)
+        if self.temporal_spacing is not None:
+            from mlbcli.models.qwen2_vl import check_temporal_spacing
+
+            check_temporal_spacing(self.temporal_spacing)
         from mlbcli.selection.base import canonical_method_name, validate_method_options
 
         # UsageError on bad --keep/--layer/--query, or one the method does not use, before any work
@@ -460,7 +490,11 @@ class ModelSpec:
             method=method,
             device=self.device,
             dtype=self.dtype,
-            adapter_options={"min_pixels": self.min_pixels, "max_pixels": self.max_pixels},
+            adapter_options={
+                "min_pixels": self.min_pixels,
+                "max_pixels": self.max_pixels,
+                "temporal_spacing": self.temporal_spacing,
+            },
             strict_keep=self.strict_keep,
         )
 
@@ -538,11 +572,12 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
         if run.runner == "ray":  # `pipe` is the adapter class here: the model loads in the actors
             from mlbcli.ray_runner import ray_work
 
-            ray_work(spec, run, task, asked, num_frames)(groups, emit)
+            ray_work(spec, run, task, asked, num_frames, pipe.frame_rule)(groups, emit)
             return
         worker = ModelWorker(pipe, task, asked, run.batch_size)
         saved, groups = _saved_videos(groups, tokens_dir, pipe, spec) if tokens_dir else ([], groups)
-        for batch in worker.batches([*saved, *_decoded_videos(groups, run, num_frames, spec.fps)]):
+        decoded = _decoded_videos(groups, run, num_frames, spec.fps, pipe.frame_rule)
+        for batch in worker.batches([*saved, *decoded]):
             for item, row in worker.process(batch):
                 emit(item, row)
 
@@ -550,11 +585,11 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
 
 
 def _decoded_videos(
-    groups: list[list[Item]], run: RunOptions, num_frames: int | None, fps: float | None
+    groups: list[list[Item]], run: RunOptions, num_frames: int | None, fps: float | None, rule: FrameRule
 ) -> Iterator[DecodedVideo]:
     from mlbcli.tasks import DecodedVideo
 
-    for group, decoded, decode_s in _decoded(groups, run, num_frames, fps):
+    for group, decoded, decode_s in _decoded(groups, run, num_frames, fps, rule):
         if isinstance(decoded, BaseException):
             yield DecodedVideo(group, error=decoded, decode_s=decode_s)
         else:
@@ -583,7 +618,7 @@ def _saved_videos(
             continue
         frames = SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
         video = DecodedVideo(group, frames=frames, video=EncodedVideo(saved.tokens, 0.0))
-        mismatch = saved.sampling_mismatch(spec.frames, spec.fps)
+        mismatch = saved.sampling_mismatch(spec.frames, spec.fps, pipe.frame_rule)
         if mismatch is not None:
             video.error = UsageError(mismatch)
         elif saved.reduced:

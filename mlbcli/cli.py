@@ -361,6 +361,18 @@ MaxPixels = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
+TemporalSpacing = Annotated[
+    str | None,
+    typer.Option(
+        "--temporal-spacing",
+        metavar="reference|exact",
+        help="Qwen2.5-VL / Qwen3-VL: time between temporal patches as the official processors compute it "
+        "('reference', default: 2N/(k*fps) for k of N frames, frame times index/fps) or from the "
+        "container's real frame times ('exact').",
+        show_default=False,
+        rich_help_panel=MODEL,
+    ),
+]
 NumShards = Annotated[
     int,
     typer.Option(
@@ -588,7 +600,7 @@ def _model_spec(
     **pruning: Any,
 ) -> Any:
     """The one `ModelSpec` of a model command, built here once and passed to the library as is.
-    `pruning`: variant, positions, strict_keep."""
+    `pruning`: variant, positions, strict_keep, temporal_spacing."""
     from mlbcli.api import _model_spec as build
 
     device, dtype = _check_device(device, dtype)  # one line, exit 2, before the model loads
@@ -782,6 +794,7 @@ def answer(
     dtype: Dtype = "auto",
     min_pixels: MinPixels = None,
     max_pixels: MaxPixels = None,
+    temporal_spacing: TemporalSpacing = None,
     out: AnswerOut = None,
     format: Format = None,
     resume: Resume = True,
@@ -844,6 +857,7 @@ def answer(
                 variant=variant,
                 positions=positions,
                 strict_keep=strict_keep,
+                temporal_spacing=temporal_spacing,
             ),
             max_new_tokens=max_new_tokens,
             benchmark=benchmark,
@@ -892,6 +906,7 @@ def compress(
     dtype: Dtype = "auto",
     min_pixels: MinPixels = None,
     max_pixels: MaxPixels = None,
+    temporal_spacing: TemporalSpacing = None,
     save_tokens: Annotated[
         str | None,
         typer.Option(
@@ -957,6 +972,7 @@ def compress(
                 variant=variant,
                 positions=positions,
                 strict_keep=strict_keep,
+                temporal_spacing=temporal_spacing,
             ),
             save_tokens=save_tokens,
             bias_report=bias_report,
@@ -1013,6 +1029,7 @@ def summarize(
     dtype: Dtype = "auto",
     min_pixels: MinPixels = None,
     max_pixels: MaxPixels = None,
+    temporal_spacing: TemporalSpacing = None,
     out: SummarizeOut = None,
     format: Format = None,
     resume: Resume = True,
@@ -1060,6 +1077,7 @@ def summarize(
                 variant=variant,
                 positions=positions,
                 strict_keep=strict_keep,
+                temporal_spacing=temporal_spacing,
             ),
             max_new_tokens=max_new_tokens,
             run=_run_options(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.errors import UsageError
+from mlbcli.sampling import GENERIC, FrameRule
 
 if TYPE_CHECKING:
     from mlbcli.api import ModelSpec, RunOptions
@@ -97,7 +98,11 @@ def _pool_size(ray: Any, options: RayOptions) -> tuple[int, float]:
 
 
 def _decode_row(
-    row: dict[str, Any], num_frames: int | None, fps: float | None, timeout_s: float | None
+    row: dict[str, Any],
+    num_frames: int | None,
+    fps: float | None,
+    timeout_s: float | None,
+    rule: FrameRule = GENERIC,
 ) -> dict[str, Any]:
     """Ray CPU task: decode one video (with the run's timeout); the frames travel in the row."""
     from mlbcli.prefetch import _inline, _inline_with_timeout
@@ -106,7 +111,7 @@ def _decode_row(
     items: list[Item] = pickle.loads(row["items"])
 
     def decode(path: str) -> Any:
-        return decode_frames(path, num_frames=num_frames, fps=fps)
+        return decode_frames(path, num_frames=num_frames, fps=fps, rule=rule)
 
     started = time.perf_counter()
     runs = _inline_with_timeout if timeout_s is not None else _inline
@@ -159,6 +164,7 @@ def ray_work(
     task: Task,
     asked: dict[str, Any],
     num_frames: int | None,
+    rule: FrameRule = GENERIC,
 ) -> Callable[[list[list[Item]], Callable[[Item, dict[str, Any]], None]], None]:
     """The Ray counterpart of the local decode + `ModelWorker` loop: `work(groups, emit)`."""
     options = run.ray or RayOptions()
@@ -177,7 +183,17 @@ def ray_work(
                 return
             videos_per_call = 1 if attempt else max(1, run.batch_size or 1)
             for group, position, row in _run_once(
-                ray, pending, spec, run, task, asked, num_frames, actors, gpus, videos_per_call, options
+                ray,
+                pending,
+                spec,
+                run,
+                task,
+                asked,
+                (num_frames, rule),
+                actors,
+                gpus,
+                videos_per_call,
+                options,
             ):
                 done = emitted.setdefault(group, set())
                 if group in pending and position not in done:
@@ -210,18 +226,24 @@ def _run_once(
     run: RunOptions,
     task: Task,
     asked: dict[str, Any],
-    num_frames: int | None,
+    sampling: tuple[int | None, FrameRule],
     actors: int,
     gpus: float,
     videos_per_call: int,
     options: RayOptions,
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """One pass of the pipeline over `groups`; yields (group, position in group, row) as rows arrive."""
+    num_frames, rule = sampling  # --frames (or the family default) and the family's frame rule
     rows = [{"group": index, "items": pickle.dumps(items)} for index, items in groups.items()]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     decoded = dataset.map(
         _decode_row,
-        fn_kwargs={"num_frames": num_frames, "fps": spec.fps, "timeout_s": run.decode_timeout_s},
+        fn_kwargs={
+            "num_frames": num_frames,
+            "fps": spec.fps,
+            "timeout_s": run.decode_timeout_s,
+            "rule": rule,
+        },
         num_cpus=1,
     )
     answered = decoded.map_batches(

@@ -26,6 +26,7 @@ from mlbcli.selection.base import PlanContext, keep_note
 
 if TYPE_CHECKING:
     from mlbcli.models.base import ModelAdapter, VideoTokens
+    from mlbcli.sampling import FrameRule
     from mlbcli.video import Frames
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,11 @@ class Pipeline:
     def default_frames(self) -> int:
         return self.adapter.default_frames
 
+    @property
+    def frame_rule(self) -> FrameRule:
+        """The family's frame-count rule, which the decoder applies to `--frames` / `--fps`."""
+        return self.adapter.frame_rule
+
     # -- vision ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, frames: Frames | np.ndarray) -> EncodedVideo:
@@ -247,6 +253,10 @@ class Pipeline:
         for frames, array, video in zip(videos, arrays, tokens, strict=True):
             if not isinstance(frames, np.ndarray):
                 video.timestamps_s = list(frames.timestamps_s)
+                video.frame_indices = [int(i) for i in frames.indices]
+                video.num_frames_total = int(frames.info.num_frames_total)
+                video.native_fps = float(frames.info.fps)
+            video.input_note = self.adapter.input_note(*array.shape[:3])
             encoded.append(EncodedVideo(video, seconds * len(array) / total))
         return encoded
 

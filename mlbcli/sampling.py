@@ -8,11 +8,49 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SAMPLERS", "fps_indices", "sample_indices", "uniform_indices"]
+__all__ = [
+    "GENERIC",
+    "SAMPLERS",
+    "FramePlan",
+    "FrameRule",
+    "fps_indices",
+    "plan_frames",
+    "sample_indices",
+    "uniform_indices",
+]
+
+
+@dataclass(frozen=True)
+class FrameRule:
+    """A model family's constraints on how many frames it takes (a property of the adapter class).
+
+    `multiple`: frame counts are rounded to a multiple of this (Qwen's temporal patches take frames in
+    pairs: 2). `fps_min_frames` / `fps_max_frames`: bounds on the count that `--fps` asks for (qwen-vl-utils'
+    FPS_MIN_FRAMES = 4 / FPS_MAX_FRAMES = 768). `source` names whose convention it is, for the row's note.
+    Plain data, so decode processes and Ray tasks can take it.
+    """
+
+    multiple: int = 1
+    fps_min_frames: int = 1
+    fps_max_frames: int | None = None
+    source: str = ""
+
+
+#: Families without constraints (LLaVA-OneVision, LLaVA-Video, LLaVA-NeXT): any count.
+GENERIC = FrameRule()
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """The frames to decode, and why their count differs from the request when a family rule changed it."""
+
+    indices: list[int]
+    note: str | None = None
 
 
 def uniform_indices(num_frames_total: int, num_samples: int) -> list[int]:
@@ -57,12 +95,24 @@ def fps_indices(
     target_fps: float,
     max_frames: int | None = None,
 ) -> list[int]:
-    """Frames nearest to times ``0, 1/target_fps, 2/target_fps, ...`` within the clip.
+    """``duration x target_fps`` frames (at least one), evenly spaced over the whole clip.
 
-    If ``target_fps`` is at or above the native rate every frame is taken. When more than ``max_frames``
-    frames would be sampled, fall back to ``max_frames`` uniform picks over the fps-sampled set, so the
-    cap never produces clustering at the start of the video.
+    As the reference samplers do (qwen-vl-utils, Hugging Face's video processors): the count comes from
+    the clip's length, then the frames are spread like ``uniform_indices`` (first and last included), so
+    the gaps stay even when ``max_frames`` caps the count. At or above the native rate every frame is taken.
     """
+    _check_fps_args(num_frames_total, native_fps, target_fps, max_frames)
+    if num_frames_total == 0:
+        return []
+    count = max(1, math.floor(num_frames_total / native_fps * target_fps))
+    if max_frames is not None:
+        count = min(count, max_frames)
+    return uniform_indices(num_frames_total, count)
+
+
+def _check_fps_args(
+    num_frames_total: int, native_fps: float, target_fps: float, max_frames: int | None
+) -> None:
     if target_fps <= 0 or not math.isfinite(target_fps):
         raise ValueError(f"target_fps must be a positive number, got {target_fps}")
     if native_fps <= 0 or not math.isfinite(native_fps):
@@ -71,19 +121,65 @@ def fps_indices(
         raise ValueError(f"max_frames must be positive, got {max_frames}")
     if num_frames_total < 0:
         raise ValueError(f"num_frames_total must be >= 0, got {num_frames_total}")
-    if num_frames_total == 0:
-        return []
-    step = native_fps / target_fps  # frames between two samples
-    if step <= 1.0:
-        candidates = list(range(num_frames_total))
+
+
+def _round_half_even_to(value: float, factor: int) -> int:
+    """qwen-vl-utils' `round_by_factor`: Python's round (half to even) of value / factor, times factor."""
+    return round(value / factor) * factor
+
+
+def plan_frames(
+    num_frames_total: int,
+    native_fps: float,
+    *,
+    num_frames: int | None,
+    fps: float | None,
+    rule: FrameRule = GENERIC,
+) -> FramePlan:
+    """The frames a run decodes: `--frames` / `--fps` under the family's `rule`.
+
+    Without constraints this is ``uniform_indices`` / ``fps_indices``. Under a rule with ``multiple``
+    m > 1 the counts are those of qwen-vl-utils 0.0.14 (`smart_nframes`), which Hugging Face's Qwen
+    video processors share: ``--frames k`` -> round(k / m) * m (half to even: 7 -> 8, 5 -> 4);
+    ``--fps f`` -> duration x f clamped to [fps_min_frames, min(fps_max_frames, --frames, N)], floored to
+    a multiple of m; indices spread like ``uniform_indices`` (for even counts exactly qwen-vl-utils'
+    ``linspace(0, N - 1, n).round()``). A clip too short for the rule gives what it has (at least one
+    frame; the adapter pads a temporal patch). `FramePlan.note` says when the rule changed the count.
+    """
+    if num_frames is None and fps is None:
+        raise ValueError("either num_frames or fps must be given")
+    n = num_frames_total
+    if fps is not None:
+        _check_fps_args(n, native_fps, fps, num_frames)
+    elif num_frames is not None and num_frames <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_frames}")
+    if rule.multiple <= 1 and rule.fps_max_frames is None and rule.fps_min_frames <= 1:
+        return FramePlan(sample_indices(n, native_fps, num_frames=num_frames, fps=fps))
+    if n == 0:
+        return FramePlan([])
+    m = rule.multiple
+    why = f" ({rule.source})" if rule.source else ""
+    if fps is None:
+        assert num_frames is not None
+        count = max(m, _round_half_even_to(num_frames, m))
+        note = (
+            f"--frames {num_frames} -> {count}: frames are taken in groups of {m}{why}"
+            if count != num_frames
+            else None
+        )
     else:
-        count = int(math.floor((num_frames_total - 1) / step)) + 1
-        raw = np.floor(np.arange(count) * step + 0.5).astype(np.int64)
-        candidates = sorted({int(i) for i in raw if 0 <= i < num_frames_total})
-    if max_frames is not None and len(candidates) > max_frames:
-        picks = uniform_indices(len(candidates), max_frames)
-        candidates = [candidates[p] for p in picks]
-    return candidates
+        wanted = n / native_fps * fps
+        ceiling = min(n, *(c for c in (rule.fps_max_frames, num_frames) if c is not None))
+        ceiling = max(1, ceiling // m * m)
+        floor = -(-rule.fps_min_frames // m) * m
+        count = max(1, math.floor(min(max(wanted, floor), ceiling) / m) * m)
+        note = None
+        family_cap = rule.fps_max_frames
+        if family_cap is not None and wanted > family_cap and family_cap <= min(n, num_frames or n):
+            note = f"--fps {fps:g} -> {count} frames: at most {rule.fps_max_frames} frames{why}"
+        elif wanted < floor and count > math.floor(wanted):
+            note = f"--fps {fps:g} -> {count} frames: at least {rule.fps_min_frames} frames{why}"
+    return FramePlan(uniform_indices(n, min(count, n)), note)
 
 
 SAMPLERS: dict[str, Callable[..., list[int]]] = {
@@ -98,8 +194,12 @@ def sample_indices(
     *,
     num_frames: int | None,
     fps: float | None,
+    rule: FrameRule = GENERIC,
 ) -> list[int]:
-    """Pick the sampler for the CLI options: ``fps`` wins (capped by ``num_frames``), else uniform."""
+    """Pick the sampler for the CLI options: ``fps`` wins (capped by ``num_frames``), else uniform;
+    a family `rule` adjusts the count (`plan_frames`)."""
+    if rule != GENERIC:
+        return plan_frames(num_frames_total, native_fps, num_frames=num_frames, fps=fps, rule=rule).indices
     if fps is not None:
         return SAMPLERS["fps"](num_frames_total, native_fps, fps, max_frames=num_frames)
     if num_frames is None:

@@ -27,6 +27,9 @@ _TOKENS = [
     pa.field("keep_requested", pa.float64()),
     pa.field("frames", pa.int64()),  # frames actually sampled
     pa.field("frame_timestamps_s", pa.list_(pa.float64())),
+    # null when the model got the frames and sizes asked for; else which family rule changed them (Qwen:
+    # frames in pairs, --fps counts within [4, 768], the video's pixel budget), as qwen-vl-utils does
+    pa.field("input_note", pa.string()),
     pa.field("visual_tokens_in", pa.int64()),
     pa.field("visual_tokens_kept", pa.int64()),
     pa.field("keep_realized", pa.float64()),  # measured kept / in

@@ -33,6 +33,7 @@ from mlbcli import engine
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
 from mlbcli.naming import safe_name
+from mlbcli.sampling import GENERIC, FrameRule
 from mlbcli.selection.base import Method, MethodOptions
 
 if TYPE_CHECKING:
@@ -173,13 +174,19 @@ class SavedTokens:
             frame_features=tensors.get("frame_features"),
             timestamps_s=self.timestamps_s,
             layer_features=layer_features,
+            # older token files lack these; the adapters then fall back to the timestamps
+            frame_indices=json.loads(metadata.get("frame_indices", "[]")),
+            num_frames_total=int(metadata["num_frames_total"]) if "num_frames_total" in metadata else None,
+            native_fps=float(metadata["native_fps"]) if "native_fps" in metadata else None,
         )
 
     @property
     def method_name(self) -> str:
         return self.metadata["method"]
 
-    def sampling_mismatch(self, num_frames: int | None, fps: float | None) -> str | None:
+    def sampling_mismatch(
+        self, num_frames: int | None, fps: float | None, rule: FrameRule = GENERIC
+    ) -> str | None:
         """Why an explicit `--frames`/`--fps` disagrees with the saved frames, or None when it agrees.
 
         The frames the run would sample are recomputed from the stored video length and frame rate with
@@ -200,7 +207,7 @@ class SavedTokens:
             total = int(self.metadata["num_frames_total"])
             native_fps = float(self.metadata["native_fps"])
             expected = sample_indices(
-                total, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps
+                total, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps, rule=rule
             )
             if expected == json.loads(self.metadata["frame_indices"]):
                 return None

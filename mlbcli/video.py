@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mlbcli.errors import UsageError, VideoDecodeError
-from mlbcli.sampling import sample_indices
+from mlbcli.sampling import GENERIC, FrameRule, plan_frames
 
 __all__ = [
     "BACKENDS",
@@ -86,6 +86,8 @@ class Frames:
     info: VideoInfo
     backend: str
     warning: str | None = field(default=None)
+    # Set when the model family's frame rule changed the requested count (`sampling.plan_frames`).
+    note: str | None = field(default=None)
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
@@ -342,8 +344,12 @@ def decode_frames(
     num_frames: int | None = None,
     fps: float | None = None,
     backend: str = "auto",
+    rule: FrameRule = GENERIC,
 ) -> Frames:
-    """Decode the frames chosen by :func:`mlbcli.sampling.sample_indices` as one RGB uint8 array.
+    """Decode the frames chosen by :func:`mlbcli.sampling.plan_frames` as one RGB uint8 array.
+
+    ``rule`` is the model family's frame rule (``ModelAdapter.frame_rule``; Qwen takes frames in pairs);
+    ``Frames.note`` says when it changed the requested count.
 
     ``backend="auto"`` reads the container header with PyAV (cheap; gives the codec and clear errors for
     non-videos), decodes with decord where decord is known to be frame-exact, and with PyAV otherwise or
@@ -360,27 +366,29 @@ def decode_frames(
         raise UsageError(f"fps must be a positive number, got {fps}")
     name = _check_file(path)
     with quiet_native_stderr():
-        frames = _decode_with(backend, name, num_frames, fps)
+        frames = _decode_with(backend, name, num_frames, fps, rule)
     if frames.warning:
         # Logged outside the quiet block: fd 2 is /dev/null inside it, and the log handler may use it.
         logger.warning("%s: %s", name, frames.warning)
     return frames
 
 
-def _decode_with(backend: str, name: str, num_frames: int | None, fps: float | None) -> Frames:
+def _decode_with(
+    backend: str, name: str, num_frames: int | None, fps: float | None, rule: FrameRule = GENERIC
+) -> Frames:
     if backend == "pyav":
-        return _decode_pyav(name, num_frames, fps)
+        return _decode_pyav(name, num_frames, fps, rule)
     if backend == "decord":
-        return _decode_decord(name, num_frames, fps, codec=_codec_or_none(name))
+        return _decode_decord(name, num_frames, fps, codec=_codec_or_none(name), rule=rule)
     header = _read_header(_import_av(), name)
     if not _decord_is_exact_for(header):
         logger.debug("%s: %s in %s -> PyAV", name, header.codec, header.format_name)
-        return _decode_pyav(name, num_frames, fps)
+        return _decode_pyav(name, num_frames, fps, rule)
     try:
-        return _decode_decord(name, num_frames, fps, codec=header.codec)
+        return _decode_decord(name, num_frames, fps, codec=header.codec, rule=rule)
     except VideoDecodeError as exc:
         logger.debug("decord failed on %s (%s); falling back to PyAV", name, exc)
-        return _decode_pyav(name, num_frames, fps)
+        return _decode_pyav(name, num_frames, fps, rule)
 
 
 def _codec_or_none(name: str) -> str | None:
@@ -391,7 +399,9 @@ def _codec_or_none(name: str) -> str | None:
         return None
 
 
-def _decode_decord(name: str, num_frames: int | None, fps: float | None, *, codec: str | None) -> Frames:
+def _decode_decord(
+    name: str, num_frames: int | None, fps: float | None, *, codec: str | None, rule: FrameRule = GENERIC
+) -> Frames:
     try:
         import decord
     except ImportError as exc:
@@ -405,7 +415,10 @@ def _decode_decord(name: str, num_frames: int | None, fps: float | None, *, code
         native_fps = float(vr.get_avg_fps() or 0.0)
         if n <= 0:
             raise VideoDecodeError(f"{name}: video stream has no frames")
-        indices = sample_indices(n, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps)
+        plan = plan_frames(
+            n, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps, rule=rule
+        )
+        indices = plan.indices
         try:
             array = vr.get_batch(indices).asnumpy()
             stamps = vr.get_frame_timestamp(indices)
@@ -430,7 +443,14 @@ def _decode_decord(name: str, num_frames: int | None, fps: float | None, *, code
         height=int(array.shape[1]),
         codec=codec,
     )
-    return Frames(array=array, indices=list(indices), timestamps_s=timestamps, info=info, backend="decord")
+    return Frames(
+        array=array,
+        indices=list(indices),
+        timestamps_s=timestamps,
+        info=info,
+        backend="decord",
+        note=plan.note,
+    )
 
 
 def _check_timestamps(timestamps: list[float], name: str) -> None:
@@ -470,13 +490,14 @@ class _PassResult:
     errors: int
 
 
-def _decode_pyav(name: str, num_frames: int | None, fps: float | None) -> Frames:
+def _decode_pyav(name: str, num_frames: int | None, fps: float | None, rule: FrameRule = GENERIC) -> Frames:
     av = _import_av()
     info = _av_info(av, name)
     native_fps = info.fps if info.fps > 0 else 1.0
     if info.num_frames_total <= 0:
         raise VideoDecodeError(f"{name}: video stream has no frames")
-    indices = sample_indices(info.num_frames_total, native_fps, num_frames=num_frames, fps=fps)
+    plan = plan_frames(info.num_frames_total, native_fps, num_frames=num_frames, fps=fps, rule=rule)
+    indices = plan.indices
     result = _pyav_pass(av, name, set(indices), stop_after=indices[-1])
     warning = None
     if result.decoded <= indices[-1]:
@@ -488,7 +509,8 @@ def _decode_pyav(name: str, num_frames: int | None, fps: float | None) -> Frames
             f"only {result.decoded} of {info.num_frames_total} frames could be decoded "
             "(file truncated or corrupt); sampled from those"
         )
-        indices = sample_indices(result.decoded, native_fps, num_frames=num_frames, fps=fps)
+        plan = plan_frames(result.decoded, native_fps, num_frames=num_frames, fps=fps, rule=rule)
+        indices = plan.indices
         if not set(indices) <= result.kept.keys():
             result = _pyav_pass(av, name, set(indices), stop_after=indices[-1])
         info = VideoInfo(**{**info.__dict__, "num_frames_total": result.decoded})
@@ -503,6 +525,7 @@ def _decode_pyav(name: str, num_frames: int | None, fps: float | None) -> Frames
         info=info,
         backend="pyav",
         warning=warning,
+        note=plan.note,
     )
 
 

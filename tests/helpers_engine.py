@@ -39,6 +39,25 @@ def no_eos(adapter) -> Iterator[None]:
         adapter.model.generation_config.eos_token_id = saved
 
 
+def stock_generate(adapter, max_new_tokens, **inputs):
+    """Stock `generate()` for exactly `max_new_tokens` steps with nothing suppressed: no EOS at all, so
+    that it matches `engine_generate` under `no_eos` token for token. (`min_new_tokens` would instead
+    mask the EOS logits, and a reply that wants to end early would then differ from ours.)"""
+    config = adapter.model.generation_config
+    saved = config.eos_token_id, config.pad_token_id
+    config.eos_token_id, config.pad_token_id = None, 0
+    try:
+        return adapter.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    finally:
+        config.eos_token_id, config.pad_token_id = saved
+
+
 def engine_generate(adapter, video, question, max_new_tokens, plan=None):
     """Prefill + greedy decode of `question` about `video` with logits kept: (prompt, state, generation)."""
     prompt = adapter.build_prompt(question, video)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_engine import engine_generate, prefill
+from helpers_engine import engine_generate, prefill, stock_generate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,14 +30,11 @@ def encoded(tiny_adapter, frames):
 def _stock_generate(adapter, frames, question, max_new_tokens):
     video = adapter.encode(adapter.preprocess(frames))
     prompt = adapter.build_prompt(question, video)
-    out = adapter.model.generate(
+    out = stock_generate(
+        adapter,
+        max_new_tokens,
         input_ids=prompt.input_ids,
         pixel_values_videos=adapter.preprocess(frames)["pixel_values_videos"],
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens,
-        do_sample=False,
-        output_logits=True,
-        return_dict_in_generate=True,
     )
     return out.sequences[0, prompt.length :].tolist(), [logit[0] for logit in out.logits]
 

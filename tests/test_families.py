@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_engine import engine_generate
+from helpers_engine import engine_generate, stock_generate
 
 from mlbcli import engine
 from mlbcli.errors import UsageError
@@ -81,14 +81,8 @@ def test_empty_schedule_reproduces_stock_generate(adapters, frames, name):
     adapter = adapters[name]
     video = _encode(adapter, frames)
     prompt, _, gen = _engine_run(adapter, video, max_new_tokens=10)
-    out = adapter.model.generate(
-        input_ids=prompt.input_ids,
-        **_stock_kwargs(name, adapter, frames, video, prompt),
-        max_new_tokens=10,
-        min_new_tokens=10,
-        do_sample=False,
-        output_logits=True,
-        return_dict_in_generate=True,
+    out = stock_generate(
+        adapter, 10, input_ids=prompt.input_ids, **_stock_kwargs(name, adapter, frames, video, prompt)
     )
     assert gen.token_ids == out.sequences[0, prompt.length :].tolist()
     for ours, theirs in zip(gen.logits, out.logits, strict=True):
@@ -330,3 +324,92 @@ def test_every_method_on_every_family(adapters, tiny_adapter, frames, name, meth
         assert stats.keep_realized == 1.0 and stats.flops_ratio == 1.0
     elif method not in ("slowfast", "mlb"):  # fixed-layout methods may keep more (measured, not assumed)
         assert stats.flops_ratio < 1.0
+
+
+def test_qwen2_5_reference_spacing_is_the_processors_2n_over_k_fps(adapters, frames):
+    """`--temporal-spacing reference` (default): second_per_grid_t = 2N / (k fps), as the HF processor with
+    the video's metadata (sampled_fps = k / N x fps); "exact": 2 x the real mean frame interval."""
+    adapter = adapters["qwen2_5_vl"]
+    video = _encode(adapter, frames)
+    # 7 of 64 frames at 16 fps, every 10th: reference 2*64/(7*16) = 1.1429 s, exact 2 * 10/16 = 1.25 s
+    video.frame_indices = [0, 10, 20, 30, 40, 50, 60]
+    video.num_frames_total, video.native_fps = 64, 16.0
+    video.timestamps_s = [i / 16 for i in video.frame_indices]
+    prompt = adapter.build_prompt(QUESTION, video)
+    start, n = prompt.visual_start, prompt.num_visual
+
+    def temporal() -> list[int]:
+        axis = adapter.position_ids(prompt, video)[0, 0, start : start + n].view(4, -1)[:, 0]
+        return (axis - axis[0]).tolist()
+
+    assert adapter.temporal_spacing == "reference"
+    assert adapter.second_per_grid_t(video, "reference") == pytest.approx(2 * 64 / (7 * 16))
+    assert temporal() == [0, 2, 4, 6]  # floor(i x 1.1429 s x 2 tokens/s)
+    adapter.temporal_spacing = "exact"
+    try:
+        assert adapter.second_per_grid_t(video, "exact") == pytest.approx(1.25)
+        assert temporal() == [0, 2, 5, 7]  # floor(i x 1.25 s x 2)
+    finally:
+        adapter.temporal_spacing = "reference"
+
+
+def test_temporal_spacing_is_an_option_of_the_families_it_changes(model_dirs):
+    from mlbcli.errors import UsageError
+    from mlbcli.models import load_adapter
+
+    exact = load_adapter(model_dirs["qwen2_5_vl"], device="cpu", temporal_spacing="exact")
+    assert exact.temporal_spacing == "exact"
+    for name in ("qwen2_vl", "llava_next"):  # no time-based positions: the option would do nothing
+        with pytest.raises(UsageError, match="--temporal-spacing does not apply"):
+            load_adapter(model_dirs[name], device="cpu", temporal_spacing="exact")
+    with pytest.raises(UsageError, match="reference, exact"):
+        load_adapter(model_dirs["qwen2_5_vl"], device="cpu", temporal_spacing="real")
+
+
+def test_qwen_pixel_budget_caps_long_videos_and_the_row_says_so(adapters):
+    """qwen-vl-utils' cap (HF `cap_pixels_per_frame=True`): frames share 90% of max_video_tokens' pixels."""
+    adapter = adapters["qwen2_vl"]
+    lo, hi = adapter.pixel_bounds
+    assert adapter.resized_size(240, 320, 8) == adapter.resized_size(240, 320, 1)  # short: no cap
+    assert adapter.input_note(8, 240, 320) is None
+    saved = dict(adapter.preprocess_config)
+    adapter.preprocess_config["max_video_tokens"] = 100  # budget int(100 * 28^2 * 0.9) = 70560 px
+    try:
+        cap = adapter.frame_pixel_cap(16)  # 70560 * 2 // 16 = 8820, floored at 1.05 x min
+        assert cap == max(min(hi, 70560 * 2 // 16), int(lo * 1.05))
+        h, w = adapter.resized_size(240, 320, 16)
+        assert h * w <= cap and (h, w) != adapter.resized_size(240, 320, 1)
+        note = adapter.input_note(16, 240, 320)
+        assert note is not None and f"{w}x{h}" in note and "16 frames" in note
+        pixel = adapter.preprocess(np.zeros((16, 240, 320, 3), dtype=np.uint8))
+        grid = pixel["video_grid_thw"][0].tolist()
+        assert grid == [8, h // 14, w // 14]
+    finally:
+        adapter.preprocess_config.clear()
+        adapter.preprocess_config.update(saved)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_pixels_are_normalised_8_bit_levels(adapters, frames, name):
+    """The reference processors resize uint8 frames and round: every pixel value is (level/255 - mean) /
+    std for an integer level 0..255 (float resizing without rounding gave fractions of a level)."""
+    adapter = adapters[name]
+    pixel = adapter.preprocess(frames)
+    cfg = adapter.preprocess_config
+    from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN))
+    std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD))
+    if name == "llava_next":
+        values = pixel["pixel_values"].permute(0, 2, 3, 1).reshape(-1, 3)  # [T*S*S, 3]
+    else:  # patches: rows (t, h, w, ...), columns (3, TP, P, P): channel-major
+        values = pixel["pixel_values_videos"].reshape(pixel["pixel_values_videos"].shape[0], 3, -1)
+        values = values.permute(0, 2, 1).reshape(-1, 3)
+    levels = (values * std + mean) * 255
+    assert torch.allclose(levels, levels.round(), atol=2e-3)
+    assert levels.round().min() >= 0 and levels.round().max() <= 255
+    # ... and they are the frames' own levels where the image is not resized at all
+    from mlbcli.models.base import resize_frames
+
+    uint8 = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    assert torch.equal(resize_frames(uint8, tuple(uint8.shape[-2:])), uint8)

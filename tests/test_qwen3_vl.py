@@ -13,6 +13,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers_engine import stock_generate
 
 from mlbcli import engine
 from mlbcli.runner import Pipeline
@@ -90,14 +91,8 @@ def test_empty_schedule_reproduces_stock_generate(adapters, frames, name):
     adapter = adapters[name]
     video = _encode(adapter, frames)
     prompt, _, gen = _run(adapter, video, max_new_tokens=10)
-    out = adapter.model.generate(
-        input_ids=prompt.input_ids,
-        **_stock_kwargs(name, adapter, frames, prompt),
-        max_new_tokens=10,
-        min_new_tokens=10,
-        do_sample=False,
-        output_logits=True,
-        return_dict_in_generate=True,
+    out = stock_generate(
+        adapter, 10, input_ids=prompt.input_ids, **_stock_kwargs(name, adapter, frames, prompt)
     )
     assert gen.token_ids == out.sequences[0, prompt.length :].tolist()
     for ours, theirs in zip(gen.logits, out.logits, strict=True):
@@ -568,3 +563,18 @@ def test_cli_answer_with_the_checkpoint(model_dirs, clips_dir, tmp_path, name):
     per_patch = 3 if name in QWEN3 else 6  # Qwen3: 6 frames = 3 temporal patches
     assert len(row["kept_per_frame"]) == per_patch
     assert row["visual_tokens_kept"] < row["visual_tokens_in"]
+
+
+def test_qwen3_reference_spacing_times_frames_by_index_over_fps(adapters, frames):
+    """`--temporal-spacing reference` (default) times frames as the processor's metadata does (index /
+    fps); "exact" uses the container's presentation times (a variable-frame-rate file differs)."""
+    adapter = adapters["qwen3_vl"]
+    video = _encode(adapter, frames, timestamps=[0.0, 1.0, 2.5, 3.0, 10.0, 10.4, 12.0])  # real PTS
+    video.frame_indices, video.num_frames_total, video.native_fps = [0, 8, 16, 24, 32, 40, 48], 50, 8.0
+    assert adapter.temporal_spacing == "reference"
+    assert adapter.patch_timestamps(video) == [0.5, 2.5, 4.5, 6.0]  # (0+1)/2, (2+3)/2, (4+5)/2, 6
+    adapter.temporal_spacing = "exact"
+    try:
+        assert adapter.patch_timestamps(video) == pytest.approx([0.5, 2.75, 10.2, 12.0])
+    finally:
+        adapter.temporal_spacing = "reference"

@@ -80,11 +80,21 @@ def test_frames_array_and_metadata(clips: dict[str, Path]) -> None:
 
 
 def test_fps_sampling_uses_real_timestamps(clips: dict[str, Path]) -> None:
-    frames = decode_frames(clips["mkv"], fps=3.0)  # 12 fps native -> every 4th frame
-    assert frames.indices == [0, 4, 8, 12, 16, 20]
+    # 24 frames at 12 fps = 2 s; 3 fps -> 6 frames spread evenly over the whole clip (as the references)
+    frames = decode_frames(clips["mkv"], fps=3.0)
+    assert frames.indices == [0, 5, 9, 14, 18, 23]
     assert frames.timestamps_s == pytest.approx([i / 12 for i in frames.indices], abs=1e-3)
     capped = decode_frames(clips["mkv"], fps=3.0, num_frames=2)
-    assert capped.indices == [0, 20]
+    assert capped.indices == [0, 23]
+    assert frames.note is None and capped.note is None
+
+
+def test_a_family_frame_rule_reaches_the_decoder_and_says_so(clips: dict[str, Path]) -> None:
+    from mlbcli.models.qwen2_vl import QWEN_FRAME_RULE
+
+    frames = decode_frames(clips["mkv"], num_frames=7, rule=QWEN_FRAME_RULE)
+    assert len(frames.indices) == 8 and len(frames.array) == 8
+    assert frames.note is not None and "--frames 7 -> 8" in frames.note
 
 
 @pytest.mark.parametrize("kind", ["ts", "mpg"])

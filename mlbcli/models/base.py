@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mlbcli.sampling import GENERIC, FrameRule
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -24,6 +26,26 @@ if TYPE_CHECKING:
 #: CLIP's normalisation, the default of the checkpoints that name none (Qwen2-VL, LLaVA-NeXT).
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[T, 3, H, W] uint8 -> [T, 3, h, w] uint8: bicubic with antialias, the way the reference processors do.
+
+    Hugging Face's processors resize uint8 frames with torchvision, which on the CPU calls torch's native
+    uint8 kernel (fixed-point, two passes, rounded and clipped between them, within 1 level of PIL) and on
+    CUDA interpolates floats, then clamps and rounds. We call the same kernels, so our pixels equal theirs
+    (bit for bit on the CPU; tests/test_golden.py). Resizing floats and never rounding, as mlb did before,
+    differed by up to 7 levels of 255.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames  # torchvision returns the frames untouched too
+    if frames.device.type == "cpu":
+        return F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+    resized = F.interpolate(frames.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
+    return resized.clamp_(0, 255).round_().to(torch.uint8)
 
 
 @dataclass
@@ -41,6 +63,12 @@ class VideoTokens:
     )  # [E, D] structural tokens after the frames (OneVision: image_newline); never pruned
     frame_features: torch.Tensor | None  # [T, Dv] one global vector per frame (vision tower, mean-pooled)
     timestamps_s: list[float] = field(default_factory=list)  # real timestamp of each sampled frame
+    # Where the frames came from: their indices in the video, its frame count and frame rate. The
+    # reference processors time Qwen's temporal patches from these (`temporal_spacing="reference"`).
+    frame_indices: list[int] = field(default_factory=list)
+    num_frames_total: int | None = None
+    native_fps: float | None = None
+    input_note: str | None = None  # set when a family cap changed the inputs (`ModelAdapter.input_note`)
     # Decoder layer l -> [T, N, D] features the LLM adds to the OUTPUT of layer l at each visual token,
     # laid out like `features` (Qwen3-VL's DeepStack); empty for families without them. They travel
     # with their tokens: a pruned token's features leave with it (`ModelInputs.visual_residuals`).
@@ -72,6 +100,9 @@ class VideoTokens:
             extra=self.extra,
             frame_features=None if self.frame_features is None else self.frame_features[start:stop],
             timestamps_s=list(self.timestamps_s[start * per_row : stop * per_row]),
+            frame_indices=list(self.frame_indices[start * per_row : stop * per_row]),
+            num_frames_total=self.num_frames_total,
+            native_fps=self.native_fps,
             layer_features={layer: f[start:stop] for layer, f in self.layer_features.items()},
         )
 
@@ -109,6 +140,8 @@ class ModelAdapter(abc.ABC):
     family: ClassVar[str]  # e.g. "llava_onevision"
     model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter serves
     default_frames: ClassVar[int]
+    #: How many frames the family takes (`sampling.plan_frames`): any count, unless it groups frames.
+    frame_rule: ClassVar[FrameRule] = GENERIC
     #: Image LLMs driven on video (LLaVA-NeXT) re-sequence the tokens kept before the LLM (contiguous
     #: positions), so that pruning makes room in a short context. Video LLMs keep original positions.
     renumber_input_positions: ClassVar[bool] = False
@@ -173,6 +206,34 @@ class ModelAdapter(abc.ABC):
         if device.type != "cuda":
             return tensor
         return tensor.pin_memory().to(device, non_blocking=True)
+
+    def normalized_frames(
+        self,
+        frames: np.ndarray,
+        size: tuple[int, int],
+        *,
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+    ) -> torch.Tensor:
+        """[T, H, W, 3] uint8 -> [T, 3, h, w] float32 on the model's device: resized (`resize_frames`),
+        rescaled and normalised with the checkpoint's `rescale_factor` / `image_mean` / `image_std`
+        (`mean` / `std` when it names none).
+
+        Rescale and normalise are fused as the reference processors fuse them: (x - mean/scale) /
+        (std/scale) in float32, which is what their pixel values are to the last bit.
+        """
+        import torch
+
+        cfg = self.preprocess_config
+        x = resize_frames(self.frames_tensor(frames).permute(0, 3, 1, 2), size)  # [T, 3, h, w] uint8
+        inverse_scale = 1.0 / float(cfg.get("rescale_factor", 1 / 255))
+        fused_mean = torch.tensor(cfg.get("image_mean", mean), device=x.device) * inverse_scale
+        fused_std = torch.tensor(cfg.get("image_std", std), device=x.device) * inverse_scale
+        return (x.float() - fused_mean.view(1, 3, 1, 1)) / fused_std.view(1, 3, 1, 1)
+
+    def input_note(self, num_frames: int, height: int, width: int) -> str | None:
+        """Why this video's inputs differ from what the options asked for (a family's cap), or None."""
+        return None
 
     @abc.abstractmethod
     def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,17 +75,8 @@ class LlavaNextAdapter(ModelAdapter):
         return side, side
 
     def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
-        import torch
-        import torch.nn.functional as F
-
-        cfg = self.preprocess_config
-        mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1).to(self.device)
-        std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1).to(self.device)
-        scale = float(cfg.get("rescale_factor", 1 / 255))
-        x = self.frames_tensor(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
-        x = F.interpolate(x, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
-        x = (x.clamp(0, 255) * scale - mean) / std
-        return {"pixel_values": x.to(device=self.device, dtype=self.dtype)}  # [T, 3, S, S]
+        x = self.normalized_frames(frames, self.image_size)  # [T, 3, S, S]
+        return {"pixel_values": x.to(dtype=self.dtype)}
 
     def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
         return self.encode_batch([pixel_inputs])[0]

@@ -7,7 +7,8 @@ ceil(g/2) x ceil(g/2) = 14 x 14 = 196 tokens per frame. One `image_newline` toke
 frame. The prompt holds T*N + 1 `<video>` placeholders that the stock forward `masked_scatter`s.
 
 We do the processor's job ourselves (no torchvision here, see stack.md): resize to the checkpoint's
-size with bicubic + antialias, rescale by 1/255 and normalise with the checkpoint's mean/std.
+size with bicubic + antialias on uint8 frames, rescale by 1/255 and normalise with the checkpoint's
+mean/std (`ModelAdapter.normalized_frames`: the reference processors' pixels to the last bit).
 """
 
 from __future__ import annotations
@@ -56,24 +57,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return side, side
 
     def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
-        import torch
-        import torch.nn.functional as F
-
-        mean = (
-            torch.tensor(self.preprocess_config.get("image_mean", [0.5, 0.5, 0.5]))
-            .view(1, 3, 1, 1)
-            .to(self.device)
-        )
-        std = (
-            torch.tensor(self.preprocess_config.get("image_std", [0.5, 0.5, 0.5]))
-            .view(1, 3, 1, 1)
-            .to(self.device)
-        )
-        scale = float(self.preprocess_config.get("rescale_factor", 1 / 255))
-        x = self.frames_tensor(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
-        x = F.interpolate(x, size=self.image_size, mode="bicubic", antialias=True, align_corners=False)
-        x = (x.clamp(0, 255) * scale - mean) / std
-        pixel = x.unsqueeze(0).to(device=self.device, dtype=self.dtype)  # [1, T, 3, S, S]
+        x = self.normalized_frames(frames, self.image_size, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
+        pixel = x.unsqueeze(0).to(dtype=self.dtype)  # [1, T, 3, S, S]
         return {"pixel_values_videos": pixel}
 
     def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:

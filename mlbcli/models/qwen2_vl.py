@@ -47,7 +47,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
+from mlbcli.errors import UsageError
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.sampling import FrameRule
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,6 +59,24 @@ if TYPE_CHECKING:
 VIDEO_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor size.shortest_edge / qwen-vl-utils VIDEO_MIN_PIXELS
 VIDEO_MAX_PIXELS = 768 * 28 * 28  # Qwen2VLVideoProcessor size.longest_edge / qwen-vl-utils VIDEO_MAX_PIXELS
 DEFAULT_FPS = 2.0
+
+#: Frames in pairs (temporal patches of 2); `--fps` counts clamped to [4, 768] (qwen-vl-utils 0.0.14,
+#: `smart_nframes`; Hugging Face's Qwen video processors round the same way).
+QWEN_FRAME_RULE = FrameRule(
+    multiple=2, fps_min_frames=4, fps_max_frames=768, source="as qwen-vl-utils samples"
+)
+
+
+TEMPORAL_SPACINGS = ("reference", "exact")
+
+
+def check_temporal_spacing(value: str | None) -> str:
+    """`--temporal-spacing`: "reference" (the default: as the official processors) or "exact"."""
+    if value is None:
+        return "reference"
+    if value not in TEMPORAL_SPACINGS:
+        raise UsageError(f"--temporal-spacing must be one of {', '.join(TEMPORAL_SPACINGS)}, got {value!r}")
+    return value
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -82,6 +102,7 @@ class _QwenVLAdapter(ModelAdapter):
     """Shared Qwen2-VL / Qwen2.5-VL logic; the subclasses differ in class and temporal position spacing."""
 
     default_frames = 32
+    frame_rule = QWEN_FRAME_RULE
 
     def __init__(
         self,
@@ -138,26 +159,46 @@ class _QwenVLAdapter(ModelAdapter):
             raise ValueError(f"min_pixels {lo} > max_pixels {hi}")
         return lo, hi
 
-    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+    def frame_pixel_cap(self, num_frames: int) -> int:
+        """Per-frame max pixels once `num_frames` frames share the video's pixel budget.
+
+        qwen-vl-utils' cap (Hugging Face: `cap_pixels_per_frame=True`): 90% of `max_video_tokens` (128000,
+        or the checkpoint's video config) tokens' worth of pixels, split evenly over the frames, at most
+        the per-frame max and at least 1.05 x the per-frame min. It binds beyond ~300 frames at the
+        default bounds (long videos with --fps), where it keeps the visual tokens within the context.
+        """
         factor = self._vision.patch_size * self._vision.spatial_merge_size
         lo, hi = self.pixel_bounds
-        return smart_resize(height, width, factor, lo, hi)
+        budget = int(int(self.preprocess_config.get("max_video_tokens") or 128000) * factor * factor * 0.9)
+        return max(min(hi, budget * self._vision.temporal_patch_size // max(1, num_frames)), int(lo * 1.05))
+
+    def resized_size(self, height: int, width: int, num_frames: int = 1) -> tuple[int, int]:
+        """(H', W') of every frame of a `num_frames`-frame video (smart_resize under the pixel cap)."""
+        factor = self._vision.patch_size * self._vision.spatial_merge_size
+        lo, _ = self.pixel_bounds
+        return smart_resize(height, width, factor, lo, self.frame_pixel_cap(num_frames))
+
+    def input_note(self, num_frames: int, height: int, width: int) -> str | None:
+        """Says when the video's pixel budget, not the per-frame bound, set the frame size."""
+        capped = self.resized_size(height, width, num_frames)
+        factor = self._vision.patch_size * self._vision.spatial_merge_size
+        lo, hi = self.pixel_bounds
+        free = smart_resize(height, width, factor, lo, hi)
+        if capped == free:
+            return None
+        return (
+            f"frames resized to {capped[1]}x{capped[0]} instead of {free[1]}x{free[0]}: "
+            f"{num_frames} frames share the video's pixel budget (as qwen-vl-utils caps it)"
+        )
 
     def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
         import torch
-        import torch.nn.functional as F
 
         vision = self._vision
         P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
-        cfg = self.preprocess_config
-        mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1).to(self.device)
-        std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1).to(self.device)
-        scale = float(cfg.get("rescale_factor", 1 / 255))
         T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-        rh, rw = self.resized_size(H, W)
-        x = self.frames_tensor(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
-        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
-        x = (x.clamp(0, 255) * scale - mean) / std
+        rh, rw = self.resized_size(H, W, T)
+        x = self.normalized_frames(frames, (rh, rw))  # [T, 3, rh, rw]
         if pad := -T % TP:  # odd frame count: repeat the last frame (official patchify)
             x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
         gt, gh, gw = x.shape[0] // TP, rh // P, rw // P
@@ -207,9 +248,21 @@ class _QwenVLAdapter(ModelAdapter):
         h, w = video.grid
         return torch.tensor([[video.num_frames, h * M, w * M]], device=self.device)
 
-    def second_per_grid_t(self, video: VideoTokens) -> float:
-        """Seconds covered by one temporal patch, from the real sampled timestamps when known."""
+    def second_per_grid_t(self, video: VideoTokens, spacing: str = "exact") -> float:
+        """Seconds covered by one temporal patch.
+
+        "reference" (the Hugging Face processor given the video's metadata, and qwen-vl-utils):
+        temporal_patch_size / sampled fps, with sampled fps = k / N x native fps for k of N frames,
+        i.e. 2N / (k x fps): a clip's length divided evenly, though the k frames span only N - 1 frame
+        intervals. "exact": 2 x the mean interval between the real sampled timestamps, 2(N-1) / ((k-1) x fps)
+        for evenly sampled frames (up to 14% less at k = 8). Without the video's metadata (tokens saved
+        by an older mlb) the reference value cannot be computed and the exact one is used; without
+        timestamps either, 2 / the preprocess config's fps (2 fps by default: 1 s).
+        """
         tp = self._vision.temporal_patch_size
+        k, total, native = len(video.frame_indices), video.num_frames_total, video.native_fps
+        if spacing == "reference" and k and total and native and native > 0:
+            return tp * total / (k * native)
         ts = [float(t) for t in video.timestamps_s if t == t]  # drop NaN
         if len(ts) >= 2 and ts[-1] > ts[0]:
             return tp * (ts[-1] - ts[0]) / (len(ts) - 1)
@@ -275,6 +328,23 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spellin
     family = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
 
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        model_id: str,
+        preprocess_config: dict[str, Any],
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        temporal_spacing: str | None = None,
+    ):
+        super().__init__(
+            model, tokenizer, model_id, preprocess_config, min_pixels=min_pixels, max_pixels=max_pixels
+        )
+        # How temporal patches are spaced in time (`second_per_grid_t`): "reference" or "exact".
+        self.temporal_spacing = check_temporal_spacing(temporal_spacing)
+
     @classmethod
     def model_class(cls) -> type[Any]:
         from transformers import Qwen2_5_VLForConditionalGeneration
@@ -285,5 +355,6 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spellin
         import torch
 
         kwargs = super().rope_kwargs(prompt, video)
-        kwargs["second_per_grid_ts"] = torch.tensor([self.second_per_grid_t(video)], device=self.device)
+        seconds = self.second_per_grid_t(video, self.temporal_spacing)
+        kwargs["second_per_grid_ts"] = torch.tensor([seconds], device=self.device)
         return kwargs

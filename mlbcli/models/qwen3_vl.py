@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.qwen2_vl import QWEN_FRAME_RULE, check_temporal_spacing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,6 +127,7 @@ class Qwen3VLAdapter(ModelAdapter):
     family = "qwen3_vl"
     model_types = ("qwen3_vl",)
     default_frames = 32
+    frame_rule = QWEN_FRAME_RULE
 
     def __init__(
         self,
@@ -136,11 +138,15 @@ class Qwen3VLAdapter(ModelAdapter):
         *,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        temporal_spacing: str | None = None,
     ):
         super().__init__(model, tokenizer, model_id, preprocess_config)
         # Per-FRAME pixel bounds overriding the checkpoint's volume bounds (`--min-pixels` / `--max-pixels`).
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
+        # "reference": frame times = index / container fps, as the processor's metadata gives them;
+        # "exact": the container's presentation times (right for variable frame rates).
+        self.temporal_spacing = check_temporal_spacing(temporal_spacing)
 
     @classmethod
     def model_class(cls) -> type[Any]:
@@ -185,11 +191,42 @@ class Qwen3VLAdapter(ModelAdapter):
             raise ValueError(f"min_pixels {lo} > max_pixels {hi} (pixels of the whole video)")
         return lo, hi
 
+    def capped_volume(self, num_frames: int, lo: int, hi: int) -> int:
+        """The video's max pixels under qwen-vl-utils' per-frame cap (Hugging Face: `cap_pixels_per_frame=
+        True`): each frame at most `max_video_tokens` (768, or the checkpoint's video config) tokens' worth
+        of pixels or an even share of the volume bound, at least 1.05 x the min bound."""
+        factor = self._vision.patch_size * self._vision.spatial_merge_size
+        frame_cap = int(self.preprocess_config.get("max_video_tokens") or 768) * factor * factor
+        return max(min(frame_cap, hi // num_frames), int(lo * 1.05)) * num_frames
+
+    def input_note(self, num_frames: int, height: int, width: int) -> str | None:
+        """Says when the per-frame cap, not the volume bound, set the frame size."""
+        vision = self._vision
+        frames = max(num_frames, vision.temporal_patch_size)
+        lo, hi = self.volume_bounds(frames)
+        capped = self.resized_size(num_frames, height, width)
+        free = smart_resize_video(
+            frames,
+            height,
+            width,
+            temporal_factor=vision.temporal_patch_size,
+            factor=vision.patch_size * vision.spatial_merge_size,
+            min_pixels=lo,
+            max_pixels=hi,
+        )
+        if capped == free:
+            return None
+        return (
+            f"frames resized to {capped[1]}x{capped[0]} instead of {free[1]}x{free[0]}: "
+            "per-frame pixel cap (as qwen-vl-utils caps it)"
+        )
+
     def resized_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         vision = self._vision
         # The processor refuses fewer frames than one temporal patch; we pad them to one, so size them so.
         frames = max(num_frames, vision.temporal_patch_size)
         lo, hi = self.volume_bounds(frames)
+        hi = self.capped_volume(frames, lo, hi)
         return smart_resize_video(
             frames,
             height,
@@ -202,19 +239,12 @@ class Qwen3VLAdapter(ModelAdapter):
 
     def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
         import torch
-        import torch.nn.functional as F
 
         vision = self._vision
         P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
-        cfg = self.preprocess_config
-        mean = torch.tensor(cfg.get("image_mean", IMAGE_STANDARD_MEAN)).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.get("image_std", IMAGE_STANDARD_STD)).view(1, 3, 1, 1)
-        scale = float(cfg.get("rescale_factor", 1 / 255))
         T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
         rh, rw = self.resized_size(T, H, W)
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # [T, 3, H, W] in 0..255
-        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
-        x = (x.clamp(0, 255) * scale - mean) / std
+        x = self.normalized_frames(frames, (rh, rw), mean=IMAGE_STANDARD_MEAN, std=IMAGE_STANDARD_STD)
         if pad := -T % TP:  # odd frame count: repeat the last frame (the processor's patchify)
             x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
         gt, gh, gw = x.shape[0] // TP, rh // P, rw // P
@@ -277,6 +307,9 @@ class Qwen3VLAdapter(ModelAdapter):
         """Seconds of each temporal patch: mean of its first and last frame (`_calculate_timestamps`)."""
         tp = self._vision.temporal_patch_size
         stamps = [float(t) for t in video.timestamps_s]
+        native = video.native_fps
+        if self.temporal_spacing == "reference" and video.frame_indices and native and native > 0:
+            stamps = [index / native for index in video.frame_indices]
         if not stamps or -(-len(stamps) // tp) != video.num_frames or any(t != t for t in stamps):
             fps = float(self.preprocess_config.get("fps") or DEFAULT_FPS)
             if stamps:
