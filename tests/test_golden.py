@@ -237,9 +237,15 @@ def test_grid_and_positions_match_get_rope_index(
     if grid != entry["video_grid_thw"]:
         problems.append(f"video_grid_thw {grid} vs HF {entry['video_grid_thw']}")
     if family == "qwen2_5_vl":
-        ours = float(adapter.second_per_grid_t(video))
+        # The adapter's own setting (`temporal_spacing`, "reference" by default: HF's 2 N / (k fps)).
+        ours = float(adapter.second_per_grid_t(video, adapter.temporal_spacing))
         if abs(ours - entry["second_per_grid_t"]) > 1e-9:
             problems.append(f"second_per_grid_t {ours!r} vs HF {entry['second_per_grid_t']!r}")
+        given = float(adapter.rope_kwargs(prompt, video)["second_per_grid_ts"][0])  # float32, as HF's tensor
+        if given != entry["second_per_grid_t_float32"]:
+            problems.append(
+                f"second_per_grid_ts given to the model {given!r} vs HF {entry['second_per_grid_t_float32']!r}"
+            )
     positions = adapter.position_ids(prompt, video)[:, 0].cpu().numpy()  # [3, L]
     expected = golden.array(family, case, "positions")
     if not np.array_equal(positions, expected):
