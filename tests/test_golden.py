@@ -238,7 +238,7 @@ def test_grid_and_positions_match_get_rope_index(
         problems.append(f"video_grid_thw {grid} vs HF {entry['video_grid_thw']}")
     if family == "qwen2_5_vl":
         # The adapter's own setting (`temporal_spacing`, "reference" by default: HF's 2 N / (k fps)).
-        ours = float(adapter.second_per_grid_t(video, adapter.temporal_spacing))
+        ours = float(adapter.second_per_grid_t(video))
         if abs(ours - entry["second_per_grid_t"]) > 1e-9:
             problems.append(f"second_per_grid_t {ours!r} vs HF {entry['second_per_grid_t']!r}")
         given = float(adapter.rope_kwargs(prompt, video)["second_per_grid_ts"][0])  # float32, as HF's tensor
@@ -275,9 +275,14 @@ def test_pixel_values_match_the_processor_bit_for_bit(
     theirs = golden.pixels(family, case)
     assert ours.shape == theirs.shape
     delta = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-    assert np.array_equal(ours, theirs), (
-        f"pixel values: max |delta| {delta.max():.6g}, {np.mean(delta > 0):.2%} of {delta.size} elements differ"
-    )
+    message = f"pixel values: max |delta| {delta.max():.6g}, {np.mean(delta > 0):.2%} of {delta.size} elements differ"
+    made_on = golden.manifest["versions"].get("cpu_capability")
+    if made_on in (None, torch.backends.cpu.get_cpu_capability()):
+        assert np.array_equal(ours, theirs), message
+    else:  # torch's uint8 resize kernels differ per ISA (AVX2 / AVX512 / NEON) by at most one level
+        source = golden.family(family).get("pixels_from", family)
+        lut = golden.array(source, case, "pixel_lut")  # [3, 256]: one level = lut[:, 1] - lut[:, 0]
+        assert delta.max() <= float((lut[:, 1] - lut[:, 0]).max()) * 1.001, message
 
 
 # -- frame sampling ------------------------------------------------------------------------------------------

@@ -252,27 +252,6 @@ class _QwenVLAdapter(ModelAdapter):
         h, w = video.grid
         return torch.tensor([[video.num_frames, h * M, w * M]], device=self.device)
 
-    def second_per_grid_t(self, video: VideoTokens, spacing: str = "exact") -> float:
-        """Seconds covered by one temporal patch.
-
-        "reference" (the Hugging Face processor given the video's metadata, and qwen-vl-utils):
-        temporal_patch_size / sampled fps, with sampled fps = k / N x native fps for k of N frames,
-        i.e. 2N / (k x fps): a clip's length divided evenly, though the k frames span only N - 1 frame
-        intervals. "exact": 2 x the mean interval between the real sampled timestamps, 2(N-1) / ((k-1) x fps)
-        for evenly sampled frames (up to 14% less at k = 8). Without the video's metadata (tokens saved
-        by an older mlb) the reference value cannot be computed and the exact one is used; without
-        timestamps either, 2 / the preprocess config's fps (2 fps by default: 1 s).
-        """
-        tp = self._vision.temporal_patch_size
-        k, total, native = len(video.frame_indices), video.num_frames_total, video.native_fps
-        if spacing == "reference" and k and total and native and native > 0:
-            return tp * total / (k * native)
-        ts = [float(t) for t in video.timestamps_s if t == t]  # drop NaN
-        if len(ts) >= 2 and ts[-1] > ts[0]:
-            return tp * (ts[-1] - ts[0]) / (len(ts) - 1)
-        fps = float(self.preprocess_config.get("fps") or DEFAULT_FPS)
-        return tp / fps
-
     # -- text side -------------------------------------------------------------------------------------
     @property
     def video_token(self) -> str:
@@ -355,10 +334,32 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spellin
 
         return Qwen2_5_VLForConditionalGeneration
 
+    def second_per_grid_t(self, video: VideoTokens, spacing: str | None = None) -> float:
+        """Seconds covered by one temporal patch (`spacing`: the adapter's `temporal_spacing` when None).
+
+        "reference" (the Hugging Face processor given the video's metadata, and qwen-vl-utils):
+        temporal_patch_size / sampled fps, with sampled fps = k / N x native fps for k of N frames,
+        i.e. 2N / (k x fps): a clip's length divided evenly, though the k frames span only N - 1 frame
+        intervals. "exact": 2 x the mean interval between the real sampled timestamps, 2(N-1) / ((k-1) x fps)
+        for evenly sampled frames (up to 14% less at k = 8). Without the video's metadata (tokens saved
+        by an older mlb) the reference value cannot be computed and the exact one is used; without
+        timestamps either, 2 / the preprocess config's fps (2 fps by default: 1 s).
+        """
+        spacing = spacing or self.temporal_spacing
+        tp = self._vision.temporal_patch_size
+        k, total, native = len(video.frame_indices), video.num_frames_total, video.native_fps
+        if spacing == "reference" and k and total and native and native > 0:
+            return tp * total / (k * native)
+        ts = [float(t) for t in video.timestamps_s if t == t]  # drop NaN
+        if len(ts) >= 2 and ts[-1] > ts[0]:
+            return tp * (ts[-1] - ts[0]) / (len(ts) - 1)
+        fps = float(self.preprocess_config.get("fps") or DEFAULT_FPS)
+        return tp / fps
+
     def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
         import torch
 
         kwargs = super().rope_kwargs(prompt, video)
-        seconds = self.second_per_grid_t(video, self.temporal_spacing)
+        seconds = self.second_per_grid_t(video)
         kwargs["second_per_grid_ts"] = torch.tensor([seconds], device=self.device)
         return kwargs

@@ -500,6 +500,8 @@ def main() -> None:
             "numpy": np.__version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            # torch's uint8 resize has per-ISA kernels: bit equality is promised on the same ISA only
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         },
         "question": QUESTION,
         "cases": {
