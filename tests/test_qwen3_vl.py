@@ -578,3 +578,19 @@ def test_qwen3_reference_spacing_times_frames_by_index_over_fps(adapters, frames
         assert adapter.patch_timestamps(video) == pytest.approx([0.5, 2.75, 10.2, 12.0])
     finally:
         adapter.temporal_spacing = "reference"
+
+
+def test_qwen3_per_frame_cap_shrinks_frames_and_the_row_says_so(adapters):
+    """HF `cap_pixels_per_frame=True` / qwen-vl-utils: at most `max_video_tokens` tokens' pixels a frame."""
+    adapter = adapters["qwen3_vl"]
+    assert adapter.input_note(8, 240, 320) is None
+    saved = dict(adapter.preprocess_config)
+    adapter.preprocess_config["max_video_tokens"] = 2  # 2 tokens of 32x32 px per frame at most
+    try:
+        h, w = adapter.resized_size(8, 240, 320)
+        assert (h, w) != adapter.resized_size(8, 240, 320, capped=False)
+        note = adapter.input_note(8, 240, 320)
+        assert note is not None and f"{w}x{h}" in note and "per-frame pixel cap" in note
+    finally:
+        adapter.preprocess_config.clear()
+        adapter.preprocess_config.update(saved)

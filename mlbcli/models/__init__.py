@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlbcli.errors import ModelLoadError, UsageError
+from mlbcli.errors import ModelLoadError
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
 from mlbcli.models.llava_next import LlavaNextAdapter
 from mlbcli.models.llava_onevision import LlavaOnevisionAdapter
@@ -343,11 +342,7 @@ def load_adapter(
     config = _load_config(source)
     cls = adapter_class_for(config)
     adapter_options = {k: v for k, v in adapter_options.items() if v is not None}
-    accepted = inspect.signature(cls.__init__).parameters
-    for name in adapter_options:
-        if name not in accepted:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} does not apply to {cls.family} models")
+    cls.check_options(adapter_options)  # before the weights load
     try:
         model = cls.model_class().from_pretrained(
             source.ref,

@@ -149,13 +149,37 @@ class ModelAdapter(abc.ABC):
     #: Qwen2-VL and the LLaVA-NeXT video evaluations of SF-LLaVA).
     mc_post_prompt: ClassVar[str] = "Answer with the option's letter from the given choices directly."
 
-    def __init__(self, model: nn.Module, tokenizer: Any, model_id: str, preprocess_config: dict[str, Any]):
+    #: The family's own settings (`load_adapter(..., name=value)`, CLI `--name`) and their defaults, set as
+    #: attributes (settable later). Any other is a UsageError, "--name does not apply to <family> models".
+    option_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        model_id: str,
+        preprocess_config: dict[str, Any],
+        **options: Any,
+    ):
         # A transformers *ForConditionalGeneration whose submodules differ per family; typed Any because
         # nn.Module.__getattr__ types every submodule and config attribute as `Tensor | Module`.
         self.model: Any = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.preprocess_config = preprocess_config
+        self.check_options(options)
+        for name, default in self.option_defaults.items():
+            value = options.get(name)
+            setattr(self, name, default if value is None else value)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """UsageError for a setting the family does not have (None values count as not given)."""
+        from mlbcli.errors import UsageError
+
+        for name, value in options.items():
+            if value is not None and name not in cls.option_defaults:
+                raise UsageError(f"--{name.replace('_', '-')} does not apply to {cls.family} models")
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod

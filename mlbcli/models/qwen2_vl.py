@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.errors import UsageError
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
@@ -58,7 +58,6 @@ from mlbcli.sampling import FrameRule
 if TYPE_CHECKING:
     import numpy as np
     import torch
-    from torch import nn
 
 VIDEO_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor size.shortest_edge / qwen-vl-utils VIDEO_MIN_PIXELS
 VIDEO_MAX_PIXELS = 768 * 28 * 28  # Qwen2VLVideoProcessor size.longest_edge / qwen-vl-utils VIDEO_MAX_PIXELS
@@ -81,6 +80,13 @@ def check_temporal_spacing(value: str | None) -> str:
     if value not in TEMPORAL_SPACINGS:
         raise UsageError(f"--temporal-spacing must be one of {', '.join(TEMPORAL_SPACINGS)}, got {value!r}")
     return value
+
+
+def cap_note(capped: tuple[int, int], free: tuple[int, int], reason: str) -> str | None:
+    """The row's `input_note` when a qwen-vl-utils pixel cap made frames (H, W) smaller, else None."""
+    if capped == free:
+        return None
+    return f"frames resized to {capped[1]}x{capped[0]} instead of {free[1]}x{free[0]}: {reason} (as qwen-vl-utils caps it)"
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -108,20 +114,10 @@ class _QwenVLAdapter(ModelAdapter):
     default_frames = 32
     frame_rule = QWEN_FRAME_RULE
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        model_id: str,
-        preprocess_config: dict[str, Any],
-        *,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-    ):
-        super().__init__(model, tokenizer, model_id, preprocess_config)
-        # Per-frame pixel bounds overriding the checkpoint's (`--min-pixels` / `--max-pixels`); settable.
-        self.min_pixels = min_pixels
-        self.max_pixels = max_pixels
+    # Per-frame pixel bounds overriding the checkpoint's (`--min-pixels` / `--max-pixels`).
+    option_defaults: ClassVar[dict[str, Any]] = {"min_pixels": None, "max_pixels": None}
+    min_pixels: int | None
+    max_pixels: int | None
 
     # -- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -176,23 +172,21 @@ class _QwenVLAdapter(ModelAdapter):
         budget = int(int(self.preprocess_config.get("max_video_tokens") or 128000) * factor * factor * 0.9)
         return max(min(hi, budget * self._vision.temporal_patch_size // max(1, num_frames)), int(lo * 1.05))
 
-    def resized_size(self, height: int, width: int, num_frames: int = 1) -> tuple[int, int]:
-        """(H', W') of every frame of a `num_frames`-frame video (smart_resize under the pixel cap)."""
+    def resized_size(
+        self, height: int, width: int, num_frames: int = 1, *, capped: bool = True
+    ) -> tuple[int, int]:
+        """(H', W') of every frame of a `num_frames`-frame video: smart_resize within the pixel bounds,
+        under the video's pixel budget unless `capped` is False (what `input_note` compares with)."""
         factor = self._vision.patch_size * self._vision.spatial_merge_size
-        lo, _ = self.pixel_bounds
-        return smart_resize(height, width, factor, lo, self.frame_pixel_cap(num_frames))
+        lo, hi = self.pixel_bounds
+        return smart_resize(height, width, factor, lo, self.frame_pixel_cap(num_frames) if capped else hi)
 
     def input_note(self, num_frames: int, height: int, width: int) -> str | None:
         """Says when the video's pixel budget, not the per-frame bound, set the frame size."""
-        capped = self.resized_size(height, width, num_frames)
-        factor = self._vision.patch_size * self._vision.spatial_merge_size
-        lo, hi = self.pixel_bounds
-        free = smart_resize(height, width, factor, lo, hi)
-        if capped == free:
-            return None
-        return (
-            f"frames resized to {capped[1]}x{capped[0]} instead of {free[1]}x{free[0]}: "
-            f"{num_frames} frames share the video's pixel budget (as qwen-vl-utils caps it)"
+        return cap_note(
+            self.resized_size(height, width, num_frames),
+            self.resized_size(height, width, num_frames, capped=False),
+            f"{num_frames} frames share the video's pixel budget",
         )
 
     def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
@@ -311,22 +305,16 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spellin
     family = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        model_id: str,
-        preprocess_config: dict[str, Any],
-        *,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        temporal_spacing: str | None = None,
-    ):
-        super().__init__(
-            model, tokenizer, model_id, preprocess_config, min_pixels=min_pixels, max_pixels=max_pixels
-        )
-        # How temporal patches are spaced in time (`second_per_grid_t`): "reference" or "exact".
-        self.temporal_spacing = check_temporal_spacing(temporal_spacing)
+    # How temporal patches are spaced in time (`second_per_grid_t`): "reference" or "exact".
+    option_defaults: ClassVar[dict[str, Any]] = {
+        **_QwenVLAdapter.option_defaults,
+        "temporal_spacing": "reference",
+    }
+    temporal_spacing: str
+
+    def __init__(self, *args: Any, **options: Any):
+        super().__init__(*args, **options)
+        check_temporal_spacing(self.temporal_spacing)
 
     @classmethod
     def model_class(cls) -> type[Any]:

@@ -51,15 +51,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
-from mlbcli.models.qwen2_vl import QWEN_FRAME_RULE, check_temporal_spacing
+from mlbcli.models.qwen2_vl import QWEN_FRAME_RULE, cap_note, check_temporal_spacing
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-    from torch import nn
 
     from mlbcli.engine import ModelInputs
 
@@ -129,24 +128,21 @@ class Qwen3VLAdapter(ModelAdapter):
     default_frames = 32
     frame_rule = QWEN_FRAME_RULE
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        model_id: str,
-        preprocess_config: dict[str, Any],
-        *,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        temporal_spacing: str | None = None,
-    ):
-        super().__init__(model, tokenizer, model_id, preprocess_config)
-        # Per-FRAME pixel bounds overriding the checkpoint's volume bounds (`--min-pixels` / `--max-pixels`).
-        self.min_pixels = min_pixels
-        self.max_pixels = max_pixels
-        # "reference": frame times = index / container fps, as the processor's metadata gives them;
-        # "exact": the container's presentation times (right for variable frame rates).
-        self.temporal_spacing = check_temporal_spacing(temporal_spacing)
+    # Per-FRAME pixel bounds overriding the checkpoint's volume bounds (`--min-pixels` / `--max-pixels`);
+    # "reference" frame times = index / container fps, as the processor's metadata gives them, or "exact":
+    # the container's presentation times (right for variable frame rates).
+    option_defaults: ClassVar[dict[str, Any]] = {
+        "min_pixels": None,
+        "max_pixels": None,
+        "temporal_spacing": "reference",
+    }
+    min_pixels: int | None
+    max_pixels: int | None
+    temporal_spacing: str
+
+    def __init__(self, *args: Any, **options: Any):
+        super().__init__(*args, **options)
+        check_temporal_spacing(self.temporal_spacing)
 
     @classmethod
     def model_class(cls) -> type[Any]:
@@ -201,32 +197,23 @@ class Qwen3VLAdapter(ModelAdapter):
 
     def input_note(self, num_frames: int, height: int, width: int) -> str | None:
         """Says when the per-frame cap, not the volume bound, set the frame size."""
-        vision = self._vision
-        frames = max(num_frames, vision.temporal_patch_size)
-        lo, hi = self.volume_bounds(frames)
-        capped = self.resized_size(num_frames, height, width)
-        free = smart_resize_video(
-            frames,
-            height,
-            width,
-            temporal_factor=vision.temporal_patch_size,
-            factor=vision.patch_size * vision.spatial_merge_size,
-            min_pixels=lo,
-            max_pixels=hi,
-        )
-        if capped == free:
-            return None
-        return (
-            f"frames resized to {capped[1]}x{capped[0]} instead of {free[1]}x{free[0]}: "
-            "per-frame pixel cap (as qwen-vl-utils caps it)"
+        return cap_note(
+            self.resized_size(num_frames, height, width),
+            self.resized_size(num_frames, height, width, capped=False),
+            "per-frame pixel cap",
         )
 
-    def resized_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+    def resized_size(
+        self, num_frames: int, height: int, width: int, *, capped: bool = True
+    ) -> tuple[int, int]:
+        """(H', W') of every frame: smart_resize within the volume bounds, under the per-frame cap unless
+        `capped` is False (what `input_note` compares with)."""
         vision = self._vision
         # The processor refuses fewer frames than one temporal patch; we pad them to one, so size them so.
         frames = max(num_frames, vision.temporal_patch_size)
         lo, hi = self.volume_bounds(frames)
-        hi = self.capped_volume(frames, lo, hi)
+        if capped:
+            hi = self.capped_volume(frames, lo, hi)
         return smart_resize_video(
             frames,
             height,
