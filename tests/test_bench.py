@@ -4,6 +4,7 @@ it meets a GPU. Their numbers are not checked here (timings belong in bench/, no
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,21 @@ def test_bench_gpu_smoke_writes_every_part(tmp_path):
     assert parts["4 engine vs stock generate (keep 1.0)"]["result"]["same_tokens"] is True
     assert "| answer | fastv | 2 |" in parts["5 throughput vs batch size"]["result"]
     assert (tmp_path / report.name.replace(".json", ".md")).exists()
+
+
+def test_bench_resize_runs_and_the_two_paths_agree_to_a_few_levels():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_resize.py"), "--frames", "2", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [
+        line
+        for line in proc.stdout.splitlines()
+        if line.startswith("| 384x384") or line.startswith("| 812x448")
+    ]
+    assert len(rows) == 2
+    assert all(0 < float(row.split("|")[6]) < 32 for row in rows)  # both resize: close, not identical
