@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_DEFAULT_FRAMES = 32
-INPUTS_VERSION = 2
 
 
 @dataclass
@@ -404,6 +403,13 @@ def _score_whole_file(summary: RunSummary, run: RunOptions) -> None:
         summary.graded, summary.correct = score.n, score.correct
 
 
+def _inputs_version() -> int:
+    """`models.base.INPUTS_VERSION`, imported when a spec is built (the CLI's --help stays light)."""
+    from mlbcli.models.base import INPUTS_VERSION
+
+    return INPUTS_VERSION
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model, method and sampling a model command runs with (validated before any work)."""
@@ -431,7 +437,7 @@ class ModelSpec:
     temporal_spacing: str | None = None
     # Version of mlb's input preparation (resize, frame counts, timing); recorded so that resuming a file
     # made by an mlb that prepared inputs otherwise is refused. 2: the reference processors' conventions.
-    inputs: int = INPUTS_VERSION
+    inputs: int = field(default_factory=_inputs_version)
 
     def __post_init__(self) -> None:
         _validate_sampling(self.frames, self.fps)
@@ -471,6 +477,8 @@ class ModelSpec:
         out = asdict(self)
         for key in ("keep", "layer", "query"):
             out[key] = (out[key] if out[key] is not None else defaults[key]) if key in used else None
+        if out["temporal_spacing"] == "reference":  # the default, given explicitly: the same run
+            out["temporal_spacing"] = None
         return out
 
     def keep_requested(self) -> float | None:
@@ -479,6 +487,14 @@ class ModelSpec:
 
         used, _ = method_option_rules(canonical_method_name(self.method))
         return (1.0 if self.keep is None else self.keep) if "keep" in used else None
+
+    def adapter_options(self) -> dict[str, Any]:
+        """The family settings the adapter takes (`ModelAdapter.option_defaults`); None = not given."""
+        return {
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "temporal_spacing": self.temporal_spacing,
+        }
 
     def pipeline(self) -> Pipeline:
         from mlbcli.runner import Pipeline
@@ -490,11 +506,7 @@ class ModelSpec:
             method=method,
             device=self.device,
             dtype=self.dtype,
-            adapter_options={
-                "min_pixels": self.min_pixels,
-                "max_pixels": self.max_pixels,
-                "temporal_spacing": self.temporal_spacing,
-            },
+            adapter_options=self.adapter_options(),
             strict_keep=self.strict_keep,
         )
 
@@ -535,7 +547,9 @@ def _load_pipeline(spec: ModelSpec, run: RunOptions) -> Callable[[list[Item], Re
             from mlbcli.ray_runner import require_ray
 
             require_ray()
-            return adapter_class_for(_load_config(spec.model))
+            adapter_cls = adapter_class_for(_load_config(spec.model))
+            adapter_cls.check_options(spec.adapter_options())  # exit 2 here, not in every actor
+            return adapter_cls
         import torch
 
         torch.manual_seed(spec.seed)
@@ -618,7 +632,7 @@ def _saved_videos(
             continue
         frames = SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
         video = DecodedVideo(group, frames=frames, video=EncodedVideo(saved.tokens, 0.0))
-        mismatch = saved.sampling_mismatch(spec.frames, spec.fps, pipe.frame_rule)
+        mismatch = saved.inputs_mismatch() or saved.sampling_mismatch(spec.frames, spec.fps, pipe.frame_rule)
         if mismatch is not None:
             video.error = UsageError(mismatch)
         elif saved.reduced:
@@ -861,7 +875,16 @@ def sample(
         work=work,
         run=run,
         reporter=reporter,
-        options=_options("sample", None, run, frames=num_frames, fps=fps, contact_sheet=contact_sheet),
+        options=_options(
+            "sample",
+            None,
+            run,
+            frames=num_frames,
+            fps=fps,
+            contact_sheet=contact_sheet,
+            # --fps picks other frames since inputs v2 (spread over the clip); --frames did not change
+            **({"inputs": _inputs_version()} if fps is not None else {}),
+        ),
     )
 
 

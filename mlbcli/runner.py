@@ -21,6 +21,7 @@ import torch
 from mlbcli import engine
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.flops import LLMDims, layer_flops, visual_flops
+from mlbcli.models.base import sampled_fps
 from mlbcli.selection import Method, MethodOptions, get_method
 from mlbcli.selection.base import PlanContext, keep_note
 
@@ -254,9 +255,13 @@ class Pipeline:
             if not isinstance(frames, np.ndarray):
                 video.timestamps_s = list(frames.timestamps_s)
                 video.frame_indices = [int(i) for i in frames.indices]
-                video.num_frames_total = int(frames.info.num_frames_total)
                 video.native_fps = float(frames.info.fps)
-            video.input_note = self.adapter.input_note(*array.shape[:3])
+                video.sampled_fps = sampled_fps(
+                    len(frames.indices), frames.info.num_frames_total, frames.info.fps
+                )
+            # the family's rules, for the row's `input_note`: the decoder's (frame count), then the adapter's
+            notes = (getattr(frames, "note", None), self.adapter.input_note(*array.shape[:3]))
+            video.input_note = "; ".join(note for note in notes if note) or None
             encoded.append(EncodedVideo(video, seconds * len(array) / total))
         return encoded
 

@@ -165,28 +165,34 @@ def plan_frames(
     if n == 0:
         return FramePlan([])
     m = rule.multiple
-    why = f" ({rule.source})" if rule.source else ""
     if fps is None:
         assert num_frames is not None
-        count = rule.frame_count(num_frames)
-        note = (
-            f"--frames {num_frames} -> {count}: frames are taken in groups of {m}{why}"
-            if count != num_frames
-            else None
-        )
+        plain = min(num_frames, n)  # what a family without a rule would take
+        count = min(rule.frame_count(num_frames), n)
+        asked = f"--frames {num_frames}"
     else:
         wanted = n / native_fps * fps
+        plain = min(n, max(1, math.floor(wanted)), num_frames or n)
         ceiling = min(n, *(c for c in (rule.fps_max_frames, num_frames) if c is not None))
         ceiling = max(1, ceiling // m * m)
         floor = -(-rule.fps_min_frames // m) * m
         count = max(1, math.floor(min(max(wanted, floor), ceiling) / m) * m)
-        note = None
-        family_cap = rule.fps_max_frames
-        if family_cap is not None and wanted > family_cap and family_cap <= min(n, num_frames or n):
-            note = f"--fps {fps:g} -> {count} frames: at most {rule.fps_max_frames} frames{why}"
-        elif wanted < floor and count > math.floor(wanted):
-            note = f"--fps {fps:g} -> {count} frames: at least {rule.fps_min_frames} frames{why}"
-    return FramePlan(uniform_indices(n, min(count, n)), note)
+        asked = f"--fps {fps:g}"
+    return FramePlan(uniform_indices(n, count), _rule_note(rule, asked, plain, count))
+
+
+def _rule_note(rule: FrameRule, asked: str, plain: int, count: int) -> str | None:
+    """Why `rule` gave `count` frames where a family without a rule takes `plain` (None when equal)."""
+    if count == plain:
+        return None
+    why = f" ({rule.source})" if rule.source else ""
+    if rule.fps_max_frames is not None and count == rule.fps_max_frames < plain:
+        reason = f"at most {rule.fps_max_frames} frames"
+    elif count > plain and count >= rule.fps_min_frames and asked.startswith("--fps"):
+        reason = f"at least {rule.fps_min_frames} frames"
+    else:
+        reason = f"frames are taken in groups of {rule.multiple}"
+    return f"{asked} -> {count} frames: {reason}{why}"
 
 
 SAMPLERS: dict[str, Callable[..., list[int]]] = {

@@ -92,10 +92,7 @@ def token_columns(
         "keep_requested": method.keep_requested,
         "frames": len(frames.indices),
         "frame_timestamps_s": [float(t) for t in frames.timestamps_s],
-        "input_note": "; ".join(
-            note for note in (getattr(frames, "note", None), video.tokens.input_note) if note
-        )
-        or None,
+        "input_note": video.tokens.input_note,
         **result.stats.as_row(),
         "segments": json.dumps(result.stats.info, default=str) if result.stats.info else None,
         "decode_warning": frames.warning,

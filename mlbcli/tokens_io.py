@@ -31,7 +31,7 @@ import torch
 
 from mlbcli import engine
 from mlbcli.errors import UsageError
-from mlbcli.models.base import VideoTokens
+from mlbcli.models.base import INPUTS_VERSION, VideoTokens, sampled_fps
 from mlbcli.naming import safe_name
 from mlbcli.sampling import GENERIC, FrameRule
 from mlbcli.selection.base import Method, MethodOptions
@@ -121,6 +121,8 @@ def save_video_tokens(
         "num_frames_total": str(int(frames.info.num_frames_total)),
         "native_fps": repr(float(frames.info.fps)),
         "timestamps_s": json.dumps([float(t) for t in frames.timestamps_s]),
+        "input_note": json.dumps(tokens.input_note),
+        "inputs": str(INPUTS_VERSION),  # how the frames were prepared (SavedTokens.inputs_mismatch)
         "reduced": json.dumps(reduced),
         "method": pipe.method.name,
         "keep": str(pipe.method.keep),
@@ -176,13 +178,28 @@ class SavedTokens:
             layer_features=layer_features,
             # older token files lack these; the adapters then fall back to the timestamps
             frame_indices=json.loads(metadata.get("frame_indices", "[]")),
-            num_frames_total=int(metadata["num_frames_total"]) if "num_frames_total" in metadata else None,
             native_fps=float(metadata["native_fps"]) if "native_fps" in metadata else None,
+            input_note=json.loads(metadata.get("input_note", "null")),
+            sampled_fps=sampled_fps(
+                len(json.loads(metadata.get("frame_indices", "[]"))),
+                int(metadata.get("num_frames_total", 0)),
+                float(metadata.get("native_fps", 0.0)),
+            ),
         )
 
     @property
     def method_name(self) -> str:
         return self.metadata["method"]
+
+    def inputs_mismatch(self) -> str | None:
+        """Why these tokens cannot serve this mlb: frames prepared by another input version, else None."""
+        saved = int(self.metadata.get("inputs", 1))
+        if saved == INPUTS_VERSION:
+            return None
+        return (
+            f"{self.path.name} was saved by an mlb that prepared model inputs otherwise (inputs v{saved}, "
+            f"now v{INPUTS_VERSION}: resize rounding, frame counts, timing); run compress --save-tokens again"
+        )
 
     def sampling_mismatch(
         self, num_frames: int | None, fps: float | None, rule: FrameRule = GENERIC

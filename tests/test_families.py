@@ -333,7 +333,7 @@ def test_qwen2_5_reference_spacing_is_the_processors_2n_over_k_fps(adapters, fra
     video = _encode(adapter, frames)
     # 7 of 64 frames at 16 fps, every 10th: reference 2*64/(7*16) = 1.1429 s, exact 2 * 10/16 = 1.25 s
     video.frame_indices = [0, 10, 20, 30, 40, 50, 60]
-    video.num_frames_total, video.native_fps = 64, 16.0
+    video.native_fps, video.sampled_fps = 16.0, 7 / 64 * 16.0
     video.timestamps_s = [i / 16 for i in video.frame_indices]
     prompt = adapter.build_prompt(QUESTION, video)
     start, n = prompt.visual_start, prompt.num_visual
@@ -433,6 +433,11 @@ def test_cli_rows_say_when_a_qwen_frame_rule_changed_the_request(model_dirs, cli
     (row,) = read_results(out).to_pylist()
     assert row["frames"] == 8 and "--frames 7 -> 8" in row["input_note"]
     assert json.loads(row["options_json"])["temporal_spacing"] is None  # the default: reference
+    resumed = CliRunner().invoke(  # the default named explicitly is the same run: resumes, nothing to do
+        app,
+        [*base, *[f for f in fast if f != "--overwrite"], "--frames", "7", "--temporal-spacing", "reference"],
+    )
+    assert resumed.exit_code == 0, resumed.output
     result = CliRunner().invoke(app, [*base, *fast, "--frames", "8", "--temporal-spacing", "exact"])
     assert result.exit_code == 0, result.output
     (row,) = read_results(out).to_pylist()
@@ -442,3 +447,100 @@ def test_cli_rows_say_when_a_qwen_frame_rule_changed_the_request(model_dirs, cli
         app, [*base, *fast, "--temporal-spacing", "exact", "--model", model_dirs["qwen2_vl"]]
     )
     assert refused.exit_code == 2 and "--temporal-spacing does not apply to qwen2_vl" in refused.output
+
+
+def test_qwen2_5_reference_spacing_of_a_row_subset_is_the_whole_videos(adapters, frames):
+    """Two-stage methods probe subsets of rows (`select_rows`): their temporal positions must use the
+    whole video's sampled fps, not the subset's frame count."""
+    adapter = adapters["qwen2_5_vl"]
+    video = _encode(adapter, frames)
+    video.frame_indices, video.native_fps, video.sampled_fps = [0, 10, 20, 30, 40, 50, 60], 16.0, 1.75
+    whole = adapter.second_per_grid_t(video)
+    part = video.select_rows(0, 2)
+    assert part.frame_indices == [0, 10, 20, 30] and part.sampled_fps == 1.75
+    assert adapter.second_per_grid_t(part) == whole == pytest.approx(2 / 1.75)
+
+
+def test_pipeline_encode_records_where_the_frames_came_from(model_dirs, clips_dir):
+    """From a real decode: indices, native fps and the reference sampled fps (k / N x fps)."""
+    from mlbcli.runner import Pipeline
+    from mlbcli.video import decode_frames
+
+    pipe = Pipeline(model_dirs["qwen2_5_vl"], device="cpu")
+    decoded = decode_frames(clips_dir / "a.mp4", num_frames=7, rule=pipe.frame_rule)
+    video = pipe.encode(decoded).tokens
+    assert video.frame_indices == decoded.indices and len(decoded.indices) == 8  # 7 -> a pair
+    assert video.native_fps == decoded.info.fps
+    assert video.sampled_fps == pytest.approx(8 / decoded.info.num_frames_total * decoded.info.fps)
+    assert video.input_note is not None and "--frames 7 -> 8" in video.input_note
+
+
+def test_qwen_caps_never_exceed_an_explicit_max_pixels(model_dirs):
+    """qwen-vl-utils: min(the user's max_pixels, the cap); the 1.05 x min floor must not lift frames
+    above --max-pixels, nor read a per-frame --min-pixels as the whole video's."""
+    from mlbcli.models import load_adapter
+
+    qwen2 = load_adapter(model_dirs["qwen2_vl"], device="cpu", min_pixels=50000, max_pixels=52000)
+    for frames in (2, 8, 32, 400):
+        h, w = qwen2.resized_size(720, 1280, frames)
+        assert h * w <= 52000, (frames, h, w)
+
+
+def test_saved_tokens_keep_the_input_note_and_refuse_older_inputs(model_dirs, clips_dir, tmp_path):
+    """`compress --save-tokens` then `answer --tokens`: the note travels with the tokens, and a token file
+    of an mlb that prepared inputs otherwise (no `inputs` key) is an error row, not a silent answer."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from typer.testing import CliRunner
+
+    from mlbcli.cli import app
+    from mlbcli.writers import read_results
+
+    model, clip, folder = model_dirs["qwen2_5_vl"], str(clips_dir / "a.mp4"), tmp_path / "tok"
+    fast = ["--workers", "0", "-q", "--frames", "7"]
+    done = CliRunner().invoke(
+        app,
+        [
+            "compress",
+            clip,
+            "--model",
+            model,
+            "--save-tokens",
+            str(folder),
+            "--out",
+            str(tmp_path / "c.parquet"),
+            *fast,
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    (compressed,) = read_results(tmp_path / "c.parquet").to_pylist()
+    args = [
+        "answer",
+        clip,
+        "--question",
+        "q",
+        "--model",
+        model,
+        "--tokens",
+        str(folder),
+        "--max-new-tokens",
+        "2",
+    ]
+    answered = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a.parquet"), *fast])
+    assert answered.exit_code == 0, answered.output
+    (row,) = read_results(tmp_path / "a.parquet").to_pylist()
+    assert row["input_note"] == compressed["input_note"] and "--frames 7 -> 8" in row["input_note"]
+    assert row["error"] is None
+
+    (path,) = folder.rglob("*.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = dict(handle.metadata())
+    del metadata["inputs"]  # as an older mlb saved it
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    old = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "old.parquet"), *fast])
+    (row,) = read_results(tmp_path / "old.parquet").to_pylist()
+    assert old.exit_code == 1 and "prepared model inputs otherwise (inputs v1, now v2" in row["error"]
+    assert json.loads(row["options_json"])["inputs"] == 2

@@ -570,7 +570,7 @@ def test_qwen3_reference_spacing_times_frames_by_index_over_fps(adapters, frames
     fps); "exact" uses the container's presentation times (a variable-frame-rate file differs)."""
     adapter = adapters["qwen3_vl"]
     video = _encode(adapter, frames, timestamps=[0.0, 1.0, 2.5, 3.0, 10.0, 10.4, 12.0])  # real PTS
-    video.frame_indices, video.num_frames_total, video.native_fps = [0, 8, 16, 24, 32, 40, 48], 50, 8.0
+    video.frame_indices, video.native_fps = [0, 8, 16, 24, 32, 40, 48], 8.0
     assert adapter.temporal_spacing == "reference"
     assert adapter.patch_timestamps(video) == [0.5, 2.5, 4.5, 6.0]  # (0+1)/2, (2+3)/2, (4+5)/2, 6
     adapter.temporal_spacing = "exact"
@@ -594,3 +594,14 @@ def test_qwen3_per_frame_cap_shrinks_frames_and_the_row_says_so(adapters):
     finally:
         adapter.preprocess_config.clear()
         adapter.preprocess_config.update(saved)
+
+
+def test_qwen3_caps_never_exceed_an_explicit_max_pixels(model_dirs):
+    """A per-frame --min-pixels is not the video's volume floor: frames stay within --max-pixels."""
+    from mlbcli.models import load_adapter
+
+    adapter = load_adapter(model_dirs["qwen3_vl"], device="cpu", min_pixels=50000, max_pixels=60000)
+    for frames in (2, 8, 32):
+        h, w = adapter.resized_size(frames, 720, 1280)
+        assert h * w <= 60000, (frames, h, w)
+        assert adapter.input_note(frames, 720, 1280) is None  # nothing grew, nothing to explain

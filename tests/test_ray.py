@@ -94,6 +94,12 @@ def test_ray_options_need_the_ray_runner(manifest, tmp_path):
     assert result.exit_code == 2 and "--runner ray" in result.output
 
 
+def test_a_family_option_that_does_not_apply_fails_on_the_driver(manifest, tmp_path):
+    """Not once per actor: the driver checks the adapter options before Ray starts any worker."""
+    result = _answer(manifest, tmp_path / "x.parquet", "--runner", "ray", "--temporal-spacing", "exact")
+    assert result.exit_code == 2 and "--temporal-spacing does not apply to llava_onevision" in result.output
+
+
 def test_missing_ray_is_a_usage_error(manifest, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     result = _answer(manifest, tmp_path / "x.parquet", "--runner", "ray")

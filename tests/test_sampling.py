@@ -154,8 +154,10 @@ def test_qwen_fps_counts_follow_qwen_vl_utils() -> None:
     # a 20-minute clip at 2 fps would be 2400 frames: capped at 768, and the row says so
     plan = plan_frames(36000, 30.0, num_frames=None, fps=2.0, rule=QWEN)
     assert len(plan.indices) == 768 and plan.note is not None and "at most 768" in plan.note
-    # --frames caps --fps (qwen-vl-utils' max_frames), floored to a pair; a user cap is not noted
+    # --frames caps --fps (qwen-vl-utils' max_frames), floored to a pair (noted); an even cap is not
     plan = plan_frames(36000, 30.0, num_frames=33, fps=2.0, rule=QWEN)
+    assert len(plan.indices) == 32 and plan.note is not None and "groups of 2" in plan.note
+    plan = plan_frames(36000, 30.0, num_frames=32, fps=2.0, rule=QWEN)
     assert len(plan.indices) == 32 and plan.note is None
     # 2.5 fps of 95 frames at 25 fps = 9.5 -> floor to a pair: 8
     assert len(plan_frames(95, 25.0, num_frames=None, fps=2.5, rule=QWEN).indices) == 8
@@ -196,3 +198,28 @@ def test_sample_indices_dispatch() -> None:
     assert sample_indices(32, 8.0, num_frames=3, fps=2.0) == fps_indices(32, 8.0, 2.0, max_frames=3)
     with pytest.raises(ValueError):
         sample_indices(32, 8.0, num_frames=None, fps=None)
+
+
+@pytest.mark.parametrize(
+    ("n", "native", "frames", "fps", "count", "reason"),
+    [
+        (900, 30.0, 7, None, 8, "groups of 2"),  # --frames 7 -> 8
+        (900, 30.0, 8, None, 8, None),
+        (5, 30.0, 7, None, 5, None),  # the clip has 5 frames: what a plain family takes too
+        (1, 30.0, 1, None, 1, None),  # a 1-frame clip stays 1 frame (padded by the adapter), no "-> 2"
+        (95, 25.0, None, 1.0, 4, "at least 4 frames"),  # 3.8 s -> 4
+        (36000, 30.0, None, 2.0, 768, "at most 768 frames"),
+        (36000, 30.0, 33, 2.0, 32, "groups of 2"),  # the user's cap, floored to a pair
+        (9000, 30.0, 3, 2.0, 2, "groups of 2"),  # not "at least 4": the user capped it at 3
+        (3, 30.0, None, 1.0, 2, "groups of 2"),  # 0.1 s: 1 frame asked, the family takes a pair
+        (900, 30.0, None, 1.0, 30, None),
+    ],
+)
+def test_qwen_notes_name_the_rule_that_set_the_count(n, native, frames, fps, count, reason) -> None:
+    """The row's `input_note` must agree with the count it reports and name the binding rule."""
+    plan = plan_frames(n, native, num_frames=frames, fps=fps, rule=QWEN)
+    assert len(plan.indices) == count
+    if reason is None:
+        assert plan.note is None
+    else:
+        assert plan.note is not None and reason in plan.note and f"-> {count} frames" in plan.note

@@ -28,6 +28,20 @@ OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+#: Version of how mlb prepares model inputs (resize, frame counts, timing), recorded with results and saved
+#: tokens so that neither is mixed with inputs prepared otherwise. 1: float resize, real-time spacing;
+#: 2: the reference processors' conventions (tests/test_golden.py).
+INPUTS_VERSION = 2
+
+
+def sampled_fps(num_sampled: int, num_frames_total: int, native_fps: float) -> float | None:
+    """Frames per second of a sampled video as the reference processors count it (`VideoMetadata.
+    sampled_fps`): k sampled of N frames at the native rate -> k / N x fps. None when unknown."""
+    if num_sampled <= 0 or num_frames_total <= 0 or not native_fps > 0:
+        return None
+    return num_sampled / num_frames_total * native_fps
+
+
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """[T, 3, H, W] uint8 -> [T, 3, h, w] uint8: bicubic with antialias, the way the reference processors do.
 
@@ -63,11 +77,12 @@ class VideoTokens:
     )  # [E, D] structural tokens after the frames (OneVision: image_newline); never pruned
     frame_features: torch.Tensor | None  # [T, Dv] one global vector per frame (vision tower, mean-pooled)
     timestamps_s: list[float] = field(default_factory=list)  # real timestamp of each sampled frame
-    # Where the frames came from: their indices in the video, its frame count and frame rate. The
-    # reference processors time Qwen's temporal patches from these (`temporal_spacing="reference"`).
+    # Where the frames came from: their indices in the video, its frame rate, and the WHOLE video's
+    # sampling rate (k sampled of N frames: k / N x fps; kept by `select_rows`). The reference processors
+    # time Qwen's temporal patches from these (`temporal_spacing="reference"`).
     frame_indices: list[int] = field(default_factory=list)
-    num_frames_total: int | None = None
     native_fps: float | None = None
+    sampled_fps: float | None = None
     input_note: str | None = None  # set when a family cap changed the inputs (`ModelAdapter.input_note`)
     # Decoder layer l -> [T, N, D] features the LLM adds to the OUTPUT of layer l at each visual token,
     # laid out like `features` (Qwen3-VL's DeepStack); empty for families without them. They travel
@@ -101,8 +116,8 @@ class VideoTokens:
             frame_features=None if self.frame_features is None else self.frame_features[start:stop],
             timestamps_s=list(self.timestamps_s[start * per_row : stop * per_row]),
             frame_indices=list(self.frame_indices[start * per_row : stop * per_row]),
-            num_frames_total=self.num_frames_total,
             native_fps=self.native_fps,
+            sampled_fps=self.sampled_fps,
             layer_features={layer: f[start:stop] for layer, f in self.layer_features.items()},
         )
 

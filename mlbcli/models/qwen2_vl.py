@@ -166,11 +166,13 @@ class _QwenVLAdapter(ModelAdapter):
         or the checkpoint's video config) tokens' worth of pixels, split evenly over the frames, at most
         the per-frame max and at least 1.05 x the per-frame min. It binds beyond ~300 frames at the
         default bounds (long videos with --fps), where it keeps the visual tokens within the context.
+        `--max-pixels` is never exceeded (qwen-vl-utils: min(the user's max_pixels, the cap)).
         """
         factor = self._vision.patch_size * self._vision.spatial_merge_size
         lo, hi = self.pixel_bounds
         budget = int(int(self.preprocess_config.get("max_video_tokens") or 128000) * factor * factor * 0.9)
-        return max(min(hi, budget * self._vision.temporal_patch_size // max(1, num_frames)), int(lo * 1.05))
+        cap = max(min(hi, budget * self._vision.temporal_patch_size // max(1, num_frames)), int(lo * 1.05))
+        return min(cap, hi) if self.max_pixels is not None else cap
 
     def resized_size(
         self, height: int, width: int, num_frames: int = 1, *, capped: bool = True
@@ -326,18 +328,18 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spellin
         """Seconds covered by one temporal patch (`spacing`: the adapter's `temporal_spacing` when None).
 
         "reference" (the Hugging Face processor given the video's metadata, and qwen-vl-utils):
-        temporal_patch_size / sampled fps, with sampled fps = k / N x native fps for k of N frames,
-        i.e. 2N / (k x fps): a clip's length divided evenly, though the k frames span only N - 1 frame
-        intervals. "exact": 2 x the mean interval between the real sampled timestamps, 2(N-1) / ((k-1) x fps)
-        for evenly sampled frames (up to 14% less at k = 8). Without the video's metadata (tokens saved
-        by an older mlb) the reference value cannot be computed and the exact one is used; without
+        temporal_patch_size / sampled fps, with sampled fps = k / N x native fps for k of the video's N
+        frames (`VideoTokens.sampled_fps`, the whole video's even for a subset of its rows), i.e.
+        2N / (k x fps): a clip's length divided evenly, though the k frames span only N - 1 frame
+        intervals. "exact": 2 x the mean interval between the real sampled timestamps, 2(N-1) / ((k-1) x
+        fps) for evenly sampled frames (up to 14% less at k = 8). Without the video's metadata (tokens
+        saved by an older mlb) the reference value cannot be computed and the exact one is used; without
         timestamps either, 2 / the preprocess config's fps (2 fps by default: 1 s).
         """
         spacing = spacing or self.temporal_spacing
         tp = self._vision.temporal_patch_size
-        k, total, native = len(video.frame_indices), video.num_frames_total, video.native_fps
-        if spacing == "reference" and k and total and native and native > 0:
-            return tp * total / (k * native)
+        if spacing == "reference" and video.sampled_fps:
+            return tp / video.sampled_fps
         ts = [float(t) for t in video.timestamps_s if t == t]  # drop NaN
         if len(ts) >= 2 and ts[-1] > ts[0]:
             return tp * (ts[-1] - ts[0]) / (len(ts) - 1)

@@ -190,10 +190,13 @@ class Qwen3VLAdapter(ModelAdapter):
     def capped_volume(self, num_frames: int, lo: int, hi: int) -> int:
         """The video's max pixels under qwen-vl-utils' per-frame cap (Hugging Face: `cap_pixels_per_frame=
         True`): each frame at most `max_video_tokens` (768, or the checkpoint's video config) tokens' worth
-        of pixels or an even share of the volume bound, at least 1.05 x the min bound."""
+        of pixels or an even share of the volume bound, at least 1.05 x the min bound (the checkpoint's,
+        as the processor applies it, or `--min-pixels` per frame). `--max-pixels` is never exceeded."""
         factor = self._vision.patch_size * self._vision.spatial_merge_size
         frame_cap = int(self.preprocess_config.get("max_video_tokens") or 768) * factor * factor
-        return max(min(frame_cap, hi // num_frames), int(lo * 1.05)) * num_frames
+        floor = int((self.min_pixels if self.min_pixels is not None else lo) * 1.05)
+        capped = max(min(frame_cap, hi // num_frames), floor) * num_frames
+        return min(capped, hi) if self.max_pixels is not None else capped
 
     def input_note(self, num_frames: int, height: int, width: int) -> str | None:
         """Says when the per-frame cap, not the volume bound, set the frame size."""
