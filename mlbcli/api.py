@@ -586,7 +586,7 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
         if run.runner == "ray":  # `pipe` is the adapter class here: the model loads in the actors
             from mlbcli.ray_runner import ray_work
 
-            ray_work(spec, run, task, asked, num_frames, pipe.frame_rule)(groups, emit)
+            ray_work(spec, run, task, asked, num_frames, pipe.frame_rule, tokens_dir)(groups, emit)
             return
         worker = ModelWorker(pipe, task, asked, run.batch_size)
         saved, groups = _saved_videos(groups, tokens_dir, pipe, spec) if tokens_dir else ([], groups)
@@ -613,37 +613,49 @@ def _decoded_videos(
 def _saved_videos(
     groups: list[list[Item]], tokens_dir: str, pipe: Pipeline, spec: ModelSpec
 ) -> tuple[list[DecodedVideo], list[list[Item]]]:
-    """(videos whose tokens `compress --save-tokens` stored in `tokens_dir`, the groups left to decode).
-
-    The run's explicit sampling options (`--frames`/`--fps`) must agree with how the tokens were
-    sampled: otherwise the video's rows are errors rather than answers from other frames.
-    """
-    from mlbcli.runner import EncodedVideo
-    from mlbcli.tasks import DecodedVideo, SavedFrames
-    from mlbcli.tokens_io import load_video_tokens, require_tokens_dir
+    """(videos whose tokens `compress --save-tokens` stored in `tokens_dir`, the groups left to decode)."""
+    from mlbcli.tokens_io import require_tokens_dir
 
     require_tokens_dir(tokens_dir)
     found: list[DecodedVideo] = []
     remaining = []
     for group in groups:
-        saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
-        if saved is None:
+        video = saved_video(group, tokens_dir, pipe, spec)
+        if video is None:
             remaining.append(group)
-            continue
-        frames = SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
-        video = DecodedVideo(group, frames=frames, video=EncodedVideo(saved.tokens, 0.0))
-        mismatch = saved.inputs_mismatch() or saved.sampling_mismatch(spec.frames, spec.fps, pipe.frame_rule)
-        if mismatch is not None:
-            video.error = UsageError(mismatch)
-        elif saved.reduced:
-            video.override = saved.stored_reduction()
-            if pipe.method.name != "none":
-                video.error = UsageError(
-                    f"{saved.path.name} holds tokens already reduced by {saved.method_name!r}; "
-                    "use --method none with them, or save unreduced tokens (compress --method none)"
-                )
-        found.append(video)
+        else:
+            found.append(video)
     return found, remaining
+
+
+def saved_video(group: list[Item], tokens_dir: str, pipe: Pipeline, spec: ModelSpec) -> DecodedVideo | None:
+    """The `DecodedVideo` of `group` from its tokens in `tokens_dir` (saved by `compress --save-tokens`),
+    or None when there are none (for this model and this very file).
+
+    The run's explicit sampling options (`--frames`/`--fps`) must agree with how the tokens were
+    sampled, and the tokens must come from this input preparation: otherwise the video's rows are errors
+    rather than answers from other frames. Used by the local runner and by the Ray actors.
+    """
+    from mlbcli.runner import EncodedVideo
+    from mlbcli.tasks import DecodedVideo, SavedFrames
+    from mlbcli.tokens_io import load_video_tokens
+
+    saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
+    if saved is None:
+        return None
+    frames = SavedFrames(list(range(len(saved.timestamps_s))), saved.timestamps_s)
+    video = DecodedVideo(group, frames=frames, video=EncodedVideo(saved.tokens, 0.0))
+    mismatch = saved.inputs_mismatch() or saved.sampling_mismatch(spec.frames, spec.fps, pipe.frame_rule)
+    if mismatch is not None:
+        video.error = UsageError(mismatch)
+    elif saved.reduced:
+        video.override = saved.stored_reduction()
+        if pipe.method.name != "none":
+            video.error = UsageError(
+                f"{saved.path.name} holds tokens already reduced by {saved.method_name!r}; "
+                "use --method none with them, or save unreduced tokens (compress --method none)"
+            )
+    return video
 
 
 def _validate_sampling(frames: int | None, fps: float | None) -> None:
@@ -696,10 +708,6 @@ def answer(
         from mlbcli.tokens_io import require_tokens_dir
 
         require_tokens_dir(tokens)  # before the model loads
-        if run.runner == "ray":
-            raise UsageError(
-                "--tokens is not supported with --runner ray yet (the actors decode every video)"
-            )
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
 
     def identity(item: Item) -> dict[str, Any]:

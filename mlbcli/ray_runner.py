@@ -97,18 +97,36 @@ def _pool_size(ray: Any, options: RayOptions) -> tuple[int, float]:
     return actors, per_worker
 
 
-def _decode_row(
-    row: dict[str, Any],
-    num_frames: int | None,
-    fps: float | None,
-    timeout_s: float | None,
-    rule: FrameRule = GENERIC,
-) -> dict[str, Any]:
-    """Ray CPU task: decode one video (with the run's timeout); the frames travel in the row."""
+@dataclass(frozen=True)
+class VideoInputs:
+    """How the decode tasks get a video's frames: `--frames` (or the family default), `--fps`, the
+    family's frame rule, and `--tokens` (a folder of saved tokens, for the model `model_id`)."""
+
+    num_frames: int | None
+    fps: float | None
+    rule: FrameRule = GENERIC
+    tokens_dir: str | None = None
+    model_id: str | None = None
+
+
+# What a decode task sends instead of frames when the video's tokens are saved in --tokens: the actor
+# loads them (it has the model, and the stored reduction may hold the model's own objects).
+SAVED_TOKENS = "saved-tokens"
+
+
+def _decode_row(row: dict[str, Any], inputs: VideoInputs, timeout_s: float | None) -> dict[str, Any]:
+    """Ray CPU task: decode one video (with the run's timeout); the frames travel in the row. A video
+    whose tokens are saved in `--tokens` is not decoded."""
     from mlbcli.prefetch import _inline, _inline_with_timeout
     from mlbcli.video import decode_frames
 
     items: list[Item] = pickle.loads(row["items"])
+    if inputs.tokens_dir is not None and inputs.model_id is not None:
+        from mlbcli.tokens_io import load_video_tokens
+
+        if load_video_tokens(inputs.tokens_dir, items[0], inputs.model_id) is not None:
+            return {**row, "decoded": pickle.dumps(SAVED_TOKENS), "decode_s": 0.0}
+    num_frames, fps, rule = inputs.num_frames, inputs.fps, inputs.rule
 
     def decode(path: str) -> Any:
         return decode_frames(path, num_frames=num_frames, fps=fps, rule=rule)
@@ -128,12 +146,20 @@ def _decode_row(
 class ModelActor:
     """One model load per actor; each call runs its videos through `ModelWorker`, like the local runner."""
 
-    def __init__(self, spec: ModelSpec, task: Task, asked: dict[str, Any], batch_size: int | None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        task: Task,
+        asked: dict[str, Any],
+        batch_size: int | None,
+        tokens_dir: str | None = None,
+    ):
         import torch
 
         from mlbcli.tasks import ModelWorker
 
         torch.manual_seed(spec.seed)
+        self.spec, self.tokens_dir = spec, tokens_dir
         self.worker = ModelWorker(spec.pipeline(), task, asked, batch_size)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
@@ -144,10 +170,13 @@ class ModelActor:
             batch["group"], batch["items"], batch["decoded"], batch["decode_s"], strict=True
         ):
             items, decoded = pickle.loads(items_blob), pickle.loads(decoded_blob)
-            error = decoded if isinstance(decoded, BaseException) else None
-            video = DecodedVideo(
-                items, frames=None if error else decoded, error=error, decode_s=float(decode_s)
-            )
+            if isinstance(decoded, str) and decoded == SAVED_TOKENS:
+                video = self._saved(items)
+            else:
+                error = decoded if isinstance(decoded, BaseException) else None
+                video = DecodedVideo(
+                    items, frames=None if error else decoded, error=error, decode_s=float(decode_s)
+                )
             videos.append(video)
             for position, item in enumerate(items):
                 where[id(item)] = (int(group), position)
@@ -157,6 +186,20 @@ class ModelActor:
                 out.append((*where[id(item)], row))
         return {"rows": [pickle.dumps(out)]}
 
+    def _saved(self, items: list[Item]) -> Any:
+        """The video from its saved tokens, as the local runner takes it (`api.saved_video`)."""
+        from mlbcli.api import saved_video
+        from mlbcli.tasks import DecodedVideo
+
+        assert self.tokens_dir is not None
+        video = saved_video(items, self.tokens_dir, self.worker.pipe, self.spec)
+        if video is None:  # found by the decode task, gone or changed since
+            video = DecodedVideo(
+                items,
+                error=UsageError(f"its saved tokens in {self.tokens_dir} changed during the run; run again"),
+            )
+        return video
+
 
 def ray_work(
     spec: ModelSpec,
@@ -165,9 +208,16 @@ def ray_work(
     asked: dict[str, Any],
     num_frames: int | None,
     rule: FrameRule = GENERIC,
+    tokens_dir: str | None = None,
 ) -> Callable[[list[list[Item]], Callable[[Item, dict[str, Any]], None]], None]:
     """The Ray counterpart of the local decode + `ModelWorker` loop: `work(groups, emit)`."""
     options = run.ray or RayOptions()
+    model_id = None
+    if tokens_dir is not None:  # what the saved tokens must have been made with (the adapter's model_id)
+        from mlbcli.models import resolve_model
+
+        model_id = resolve_model(spec.model).ref
+    inputs = VideoInputs(num_frames, spec.fps, rule, tokens_dir, model_id)
 
     def work(groups: list[list[Item]], emit: Callable[[Item, dict[str, Any]], None]) -> None:
         ray = require_ray()
@@ -189,7 +239,7 @@ def ray_work(
                 run,
                 task,
                 asked,
-                (num_frames, rule),
+                inputs,
                 actors,
                 gpus,
                 videos_per_call,
@@ -226,29 +276,29 @@ def _run_once(
     run: RunOptions,
     task: Task,
     asked: dict[str, Any],
-    sampling: tuple[int | None, FrameRule],
+    inputs: VideoInputs,
     actors: int,
     gpus: float,
     videos_per_call: int,
     options: RayOptions,
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """One pass of the pipeline over `groups`; yields (group, position in group, row) as rows arrive."""
-    num_frames, rule = sampling  # --frames (or the family default) and the family's frame rule
     rows = [{"group": index, "items": pickle.dumps(items)} for index, items in groups.items()]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     decoded = dataset.map(
         _decode_row,
-        fn_kwargs={
-            "num_frames": num_frames,
-            "fps": spec.fps,
-            "timeout_s": run.decode_timeout_s,
-            "rule": rule,
-        },
+        fn_kwargs={"inputs": inputs, "timeout_s": run.decode_timeout_s},
         num_cpus=1,
     )
     answered = decoded.map_batches(
         ModelActor,
-        fn_constructor_kwargs={"spec": spec, "task": task, "asked": asked, "batch_size": run.batch_size},
+        fn_constructor_kwargs={
+            "spec": spec,
+            "task": task,
+            "asked": asked,
+            "batch_size": run.batch_size,
+            "tokens_dir": inputs.tokens_dir,
+        },
         batch_size=videos_per_call,
         batch_format="numpy",
         # On the isolation pass (one video per call) an actor holds one task at a time, so a video that

@@ -89,6 +89,26 @@ def test_ray_runner_writes_exactly_the_local_rows(manifest, tmp_path):
     assert again.exit_code == 1 and _rows(tmp_path / "ray.parquet") == rows
 
 
+def test_saved_tokens_on_ray_give_the_local_rows(manifest, tmp_path):
+    """`answer --tokens` on Ray: videos with saved tokens skip decode and encode in the actors, the
+    others are decoded; rows equal the local runner's (saved tokens of a.mp4 and b.mp4, not c.mp4)."""
+    tokens = tmp_path / "tok"
+    compress = ["compress", manifest, "--model", _model(), "--frames", "4", "--save-tokens", tokens]
+    compress += ["--workers", "0", "-q", "--out", tmp_path / "c.parquet"]
+    CliRunner().invoke(app, [str(a) for a in compress])  # exit 1: the broken video and line
+    saved = {path.name: path for path in tokens.rglob("*.safetensors")}
+    assert len(saved) == 3
+    next(path for name, path in saved.items() if "c.mp4" in name).unlink()  # c.mp4 must be decoded
+    local = _answer(manifest, tmp_path / "local.parquet", "--tokens", tokens)
+    on_ray = _answer(manifest, tmp_path / "ray.parquet", "--tokens", tokens, "--runner", "ray")
+    assert (local.exit_code, on_ray.exit_code) == (1, 1)  # the broken video and line fail in both
+    rows = _rows(tmp_path / "ray.parquet")
+    assert rows == _rows(tmp_path / "local.parquet")
+    # the saved videos really came from the tokens: no decode time was spent on them
+    timing = {r["video_id"]: r["decode_s"] for r in read_results(tmp_path / "ray.parquet").to_pylist()}
+    assert timing["a.mp4"] == 0.0 and timing["sub/c.mp4"] > 0.0
+
+
 def test_ray_options_need_the_ray_runner(manifest, tmp_path):
     result = _answer(manifest, tmp_path / "x.parquet", "--gpus-per-worker", "1")
     assert result.exit_code == 2 and "--runner ray" in result.output
