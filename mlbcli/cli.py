@@ -231,7 +231,8 @@ Frames = Annotated[
     typer.Option(
         "--frames",
         metavar="N",
-        help="Frames sampled uniformly per video (default: the model's usual, 32 for LLaVA-OneVision).",
+        help="Frames sampled uniformly per video, first and last included (default: the model's usual, 32 "
+        "for LLaVA-OneVision; Qwen takes them in pairs).",
         rich_help_panel=INPUT,
     ),
 ]
@@ -240,7 +241,7 @@ Fps = Annotated[
     typer.Option(
         "--fps",
         metavar="RATE",
-        help="Sample at this rate instead (capped by --frames).",
+        help="Sample duration x RATE frames instead, spread over the whole clip (capped by --frames).",
         rich_help_panel=INPUT,
     ),
 ]
