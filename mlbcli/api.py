@@ -579,6 +579,16 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
         if not items or pipe is None:
             return
         num_frames = spec.frames if spec.frames is not None or spec.fps is not None else pipe.default_frames
+        if spec.frames is not None and spec.fps is None:
+            # said once here; every row also says it (`input_note`)
+            count = pipe.frame_rule.frame_count(spec.frames)
+            if count != spec.frames:
+                log.warning(
+                    "--frames %d -> %d: this model takes frames in groups of %d (as its reference processor)",
+                    spec.frames,
+                    count,
+                    pipe.frame_rule.multiple,
+                )
         by_video: dict[str, list[Item]] = {}
         for item in items:
             by_video.setdefault(item.video_path, []).append(item)

@@ -415,7 +415,7 @@ def test_pixels_are_normalised_8_bit_levels(adapters, frames, name):
     assert torch.equal(resize_frames(uint8, tuple(uint8.shape[-2:])), uint8)
 
 
-def test_cli_rows_say_when_a_qwen_frame_rule_changed_the_request(model_dirs, clips_dir, tmp_path):
+def test_cli_rows_say_when_a_qwen_frame_rule_changed_the_request(model_dirs, clips_dir, tmp_path, caplog):
     """End to end: `--frames 7` on Qwen samples 8 frames (pairs, as qwen-vl-utils) and the row says so;
     an even request leaves `input_note` null; `--temporal-spacing` is recorded in the options."""
     import json
@@ -432,6 +432,7 @@ def test_cli_rows_say_when_a_qwen_frame_rule_changed_the_request(model_dirs, cli
     assert result.exit_code == 0, result.output
     (row,) = read_results(out).to_pylist()
     assert row["frames"] == 8 and "--frames 7 -> 8" in row["input_note"]
+    assert caplog.text.count("--frames 7 -> 8: this model takes frames in groups of 2") == 1  # once, up front
     assert json.loads(row["options_json"])["temporal_spacing"] is None  # the default: reference
     resumed = CliRunner().invoke(  # the default named explicitly is the same run: resumes, nothing to do
         app,
