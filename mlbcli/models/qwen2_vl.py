@@ -47,12 +47,13 @@ applies the plain `apply_rotary_pos_emb` of the modelling file, so the base clas
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.errors import UsageError
-from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
 from mlbcli.sampling import FrameRule
 
 if TYPE_CHECKING:
@@ -108,11 +109,127 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
-class _QwenVLAdapter(ModelAdapter):
-    """Shared Qwen2-VL / Qwen2.5-VL logic; the subclasses differ in class and temporal position spacing."""
+class QwenVideoAdapter(ModelAdapter):
+    """What Qwen2-VL, Qwen2.5-VL and Qwen3-VL (`models/qwen3_vl.py`) share: frames in pairs, the
+    patchified pixel layout, one tower call per batch, 3-D M-RoPE positions from the model's own
+    `get_rope_index`. A subclass says how large the frames are (`frame_size`) and how they are normalised."""
 
     default_frames = 32
     frame_rule = QWEN_FRAME_RULE
+    pixel_mean: ClassVar[list[float]] = OPENAI_CLIP_MEAN  # when the checkpoint names none
+    pixel_std: ClassVar[list[float]] = OPENAI_CLIP_STD
+
+    def __init__(self, *args: Any, **options: Any):
+        if "temporal_spacing" in self.option_defaults:  # Qwen2.5-VL, Qwen3-VL: a value of the two
+            check_temporal_spacing(options.get("temporal_spacing"))
+        super().__init__(*args, **options)
+
+    @property
+    def _vision(self) -> Any:
+        return self.model.config.vision_config
+
+    @abc.abstractmethod
+    def frame_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        """(H', W') of every frame of a `num_frames`-frame video of (height, width) frames."""
+
+    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        import torch
+
+        vision = self._vision
+        P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
+        T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+        rh, rw = self.frame_size(T, H, W)
+        x = self.normalized_frames(frames, (rh, rw), mean=self.pixel_mean, std=self.pixel_std)
+        if pad := -T % TP:  # odd frame count: repeat the last frame (the processor's patchify)
+            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+        gt, gh, gw = x.shape[0] // TP, rh // P, rw // P
+        # [t, TP, 3, h/M, M, P, w/M, M, P] -> rows (t, h/M, w/M, M, M), columns (3, TP, P, P)
+        patches = x.view(gt, TP, 3, gh // M, M, P, gw // M, M, P).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        pixel = patches.reshape(gt * gh * gw, 3 * TP * P * P)
+        return {
+            "pixel_values_videos": pixel.to(device=self.device, dtype=self.dtype),
+            "video_grid_thw": torch.tensor([[gt, gh, gw]], device=self.device),
+        }
+
+    def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
+        return self.encode_batch([pixel_inputs])[0]
+
+    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
+        """All videos through the tower in one call: patches concatenated, one grid row per video (the
+        tower's attention windows never cross a video, as in the stock multi-video forward); per video
+        the merged tokens, a mean tower state per temporal patch, and `layer_features` if the family has
+        them."""
+        import torch
+
+        grid_thw = torch.cat([inputs["video_grid_thw"] for inputs in pixel_inputs])  # [B, 3]
+        pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs])
+        out = self.model.model.get_video_features(
+            pixel_values_videos=pixel, video_grid_thw=grid_thw, return_dict=True
+        )
+        M = self._vision.spatial_merge_size
+        hidden = out.last_hidden_state  # [sum t*h*w, Dv], grouped by video then temporal patch
+        videos, start = [], 0
+        for index, (gt, gh, gw) in enumerate(grid_thw.tolist()):
+            n = (gh // M) * (gw // M)
+            pooled = out.pooler_output[index]  # [t * n, D] in (t, row, col) raster order
+            frame_features = None
+            if hidden is not None:
+                stop = start + gt * gh * gw
+                frame_features = hidden[start:stop].float().reshape(gt, gh * gw, -1).mean(dim=1)
+                start = stop
+            videos.append(
+                VideoTokens(
+                    features=pooled.reshape(gt, n, -1),
+                    grid=(gh // M, gw // M),
+                    extra=None,
+                    frame_features=frame_features,
+                    layer_features=self.layer_features(out, index, (gt, n)),
+                )
+            )
+        return videos
+
+    def layer_features(
+        self, tower_output: Any, index: int, shape: tuple[int, int]
+    ) -> dict[int, torch.Tensor]:
+        """Decoder layer -> [t, n, D] features the LLM adds at video `index`'s tokens; none here."""
+        return {}
+
+    def video_grid_thw(self, video: VideoTokens) -> torch.Tensor:
+        """[[t, h, w]] in tower patches, recovered from the token grid (also for saved tokens)."""
+        import torch
+
+        M = self._vision.spatial_merge_size
+        h, w = video.grid
+        return torch.tensor([[video.num_frames, h * M, w * M]], device=self.device)
+
+    def mm_token_type_ids(self, prompt: Prompt) -> torch.Tensor:
+        """Text 0, image 1, video 2, as the official processor builds them."""
+        ids = prompt.input_ids
+        cfg = self.model.config
+        return (ids == cfg.image_token_id).int() + 2 * (ids == cfg.video_token_id).int()
+
+    def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
+        """The keyword arguments the stock model's `get_rope_index` / `forward` take for this prompt."""
+        return {
+            "mm_token_type_ids": self.mm_token_type_ids(prompt).to(self.device),
+            "video_grid_thw": self.video_grid_thw(video),
+        }
+
+    def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
+        """3-D M-RoPE positions [3, 1, L] from the model's own `get_rope_index`."""
+        positions, _ = self.model.model.get_rope_index(
+            prompt.input_ids.to(self.device), **self.rope_kwargs(prompt, video)
+        )
+        return positions
+
+    def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
+        """Stock decoding: position = cache length + rope_delta = max(prefill positions) + 1 + step, all axes."""
+        value = position_ids.max() + 1 + steps
+        return value.view(1, 1, 1).expand(3, position_ids.shape[-2], 1)
+
+
+class _QwenVLAdapter(QwenVideoAdapter):
+    """Shared Qwen2-VL / Qwen2.5-VL logic; the subclasses differ in class and temporal position spacing."""
 
     # Per-frame pixel bounds overriding the checkpoint's (`--min-pixels` / `--max-pixels`).
     option_defaults: ClassVar[dict[str, Any]] = {"min_pixels": None, "max_pixels": None}
@@ -134,10 +251,6 @@ class _QwenVLAdapter(ModelAdapter):
         return max(1, per_patch // vision.temporal_patch_size)
 
     # -- vision side -----------------------------------------------------------------------------------
-    @property
-    def _vision(self) -> Any:
-        return self.model.config.vision_config
-
     @property
     def pixel_bounds(self) -> tuple[int, int]:
         """(min_pixels, max_pixels) per frame: overrides > video config > video defaults.
@@ -191,62 +304,8 @@ class _QwenVLAdapter(ModelAdapter):
             f"{num_frames} frames share the video's pixel budget",
         )
 
-    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
-        import torch
-
-        vision = self._vision
-        P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
-        T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-        rh, rw = self.resized_size(H, W, T)
-        x = self.normalized_frames(frames, (rh, rw))  # [T, 3, rh, rw]
-        if pad := -T % TP:  # odd frame count: repeat the last frame (official patchify)
-            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
-        gt, gh, gw = x.shape[0] // TP, rh // P, rw // P
-        patches = x.view(gt, TP, 3, gh // M, M, P, gw // M, M, P).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-        pixel = patches.reshape(gt * gh * gw, 3 * TP * P * P)
-        return {
-            "pixel_values_videos": pixel.to(device=self.device, dtype=self.dtype),
-            "video_grid_thw": torch.tensor([[gt, gh, gw]], device=self.device),
-        }
-
-    def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
-        return self.encode_batch([pixel_inputs])[0]
-
-    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
-        """All videos through the tower in one call: patches concatenated, one grid row per video (the
-        tower's attention windows never cross a video, as in the stock multi-video forward)."""
-        import torch
-
-        grid_thw = torch.cat([inputs["video_grid_thw"] for inputs in pixel_inputs])  # [B, 3]
-        pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs])
-        out = self.model.model.get_video_features(
-            pixel_values_videos=pixel, video_grid_thw=grid_thw, return_dict=True
-        )
-        M = self._vision.spatial_merge_size
-        hidden = out.last_hidden_state  # [sum t*h*w, Dv], grouped by video then temporal patch
-        videos, start = [], 0
-        for index, (gt, gh, gw) in enumerate(grid_thw.tolist()):
-            pooled = out.pooler_output[index]  # [t * h/M * w/M, D] in (t, row, col) raster order
-            features = pooled.reshape(gt, (gh // M) * (gw // M), -1)
-            frame_features = None
-            if hidden is not None:
-                stop = start + gt * gh * gw
-                frame_features = hidden[start:stop].float().reshape(gt, gh * gw, -1).mean(dim=1)
-                start = stop
-            videos.append(
-                VideoTokens(
-                    features=features, grid=(gh // M, gw // M), extra=None, frame_features=frame_features
-                )
-            )
-        return videos
-
-    def video_grid_thw(self, video: VideoTokens) -> torch.Tensor:
-        """[[t, h, w]] in 14-px patches, recovered from the token grid (also for saved tokens)."""
-        import torch
-
-        M = self._vision.spatial_merge_size
-        h, w = video.grid
-        return torch.tensor([[video.num_frames, h * M, w * M]], device=self.device)
+    def frame_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        return self.resized_size(height, width, num_frames)
 
     # -- text side -------------------------------------------------------------------------------------
     @property
@@ -263,33 +322,8 @@ class _QwenVLAdapter(ModelAdapter):
             num_visual=video.num_visual,
         )
 
-    def mm_token_type_ids(self, prompt: Prompt) -> torch.Tensor:
-        """Text 0, image 1, video 2, as the official processor builds them."""
-        ids = prompt.input_ids
-        cfg = self.model.config
-        return (ids == cfg.image_token_id).int() + 2 * (ids == cfg.video_token_id).int()
-
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         return self._splice_visual(prompt, video)  # [1, L, D]; no structural tokens (extra is None)
-
-    def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
-        """The keyword arguments the stock model's `get_rope_index` / `forward` take for this prompt."""
-        return {
-            "mm_token_type_ids": self.mm_token_type_ids(prompt).to(self.device),
-            "video_grid_thw": self.video_grid_thw(video),
-        }
-
-    def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
-        """3-D M-RoPE positions [3, 1, L] from the model's own `get_rope_index`."""
-        positions, _ = self.model.model.get_rope_index(
-            prompt.input_ids.to(self.device), **self.rope_kwargs(prompt, video)
-        )
-        return positions
-
-    def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
-        """Stock decoding: position = cache length + rope_delta = max(prefill positions) + 1 + step, all axes."""
-        value = position_ids.max() + 1 + steps
-        return value.view(1, 1, 1).expand(3, position_ids.shape[-2], 1)
 
 
 class Qwen2VLAdapter(_QwenVLAdapter):
@@ -313,10 +347,6 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spellin
         "temporal_spacing": "reference",
     }
     temporal_spacing: str
-
-    def __init__(self, *args: Any, **options: Any):
-        super().__init__(*args, **options)
-        check_temporal_spacing(self.temporal_spacing)
 
     @classmethod
     def model_class(cls) -> type[Any]:

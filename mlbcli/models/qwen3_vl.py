@@ -49,15 +49,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
-from mlbcli.models.qwen2_vl import QWEN_FRAME_RULE, cap_note, check_temporal_spacing
+from mlbcli.models.base import Prompt, VideoTokens
+from mlbcli.models.qwen2_vl import QwenVideoAdapter, cap_note
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from mlbcli.engine import ModelInputs
@@ -122,11 +120,11 @@ class Qwen3Prompt(Prompt):
         return self.slots
 
 
-class Qwen3VLAdapter(ModelAdapter):
+class Qwen3VLAdapter(QwenVideoAdapter):
     family = "qwen3_vl"
     model_types = ("qwen3_vl",)
-    default_frames = 32
-    frame_rule = QWEN_FRAME_RULE
+    pixel_mean = IMAGE_STANDARD_MEAN
+    pixel_std = IMAGE_STANDARD_STD
 
     # Per-FRAME pixel bounds overriding the checkpoint's volume bounds (`--min-pixels` / `--max-pixels`);
     # "reference" frame times = index / container fps, as the processor's metadata gives them, or "exact":
@@ -139,10 +137,6 @@ class Qwen3VLAdapter(ModelAdapter):
     min_pixels: int | None
     max_pixels: int | None
     temporal_spacing: str
-
-    def __init__(self, *args: Any, **options: Any):
-        super().__init__(*args, **options)
-        check_temporal_spacing(self.temporal_spacing)
 
     @classmethod
     def model_class(cls) -> type[Any]:
@@ -166,10 +160,6 @@ class Qwen3VLAdapter(ModelAdapter):
         return cls.visual_tokens(config, cls.default_frames) // cls.default_frames
 
     # -- vision side -------------------------------------------------------------------------------------
-    @property
-    def _vision(self) -> Any:
-        return self.model.config.vision_config
-
     def volume_bounds(self, num_frames: int) -> tuple[int, int]:
         """(min, max) pixels of the whole video: per-frame overrides x frames > video config > published."""
         cfg = self.preprocess_config
@@ -227,71 +217,16 @@ class Qwen3VLAdapter(ModelAdapter):
             max_pixels=hi,
         )
 
-    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
-        import torch
+    def frame_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        return self.resized_size(num_frames, height, width)
 
-        vision = self._vision
-        P, M, TP = vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size
-        T, H, W = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-        rh, rw = self.resized_size(T, H, W)
-        x = self.normalized_frames(frames, (rh, rw), mean=IMAGE_STANDARD_MEAN, std=IMAGE_STANDARD_STD)
-        if pad := -T % TP:  # odd frame count: repeat the last frame (the processor's patchify)
-            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
-        gt, gh, gw = x.shape[0] // TP, rh // P, rw // P
-        # [t, TP, 3, h/M, M, P, w/M, M, P] -> rows (t, h/M, w/M, M, M), columns (3, TP, P, P)
-        patches = x.view(gt, TP, 3, gh // M, M, P, gw // M, M, P).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-        pixel = patches.reshape(gt * gh * gw, 3 * TP * P * P)
-        return {
-            "pixel_values_videos": pixel.to(device=self.device, dtype=self.dtype),
-            "video_grid_thw": torch.tensor([[gt, gh, gw]], device=self.device),
-        }
-
-    def encode(self, pixel_inputs: dict[str, torch.Tensor]) -> VideoTokens:
-        return self.encode_batch([pixel_inputs])[0]
-
-    def encode_batch(self, pixel_inputs: Sequence[dict[str, torch.Tensor]]) -> list[VideoTokens]:
-        """All videos through the tower in one call (its attention never crosses a frame); per video the
-        merged tokens, the DeepStack features of each LLM layer and a mean tower state per patch."""
-        import torch
-
-        grid_thw = torch.cat([inputs["video_grid_thw"] for inputs in pixel_inputs])  # [B, 3]
-        pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs])
-        out = self.model.model.get_video_features(
-            pixel_values_videos=pixel, video_grid_thw=grid_thw, return_dict=True
-        )
-        M = self._vision.spatial_merge_size
-        hidden = out.last_hidden_state  # [sum t*h*w, Dv], grouped by video then temporal patch
-        deepstack = out.deepstack_features or []  # per LLM layer l: one [t*h/M*w/M, D] per video
-        videos, start = [], 0
-        for index, (gt, gh, gw) in enumerate(grid_thw.tolist()):
-            n = (gh // M) * (gw // M)
-            pooled = out.pooler_output[index]  # [t * n, D] in (t, row, col) raster order
-            frame_features = None
-            if hidden is not None:
-                stop = start + gt * gh * gw
-                frame_features = hidden[start:stop].float().reshape(gt, gh * gw, -1).mean(dim=1)
-                start = stop
-            videos.append(
-                VideoTokens(
-                    features=pooled.reshape(gt, n, -1),
-                    grid=(gh // M, gw // M),
-                    extra=None,
-                    frame_features=frame_features,
-                    layer_features={
-                        layer: per_video[index].reshape(gt, n, -1)
-                        for layer, per_video in enumerate(deepstack)
-                    },
-                )
-            )
-        return videos
-
-    def video_grid_thw(self, video: VideoTokens) -> torch.Tensor:
-        """[[t, h, w]] in 16-px patches, recovered from the token grid (also for saved tokens)."""
-        import torch
-
-        M = self._vision.spatial_merge_size
-        h, w = video.grid
-        return torch.tensor([[video.num_frames, h * M, w * M]], device=self.device)
+    def layer_features(
+        self, tower_output: Any, index: int, shape: tuple[int, int]
+    ) -> dict[int, torch.Tensor]:
+        """DeepStack: per LLM layer l, the [t, n, D] features added at the video's tokens (`deepstack_features`
+        holds one [t*n, D] per video for each layer)."""
+        deepstack = tower_output.deepstack_features or []
+        return {layer: per_video[index].reshape(*shape, -1) for layer, per_video in enumerate(deepstack)}
 
     def patch_timestamps(self, video: VideoTokens) -> list[float]:
         """Seconds of each temporal patch: mean of its first and last frame (`_calculate_timestamps`)."""
@@ -375,12 +310,6 @@ class Qwen3VLAdapter(ModelAdapter):
             slots=torch.tensor(slots, dtype=torch.long),
         )
 
-    def mm_token_type_ids(self, prompt: Prompt) -> torch.Tensor:
-        """Text 0, image 1, video 2, as the official processor builds them."""
-        ids = prompt.input_ids
-        cfg = self.model.config
-        return (ids == cfg.image_token_id).int() + 2 * (ids == cfg.video_token_id).int()
-
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         """Token embeddings with the frame tokens written at their slots, as the stock `masked_scatter`."""
         embeds = self.decoder.embed_tokens(prompt.input_ids.to(self.device))  # [1, L, D]
@@ -389,20 +318,6 @@ class Qwen3VLAdapter(ModelAdapter):
         )  # [T*N, D]
         embeds[0, prompt.visual_slots().to(self.device)] = visual
         return embeds
-
-    def rope_kwargs(self, prompt: Prompt, video: VideoTokens) -> dict[str, Any]:
-        """The keyword arguments the stock model's `get_rope_index` takes for this prompt."""
-        return {
-            "mm_token_type_ids": self.mm_token_type_ids(prompt).to(self.device),
-            "video_grid_thw": self.video_grid_thw(video),
-        }
-
-    def position_ids(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
-        """3-D M-RoPE positions [3, 1, L] from the model's own `get_rope_index`."""
-        positions, _ = self.model.model.get_rope_index(
-            prompt.input_ids.to(self.device), **self.rope_kwargs(prompt, video)
-        )
-        return positions
 
     def model_inputs(self, prompt: Prompt, video: VideoTokens) -> ModelInputs:
         """The base inputs plus DeepStack: per LLM layer, [T*N, D] residuals indexed by visual id."""
@@ -419,11 +334,6 @@ class Qwen3VLAdapter(ModelAdapter):
             for layer, features in video.layer_features.items()
         }
         return inputs
-
-    def next_positions(self, position_ids: torch.Tensor, steps: int) -> torch.Tensor:
-        """Stock decoding: position = cache length + rope_delta = max(prefill positions) + 1 + step, all axes."""
-        value = position_ids.max() + 1 + steps
-        return value.view(1, 1, 1).expand(3, position_ids.shape[-2], 1)
 
 
 class Qwen3VLMoeAdapter(Qwen3VLAdapter):
