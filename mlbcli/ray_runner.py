@@ -122,9 +122,9 @@ def _decode_row(row: dict[str, Any], inputs: VideoInputs, timeout_s: float | Non
 
     items: list[Item] = pickle.loads(row["items"])
     if inputs.tokens_dir is not None and inputs.model_id is not None:
-        from mlbcli.tokens_io import load_video_tokens
+        from mlbcli.tokens_io import find_video_tokens
 
-        if load_video_tokens(inputs.tokens_dir, items[0], inputs.model_id) is not None:
+        if find_video_tokens(inputs.tokens_dir, items[0], inputs.model_id) is not None:  # metadata only
             return {**row, "decoded": pickle.dumps(SAVED_TOKENS), "decode_s": 0.0}
     num_frames, fps, rule = inputs.num_frames, inputs.fps, inputs.rule
 

@@ -207,12 +207,9 @@ def sample_indices(
     *,
     num_frames: int | None,
     fps: float | None,
-    rule: FrameRule = GENERIC,
 ) -> list[int]:
-    """Pick the sampler for the CLI options: ``fps`` wins (capped by ``num_frames``), else uniform;
-    a family `rule` adjusts the count (`plan_frames`)."""
-    if rule != GENERIC:
-        return plan_frames(num_frames_total, native_fps, num_frames=num_frames, fps=fps, rule=rule).indices
+    """Pick the sampler for the CLI options: ``fps`` wins (capped by ``num_frames``), else uniform. Without
+    a family rule; `plan_frames` applies one."""
     if fps is not None:
         return SAMPLERS["fps"](num_frames_total, native_fps, fps, max_frames=num_frames)
     if num_frames is None:

@@ -33,7 +33,7 @@ from mlbcli import engine
 from mlbcli.errors import UsageError
 from mlbcli.models.base import INPUTS_VERSION, VideoTokens, sampled_fps
 from mlbcli.naming import safe_name
-from mlbcli.sampling import GENERIC, FrameRule
+from mlbcli.sampling import GENERIC, FrameRule, plan_frames
 from mlbcli.selection.base import Method, MethodOptions
 
 if TYPE_CHECKING:
@@ -169,6 +169,7 @@ class SavedTokens:
                 layer_features[int(name.rsplit(".", 1)[1])] = full.view(T, N, -1)
         self.tensors = tensors
         self.timestamps_s = json.loads(metadata["timestamps_s"])
+        frame_indices = json.loads(metadata.get("frame_indices", "[]"))
         self.tokens = VideoTokens(
             features=features,
             grid=(h, w),
@@ -177,11 +178,11 @@ class SavedTokens:
             timestamps_s=self.timestamps_s,
             layer_features=layer_features,
             # older token files lack these; the adapters then fall back to the timestamps
-            frame_indices=json.loads(metadata.get("frame_indices", "[]")),
+            frame_indices=frame_indices,
             native_fps=float(metadata["native_fps"]) if "native_fps" in metadata else None,
             input_note=json.loads(metadata.get("input_note", "null")),
             sampled_fps=sampled_fps(
-                len(json.loads(metadata.get("frame_indices", "[]"))),
+                len(frame_indices),
                 int(metadata.get("num_frames_total", 0)),
                 float(metadata.get("native_fps", 0.0)),
             ),
@@ -212,8 +213,6 @@ class SavedTokens:
         """
         if num_frames is None and fps is None:
             return None
-        from mlbcli.sampling import sample_indices
-
         asked = " ".join(
             f"--{name} {value:g}"
             for name, value in (("frames", num_frames), ("fps", fps))
@@ -223,9 +222,9 @@ class SavedTokens:
         if "frame_indices" in self.metadata:
             total = int(self.metadata["num_frames_total"])
             native_fps = float(self.metadata["native_fps"])
-            expected = sample_indices(
+            expected = plan_frames(
                 total, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps, rule=rule
-            )
+            ).indices
             if expected == json.loads(self.metadata["frame_indices"]):
                 return None
             wanted: int | None = len(expected)
@@ -253,6 +252,19 @@ def load_video_tokens(folder: str | Path, item: Item, model_id: str) -> SavedTok
     """
     from safetensors import safe_open
 
+    path = find_video_tokens(folder, item, model_id)
+    if path is None:
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    return SavedTokens(path, tensors, metadata)
+
+
+def find_video_tokens(folder: str | Path, item: Item, model_id: str) -> Path | None:
+    """The file `load_video_tokens` would load, checked from its metadata alone (no tensors read), or None."""
+    from safetensors import safe_open
+
     from mlbcli.sources import fingerprint
 
     path = tokens_path(folder, item.video_id)
@@ -262,23 +274,22 @@ def load_video_tokens(folder: str | Path, item: Item, model_id: str) -> SavedTok
             return None
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
-        if metadata.get("video_id") != item.video_id:
-            log.warning(
-                "ignoring %s: it holds the tokens of video %r, not %r",
-                path,
-                metadata.get("video_id"),
-                item.video_id,
-            )
+    if metadata.get("video_id") != item.video_id:
+        log.warning(
+            "ignoring %s: it holds the tokens of video %r, not %r",
+            path,
+            metadata.get("video_id"),
+            item.video_id,
+        )
+        return None
+    if metadata.get("format_version") != FORMAT_VERSION or metadata.get("model") != model_id:
+        return None
+    try:
+        if metadata.get("fingerprint") != fingerprint(item.video_path):
             return None
-        if metadata.get("format_version") != FORMAT_VERSION or metadata.get("model") != model_id:
-            return None
-        try:
-            if metadata.get("fingerprint") != fingerprint(item.video_path):
-                return None
-        except OSError:
-            pass  # the video itself is gone: the saved tokens are all we have, use them
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    return SavedTokens(path, tensors, metadata)
+    except OSError:
+        pass  # the video itself is gone: the saved tokens are all we have, use them
+    return path
 
 
 class StoredReduction(Method):
