@@ -59,7 +59,7 @@ typecheck: install
 	$(BIN)/mypy mlbcli
 
 completions: install
-	$(BIN)/python -m mlbcli.completions completions/
+	$(BIN)/python -m mlbcli.cli.completions completions/
 
 examples: install
 	$(BIN)/python examples/make_clips.py examples/clips

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 import bench_prefill  # noqa: E402
 import bench_throughput  # noqa: E402
 
-from mlbcli import engine  # noqa: E402
+from mlbcli.engine import batch as engine  # noqa: E402
 
 
 def _capture(fn: Any, argv: list[str]) -> str:

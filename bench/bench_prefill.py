@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlbcli import engine  # noqa: E402
-from mlbcli.flops import LLMDims  # noqa: E402
+from mlbcli.engine import batch as engine  # noqa: E402
+from mlbcli.engine.flops import LLMDims  # noqa: E402
+from mlbcli.engine.pipeline import token_stats  # noqa: E402
 from mlbcli.models.base import Prompt, VideoTokens  # noqa: E402
-from mlbcli.runner import token_stats  # noqa: E402
 from mlbcli.selection import MethodOptions, get_method  # noqa: E402
 from mlbcli.selection import presets as _presets  # noqa: E402, F401  (registers the debiased presets)
 from mlbcli.selection.base import method_option_rules  # noqa: E402
@@ -207,7 +207,7 @@ def probe_compute_seconds(
     adapter: BenchAdapter, req: Request, layer: int, device: str, repeats: int = 5
 ) -> float:
     """Median time of the probe's own work (hooks + `received()`) on decoder layer `layer - 1` alone."""
-    from mlbcli.probe import attention_probe
+    from mlbcli.engine.probe import attention_probe
 
     block = adapter.layers[layer - 1]
     cos_sin = adapter.rotary(req.embeds, req.positions)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_prefill import peak_memory, sync  # noqa: E402  (one memory/timing helper for every bench)
 
-from mlbcli.runner import Pipeline, Request  # noqa: E402
+from mlbcli.engine.pipeline import Pipeline, Request  # noqa: E402
 from mlbcli.selection import MethodOptions, get_method  # noqa: E402
 
 ARCHS = {
@@ -58,7 +58,7 @@ def build_pipeline(
     )
 
     from mlbcli.models.llava_onevision import LlavaOnevisionAdapter
-    from mlbcli.tiny import _build_tokenizer
+    from mlbcli.testing.tiny import _build_tokenizer
 
     layers, hidden, ffn, heads, kv, v_layers, v_hidden, v_ffn, v_heads, px = ARCHS[arch]
     tok = _build_tokenizer()

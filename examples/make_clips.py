@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlbcli.video import make_test_video
+from mlbcli.io.video import make_test_video
 
 CLIPS = {
     "moving.mp4": {"pattern": "moving", "num_frames": 64, "seed": 1},

@@ -1,5 +1,5 @@
 """`python -m mlbcli` is the `mlb` command."""
 
-from mlbcli.cli import main
+from mlbcli.cli.app import main
 
 main()

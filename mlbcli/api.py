@@ -1,4 +1,4 @@
-"""The library API: one function per subcommand. The CLI (`mlbcli.cli`) is a thin layer over these.
+"""The library API: one function per subcommand. The CLI (`mlbcli.cli.app`) is a thin layer over these.
 
 Each function takes sources (files, folders, manifests, "-"), runs the batch with bounded decode
 prefetch, writes one row per item through an atomic, resumable `ResultWriter`, and returns a
@@ -15,25 +15,33 @@ import collections
 import functools
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mlbcli import __version__
 from mlbcli.errors import MlbError, UsageError
-from mlbcli.progress import NullReporter, Reporter, model_loading_text, report_status
-from mlbcli.sources import Item, fingerprint, iter_items, printable
-from mlbcli.tasks import DEFAULT_SUMMARY_PROMPT  # the one definition (tasks imports no torch)
+from mlbcli.io.sources import Item, fingerprint, iter_items, printable
+from mlbcli.options import (
+    REQUIRED_ON_RESUME,
+    RESULT_OPTIONS,
+    UNUSED_WHEN_NONE,
+    ModelSpec,
+    RunOptions,
+    _inputs_version,
+    _model_spec,
+    _validate_sampling,
+)
+from mlbcli.runners.progress import NullReporter, Reporter, model_loading_text, report_status
+from mlbcli.runners.tasks import DEFAULT_SUMMARY_PROMPT  # the one definition (tasks imports no torch)
 
 if TYPE_CHECKING:
-    from mlbcli.ray_runner import RayOptions
-    from mlbcli.runner import Pipeline
-    from mlbcli.sampling import FrameRule
-    from mlbcli.tasks import DecodedVideo, Task
-    from mlbcli.video import Frames
+    from mlbcli.engine.pipeline import Pipeline
+    from mlbcli.io.sampling import FrameRule
+    from mlbcli.io.video import Frames
+    from mlbcli.runners.tasks import DecodedVideo, Task
 
 log = logging.getLogger(__name__)
 
@@ -84,48 +92,6 @@ class RunSummary:
             self.correct += int(bool(row["correct"]))
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Options shared by every batch command."""
-
-    out: str | None = None  # output path, "-" for JSON lines on stdout; None = <kind>.parquet
-    fmt: str | None = None  # parquet | jsonl | csv; None = from the suffix
-    resume: bool = True
-    overwrite: bool = False
-    fail_fast: bool = False
-    workers: int = 2  # background decode processes (0 = decode inline, still with the timeout)
-    prefetch: int = 4  # decoded videos buffered ahead of the model
-    decode_timeout_s: float | None = 120.0  # None = no limit (library use only)
-    batch_size: int | None = None  # items per model batch; None = auto (1 on CPU, largest that fits on CUDA)
-    runner: str = "local"  # "local" (this process) or "ray" (Ray Data: decode tasks + model actor pool)
-    ray: RayOptions | None = None  # where and how wide the Ray runner runs (runner "ray" only)
-    num_shards: int = 1  # split the videos over independent processes (GPUs, SLURM array tasks)...
-    shard_index: int = 0  # ...and this process takes shard `shard_index` (0-based)
-
-    def __post_init__(self) -> None:
-        if self.runner not in ("local", "ray"):
-            raise UsageError(f"--runner must be local or ray, not {self.runner!r}")
-        if self.ray is not None and self.runner != "ray":
-            raise UsageError("--ray-address, --gpus-per-worker and --workers-per-node apply to --runner ray")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1 or auto, got {self.batch_size}")
-        # Checked here, not only in the CLI, so library callers get a one-line usage error, not a
-        # ValueError from deep inside prefetch after the writer has been opened.
-        if self.workers < 0:
-            raise UsageError(f"--workers must be >= 0, got {self.workers}")
-        if self.prefetch < 1:
-            raise UsageError(f"prefetch must be >= 1, got {self.prefetch}")
-        if self.decode_timeout_s is not None and not (0 < self.decode_timeout_s < math.inf):
-            raise UsageError(
-                f"--decode-timeout must be a finite number of seconds > 0, got {self.decode_timeout_s}"
-            )
-        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
-            raise UsageError(
-                f"--shard-index must be in 0..{self.num_shards - 1} and --num-shards >= 1, "
-                f"got {self.shard_index}/{self.num_shards}"
-            )
-
-
 def shard_of(video_id: str, num_shards: int) -> int:
     """The shard a video belongs to: a stable hash of its id, so that every run (and every question
     of one video) agrees, whatever the order or number of sources."""
@@ -153,7 +119,7 @@ def _provenance(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error_text(error: BaseException) -> str:
-    from mlbcli.tasks import error_text
+    from mlbcli.runners.tasks import error_text
 
     return error_text(error)
 
@@ -162,8 +128,8 @@ def _decode_group(
     group: list[Item], num_frames: int | None, fps: float | None, rule: FrameRule | None = None
 ) -> Frames:
     """Worker-side decode of one video (top level, so decode processes can pickle it)."""
-    from mlbcli.sampling import GENERIC
-    from mlbcli.video import decode_frames
+    from mlbcli.io.sampling import GENERIC
+    from mlbcli.io.video import decode_frames
 
     return decode_frames(group[0].video_path, num_frames=num_frames, fps=fps, rule=rule or GENERIC)
 
@@ -176,7 +142,7 @@ def _open_writer(
     unique_key: Sequence[str] | None,
     metadata: dict[str, str],
 ):
-    from mlbcli.writers import ResultWriter
+    from mlbcli.io.writers import ResultWriter
 
     out = run.out or f"{kind}.parquet"
     return ResultWriter(
@@ -202,7 +168,7 @@ def _decoded(
     """(group, Frames or exception, seconds waited) in input order, decoded ahead in the background.
 
     `rule` is the model family's frame rule (`ModelAdapter.frame_rule`); none for `mlb sample`."""
-    from mlbcli.prefetch import prefetch
+    from mlbcli.io.prefetch import prefetch
 
     decode = functools.partial(_decode_group, num_frames=num_frames, fps=fps, rule=rule)
     waited = time.perf_counter()
@@ -211,39 +177,6 @@ def _decoded(
     ):
         yield group, result, time.perf_counter() - waited
         waited = time.perf_counter()
-
-
-# Options that change what a row contains: resuming a file written with other values would mix
-# configurations in one table, so it is refused (use --overwrite or another --out).
-RESULT_OPTIONS = (
-    "model",
-    "method",
-    "keep",
-    "layer",
-    "query",
-    "debias",
-    "params",
-    "variant",
-    "positions",
-    "strict_keep",
-    "seed",
-    "frames",
-    "fps",
-    "max_new_tokens",
-    "prompt",
-    "benchmark",
-    "min_pixels",
-    "max_pixels",
-    "temporal_spacing",
-    "inputs",
-    "dtype",
-)
-# Options whose absence in an older file means it predates them and differs ("inputs": before the
-# reference processors' conventions, mlb resized without rounding and timed Qwen's patches otherwise).
-REQUIRED_ON_RESUME = ("inputs",)
-
-
-UNUSED_WHEN_NONE = ("keep", "layer", "query")
 
 
 def _check_same_config(writer: Any, options: dict[str, Any]) -> None:
@@ -391,7 +324,7 @@ def _score_whole_file(summary: RunSummary, run: RunOptions) -> None:
     """
     if not summary.out or summary.out == "-":
         return
-    from mlbcli.score import score_file
+    from mlbcli.eval.score import score_file
 
     try:
         score = score_file(summary.out, fmt=run.fmt)
@@ -403,148 +336,13 @@ def _score_whole_file(summary: RunSummary, run: RunOptions) -> None:
         summary.graded, summary.correct = score.n, score.correct
 
 
-def _inputs_version() -> int:
-    """`models.base.INPUTS_VERSION`, imported when a spec is built (the CLI's --help stays light)."""
-    from mlbcli.models.base import INPUTS_VERSION
-
-    return INPUTS_VERSION
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model, method and sampling a model command runs with (validated before any work)."""
-
-    model: str
-    method: str = "none"
-    # None = not given: the method's own default (keep 1.0, layer 2, its query); an option given to a
-    # method that does not use it is a UsageError (`selection.base.check_method_options`).
-    keep: float | None = None
-    layer: int | None = None
-    query: str | None = None
-    debias: tuple[str, ...] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    variant: str | None = None  # "paper" / "official" (peers), "budget" / "paper" (mlb)
-    positions: str | None = None  # "original" / "contiguous" ids of tokens kept before the LLM
-    strict_keep: bool = False  # a row whose method missed its budget is an error row
-    seed: int = 0
-    frames: int | None = None
-    fps: float | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    min_pixels: int | None = None  # Qwen2-VL family: per-frame pixel bounds (as the official processor)
-    max_pixels: int | None = None
-    # Qwen2.5-VL / Qwen3-VL: "reference" (None: the official processors' timing) or "exact" (real times)
-    temporal_spacing: str | None = None
-    # Version of mlb's input preparation (resize, frame counts, timing); recorded so that resuming a file
-    # made by an mlb that prepared inputs otherwise is refused. 2: the reference processors' conventions.
-    inputs: int = field(default_factory=_inputs_version)
-
-    def __post_init__(self) -> None:
-        _validate_sampling(self.frames, self.fps)
-        if self.temporal_spacing is not None:
-            from mlbcli.models.qwen2_vl import check_temporal_spacing
-
-            check_temporal_spacing(self.temporal_spacing)
-        from mlbcli.selection.base import canonical_method_name, validate_method_options
-
-        # UsageError on bad --keep/--layer/--query, or one the method does not use, before any work
-        # (torch-free: the CLI checks before loading anything)
-        validate_method_options(canonical_method_name(self.method), self.method_options())
-
-    def method_options(self) -> Any:
-        from mlbcli.selection import MethodOptions
-
-        return MethodOptions(
-            keep=self.keep,
-            layer=self.layer,
-            query=self.query,
-            seed=self.seed,
-            debias=self.debias,
-            params=dict(self.params),
-            variant=self.variant,
-            positions=self.positions,
-        )
-
-    def recorded(self) -> dict[str, Any]:
-        """The spec as recorded in `options_json` and compared on resume: keep/layer/query resolved to
-        what the method runs with (None where the method does not use them), so a changed default (or
-        an explicit value equal to it) compares by meaning."""
-        from mlbcli.selection.base import canonical_method_name, method_defaults, method_option_rules
-
-        name = canonical_method_name(self.method)
-        used, _ = method_option_rules(name)
-        defaults = method_defaults(name)
-        out = asdict(self)
-        for key in ("keep", "layer", "query"):
-            out[key] = (out[key] if out[key] is not None else defaults[key]) if key in used else None
-        if out["temporal_spacing"] == "reference":  # the default, given explicitly: the same run
-            out["temporal_spacing"] = None
-        return out
-
-    def keep_requested(self) -> float | None:
-        """The `keep_requested` column: --keep (1.0 when unset) for methods with a budget, else None."""
-        from mlbcli.selection.base import canonical_method_name, method_option_rules
-
-        used, _ = method_option_rules(canonical_method_name(self.method))
-        return (1.0 if self.keep is None else self.keep) if "keep" in used else None
-
-    def adapter_options(self) -> dict[str, Any]:
-        """The family settings the adapter takes (`ModelAdapter.option_defaults`); None = not given."""
-        return {
-            "min_pixels": self.min_pixels,
-            "max_pixels": self.max_pixels,
-            "temporal_spacing": self.temporal_spacing,
-        }
-
-    def pipeline(self) -> Pipeline:
-        from mlbcli.runner import Pipeline
-        from mlbcli.selection import get_method
-
-        method = get_method(self.method, self.method_options())
-        return Pipeline(
-            self.model,
-            method=method,
-            device=self.device,
-            dtype=self.dtype,
-            adapter_options=self.adapter_options(),
-            strict_keep=self.strict_keep,
-        )
-
-
-def _model_spec(
-    spec: ModelSpec | None = None,
-    debias: Sequence[str] | str | None = None,
-    params: dict[str, Any] | None = None,
-    **options: Any,
-) -> ModelSpec:
-    """The run's `ModelSpec`: `spec` as built by the caller (the CLI builds it once), or one built from
-    keyword options (notebook sugar; `debias` may be a comma list, "global,local"). Not both."""
-    if spec is not None:
-        if options or debias is not None or params is not None:
-            given = sorted(
-                [*options, *(["debias"] if debias is not None else []), *(["params"] if params else [])]
-            )
-            raise TypeError(f"pass either spec= or model options, not both (got {', '.join(given)})")
-        return spec
-    if isinstance(debias, str):
-        debias = tuple(part.strip() for part in debias.split(",") if part.strip())
-    unknown = set(options) - {f.name for f in fields(ModelSpec)}
-    if unknown:
-        raise TypeError(f"unknown model option(s): {', '.join(sorted(unknown))}")
-    if "model" not in options:
-        raise TypeError("model= is required (a hub id or a local checkpoint folder)")
-    return ModelSpec(
-        debias=tuple(debias) if debias is not None else None, params=dict(params or {}), **options
-    )
-
-
 def _load_pipeline(spec: ModelSpec, run: RunOptions) -> Callable[[list[Item], Reporter], Any]:
     """`prepare` of the model commands: load the model once there is work for it."""
 
     def prepare(items: list[Item], reporter: Reporter) -> Any:
         if run.runner == "ray":  # the model loads in the actors; here only what would fail there
             from mlbcli.models import _load_config, adapter_class_for
-            from mlbcli.ray_runner import require_ray
+            from mlbcli.runners.ray import require_ray
 
             require_ray()
             adapter_cls = adapter_class_for(_load_config(spec.model))
@@ -565,7 +363,7 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
     All questions about one video form one group, even when a manifest interleaves videos: every video
     is decoded and encoded once. Groups keep the order of each video's first appearance.
     """
-    from mlbcli.tasks import ModelWorker
+    from mlbcli.runners.tasks import ModelWorker
 
     # What was asked, also on the rows of items that failed (so failures group by configuration).
     asked = {
@@ -594,7 +392,7 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
             by_video.setdefault(item.video_path, []).append(item)
         groups = list(by_video.values())
         if run.runner == "ray":  # `pipe` is the adapter class here: the model loads in the actors
-            from mlbcli.ray_runner import ray_work
+            from mlbcli.runners.ray import ray_work
 
             ray_work(spec, run, task, asked, num_frames, pipe.frame_rule, tokens_dir)(groups, emit)
             return
@@ -611,7 +409,7 @@ def _model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | 
 def _decoded_videos(
     groups: list[list[Item]], run: RunOptions, num_frames: int | None, fps: float | None, rule: FrameRule
 ) -> Iterator[DecodedVideo]:
-    from mlbcli.tasks import DecodedVideo
+    from mlbcli.runners.tasks import DecodedVideo
 
     for group, decoded, decode_s in _decoded(groups, run, num_frames, fps, rule):
         if isinstance(decoded, BaseException):
@@ -624,7 +422,7 @@ def _saved_videos(
     groups: list[list[Item]], tokens_dir: str, pipe: Pipeline, spec: ModelSpec
 ) -> tuple[list[DecodedVideo], list[list[Item]]]:
     """(videos whose tokens `compress --save-tokens` stored in `tokens_dir`, the groups left to decode)."""
-    from mlbcli.tokens_io import require_tokens_dir
+    from mlbcli.io.tokens import require_tokens_dir
 
     require_tokens_dir(tokens_dir)
     found: list[DecodedVideo] = []
@@ -646,9 +444,9 @@ def saved_video(group: list[Item], tokens_dir: str, pipe: Pipeline, spec: ModelS
     sampled, and the tokens must come from this input preparation: otherwise the video's rows are errors
     rather than answers from other frames. Used by the local runner and by the Ray actors.
     """
-    from mlbcli.runner import EncodedVideo
-    from mlbcli.tasks import DecodedVideo, SavedFrames
-    from mlbcli.tokens_io import load_video_tokens
+    from mlbcli.engine.pipeline import EncodedVideo
+    from mlbcli.io.tokens import load_video_tokens
+    from mlbcli.runners.tasks import DecodedVideo, SavedFrames
 
     saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)
     if saved is None:
@@ -666,13 +464,6 @@ def saved_video(group: list[Item], tokens_dir: str, pipe: Pipeline, spec: ModelS
                 "use --method none with them, or save unreduced tokens (compress --method none)"
             )
     return video
-
-
-def _validate_sampling(frames: int | None, fps: float | None) -> None:
-    if frames is not None and frames < 1:
-        raise UsageError(f"--frames must be >= 1, got {frames}")
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise UsageError(f"--fps must be a positive number, got {fps}")
 
 
 def _options(kind: str, spec: ModelSpec | None, run: RunOptions, **extra: Any) -> dict[str, Any]:
@@ -700,12 +491,12 @@ def answer(
     `tokens`: a folder written by `compress --save-tokens`; videos found there are not decoded or
     encoded again (a stale file, whose video changed since, is ignored).
     `benchmark` (videomme, mvbench, egoschema, nextqa, longvideobench, mlvu): lmms-eval's prompt, parse
-    failure policy and aggregation for that benchmark (`mlbcli.benchmarks`); `max_new_tokens` then
+    failure policy and aggregation for that benchmark (`mlbcli.eval.benchmarks`); `max_new_tokens` then
     defaults to the benchmark's generation limit (otherwise 32).
     """
-    from mlbcli import schema
-    from mlbcli.benchmarks import get_benchmark
-    from mlbcli.tasks import AnswerTask
+    from mlbcli.eval.benchmarks import get_benchmark
+    from mlbcli.io import schema
+    from mlbcli.runners.tasks import AnswerTask
 
     run = run or RunOptions()
     spec = _model_spec(spec, **model_options)
@@ -715,7 +506,7 @@ def answer(
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
     if tokens:
-        from mlbcli.tokens_io import require_tokens_dir
+        from mlbcli.io.tokens import require_tokens_dir
 
         require_tokens_dir(tokens)  # before the model loads
     items = list(iter_items(sources, default_question=question, stdin=stdin, require_question=True))
@@ -766,8 +557,8 @@ def compress(
     `save_tokens` stores each video's tokens (safetensors) for `answer --tokens`; `bias_report` writes a
     PNG per video with the attention bias and what the method kept.
     """
-    from mlbcli import schema
-    from mlbcli.tasks import CompressTask
+    from mlbcli.io import schema
+    from mlbcli.runners.tasks import CompressTask
 
     run = run or RunOptions()
     spec = _model_spec(spec, **model_options)
@@ -804,8 +595,8 @@ def summarize(
 
     One row per video (see schema.SUMMARIZE); a changed video's new row replaces its old one.
     """
-    from mlbcli import schema
-    from mlbcli.tasks import SummarizeTask
+    from mlbcli.io import schema
+    from mlbcli.runners.tasks import SummarizeTask
 
     run = run or RunOptions()
     spec = _model_spec(spec, **model_options)
@@ -843,7 +634,7 @@ def sample(
     """Decode and sample frames of every video; one row per video (see schema.SAMPLE). No model."""
     from pathlib import Path
 
-    from mlbcli import schema
+    from mlbcli.io import schema
 
     run = run or RunOptions()
     _validate_sampling(frames, fps)
@@ -871,8 +662,8 @@ def sample(
                 decode_warning=decoded.warning,
             )
             if contact_sheet:
-                from mlbcli.naming import safe_name
-                from mlbcli.video import contact_sheet as write_sheet
+                from mlbcli.io.naming import safe_name
+                from mlbcli.io.video import contact_sheet as write_sheet
 
                 target = Path(contact_sheet) / safe_name(item.video_id, ".jpg")
                 try:
@@ -908,7 +699,7 @@ def sample(
 
 def iter_rows(path: str) -> Iterable[dict[str, Any]]:
     """Read back any mlb output file as dict rows (convenience for notebooks)."""
-    from mlbcli.writers import read_results
+    from mlbcli.io.writers import read_results
 
     return read_results(path).to_pylist()
 
@@ -959,7 +750,7 @@ def flops(
     >= 1, `--layer` 1..L-1 for attention methods, budgets that cannot hold a summary tail, and plans
     whose sequence cannot fit the model's context are `UsageError`s, as they would be in `answer`.
     """
-    from mlbcli.flops import LLMDims, layer_flops, tokens_per_layer, visual_flops
+    from mlbcli.engine.flops import LLMDims, layer_flops, tokens_per_layer, visual_flops
     from mlbcli.models import _load_config, adapter_class_for
     from mlbcli.selection import get_method
     from mlbcli.selection.base import NOMINAL_TEXT_TOKENS, PlanContext

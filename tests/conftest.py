@@ -24,7 +24,7 @@ def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlbcli.tiny import build_tiny_llava_onevision
+    from mlbcli.testing.tiny import build_tiny_llava_onevision
 
     return build_tiny_llava_onevision(tmp_path_factory.mktemp("tiny-llava-ov"))
 
@@ -39,7 +39,7 @@ def tiny_adapter(tiny_model_dir: Path):
 @pytest.fixture(scope="session")
 def clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with three small clips (one in a subfolder), shared read-only by the CLI tests."""
-    from mlbcli.video import make_test_video
+    from mlbcli.io.video import make_test_video
 
     root = tmp_path_factory.mktemp("clips")
     make_test_video(root / "a.mp4", num_frames=24, seed=1)

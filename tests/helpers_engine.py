@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-from mlbcli import engine
+from mlbcli.engine import batch as engine
 
 
 def prefill(adapter, prompt, video, plan=None) -> engine.PrefillResult:

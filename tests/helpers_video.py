@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlbcli.video import make_test_video
+from mlbcli.io.video import make_test_video
 
 
 def clip_factory(root: Path) -> Callable[..., Path]:
@@ -64,6 +64,6 @@ class _NeedsTwoArgs(Exception):
 
 def decode_clip(path: str) -> Any:
     """Worker-side decode of a real clip (8 uniform frames)."""
-    from mlbcli.video import decode_frames
+    from mlbcli.io.video import decode_frames
 
     return decode_frames(path, num_frames=8)

@@ -14,9 +14,9 @@ from helpers_engine import no_eos
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlbcli import engine
+from mlbcli.engine import batch as engine
+from mlbcli.engine.pipeline import Pipeline, Request
 from mlbcli.errors import UsageError
-from mlbcli.runner import Pipeline, Request
 from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection.dycoke_kv import DyCokeKV
 from mlbcli.selection.evs import evs_count, evs_keep
@@ -34,7 +34,7 @@ FAMILIES = ["llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava_next", "qwen3_vl
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, tiny_adapter):
     from mlbcli.models import load_adapter
-    from mlbcli.tiny import (
+    from mlbcli.testing.tiny import (
         build_tiny_llava_next,
         build_tiny_llava_video,
         build_tiny_qwen2_vl,
@@ -485,8 +485,8 @@ def test_nominal_schedule_matches_the_measured_count(tiny_adapter, clip, name, k
 def test_cli_answer_runs_every_new_method(tiny_model_dir, clips_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from mlbcli.cli import app
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
 
     for name in [*NEW, "dycoke"]:
         out = tmp_path / f"{name}.parquet"
@@ -516,7 +516,7 @@ def test_cli_answer_runs_every_new_method(tiny_model_dir, clips_dir, tmp_path):
 def test_mlb_methods_lists_the_baselines():
     from typer.testing import CliRunner
 
-    from mlbcli.cli import app
+    from mlbcli.cli.app import app
 
     text = CliRunner().invoke(app, ["methods"]).stdout
     for name in NEW:

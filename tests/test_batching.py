@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlbcli import engine
-from mlbcli.runner import Pipeline, Request
+from mlbcli.engine import batch as engine
+from mlbcli.engine.pipeline import Pipeline, Request
 from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection.base import Method
 
@@ -54,7 +54,7 @@ MAX_NEW = [4, 2, 5, 3]  # rows finish at different steps
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, tiny_adapter):
     from mlbcli.models import load_adapter
-    from mlbcli.tiny import (
+    from mlbcli.testing.tiny import (
         build_tiny_llava_next,
         build_tiny_llava_video,
         build_tiny_qwen2_vl,
@@ -218,8 +218,8 @@ TIMING = {"decode_s", "encode_s", "prefill_s", "generate_s", "started_at_utc", "
 def _cli_rows(args: list) -> list[dict]:
     from typer.testing import CliRunner
 
-    from mlbcli.cli import app
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
 
     out = args[args.index("--out") + 1]
     result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
@@ -274,7 +274,7 @@ def test_cli_batch_size_gives_the_same_rows(tiny_model_dir, clips_dir, tmp_path,
 def test_bad_batch_size_is_a_usage_error(tiny_model_dir, clips_dir, value):
     from typer.testing import CliRunner
 
-    from mlbcli.cli import app
+    from mlbcli.cli.app import app
 
     result = CliRunner().invoke(
         app,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mlbcli.benchmarks import BENCHMARKS, get_benchmark, guess, inline_options, judge, options_for
 from mlbcli.errors import UsageError
+from mlbcli.eval.benchmarks import BENCHMARKS, get_benchmark, guess, inline_options, judge, options_for
 
 Q = "What happens?"
 OPTS = ["a man running", "a dog jumping", "a car driving", "nothing moves"]
@@ -175,7 +175,7 @@ def test_without_benchmark_unparsable_counts_wrong():
 # -- end to end ------------------------------------------------------------------------------------------------
 def test_answer_benchmark_records_prompt_policy_and_category(tiny_model_dir, clips_dir, tmp_path):
     from mlbcli import api
-    from mlbcli.writers import read_results
+    from mlbcli.io.writers import read_results
 
     manifest = tmp_path / "mv.jsonl"
     lines = [
@@ -222,7 +222,7 @@ def test_answer_benchmark_records_prompt_policy_and_category(tiny_model_dir, cli
 
 def test_max_new_tokens_defaults_to_the_benchmarks(tiny_model_dir, clips_dir, tmp_path):
     from mlbcli import api
-    from mlbcli.writers import read_results
+    from mlbcli.io.writers import read_results
 
     out = tmp_path / "lvb.jsonl"
     manifest = tmp_path / "m.jsonl"

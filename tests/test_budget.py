@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mlbcli.engine import LayerContext
+from mlbcli.engine.pipeline import Pipeline
+from mlbcli.engine.plan import LayerContext
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.runner import Pipeline
 from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection import debias as D
 from mlbcli.selection.base import METHODS, method_option_rules
@@ -38,7 +38,7 @@ BUDGET_METHODS = ["uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dy
 @pytest.fixture(scope="module")
 def families(tmp_path_factory, tiny_adapter):
     from mlbcli.models import load_adapter
-    from mlbcli.tiny import build_tiny_llava_next, build_tiny_qwen2_vl
+    from mlbcli.testing.tiny import build_tiny_llava_next, build_tiny_qwen2_vl
 
     built = {
         "qwen2_vl": build_tiny_qwen2_vl(tmp_path_factory.mktemp("b-q2"), version="2"),
@@ -116,8 +116,8 @@ def test_strict_keep_turns_a_note_into_an_error(tiny_adapter):
 
 
 def test_strict_keep_from_the_cli(tiny_model_dir, clips_dir, tmp_path):
-    from mlbcli.cli import app
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
 
     out = tmp_path / "s.parquet"
     args = ["compress", str(clips_dir / "a.mp4"), "--model", str(tiny_model_dir), "--method", "dycoke"]
@@ -158,7 +158,7 @@ UNUSED = [
 @pytest.mark.parametrize(("method", "given", "flag"), UNUSED)
 def test_unused_option_is_the_same_error_everywhere(tiny_model_dir, clips_dir, method, given, flag):
     from mlbcli import api
-    from mlbcli.cli import app
+    from mlbcli.cli.app import app
 
     with pytest.raises(UsageError) as library:
         get_method(method, MethodOptions(**given))
@@ -213,7 +213,7 @@ def test_fastv_defaults_to_the_last_token_query():
 
 def test_resume_refuses_another_keep_or_variant(tiny_model_dir, clips_dir, tmp_path):
     """M3b: --keep (and the new --variant) are result options: resuming with another value is refused."""
-    from mlbcli.cli import app
+    from mlbcli.cli.app import app
 
     out = tmp_path / "r.parquet"
     base = ["compress", str(clips_dir / "a.mp4"), "--model", str(tiny_model_dir), "--frames", "4"]
@@ -423,7 +423,7 @@ def test_uniform_pooled_token_sits_at_the_cell_centre():
 # -- mlb flops validates like a run ------------------------------------------------------------------------
 def test_flops_validates_like_a_run(tiny_model_dir, tmp_path):
     from mlbcli.api import flops
-    from mlbcli.tiny import build_tiny_llava_next
+    from mlbcli.testing.tiny import build_tiny_llava_next
 
     model = str(tiny_model_dir)
     with pytest.raises(UsageError, match="--frames"):
@@ -467,8 +467,8 @@ def test_compress_at_keep_one_probes_the_raw_attention(tiny_adapter):
 
 
 def test_rows_carry_keep_note_and_diagnostics(tiny_model_dir, clips_dir, tmp_path):
-    from mlbcli.cli import app
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
 
     out = tmp_path / "d.parquet"
     args = ["compress", str(clips_dir / "b.mp4"), "--model", str(tiny_model_dir), "--method", "adatp"]
@@ -501,7 +501,7 @@ def test_option_rules_need_no_torch():
 
 # -- M5a: the last "(X)" of a response counts ---------------------------------------------------------------
 def test_parse_choice_last_parenthesised_letter_wins():
-    from mlbcli.prompting import parse_choice
+    from mlbcli.eval.prompting import parse_choice
 
     assert parse_choice("It shows (B) at first, but the right one is (C).", ["a", "b", "c", "d"]) == "C"
 
@@ -539,7 +539,7 @@ def test_two_stage_bias_report_draws_the_probe_field(families, tmp_path):
 
     from PIL import Image
 
-    from mlbcli.report import write_bias_report
+    from mlbcli.io.bias_report import write_bias_report
 
     adapter = families["llava_next"]
     encoded = Pipeline(adapter).encode(_clip(4))

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mlbcli.cli import app
-from mlbcli.writers import read_results
+from mlbcli.cli.app import app
+from mlbcli.io.writers import read_results
 
 FAST = ["--workers", "0", "--frames", "6", "--max-new-tokens", "4", "-q"]
 
@@ -49,7 +49,7 @@ def rows(path: Path) -> list[dict]:
 
 def test_help_lists_commands_and_examples_without_torch():
     code = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli.app import app\n"
         "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
         "r2 = CliRunner().invoke(app, ['answer', '--help'])\nassert r2.exit_code == 0, r2.output\n"
         "heavy = {'torch', 'transformers', 'ray'} & set(sys.modules)\nassert not heavy, heavy\nprint(r.output)"
@@ -270,8 +270,8 @@ def test_summarize_only_new_or_changed_videos(tiny_model_dir, clips, tmp_path):
 
 
 def test_concurrent_run_on_the_same_output_is_refused(tiny_model_dir, clips, tmp_path):
-    from mlbcli import schema
-    from mlbcli.writers import ResultWriter
+    from mlbcli.io import schema
+    from mlbcli.io.writers import ResultWriter
 
     out = tmp_path / "locked.parquet"
     with ResultWriter(out, schema=schema.SUMMARIZE, kind="summarize", skip_key=("video_id",)):
@@ -405,7 +405,7 @@ def test_doctor_passes_offline():
 
 
 def test_completion_scripts_are_current():
-    from mlbcli.completions import FILES, render
+    from mlbcli.cli.completions import FILES, render
 
     root = Path(__file__).resolve().parents[1] / "completions"
     for shell, name in FILES.items():
@@ -424,7 +424,7 @@ def test_python_dash_m_entry_point():
 
 
 def test_each_video_is_encoded_once_for_all_its_questions(tiny_model_dir, clips, tmp_path, monkeypatch):
-    from mlbcli.runner import Pipeline
+    from mlbcli.engine.pipeline import Pipeline
 
     calls = []
     original = Pipeline.encode_many

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlbcli.cli import app
-from mlbcli.writers import read_results
+from mlbcli.cli.app import app
+from mlbcli.io.writers import read_results
 
 FAST = ["--workers", "0", "--frames", "4", "--max-new-tokens", "3"]
 
@@ -67,7 +67,7 @@ def test_rich_reporter_names_every_failure(tmp_path):
     from rich.console import Console
 
     from mlbcli.api import RunSummary
-    from mlbcli.progress import RichReporter
+    from mlbcli.runners.progress import RichReporter
 
     for quiet in (False, True):
         reporter = RichReporter(quiet=quiet)
@@ -89,9 +89,9 @@ def test_rich_reporter_names_every_failure(tmp_path):
 
 
 def test_short_run_on_a_terminal_shows_its_answers(tiny_model_dir, broken_folder, tmp_path, monkeypatch):
-    import mlbcli.cli
+    import mlbcli.cli.app
 
-    monkeypatch.setattr(mlbcli.cli, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(mlbcli.cli.app, "_stdout_is_terminal", lambda: True)
     out = tmp_path / "answers.parquet"
     base = ["answer", broken_folder, "--question", "What is in view?", "--model", tiny_model_dir, *FAST]
     result = run([*base, "--out", out])
@@ -124,7 +124,7 @@ def answers_file(tiny_model_dir, clips_dir, tmp_path_factory) -> Path:
 
 def test_show_prints_a_results_file_without_torch(answers_file):
     code = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli.app import app\n"
         f"r = CliRunner().invoke(app, ['show', {str(answers_file)!r}], env={{'COLUMNS': '160'}})\n"
         "assert r.exit_code == 0, r.output\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\nprint(r.stdout)"
@@ -256,7 +256,7 @@ def test_cli_method_typo_and_case(tiny_model_dir, clips_dir, tmp_path):
 
 def test_methods_lists_hyperparameters_without_torch():
     code = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli.app import app\n"
         "r = CliRunner().invoke(app, ['methods'])\nassert r.exit_code == 0, r.output\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\nprint(r.stdout)"
     )
@@ -347,8 +347,8 @@ def test_warnings_use_the_mlb_prefix(tiny_model_dir, tmp_path):
 
 
 def test_locked_output_says_what_to_do(tiny_model_dir, clips_dir, tmp_path):
-    from mlbcli import schema
-    from mlbcli.writers import ResultWriter
+    from mlbcli.io import schema
+    from mlbcli.io.writers import ResultWriter
 
     out = tmp_path / "locked.parquet"
     with ResultWriter(out, schema=schema.SUMMARIZE, kind="summarize", skip_key=("video_id",)):

@@ -9,8 +9,8 @@ from helpers_engine import engine_generate, prefill, stock_generate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlbcli import engine
-from mlbcli.runner import Pipeline
+from mlbcli.engine import batch as engine
+from mlbcli.engine.pipeline import Pipeline
 from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection.baselines import frame_budgets, grid_cells
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from helpers_engine import engine_generate, stock_generate
 
-from mlbcli import engine
+from mlbcli.engine import batch as engine
+from mlbcli.engine.pipeline import Pipeline
 from mlbcli.errors import UsageError
-from mlbcli.runner import Pipeline
 from mlbcli.selection import MethodOptions, get_method
 
 QUESTION = "What is happening in the video?"
@@ -19,7 +19,7 @@ FAMILIES = ["qwen2_vl", "qwen2_5_vl", "llava_next"]
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from mlbcli.tiny import build_tiny_llava_next, build_tiny_qwen2_vl
+    from mlbcli.testing.tiny import build_tiny_llava_next, build_tiny_qwen2_vl
 
     dirs = {
         name: str(build_tiny_qwen2_vl(tmp_path_factory.mktemp(name), version=v))
@@ -263,7 +263,7 @@ def test_pipeline_methods_end_to_end(adapters, frames, name, method):
 
 def test_llava_next_context_limit(tmp_path):
     from mlbcli.models import load_adapter
-    from mlbcli.tiny import build_tiny_llava_next
+    from mlbcli.testing.tiny import build_tiny_llava_next
 
     adapter = load_adapter(
         str(build_tiny_llava_next(tmp_path / "small", max_position_embeddings=128)), device="cpu"
@@ -422,8 +422,8 @@ def test_cli_rows_say_when_a_qwen_frame_rule_changed_the_request(model_dirs, cli
 
     from typer.testing import CliRunner
 
-    from mlbcli.cli import app
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
 
     out = tmp_path / "q.jsonl"
     base = ["answer", str(clips_dir / "a.mp4"), "--question", "q", "--model", model_dirs["qwen2_5_vl"]]
@@ -464,8 +464,8 @@ def test_qwen2_5_reference_spacing_of_a_row_subset_is_the_whole_videos(adapters,
 
 def test_pipeline_encode_records_where_the_frames_came_from(model_dirs, clips_dir):
     """From a real decode: indices, native fps and the reference sampled fps (k / N x fps)."""
-    from mlbcli.runner import Pipeline
-    from mlbcli.video import decode_frames
+    from mlbcli.engine.pipeline import Pipeline
+    from mlbcli.io.video import decode_frames
 
     pipe = Pipeline(model_dirs["qwen2_5_vl"], device="cpu")
     decoded = decode_frames(clips_dir / "a.mp4", num_frames=7, rule=pipe.frame_rule)
@@ -495,8 +495,8 @@ def test_saved_tokens_keep_the_input_note_and_refuse_older_inputs(model_dirs, cl
     from safetensors.torch import load_file, save_file
     from typer.testing import CliRunner
 
-    from mlbcli.cli import app
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
 
     model, clip, folder = model_dirs["qwen2_5_vl"], str(clips_dir / "a.mp4"), tmp_path / "tok"
     fast = ["--workers", "0", "-q", "--frames", "7"]

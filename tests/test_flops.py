@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlbcli.flops import TERA, LLMDims, flops_ratio, layer_flops, tokens_per_layer, visual_flops
+from mlbcli.engine.flops import TERA, LLMDims, flops_ratio, layer_flops, tokens_per_layer, visual_flops
 
 QWEN2_7B = LLMDims(num_layers=28, hidden=3584, intermediate=18944, num_heads=28, num_kv_heads=4, head_dim=128)
 

@@ -108,7 +108,7 @@ def golden() -> Golden:
 
 def _build(family: str, root: Path) -> Path:
     """The tiny checkpoint of `family`, with the options make_golden.py builds it with (the defaults)."""
-    from mlbcli import tiny
+    from mlbcli.testing import tiny
 
     builders: dict[str, Callable[[], Path]] = {
         "llava_onevision": lambda: tiny.build_tiny_llava_onevision(root / "tiny-llava-ov"),
@@ -131,14 +131,14 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
 @pytest.fixture(scope="module")
 def pipelines(checkpoints: Callable[[str], Path]) -> Callable[[str], Any]:
     """family -> `Pipeline` on the tiny checkpoint (CPU, fp32), loaded on first use."""
-    from mlbcli.runner import Pipeline
+    from mlbcli.engine.pipeline import Pipeline
 
     return functools.cache(lambda family: Pipeline(str(checkpoints(family)), device="cpu", dtype="float32"))
 
 
 def _frames(case: Case) -> Any:
     """The case as mlb's decoders return it: the sampled frames, their indices and index/fps timestamps."""
-    from mlbcli.video import Frames, VideoInfo
+    from mlbcli.io.video import Frames, VideoInfo
 
     clip = case.clip
     return Frames(
@@ -304,7 +304,7 @@ def _adapter_class(family: str) -> type[Any]:
 
 
 def _plan(family: str, row: dict[str, Any]) -> list[int]:
-    from mlbcli.sampling import plan_frames
+    from mlbcli.io.sampling import plan_frames
 
     plan = plan_frames(
         row["num_frames_total"],

@@ -25,13 +25,13 @@ def clips() -> list[np.ndarray]:
 
 
 def _pipeline(model_dir, dtype: str, method: str = "fastv"):
-    from mlbcli.runner import Pipeline
+    from mlbcli.engine.pipeline import Pipeline
 
     return Pipeline(str(model_dir), method=method, keep=0.5, device="cuda", dtype=dtype)
 
 
 def _requests(pipe, clips):
-    from mlbcli.runner import Request
+    from mlbcli.engine.pipeline import Request
 
     videos = pipe.encode_many(clips)
     return [Request(video, question, 6) for video, question in zip(videos, QUESTIONS, strict=True)]
@@ -60,7 +60,7 @@ def test_fp32_batch_equals_one_by_one_on_cuda(tiny_model_dir, clips):
 
 
 def test_a_real_cuda_out_of_memory_is_recognised():
-    from mlbcli.tasks import is_out_of_memory
+    from mlbcli.runners.tasks import is_out_of_memory
 
     torch.cuda.set_per_process_memory_fraction(0.0001)
     try:
@@ -73,7 +73,7 @@ def test_a_real_cuda_out_of_memory_is_recognised():
 
 
 def test_auto_batch_size_on_cuda(tiny_model_dir):
-    from mlbcli.tasks import AUTO_BATCH_CUDA, AnswerTask, ModelWorker
+    from mlbcli.runners.tasks import AUTO_BATCH_CUDA, AnswerTask, ModelWorker
 
     worker = ModelWorker(_pipeline(tiny_model_dir, "bf16"), AnswerTask(), {}, batch_size=None)
     assert worker.batch_size == AUTO_BATCH_CUDA

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mlbcli import models
-from mlbcli.cli import app
+from mlbcli.cli.app import app
 from mlbcli.errors import ModelLoadError
+from mlbcli.io.writers import read_results
 from mlbcli.models import DEFAULT_MODEL, load_adapter
-from mlbcli.writers import read_results
 
 
 def _hub_major() -> int:
@@ -183,7 +183,7 @@ def test_a_hub_id_stays_a_hub_id(tmp_path, monkeypatch):
 
 # -- mlb doctor: the model mlb would use, and whether it can load here ----------------------------------
 def test_doctor_names_the_default_model_and_how_to_fetch_it(tmp_path, monkeypatch):
-    from mlbcli import doctor
+    from mlbcli.cli import doctor
 
     monkeypatch.delenv("MLB_MODEL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -194,7 +194,7 @@ def test_doctor_names_the_default_model_and_how_to_fetch_it(tmp_path, monkeypatc
 
 
 def test_doctor_reports_a_cached_hub_model(tmp_path, monkeypatch):
-    from mlbcli import doctor
+    from mlbcli.cli import doctor
 
     snapshot = tmp_path / "snapshot"
     snapshot.mkdir()
@@ -209,7 +209,7 @@ def test_doctor_reports_a_cached_hub_model(tmp_path, monkeypatch):
 
 
 def test_doctor_reports_the_local_folder_from_mlb_model(tiny_model_dir, monkeypatch):
-    from mlbcli import doctor
+    from mlbcli.cli import doctor
 
     monkeypatch.setenv("MLB_MODEL", str(tiny_model_dir))
     line = doctor.model_line()

@@ -12,9 +12,9 @@ from helpers_engine import prefill
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlbcli.engine.pipeline import Pipeline
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
-from mlbcli.runner import Pipeline
 from mlbcli.selection import (
     MethodOptions,
     get_method,
@@ -312,7 +312,7 @@ def test_bias_report_png(tiny_adapter, encoded, tmp_path, method):
 
     from PIL import Image
 
-    from mlbcli.report import write_bias_report
+    from mlbcli.io.bias_report import write_bias_report
 
     stats, state = Pipeline(tiny_adapter, method=method, keep=0.25).reduce(encoded, QUESTION)
     item = SimpleNamespace(video_id="dir/clip one.mp4", question_id="q:1")

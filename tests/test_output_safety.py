@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import mlbcli.writers as writers
+import mlbcli.io.writers as writers
 from mlbcli import api
-from mlbcli.cli import app
+from mlbcli.cli.app import app
 from mlbcli.errors import MlbError, UsageError
-from mlbcli.naming import safe_name
-from mlbcli.writers import ResultWriter, read_results
+from mlbcli.io.naming import safe_name
+from mlbcli.io.writers import ResultWriter, read_results
 
 FAST = ["--workers", "0", "-q"]
 
@@ -102,7 +102,7 @@ def test_format_contradicting_the_suffix_is_exit_2(clips, tmp_path):
 
 
 def _old_name(video_id: str) -> str:
-    """The rule before mlbcli.naming: 80 readable characters + 8 hex digits (32 bits)."""
+    """The rule before mlbcli.io.naming: 80 readable characters + 8 hex digits (32 bits)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_")[:80] or "video"
     return f"{readable}-{hashlib.sha1(video_id.encode()).hexdigest()[:8]}"
 
@@ -121,8 +121,8 @@ def _colliding_ids() -> tuple[str, str]:
 
 
 def test_names_of_ids_sharing_a_long_prefix_never_collide():
-    from mlbcli.report import report_name
-    from mlbcli.tokens_io import tokens_path
+    from mlbcli.io.bias_report import report_name
+    from mlbcli.io.tokens import tokens_path
 
     first, second = _colliding_ids()
     assert safe_name(first) != safe_name(second)
@@ -159,7 +159,7 @@ def _fake_tokens_file(path: Path, video_id: str, video_path: Path, model: str) -
     import torch
     from safetensors.torch import save_file
 
-    from mlbcli.sources import fingerprint
+    from mlbcli.io.sources import fingerprint
 
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -182,8 +182,8 @@ def _fake_tokens_file(path: Path, video_id: str, video_path: Path, model: str) -
 def test_saved_tokens_of_another_video_are_never_used(clips, tmp_path, caplog):
     # R9: two videos sharing a file name (a collision, or a copy), with equal size and mtime: the loader
     # never compared the stored video_id, so video B was answered with video A's tokens.
-    from mlbcli.sources import Item
-    from mlbcli.tokens_io import load_video_tokens, tokens_path
+    from mlbcli.io.sources import Item
+    from mlbcli.io.tokens import load_video_tokens, tokens_path
 
     folder = tmp_path / "tok"
     twin = clips / "twin.mp4"
@@ -200,8 +200,8 @@ def test_saved_tokens_of_another_video_are_never_used(clips, tmp_path, caplog):
 
 def test_token_folders_of_an_older_mlb_still_load(clips, tmp_path):
     # Files named by the old rule (32-bit hash) are still found; the video_id check makes that safe.
-    from mlbcli.sources import Item
-    from mlbcli.tokens_io import load_video_tokens
+    from mlbcli.io.sources import Item
+    from mlbcli.io.tokens import load_video_tokens
 
     video = clips / "a.mp4"
     item = Item("a.mp4", str(video), None, None, None, None, "test")

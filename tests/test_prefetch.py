@@ -12,7 +12,7 @@ from helpers_process import children_of, cmdline, is_gone, marked_decode, wait_u
 from helpers_video import clip_factory, decode_clip, scripted_decode
 
 from mlbcli.errors import DecodeTimeout, VideoDecodeError
-from mlbcli.prefetch import prefetch
+from mlbcli.io.prefetch import prefetch
 
 
 def _run(tasks, **kwargs) -> list:

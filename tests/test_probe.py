@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlbcli import engine
+from mlbcli.engine import batch as engine
 
 QUESTION = "What is happening in the video?"
 

@@ -24,8 +24,8 @@ from helpers_process import (
     wait_until,
 )
 
-from mlbcli.video import make_test_video
-from mlbcli.writers import read_results
+from mlbcli.io.video import make_test_video
+from mlbcli.io.writers import read_results
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses mkfifo and /proc")
 

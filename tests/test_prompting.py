@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mlbcli.prompting import LETTERS, MC_POST_PROMPT, answer_letter, format_question, grade, parse_choice
+from mlbcli.eval.prompting import LETTERS, MC_POST_PROMPT, answer_letter, format_question, grade, parse_choice
 
 OPTS = ["a dog running", "a cat sleeping", "a bird flying", "a fish swimming"]
 

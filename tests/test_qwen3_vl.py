@@ -15,8 +15,8 @@ import pytest
 import torch
 from helpers_engine import stock_generate
 
-from mlbcli import engine
-from mlbcli.runner import Pipeline
+from mlbcli.engine import batch as engine
+from mlbcli.engine.pipeline import Pipeline
 
 QUESTION = "What is happening in the video?"
 QWEN3 = ["qwen3_vl", "qwen3_vl_moe"]
@@ -27,7 +27,7 @@ METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "d
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from mlbcli.tiny import build_tiny_llava_video, build_tiny_qwen3_vl
+    from mlbcli.testing.tiny import build_tiny_llava_video, build_tiny_qwen3_vl
 
     return {
         "qwen3_vl": str(build_tiny_qwen3_vl(tmp_path_factory.mktemp("qwen3_vl"))),
@@ -377,7 +377,7 @@ def test_every_method_end_to_end(adapters, frames, name, method):
 @pytest.mark.parametrize("name", QWEN3)
 def test_pipeline_answer_equals_stock_generate(adapters, frames, name):
     """`Pipeline.run` (method none: the shared-prefix path) gives the stock model's tokens (and logits)."""
-    from mlbcli.runner import Request
+    from mlbcli.engine.pipeline import Request
 
     adapter = adapters[name]
     pipe = Pipeline(adapter)
@@ -463,8 +463,8 @@ def test_saved_tokens_keep_deepstack(adapters, frames, tmp_path):
     reused video answers exactly as the freshly encoded one."""
     from types import SimpleNamespace
 
-    from mlbcli.sources import Item
-    from mlbcli.tokens_io import load_video_tokens, save_video_tokens
+    from mlbcli.io.sources import Item
+    from mlbcli.io.tokens import load_video_tokens, save_video_tokens
 
     adapter = adapters["qwen3_vl"]
     clip = tmp_path / "c.mp4"
@@ -495,7 +495,7 @@ def test_saved_tokens_keep_deepstack(adapters, frames, tmp_path):
 
 def test_flops_from_config(model_dirs):
     from mlbcli.api import flops
-    from mlbcli.flops import LLMDims
+    from mlbcli.engine.flops import LLMDims
     from mlbcli.models import _load_config
 
     plan = flops(model=model_dirs["qwen3_vl"], method="uniform", keep=0.5)
@@ -539,8 +539,8 @@ def test_cli_answer_with_the_checkpoint(model_dirs, clips_dir, tmp_path, name):
     """`mlb answer ... --model <checkpoint>` end to end (decode -> encode -> prune -> answer -> Parquet)."""
     from typer.testing import CliRunner
 
-    from mlbcli.cli import app
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
 
     out = tmp_path / "answers.parquet"
     args = ["answer", str(clips_dir / "a.mp4"), "--question", QUESTION, "--model", model_dirs[name]]

@@ -21,8 +21,8 @@ ray = pytest.importorskip("ray")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from mlbcli.cli import app  # noqa: E402
-from mlbcli.writers import read_results  # noqa: E402
+from mlbcli.cli.app import app  # noqa: E402
+from mlbcli.io.writers import read_results  # noqa: E402
 
 VOLATILE = {"decode_s", "encode_s", "prefill_s", "generate_s", "started_at_utc", "options_json"}
 
@@ -131,7 +131,7 @@ class _DiesOnVideo:
     """An answer task whose worker process dies (os._exit) on one video: a native crash stand-in."""
 
     def __init__(self, fatal: str):
-        from mlbcli.tasks import AnswerTask
+        from mlbcli.runners.tasks import AnswerTask
 
         self.fatal = fatal
         self.inner = AnswerTask(3)
@@ -147,8 +147,8 @@ class _DiesOnVideo:
 
 def test_a_worker_that_dies_on_one_video_leaves_an_error_row(manifest, tiny_model_dir):
     from mlbcli.api import ModelSpec, RunOptions
-    from mlbcli.ray_runner import RayOptions, ray_work
-    from mlbcli.sources import iter_items
+    from mlbcli.io.sources import iter_items
+    from mlbcli.runners.ray import RayOptions, ray_work
 
     items = [item for item in iter_items([str(manifest)], require_question=True) if not item.error]
     groups: dict[str, list] = {}

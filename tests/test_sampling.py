@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlbcli.models.qwen2_vl import QWEN_FRAME_RULE
-from mlbcli.sampling import (
+from mlbcli.io.sampling import (
     GENERIC,
     SAMPLERS,
     FrameRule,
@@ -17,6 +16,7 @@ from mlbcli.sampling import (
     sample_indices,
     uniform_indices,
 )
+from mlbcli.models.qwen2_vl import QWEN_FRAME_RULE
 
 totals = st.integers(min_value=0, max_value=5000)
 counts = st.integers(min_value=1, max_value=600)

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mlbcli import schema
-from mlbcli.cli import app
-from mlbcli.score import clustered_stderr, mcnemar_exact, score_rows, wilson_interval
+from mlbcli.cli.app import app
+from mlbcli.eval.score import clustered_stderr, mcnemar_exact, score_rows, wilson_interval
+from mlbcli.io import schema
 
 Z = 1.959963984540054
 
@@ -188,7 +188,7 @@ def test_score_table_and_errors(tmp_path):
 def test_score_does_not_import_torch(tmp_path):
     pruned, _ = _pair_of_files(tmp_path)
     code = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom mlbcli.cli.app import app\n"
         f"r = CliRunner().invoke(app, ['score', {str(pruned)!r}, '--json'])\nassert r.exit_code == 0, r.output\n"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

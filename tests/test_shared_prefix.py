@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlbcli import engine
-from mlbcli.runner import Pipeline, Request
+from mlbcli.engine import batch as engine
+from mlbcli.engine.pipeline import Pipeline, Request
 
 QUESTIONS = ["What is happening in the video?", "Which colour is the square?", "How many objects are there?"]
 
@@ -15,7 +15,7 @@ QUESTIONS = ["What is happening in the video?", "Which colour is the square?", "
 @pytest.fixture(scope="module")
 def qwen_adapter(tmp_path_factory):
     from mlbcli.models import load_adapter
-    from mlbcli.tiny import build_tiny_qwen2_vl
+    from mlbcli.testing.tiny import build_tiny_qwen2_vl
 
     return load_adapter(
         str(build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen"), version="2.5")), device="cpu"

@@ -1,4 +1,4 @@
-"""`mlbcli.signals.stop_on_signals`: first signal raises, later ones wait, handlers come back."""
+"""`mlbcli.runners.signals.stop_on_signals`: first signal raises, later ones wait, handlers come back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlbcli.signals import Interrupted, exit_code_of, reason_of, stop_on_signals
+from mlbcli.runners.signals import Interrupted, exit_code_of, reason_of, stop_on_signals
 
 STOP = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlbcli.cli import app
-from mlbcli.writers import read_results
+from mlbcli.cli.app import app
+from mlbcli.io.writers import read_results
 
 SAMPLE = ["--frames", "4", "--workers", "0", "-q"]
 

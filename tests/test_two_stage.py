@@ -10,10 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mlbcli import engine
+from mlbcli.engine import batch as engine
+from mlbcli.engine.flops import LLMDims, layer_flops, visual_flops
+from mlbcli.engine.pipeline import Pipeline
 from mlbcli.errors import UsageError
-from mlbcli.flops import LLMDims, layer_flops, visual_flops
-from mlbcli.runner import Pipeline
 from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection.slowfast import fast_pool, slow_pool
 
@@ -24,7 +24,7 @@ T = 12
 
 @pytest.fixture(scope="module")
 def next_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from mlbcli.tiny import build_tiny_llava_next
+    from mlbcli.testing.tiny import build_tiny_llava_next
 
     return str(build_tiny_llava_next(tmp_path_factory.mktemp("next-small"), max_position_embeddings=CONTEXT))
 
@@ -108,7 +108,7 @@ def test_two_stage_keep_one_is_no_pruning(adapter, video):
     """--keep 1.0 (or no --keep) means no pruning for mlb too; the paper layout is its own switch."""
     pipe = Pipeline(adapter, method="mlb")
     sub = engine_subset(video.tokens, 0, 6)
-    from mlbcli.runner import EncodedVideo
+    from mlbcli.engine.pipeline import EncodedVideo
 
     short = EncodedVideo(sub, 0.0)
     ref = Pipeline(adapter).answer(short, QUESTION, max_new_tokens=3)
@@ -197,7 +197,7 @@ def test_flops_plan_counts_probe_passes(next_dir):
     assert len(plan.probe_passes) >= 2 and all(layers == 2 for _, layers in plan.probe_passes)
     assert plan.flops_probes > 0 and plan.probe_ratio > plan.ratio
     assert flops(model=next_dir, method="uniform", keep=0.5, frames=T).probe_passes == []
-    from mlbcli.cli import app
+    from mlbcli.cli.app import app
 
     args = ["flops", "--model", next_dir, "--method", "mlb", "--variant", "paper", "--frames", str(T)]
     result = CliRunner().invoke(app, args)
@@ -206,9 +206,9 @@ def test_flops_plan_counts_probe_passes(next_dir):
 
 
 def test_cli_answers_with_two_stage_mlb(next_dir, tmp_path):
-    from mlbcli.cli import app
-    from mlbcli.video import make_test_video
-    from mlbcli.writers import read_results
+    from mlbcli.cli.app import app
+    from mlbcli.io.video import make_test_video
+    from mlbcli.io.writers import read_results
 
     clip = make_test_video(tmp_path / "clip.mp4", num_frames=24, seed=4)
     out = tmp_path / "x.parquet"

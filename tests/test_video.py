@@ -11,7 +11,7 @@ from helpers_video import clip_factory
 from PIL import Image
 
 from mlbcli.errors import UsageError, VideoDecodeError
-from mlbcli.video import (
+from mlbcli.io.video import (
     VIDEO_EXTENSIONS,
     Frames,
     contact_sheet,
@@ -357,7 +357,7 @@ def test_fast_path_imports_no_decoder_or_torch() -> None:
     import sys
 
     code = (
-        "import sys, mlbcli.video, mlbcli.sources, mlbcli.prefetch, mlbcli.sampling;"
+        "import sys, mlbcli.io.video, mlbcli.io.sources, mlbcli.io.prefetch, mlbcli.io.sampling;"
         "print(','.join(m for m in ('torch', 'transformers', 'av', 'decord', 'PIL', 'pyarrow') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import torch
 
-from mlbcli.runner import Result
-from mlbcli.sources import Item
-from mlbcli.tasks import DecodedVideo, ModelWorker
+from mlbcli.engine.pipeline import Result
+from mlbcli.io.sources import Item
+from mlbcli.runners.tasks import DecodedVideo, ModelWorker
 
 
 class FakeStats:

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import mlbcli.writers as writers
+import mlbcli.io.writers as writers
 from mlbcli.errors import MlbError, OutputLockedError, UsageError
-from mlbcli.writers import SCHEMA_VERSION, ResultWriter, infer_format, read_results, schema_metadata
+from mlbcli.io.writers import SCHEMA_VERSION, ResultWriter, infer_format, read_results, schema_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -305,7 +305,7 @@ KILL_SCRIPT = textwrap.dedent(
     import os, sys
     import pyarrow as pa
     sys.path.insert(0, {repo!r})
-    from mlbcli.writers import ResultWriter
+    from mlbcli.io.writers import ResultWriter
     schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex({schema_hex!r})))
     w = ResultWriter({out!r}, schema=schema, kind="answers", skip_key=("video", "question_id"),
                      flush_every={flush_every}, overwrite={overwrite})
@@ -520,7 +520,7 @@ def test_lock_is_held_across_processes(tmp_path):
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "import pyarrow as pa\n"
-        "from mlbcli.writers import ResultWriter\n"
+        "from mlbcli.io.writers import ResultWriter\n"
         "from mlbcli.errors import OutputLockedError\n"
         "schema = pa.schema([('video', pa.string())])\n"
         "try:\n"
@@ -607,7 +607,7 @@ READ_ONLY_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     import pyarrow as pa
     from mlbcli.errors import UsageError
-    from mlbcli.writers import ResultWriter
+    from mlbcli.io.writers import ResultWriter
     try:
         ResultWriter({out!r}, schema=pa.schema([("video", pa.string())]), kind="answers", skip_key=["video"])
     except UsageError as exc:

@@ -1,6 +1,6 @@
 """The model-adapter contract: everything that differs between Video-LLM families lives behind it.
 
-The engine (`mlbcli.engine`) only ever talks to a `ModelAdapter`: it asks it for the decoder layers,
+The engine (`mlbcli.engine.batch`) only ever talks to a `ModelAdapter`: it asks it for the decoder layers,
 the rotary embedding, the prompt layout and the visual tokens. A new family (Qwen2.5-VL, LLaVA-NeXT...)
 is one new module in this package that subclasses `ModelAdapter` and registers itself.
 """
@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlbcli.sampling import GENERIC, FrameRule
+from mlbcli.io.sampling import GENERIC, FrameRule
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
 
-    from mlbcli.engine import ModelInputs
+    from mlbcli.engine.plan import ModelInputs
 
 #: CLIP's normalisation, the default of the checkpoints that name none (Qwen2-VL, LLaVA-NeXT).
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -410,7 +410,7 @@ class ModelAdapter(abc.ABC):
 
     def model_inputs(self, prompt: Prompt, video: VideoTokens) -> ModelInputs:
         """One request as the engine takes it: embeddings, positions, visual slots and query rows."""
-        from mlbcli.engine import ModelInputs
+        from mlbcli.engine.plan import ModelInputs
 
         return ModelInputs(
             embeds=self.embed(prompt, video),

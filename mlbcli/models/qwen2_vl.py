@@ -53,8 +53,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.errors import UsageError
+from mlbcli.io.sampling import FrameRule
 from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
-from mlbcli.sampling import FrameRule
 
 if TYPE_CHECKING:
     import numpy as np

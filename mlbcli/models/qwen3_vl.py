@@ -58,7 +58,7 @@ from mlbcli.models.qwen2_vl import QwenVideoAdapter, cap_note
 if TYPE_CHECKING:
     import torch
 
-    from mlbcli.engine import ModelInputs
+    from mlbcli.engine.plan import ModelInputs
 
 log = logging.getLogger(__name__)
 

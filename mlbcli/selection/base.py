@@ -21,7 +21,7 @@ from mlbcli.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-    from mlbcli.engine import PrunePlan
+    from mlbcli.engine.plan import PrunePlan
     from mlbcli.models.base import Prompt, VideoTokens
 
 #: Text tokens assumed around the visual block when planning without a tokenizer (`mlb flops`).

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection.base import Method, MethodOptions, PlanContext, register_method, token_budget
 from mlbcli.selection.params import resolve_params

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine import DecodeContext, DecodePolicy
+from mlbcli.engine.plan import DecodeContext, DecodePolicy
 from mlbcli.selection.clustering import stable_top
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D
 from mlbcli.selection.base import PlanContext, register_method, token_budget

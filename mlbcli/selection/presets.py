@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine import DecodeContext, DecodePolicy, LayerContext, LayerKeep, PrunePlan
+from mlbcli.engine.plan import DecodeContext, DecodePolicy, LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import debias as D

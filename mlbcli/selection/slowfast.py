@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.selection.base import Method, MethodOptions, register_method
 from mlbcli.selection.params import resolve_params
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection import debias as D

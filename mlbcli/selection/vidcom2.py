@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine import LayerContext, LayerKeep, PrunePlan
+from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection.base import PlanContext, register_method, token_budget
 from mlbcli.selection.clustering import stable_top

@@ -67,7 +67,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))  # `tests.golden.frames` and `mlbcli.tiny` from this checkout
+sys.path.insert(0, str(ROOT))  # `tests.golden.frames` and `mlbcli.testing.tiny` from this checkout
 
 from tests.golden.frames import CASES, QUESTION, Case, sha256  # noqa: E402
 
@@ -112,7 +112,7 @@ def _version(name: str) -> str | None:
 
 def _builders(root: Path) -> dict[str, Path]:
     """The tiny checkpoints, built with the same (default) options as tests/test_golden.py builds them."""
-    from mlbcli import tiny
+    from mlbcli.testing import tiny
 
     return {
         "llava_onevision": tiny.build_tiny_llava_onevision(root / "tiny-llava-ov"),

@@ -79,7 +79,7 @@ def run_doctor(
         return ", ".join(found)
 
     def decoders() -> str:
-        from mlbcli.video import decode_frames, make_test_video
+        from mlbcli.io.video import decode_frames, make_test_video
 
         clip = make_test_video(workdir / "clip.mp4", num_frames=24)
         results = []
@@ -91,7 +91,7 @@ def run_doctor(
     def pipeline(family: str, build: Callable[[Path], Path]) -> Callable[[], str]:
         def check() -> str:
             from mlbcli import api
-            from mlbcli.writers import read_results
+            from mlbcli.io.writers import read_results
 
             model = build(workdir / f"tiny-{family}")
             started = time.perf_counter()
@@ -117,7 +117,7 @@ def run_doctor(
 
         return check
 
-    from mlbcli import tiny
+    from mlbcli.testing import tiny
 
     families: dict[str, Callable[[Path], Path]] = {
         "llava_onevision": tiny.build_tiny_llava_onevision,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mlbcli.errors import UsageError, VideoDecodeError
-from mlbcli.sampling import GENERIC, FrameRule, plan_frames
+from mlbcli.io.sampling import GENERIC, FrameRule, plan_frames
 
 __all__ = [
     "BACKENDS",
@@ -346,7 +346,7 @@ def decode_frames(
     backend: str = "auto",
     rule: FrameRule = GENERIC,
 ) -> Frames:
-    """Decode the frames chosen by :func:`mlbcli.sampling.plan_frames` as one RGB uint8 array.
+    """Decode the frames chosen by :func:`mlbcli.io.sampling.plan_frames` as one RGB uint8 array.
 
     ``rule`` is the model family's frame rule (``ModelAdapter.frame_rule``; Qwen takes frames in pairs);
     ``Frames.note`` says when it changed the requested count.

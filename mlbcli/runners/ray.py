@@ -8,7 +8,7 @@ the schema, metadata, error rows, exit codes and resume are the local runner's b
     videos (one block per video, in input order)
       -> map(decode)                Ray CPU tasks, each with the per-video decode timeout
       -> map_batches(ModelActor)    an actor pool: one model load per actor (`num_gpus` each), and
-                                    `mlbcli.tasks.ModelWorker` per call, exactly the local per-item code
+                                    `mlbcli.runners.tasks.ModelWorker` per call, exactly the local per-item code
       -> iter_rows() on the driver  streaming: rows are written as they arrive (bounded memory)
 
 A worker process that dies (a crash in native code, an out-of-memory kill, a lost node) makes Ray retry
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.errors import UsageError
-from mlbcli.sampling import GENERIC, FrameRule
+from mlbcli.io.sampling import GENERIC, FrameRule
 
 if TYPE_CHECKING:
-    from mlbcli.api import ModelSpec, RunOptions
-    from mlbcli.sources import Item
-    from mlbcli.tasks import Task
+    from mlbcli.io.sources import Item
+    from mlbcli.options import ModelSpec, RunOptions
+    from mlbcli.runners.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,12 @@ SAVED_TOKENS = "saved-tokens"
 def _decode_row(row: dict[str, Any], inputs: VideoInputs, timeout_s: float | None) -> dict[str, Any]:
     """Ray CPU task: decode one video (with the run's timeout); the frames travel in the row. A video
     whose tokens are saved in `--tokens` is not decoded."""
-    from mlbcli.prefetch import _inline, _inline_with_timeout
-    from mlbcli.video import decode_frames
+    from mlbcli.io.prefetch import _inline, _inline_with_timeout
+    from mlbcli.io.video import decode_frames
 
     items: list[Item] = pickle.loads(row["items"])
     if inputs.tokens_dir is not None and inputs.model_id is not None:
-        from mlbcli.tokens_io import find_video_tokens
+        from mlbcli.io.tokens import find_video_tokens
 
         if find_video_tokens(inputs.tokens_dir, items[0], inputs.model_id) is not None:  # metadata only
             return {**row, "decoded": pickle.dumps(SAVED_TOKENS), "decode_s": 0.0}
@@ -156,14 +156,14 @@ class ModelActor:
     ):
         import torch
 
-        from mlbcli.tasks import ModelWorker
+        from mlbcli.runners.tasks import ModelWorker
 
         torch.manual_seed(spec.seed)
         self.spec, self.tokens_dir = spec, tokens_dir
         self.worker = ModelWorker(spec.pipeline(), task, asked, batch_size)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
-        from mlbcli.tasks import DecodedVideo
+        from mlbcli.runners.tasks import DecodedVideo
 
         videos, where = [], {}
         for group, items_blob, decoded_blob, decode_s in zip(
@@ -189,7 +189,7 @@ class ModelActor:
     def _saved(self, items: list[Item]) -> Any:
         """The video from its saved tokens, as the local runner takes it (`api.saved_video`)."""
         from mlbcli.api import saved_video
-        from mlbcli.tasks import DecodedVideo
+        from mlbcli.runners.tasks import DecodedVideo
 
         assert self.tokens_dir is not None
         video = saved_video(items, self.tokens_dir, self.worker.pipe, self.spec)

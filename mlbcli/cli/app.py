@@ -19,8 +19,8 @@ import typer
 from rich.markup import escape
 
 from mlbcli import __version__
-from mlbcli.benchmarks import BENCHMARKS
 from mlbcli.errors import MlbError, OutputLockedError, UsageError
+from mlbcli.eval.benchmarks import BENCHMARKS
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"  # same as mlbcli.models.DEFAULT_MODEL
 
@@ -524,8 +524,8 @@ def _setup_logging(verbose: bool) -> None:
 
 def _reporter(quiet: bool) -> Any:
     """The progress reporter for stderr, wrapped to keep the first rows (the answers table)."""
-    from mlbcli.progress import PlainReporter, RichReporter
-    from mlbcli.show import CollectingReporter
+    from mlbcli.cli.show import CollectingReporter
+    from mlbcli.runners.progress import PlainReporter, RichReporter
 
     inner = RichReporter(quiet=quiet) if sys.stderr.isatty() else PlainReporter(quiet=quiet)
     return CollectingReporter(inner)
@@ -602,7 +602,7 @@ def _model_spec(
 ) -> Any:
     """The one `ModelSpec` of a model command, built here once and passed to the library as is.
     `pruning`: variant, positions, strict_keep, temporal_spacing."""
-    from mlbcli.api import _model_spec as build
+    from mlbcli.options import _model_spec as build
 
     device, dtype = _check_device(device, dtype)  # one line, exit 2, before the model loads
     return build(
@@ -653,7 +653,7 @@ def _ray_options(runner: str, address: str | None, gpus: float | None, per_node:
         if given:
             raise UsageError(f"{', '.join(given)} apply to --runner ray")
         return None
-    from mlbcli.ray_runner import RayOptions
+    from mlbcli.runners.ray import RayOptions
 
     return RayOptions(address=address, gpus_per_worker=gpus, workers_per_node=per_node or 1)
 
@@ -671,7 +671,7 @@ def _run_options(
     batch_size="auto",
     ray=("local", None, None, None),
 ) -> Any:
-    from mlbcli.api import RunOptions
+    from mlbcli.options import RunOptions
 
     if fmt is not None and fmt not in ("parquet", "jsonl", "csv"):
         raise UsageError(f"--format must be parquet, jsonl or csv, not {fmt!r}")
@@ -731,16 +731,16 @@ def _finish(call: Any, show_results: bool = False) -> None:
     except MlbError as error:
         typer.echo(f"mlb: error: {error}", err=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP via mlbcli.signals (see main)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP via mlbcli.runners.signals (see main)
         import contextlib
 
-        from mlbcli.signals import exit_code_of, reason_of
+        from mlbcli.runners.signals import exit_code_of, reason_of
 
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the status tells
             typer.echo(f"mlb: {reason_of(interrupt)}; finished rows are saved, rerun to resume", err=True)
         raise typer.Exit(exit_code_of(interrupt)) from None
     if show_results and summary.out != "-" and not reporter.inner.quiet and _stdout_is_terminal():
-        from mlbcli.show import print_run_results
+        from mlbcli.cli.show import print_run_results
 
         print_run_results(summary.kind, reporter.rows)
     raise typer.Exit(1 if summary.failed else 0)
@@ -1319,7 +1319,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """Print a results file as a table (answers, summaries, token statistics)."""
-    from mlbcli.show import show_file
+    from mlbcli.cli.show import show_file
 
     names = [name.strip() for name in columns.split(",") if name.strip()] if columns else None
     try:
@@ -1379,7 +1379,7 @@ def score(
     Benchmark runs (`answer --benchmark`) are aggregated as the benchmark does (MLVU and MVBench: mean
     over the `category` column). Accuracies are percent in the table, fractions in --json.
     """
-    from mlbcli import score as scoring
+    from mlbcli.eval import score as scoring
 
     try:
         scores = scoring.score_files(results, by=by, against=against)
@@ -1414,14 +1414,14 @@ def doctor(
 ) -> None:
     """Offline self-check: versions, devices, and the full pipeline on a tiny random model and clip."""
     _setup_logging(verbose)
-    from mlbcli.doctor import run_doctor
+    from mlbcli.cli.doctor import run_doctor
 
     ok = run_doctor(echo=typer.echo, keep_files=keep_files)
     raise typer.Exit(0 if ok else 1)
 
 
 def main() -> None:
-    from mlbcli.signals import stop_on_signals
+    from mlbcli.runners.signals import stop_on_signals
 
     # SIGTERM and SIGHUP stop a run like Ctrl-C (finished rows committed) and exit 128 + the signal.
     with stop_on_signals(exit_status=True):

@@ -1,6 +1,6 @@
 """Shell completion scripts for `mlb` (bash, zsh, fish), generated from the Typer app.
 
-`python -m mlbcli.completions completions/` rewrites the committed scripts; a test fails when they are
+`python -m mlbcli.cli.completions completions/` rewrites the committed scripts; a test fails when they are
 not current. Install: `source completions/mlb.bash` (bash), copy `completions/_mlb` into a folder of
 `$fpath` (zsh), or `completions/mlb.fish` into `~/.config/fish/completions/` (fish). The scripts call
 back into `mlb` for the candidates, so new options complete without regenerating them.

@@ -171,7 +171,7 @@ class FileScore(Stats):
 
 def read_answer_rows(path: str, fmt: str | None = None) -> list[dict[str, Any]]:
     """The rows of an `mlb answer` output file (only the columns scoring needs)."""
-    from mlbcli.writers import KEY_KIND, read_results, schema_metadata
+    from mlbcli.io.writers import KEY_KIND, read_results, schema_metadata
 
     if not Path(path).is_file():
         raise UsageError(f"{path}: no such results file")
@@ -263,7 +263,7 @@ def _only(values: Iterable[Any]) -> Any:
 
 def summarize(rows: list[dict[str, Any]], benchmark: str | None = None) -> Stats:
     """The accuracy of `rows` as `benchmark` aggregates it (macro over `category`, or micro)."""
-    from mlbcli.benchmarks import BENCHMARKS
+    from mlbcli.eval.benchmarks import BENCHMARKS
 
     bench = BENCHMARKS.get(benchmark or "")
     if bench is not None and bench.aggregation == "macro":
@@ -517,7 +517,7 @@ def plot(scores: Sequence[FileScore], path: str, baseline: FileScore | None = No
 
 # -- lmms-eval samples ---------------------------------------------------------------------------------------
 def _task_of(row: dict[str, Any]) -> str:
-    from mlbcli.benchmarks import BENCHMARKS
+    from mlbcli.eval.benchmarks import BENCHMARKS
 
     bench = BENCHMARKS.get(row.get("benchmark") or "")
     if bench is None:
@@ -531,8 +531,8 @@ def _sample(doc_id: int, row: dict[str, Any]) -> dict[str, Any]:
     """One row as an lmms-eval per-sample record (`{date}_samples_{task}.jsonl` line)."""
     import hashlib
 
-    from mlbcli.benchmarks import BENCHMARKS
-    from mlbcli.prompting import answer_letter
+    from mlbcli.eval.benchmarks import BENCHMARKS
+    from mlbcli.eval.prompting import answer_letter
 
     doc = {
         "video_id": row.get("video_id"),

@@ -15,7 +15,7 @@ the commit of finished rows. Later signals are *deferred*, i.e. noted once on st
 ignored until the block ends, instead of raising a second exception in the middle of the commit (which
 used to print a KeyboardInterrupt traceback and leave the final file unwritten). A user who really
 cannot wait can still use SIGKILL (or Ctrl-\\ for SIGQUIT): the part-file protocol of
-``mlbcli.writers`` is kill-safe, and the next run resumes from the committed parts.
+``mlbcli.io.writers`` is kill-safe, and the next run resumes from the committed parts.
 
 A signal whose handler was SIG_IGN when the block started stays ignored: ``nohup`` ignores SIGHUP, and
 shells start background jobs with SIGINT ignored; those choices are the user's.

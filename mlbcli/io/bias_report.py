@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbcli.naming import safe_name
+from mlbcli.io.naming import safe_name
 
 if TYPE_CHECKING:
-    from mlbcli.engine import PrefillResult
-    from mlbcli.runner import EncodedVideo, TokenStats
+    from mlbcli.engine.batch import PrefillResult
+    from mlbcli.engine.pipeline import EncodedVideo, TokenStats
 
 _BG, _FG, _GRID = (255, 255, 255), (30, 30, 30), (210, 210, 210)
 _BEFORE, _AFTER, _KEPT = (120, 144, 200), (222, 110, 60), (40, 120, 60)

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mlbcli.errors import MlbError
 
 if TYPE_CHECKING:
-    from mlbcli.runner import EncodedVideo, Pipeline, Request, Result
+    from mlbcli.engine.pipeline import EncodedVideo, Pipeline, Request, Result
+    from mlbcli.io.sources import Item
     from mlbcli.selection import Method
-    from mlbcli.sources import Item
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ AUTO_BATCH_CUDA = 16
 
 def error_text(error: BaseException) -> str:
     """One line for an error row: our own errors as they are, others with their type."""
-    from mlbcli.sources import printable
+    from mlbcli.io.sources import printable
 
     text = str(error).strip() or type(error).__name__
     text = text if isinstance(error, MlbError) else f"{type(error).__name__}: {text}"
@@ -116,22 +116,22 @@ class AnswerTask:
 
     def prompt(self, pipe: Pipeline, item: Item) -> str:
         """The text given to the model (inside the family's chat template)."""
-        from mlbcli.prompting import format_question
+        from mlbcli.eval.prompting import format_question
 
         if self.benchmark is not None:
             return self.benchmark.prompt(item.question or "", item.options, pipe.adapter.family)
         return format_question(item.question or "", item.options, pipe.adapter.mc_post_prompt)
 
     def request(self, pipe: Pipeline, item: Item, video: EncodedVideo, override: Method | None) -> Request:
-        from mlbcli.runner import Request
+        from mlbcli.engine.pipeline import Request
 
         return Request(video, self.prompt(pipe, item), self.max_new_tokens, method=override)
 
     def row(
         self, pipe: Pipeline, item: Item, decoded: DecodedVideo, video: EncodedVideo, result: Result
     ) -> dict[str, Any]:
-        from mlbcli.benchmarks import judge, options_for
-        from mlbcli.prompting import grade
+        from mlbcli.eval.benchmarks import judge, options_for
+        from mlbcli.eval.prompting import grade
 
         text = result.text or ""
         options = options_for(self.benchmark, item.question, item.options)
@@ -173,8 +173,8 @@ class CompressTask:
     bias_report: str | None = None
 
     def request(self, pipe: Pipeline, item: Item, video: EncodedVideo, override: Method | None) -> Request:
-        from mlbcli.prompting import format_question
-        from mlbcli.runner import Request
+        from mlbcli.engine.pipeline import Request
+        from mlbcli.eval.prompting import format_question
 
         prompt = (
             format_question(item.question, item.options, pipe.adapter.mc_post_prompt)
@@ -188,11 +188,11 @@ class CompressTask:
     ) -> dict[str, Any]:
         tokens_file = None
         if self.save_tokens:
-            from mlbcli.tokens_io import save_video_tokens
+            from mlbcli.io.tokens import save_video_tokens
 
             tokens_file = str(save_video_tokens(self.save_tokens, item, video, decoded.frames, pipe))
         if self.bias_report:
-            from mlbcli.report import write_bias_report
+            from mlbcli.io.bias_report import write_bias_report
 
             assert result.state is not None and result.stats is not None
             write_bias_report(self.bias_report, item, video, result.state, result.stats)
@@ -207,7 +207,7 @@ class SummarizeTask:
     max_new_tokens: int = 96
 
     def request(self, pipe: Pipeline, item: Item, video: EncodedVideo, override: Method | None) -> Request:
-        from mlbcli.runner import Request
+        from mlbcli.engine.pipeline import Request
 
         return Request(video, self.prompt, self.max_new_tokens, method=override)
 
@@ -372,7 +372,7 @@ class ModelWorker:
             oom = oom_rows[0]
         _release_memory()
         if len(chunk) == 1:
-            from mlbcli.runner import Result
+            from mlbcli.engine.pipeline import Result
 
             results[chunk[0]] = Result(error=MlbError(OUT_OF_MEMORY_ADVICE + f" ({error_text(oom)})"))
             return

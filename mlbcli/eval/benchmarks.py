@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mlbcli.errors import UsageError
-from mlbcli.prompting import LETTERS, _strip_label, answer_letter, parse_choice
+from mlbcli.eval.prompting import LETTERS, _strip_label, answer_letter, parse_choice
 
 __all__ = ["BENCHMARKS", "Benchmark", "Verdict", "get_benchmark", "judge", "options_for"]
 
@@ -301,7 +301,7 @@ def judge(
     question_id: str | None = None,
 ) -> Verdict:
     """Grade a multiple-choice reply under `benchmark`'s policy (None: unparsable counts wrong)."""
-    from mlbcli.prompting import grade
+    from mlbcli.eval.prompting import grade
 
     choice = parse_choice(response, options)
     if choice is not None:

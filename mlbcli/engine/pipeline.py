@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mlbcli import engine
+from mlbcli.engine import batch as engine
+from mlbcli.engine.flops import LLMDims, layer_flops, visual_flops
 from mlbcli.errors import MlbError, UsageError
-from mlbcli.flops import LLMDims, layer_flops, visual_flops
 from mlbcli.models.base import sampled_fps
 from mlbcli.selection import Method, MethodOptions, get_method
 from mlbcli.selection.base import PlanContext, keep_note
 
 if TYPE_CHECKING:
+    from mlbcli.io.sampling import FrameRule
+    from mlbcli.io.video import Frames
     from mlbcli.models.base import ModelAdapter, VideoTokens
-    from mlbcli.sampling import FrameRule
-    from mlbcli.video import Frames
 
 log = logging.getLogger(__name__)
 

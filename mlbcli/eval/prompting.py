@@ -2,7 +2,7 @@
 
 The generic layout lists options as ``A. text`` and appends lmms-eval's default post-prompt. It is
 lmms-eval's layout for EgoSchema only: other benchmarks differ (Video-MME, MVBench, NExT-QA, MLVU,
-LongVideoBench), and `mlb answer --benchmark NAME` uses their exact layouts (`mlbcli.benchmarks`).
+LongVideoBench), and `mlb answer --benchmark NAME` uses their exact layouts (`mlbcli.eval.benchmarks`).
 Extraction tries formats in priority order; it reads more replies than lmms-eval's extractors (lower-case
 letters, option text, answer phrases), so on verbose models accuracies are higher than lmms-eval's on the
 same replies; on clean one-letter replies they agree.

@@ -31,113 +31,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbcli.probe import attention_probe
+from mlbcli.engine.plan import (
+    DecodeContext,
+    DecodePolicy,
+    LayerContext,
+    LayerKeep,
+    ModelInputs,
+    PrunePlan,
+)
+from mlbcli.engine.probe import attention_probe
 
 if TYPE_CHECKING:
     from mlbcli.models.base import ModelAdapter
-
-
-@dataclass
-class LayerContext:
-    """What a pruner sees of its row before decoder layer `layer` (0 = before the LLM)."""
-
-    layer: int
-    hidden: torch.Tensor  # [1, L, D] hidden states entering the layer (input embeddings at layer 0)
-    visual_slots: torch.Tensor  # [n] positions in the current sequence of the prunable visual tokens
-    visual_ids: torch.Tensor  # [n] their flat ids t * N + i in the original video, ascending
-    scores: torch.Tensor | None  # [n] attention the query rows give them at layer-1 (mean over heads, rows)
-
-
-@dataclass
-class LayerKeep:
-    """A pruner's decision. `keep` indexes `LayerContext.visual_slots`; order is always preserved."""
-
-    keep: torch.Tensor  # [k] ascending indices into visual_slots
-    replace: torch.Tensor | None = None  # [k, D] new states for the kept tokens (token merging / pooling)
-    append: torch.Tensor | None = None  # [m, D] new tokens right after the visual block (layer 0 only)
-    info: dict[str, Any] = field(default_factory=dict)  # method diagnostics (segments, budgets...)
-
-
-LayerPruner = Callable[[LayerContext], LayerKeep]
-
-
-@dataclass
-class DecodeContext:
-    """What a decode-time KV policy sees of its row at one decode step (one generated token's forward)."""
-
-    step: int  # 0 = the forward of the first generated token
-    # [n] visual ids cached at layer `policy.layer - 1` (at `policy.layer` when no attention is needed)
-    visual_ids: torch.Tensor
-    # [n] attention the step's token gives them at layer `policy.layer - 1` (fp32, mean over heads; a
-    # softmax over every key the token sees there); None when the policy does not need it
-    attention: torch.Tensor | None
-    kept_ids: torch.Tensor  # [k] visual ids alive after the prefill's last pruning step
-
-
-class DecodePolicy:
-    """A per-step KV policy: which cached visual tokens the decoding token may attend to.
-
-    At every decode step, after decoder layer `layer - 1` ran (before layer 0 when `needs_attention`
-    is False), `step(ctx, state)` returns the visual ids to hide from layers >= `layer` for this step
-    (None: hide nothing) and the row's next state. The KV cache itself is never edited: a hidden key is
-    masked, so a later step may see it again (DyCoke's dynamic pruning). Policies are stateless
-    objects (one may serve several rows, e.g. questions sharing a prefix); the engine keeps one
-    `state` per row, starting from `start()`. Appended tokens (summary tails) are never hidden.
-    """
-
-    layer: int = 1
-    needs_attention: bool = True
-
-    def start(self) -> Any:
-        return None
-
-    def step(self, ctx: DecodeContext, state: Any) -> tuple[torch.Tensor | None, Any]:
-        raise NotImplementedError
-
-
-@dataclass
-class PrunePlan:
-    """The keep schedule of one request: which pruner runs before which layer."""
-
-    steps: dict[int, LayerPruner] = field(default_factory=dict)
-    needs_scores: frozenset[int] = frozenset()  # layers whose pruner needs the probe of layer - 1
-    query: str = "question"  # probe query rows: "question" (all question tokens) or "last"
-    # Re-sequence positions after the layer-0 step (0, 1, 2, ... over the whole row), as peers that
-    # concatenate the kept tokens do (official VisionZip, DyCoke). 1-D RoPE only: an M-RoPE row fails.
-    contiguous_positions: bool = False
-    decode_policy: DecodePolicy | None = None  # per-step KV policy while decoding (DyCoke stage 2)
-
-    def __post_init__(self) -> None:
-        if 0 in self.needs_scores:
-            raise ValueError("no attention scores exist before layer 0: use layer >= 1 for attention pruning")
-        if not self.needs_scores <= set(self.steps):
-            raise ValueError("needs_scores names a layer without a pruner")
-        if self.query not in ("question", "last"):
-            raise ValueError(f"query must be 'question' or 'last', not {self.query!r}")
-
-
-@dataclass
-class ModelInputs:
-    """One row as the LLM sees it: what `ModelAdapter.model_inputs(prompt, video)` builds."""
-
-    embeds: torch.Tensor  # [1, L, D] input embeddings, visual block filled in
-    position_ids: torch.Tensor  # [..., 1, L]: [1, L], or [3, 1, L] for M-RoPE
-    visual_slots: torch.Tensor  # [n] positions of the prunable visual tokens (visual ids 0..n-1)
-    query_slots: torch.Tensor  # [q] the probe's query rows (the question's tokens)
-    # Per decoder layer l: [n, D] features added to the output of layer l at the visual tokens, by
-    # visual id (Qwen3-VL's DeepStack). A pruned token's features go with it; appended tokens get none.
-    visual_residuals: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def length(self) -> int:
-        return int(self.embeds.shape[1])
 
 
 @dataclass

@@ -14,7 +14,7 @@ What is stored (one safetensors file per video, named after the video id):
 Metadata records the model, the video id, the sampled frame indices and timestamps and the video's
 size-mtime fingerprint. A file whose video changed since, or that was written for another video id or
 model, is ignored (the video is decoded and encoded again, with a warning for a foreign file). Files are
-named by `mlbcli.naming.safe_name` (full sha1 of the id), and written with the usual umask permissions.
+named by `mlbcli.io.naming.safe_name` (full sha1 of the id), and written with the usual umask permissions.
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbcli import engine
+from mlbcli.engine import batch as engine
 from mlbcli.errors import UsageError
+from mlbcli.io.naming import safe_name
+from mlbcli.io.sampling import GENERIC, FrameRule, plan_frames
 from mlbcli.models.base import INPUTS_VERSION, VideoTokens, sampled_fps
-from mlbcli.naming import safe_name
-from mlbcli.sampling import GENERIC, FrameRule, plan_frames
 from mlbcli.selection.base import Method, MethodOptions
 
 if TYPE_CHECKING:
-    from mlbcli.runner import EncodedVideo, Pipeline
-    from mlbcli.sources import Item
-    from mlbcli.video import Frames
+    from mlbcli.engine.pipeline import EncodedVideo, Pipeline
+    from mlbcli.io.sources import Item
+    from mlbcli.io.video import Frames
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def save_video_tokens(
 ) -> Path:
     from safetensors.torch import save
 
-    from mlbcli.sources import fingerprint
+    from mlbcli.io.sources import fingerprint
 
     tokens = video.tokens
     tensors: dict[str, torch.Tensor] = {}
@@ -265,7 +265,7 @@ def find_video_tokens(folder: str | Path, item: Item, model_id: str) -> Path | N
     """The file `load_video_tokens` would load, checked from its metadata alone (no tensors read), or None."""
     from safetensors import safe_open
 
-    from mlbcli.sources import fingerprint
+    from mlbcli.io.sources import fingerprint
 
     path = tokens_path(folder, item.video_id)
     if not path.is_file():

@@ -1,6 +1,6 @@
 """Results on screen: `mlb show FILE` and the answers table after a short run on a terminal.
 
-Reads result files with `mlbcli.writers.read_results` (parquet, jsonl, csv) and prints them with rich.
+Reads result files with `mlbcli.io.writers.read_results` (parquet, jsonl, csv) and prints them with rich.
 No torch: `mlb show` starts as fast as `mlb --help`.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mlbcli.errors import UsageError
-from mlbcli.progress import error_reason
+from mlbcli.runners.progress import error_reason
 
 #: Columns `mlb show` prints by default, per kind (`mlb.kind` in the file's metadata).
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -40,7 +40,7 @@ class CollectingReporter:
         self.rows: list[dict[str, Any]] = []
 
     def status(self, text: str) -> None:
-        from mlbcli.progress import report_status
+        from mlbcli.runners.progress import report_status
 
         report_status(self.inner, text)
 
@@ -133,7 +133,7 @@ def show_file(
     `columns` None = the kind's usual columns (every column with `as_json`); `limit` None = the first
     `DEFAULT_TABLE_ROWS` rows in a table, all rows as JSON; 0 = all rows.
     """
-    from mlbcli.writers import read_results, schema_metadata
+    from mlbcli.io.writers import read_results, schema_metadata
 
     file = Path(path)
     if not file.exists():

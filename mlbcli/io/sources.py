@@ -44,7 +44,7 @@ from pathlib import Path, PurePath
 from typing import Any, TextIO
 
 from mlbcli.errors import UsageError
-from mlbcli.video import VIDEO_EXTENSIONS
+from mlbcli.io.video import VIDEO_EXTENSIONS
 
 __all__ = [
     "MANIFEST_COLUMNS",
