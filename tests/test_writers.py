@@ -421,7 +421,7 @@ def test_failure_during_merge_keeps_old_file_intact(tmp_path, monkeypatch, exc):
         w.write(row(0))
     before = digest(out)
 
-    real_write_file = writers._write_file
+    real_write_file = writers.write_table_file
 
     def half_write_then_fail(table, path, fmt):
         real_write_file(table, path, fmt)
@@ -429,7 +429,7 @@ def test_failure_during_merge_keeps_old_file_intact(tmp_path, monkeypatch, exc):
             fh.truncate(10)
         raise exc
 
-    monkeypatch.setattr(writers, "_write_file", half_write_then_fail)
+    monkeypatch.setattr(writers, "write_table_file", half_write_then_fail)
     # An OSError (disk full) becomes one clear MlbError line; a Ctrl-C stays a KeyboardInterrupt.
     with pytest.raises(MlbError if isinstance(exc, OSError) else type(exc)), writer(out) as w:
         w.write(row(1))
@@ -438,7 +438,7 @@ def test_failure_during_merge_keeps_old_file_intact(tmp_path, monkeypatch, exc):
     assert not list(tmp_path.glob("r.parquet.tmp-*"))
     assert len(list((tmp_path / "r.parquet.parts").glob("part-*.parquet"))) == 1
 
-    monkeypatch.setattr(writers, "_write_file", real_write_file)
+    monkeypatch.setattr(writers, "write_table_file", real_write_file)
     with writer(out) as w:  # the next run recovers the committed row
         assert w.done_keys() == {("v000.mp4", 0), ("v001.mp4", 1)}
     assert keys_of(out) == [("v000.mp4", 0), ("v001.mp4", 1)]
@@ -695,7 +695,7 @@ def test_disk_full_during_the_final_merge(tmp_path, monkeypatch, suffix):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with monkeypatch.context() as m:
-        m.setattr(writers, "_write_file", no_space)
+        m.setattr(writers, "write_table_file", no_space)
         failing = writer(out)
         expected = rf"cannot write .*r{suffix} \(No space left on device\); 3 row"
         with pytest.raises(MlbError, match=expected), failing as w:
