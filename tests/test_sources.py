@@ -534,7 +534,7 @@ def test_unknown_columns_are_warned_once_per_manifest_with_a_suggestion(
     row = {"video": "videos/b.mp4", "Question": "Q?", "choices": ["a", "b"], "answer": "A", "notes": "x"}
     (tree / "m.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
     (tree / "m.csv").write_text("video,question,choices\nvideos/b.mp4,Q?,a|b\n")
-    with caplog.at_level(logging.WARNING, logger="mlbcli.io.sources"):
+    with caplog.at_level(logging.WARNING, logger="mlbcli.io.manifests"):
         _items(["m.jsonl"])
         _items(["m.csv"])
     unknown = [r.getMessage() for r in caplog.records if "unknown column" in r.getMessage()]

@@ -79,7 +79,7 @@ def save_video_tokens(
 ) -> Path:
     from safetensors.torch import save
 
-    from mlbcli.io.sources import fingerprint
+    from mlbcli.io.items import fingerprint
 
     tokens = video.tokens
     tensors: dict[str, torch.Tensor] = {}
@@ -265,7 +265,7 @@ def find_video_tokens(folder: str | Path, item: Item, model_id: str) -> Path | N
     """The file `load_video_tokens` would load, checked from its metadata alone (no tensors read), or None."""
     from safetensors import safe_open
 
-    from mlbcli.io.sources import fingerprint
+    from mlbcli.io.items import fingerprint
 
     path = tokens_path(folder, item.video_id)
     if not path.is_file():
