@@ -445,7 +445,7 @@ def saved_video(group: list[Item], tokens_dir: str, pipe: Pipeline, spec: ModelS
     rather than answers from other frames. Used by the local runner and by the Ray actors.
     """
     from mlbcli.engine.pipeline import EncodedVideo
-    from mlbcli.io.tokens import load_video_tokens
+    from mlbcli.engine.saved_tokens import load_video_tokens
     from mlbcli.runners.tasks import DecodedVideo, SavedFrames
 
     saved = load_video_tokens(tokens_dir, group[0], pipe.adapter.model_id)

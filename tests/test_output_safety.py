@@ -182,8 +182,9 @@ def _fake_tokens_file(path: Path, video_id: str, video_path: Path, model: str) -
 def test_saved_tokens_of_another_video_are_never_used(clips, tmp_path, caplog):
     # R9: two videos sharing a file name (a collision, or a copy), with equal size and mtime: the loader
     # never compared the stored video_id, so video B was answered with video A's tokens.
+    from mlbcli.engine.saved_tokens import load_video_tokens
     from mlbcli.io.sources import Item
-    from mlbcli.io.tokens import load_video_tokens, tokens_path
+    from mlbcli.io.tokens import tokens_path
 
     folder = tmp_path / "tok"
     twin = clips / "twin.mp4"
@@ -200,8 +201,8 @@ def test_saved_tokens_of_another_video_are_never_used(clips, tmp_path, caplog):
 
 def test_token_folders_of_an_older_mlb_still_load(clips, tmp_path):
     # Files named by the old rule (32-bit hash) are still found; the video_id check makes that safe.
+    from mlbcli.engine.saved_tokens import load_video_tokens
     from mlbcli.io.sources import Item
-    from mlbcli.io.tokens import load_video_tokens
 
     video = clips / "a.mp4"
     item = Item("a.mp4", str(video), None, None, None, None, "test")

@@ -463,8 +463,8 @@ def test_saved_tokens_keep_deepstack(adapters, frames, tmp_path):
     reused video answers exactly as the freshly encoded one."""
     from types import SimpleNamespace
 
+    from mlbcli.engine.saved_tokens import load_video_tokens, save_video_tokens
     from mlbcli.io.sources import Item
-    from mlbcli.io.tokens import load_video_tokens, save_video_tokens
 
     adapter = adapters["qwen3_vl"]
     clip = tmp_path / "c.mp4"

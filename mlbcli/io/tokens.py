@@ -1,9 +1,11 @@
-"""Saved visual tokens: `compress --save-tokens DIR` writes them, `answer --tokens DIR` reuses them.
+"""Saved visual tokens on disk: `compress --save-tokens DIR` writes them, `answer --tokens DIR` reuses them.
 
 The vision tower is most of the cost of a video question on small LLMs (stack.md: 70-80 %), so a
 video compressed once can be asked many questions later without decoding or encoding it again.
 
-What is stored (one safetensors file per video, named after the video id):
+This module is the file format only: names, metadata, atomic writes and the checks that decide whether
+a file may serve a video. Turning tensors into model objects (the video's tokens, a replayed reduction)
+is `mlbcli.engine.saved_tokens`, one layer up. What is stored (one safetensors file per video):
 - methods that prune only before the LLM and ignore the question (uniform, random, visionzip, dycoke):
   the *reduced* tokens: `kept_ids` [k], `kept` [k, D] (merged/pooled states included) and the
   `appended` [m, D] tokens. Reusing them reproduces that method's run exactly.
@@ -24,22 +26,30 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
-
-from mlbcli.engine import batch as engine
 from mlbcli.errors import UsageError
+from mlbcli.io.items import Item, fingerprint
 from mlbcli.io.naming import safe_name
 from mlbcli.io.sampling import GENERIC, FrameRule, plan_frames
-from mlbcli.models.base import INPUTS_VERSION, VideoTokens, sampled_fps
-from mlbcli.selection.base import Method, MethodOptions
 
 if TYPE_CHECKING:
-    from mlbcli.engine.pipeline import EncodedVideo, Pipeline
-    from mlbcli.io.sources import Item
-    from mlbcli.io.video import Frames
+    import torch
+
+    from mlbcli.io.decoders import Frames
+
+__all__ = [
+    "FORMAT_VERSION",
+    "find_video_tokens",
+    "read_tokens_file",
+    "require_tokens_dir",
+    "sampling_metadata",
+    "sampling_mismatch",
+    "tokens_path",
+    "write_tokens_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,72 +80,43 @@ def require_tokens_dir(folder: str | Path) -> None:
         raise UsageError(f"--tokens {folder} {what}; give the folder written by `mlb compress --save-tokens`")
 
 
-def _is_reusable_reduction(method: Method) -> bool:
-    return not method.query_aware and method.name != "none"
+def sampling_metadata(item: Item, frames: Frames) -> dict[str, str]:
+    """The metadata that ties a file to its video and says how its frames were sampled.
 
-
-def save_video_tokens(
-    folder: str | Path, item: Item, video: EncodedVideo, frames: Frames, pipe: Pipeline
-) -> Path:
-    from safetensors.torch import save
-
-    from mlbcli.io.items import fingerprint
-
-    tokens = video.tokens
-    tensors: dict[str, torch.Tensor] = {}
-    reduced = False
-    if _is_reusable_reduction(pipe.method):
-        plan = pipe.method.plan(tokens, None)  # query-agnostic methods do not look at the prompt
-        if set(plan.steps) == {0}:
-            flat = tokens.features.reshape(-1, tokens.features.shape[-1])  # [T*N, D]
-            n = flat.shape[0]
-            ctx = engine.LayerContext(0, flat[None], torch.arange(n), torch.arange(n), None)
-            decision = plan.steps[0](ctx)
-            tensors["kept_ids"] = decision.keep.to(torch.int64)
-            tensors["kept"] = decision.replace if decision.replace is not None else flat[decision.keep]
-            if decision.append is not None:
-                tensors["appended"] = decision.append
-            reduced = True
-    if not reduced:
-        tensors["features"] = tokens.features
-    for layer, layer_features in tokens.layer_features.items():  # DeepStack: [T, N, D], kept rows if reduced
-        flat = layer_features.reshape(-1, layer_features.shape[-1])
-        tensors[f"layer_features.{layer}"] = flat[tensors["kept_ids"]] if reduced else flat
-    if tokens.extra is not None:
-        tensors["extra"] = tokens.extra
-    if tokens.frame_features is not None:
-        tensors["frame_features"] = tokens.frame_features
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    metadata = {
+    The video id, path and fingerprint decide whether the file may serve a video (`find_video_tokens`);
+    the frame indices, the video's length and frame rate let `answer --tokens --frames N` tell whether
+    its own sampling would pick the same frames (`sampling_mismatch`).
+    """
+    return {
         "format_version": FORMAT_VERSION,
-        "model": pipe.adapter.model_id,
         "video_id": item.video_id,
         "video_path": item.video_path,
         "fingerprint": fingerprint(item.video_path),
-        "shape": json.dumps([tokens.num_frames, tokens.tokens_per_frame, int(tokens.features.shape[-1])]),
-        "grid": json.dumps(list(tokens.grid)),
         "frames": str(len(frames.indices)),
-        # What sampling produced these tokens, so `answer --tokens --frames N` can tell whether its
-        # own sampling would pick the same frames (see SavedTokens.sampling_mismatch).
         "frame_indices": json.dumps([int(i) for i in frames.indices]),
         "num_frames_total": str(int(frames.info.num_frames_total)),
         "native_fps": repr(float(frames.info.fps)),
         "timestamps_s": json.dumps([float(t) for t in frames.timestamps_s]),
-        "input_note": json.dumps(tokens.input_note),
-        "inputs": str(INPUTS_VERSION),  # how the frames were prepared (SavedTokens.inputs_mismatch)
-        "reduced": json.dumps(reduced),
-        "method": pipe.method.name,
-        "keep": str(pipe.method.keep),
     }
-    target = tokens_path(folder, item.video_id)
+
+
+def write_tokens_file(
+    folder: str | Path, video_id: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> Path:
+    """Write one video's tensors (on the CPU, contiguous) and metadata; returns the file's path.
+
+    Serialised in memory and written with open(): safetensors' save_file creates files mode 0600, which
+    makes a shared --tokens folder unreadable for others; open() follows the umask like every other
+    output. Written to a temporary name and renamed, so a reader never sees half a file.
+    """
+    from safetensors.torch import save
+
+    target = tokens_path(folder, video_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    # Serialised in memory and written with open(): safetensors' save_file creates files mode 0600,
-    # which makes a shared --tokens folder unreadable for others; open() follows the umask like every
-    # other output. Written to a temporary name and renamed, so a reader never sees half a file.
     try:
         with open(tmp, "wb") as handle:
-            handle.write(save(tensors, metadata=metadata))
+            handle.write(save(dict(tensors), metadata=dict(metadata)))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -145,127 +126,25 @@ def save_video_tokens(
     return target
 
 
-class SavedTokens:
-    """A saved file loaded back: the video's tokens, and the stored reduction if there is one."""
-
-    def __init__(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]):
-        self.path = path
-        self.metadata = metadata
-        T, N, D = json.loads(metadata["shape"])
-        h, w = json.loads(metadata["grid"])
-        self.reduced = json.loads(metadata["reduced"])
-        features = tensors.get("features")
-        if features is None:  # dropped tokens are never read (pruned before layer 0): zeros are fine
-            features = torch.zeros(T * N, D, dtype=tensors["kept"].dtype)
-            features[tensors["kept_ids"]] = tensors["kept"]
-            features = features.view(T, N, D)
-        layer_features: dict[int, torch.Tensor] = {}
-        for name, stored in tensors.items():
-            if name.startswith("layer_features."):  # [T*N, D], or [k, D] at kept_ids when reduced
-                full = stored
-                if "features" not in tensors:
-                    full = torch.zeros(T * N, stored.shape[-1], dtype=stored.dtype)
-                    full[tensors["kept_ids"]] = stored
-                layer_features[int(name.rsplit(".", 1)[1])] = full.view(T, N, -1)
-        self.tensors = tensors
-        self.timestamps_s = json.loads(metadata["timestamps_s"])
-        frame_indices = json.loads(metadata.get("frame_indices", "[]"))
-        self.tokens = VideoTokens(
-            features=features,
-            grid=(h, w),
-            extra=tensors.get("extra"),
-            frame_features=tensors.get("frame_features"),
-            timestamps_s=self.timestamps_s,
-            layer_features=layer_features,
-            # older token files lack these; the adapters then fall back to the timestamps
-            frame_indices=frame_indices,
-            native_fps=float(metadata["native_fps"]) if "native_fps" in metadata else None,
-            input_note=json.loads(metadata.get("input_note", "null")),
-            sampled_fps=sampled_fps(
-                len(frame_indices),
-                int(metadata.get("num_frames_total", 0)),
-                float(metadata.get("native_fps", 0.0)),
-            ),
-        )
-
-    @property
-    def method_name(self) -> str:
-        return self.metadata["method"]
-
-    def inputs_mismatch(self) -> str | None:
-        """Why these tokens cannot serve this mlb: frames prepared by another input version, else None."""
-        saved = int(self.metadata.get("inputs", 1))
-        if saved == INPUTS_VERSION:
-            return None
-        return (
-            f"{self.path.name} was saved by an mlb that prepared model inputs otherwise (inputs v{saved}, "
-            f"now v{INPUTS_VERSION}: resize rounding, frame counts, timing); run compress --save-tokens again"
-        )
-
-    def sampling_mismatch(
-        self, num_frames: int | None, fps: float | None, rule: FrameRule = GENERIC
-    ) -> str | None:
-        """Why an explicit `--frames`/`--fps` disagrees with the saved frames, or None when it agrees.
-
-        The frames the run would sample are recomputed from the stored video length and frame rate with
-        the same sampler the decoder uses, and compared with the stored indices. With neither option
-        given, the saved frames are used as they are (None).
-        """
-        if num_frames is None and fps is None:
-            return None
-        asked = " ".join(
-            f"--{name} {value:g}"
-            for name, value in (("frames", num_frames), ("fps", fps))
-            if value is not None
-        )
-        saved = int(self.metadata["frames"])
-        if "frame_indices" in self.metadata:
-            total = int(self.metadata["num_frames_total"])
-            native_fps = float(self.metadata["native_fps"])
-            expected = plan_frames(
-                total, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps, rule=rule
-            ).indices
-            if expected == json.loads(self.metadata["frame_indices"]):
-                return None
-            wanted: int | None = len(expected)
-        elif fps is None and num_frames == saved:
-            return None  # a file of an older mlb: only the frame count can be compared
-        else:
-            wanted = num_frames if fps is None else None
-        would = f"would sample {wanted} frame(s)" if wanted is not None else "samples other frames"
-        return (
-            f"{self.path.name} holds {saved} frame(s) sampled by `compress`, but {asked} {would}; "
-            "drop --frames/--fps to use the saved tokens, or run compress again with the same sampling"
-        )
-
-    def stored_reduction(self) -> Method:
-        """A method that replays the stored pre-LLM reduction."""
-        return StoredReduction(self)
-
-
-def load_video_tokens(folder: str | Path, item: Item, model_id: str) -> SavedTokens | None:
-    """The saved tokens of `item`'s video, or None when absent, for another model, or stale.
-
-    A file whose stored `video_id` is not `item.video_id` (a name collision of an older mlb, or a file
-    renamed by hand) is treated as absent, with a warning: the video is decoded and encoded again, so
-    the answer is right, never another video's.
-    """
+def read_tokens_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a file found by `find_video_tokens`."""
     from safetensors import safe_open
 
-    path = find_video_tokens(folder, item, model_id)
-    if path is None:
-        return None
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    return SavedTokens(path, tensors, metadata)
+    return tensors, metadata
 
 
 def find_video_tokens(folder: str | Path, item: Item, model_id: str) -> Path | None:
-    """The file `load_video_tokens` would load, checked from its metadata alone (no tensors read), or None."""
-    from safetensors import safe_open
+    """The file that may serve `item`'s video for `model_id`, checked from its metadata alone, or None.
 
-    from mlbcli.io.items import fingerprint
+    A file whose stored `video_id` is not `item.video_id` (a name collision of an older mlb, or a file
+    renamed by hand) is treated as absent, with a warning: the video is decoded and encoded again, so
+    the answer is right, never another video's. So is a file of another model, or of a video changed
+    since (its size-mtime fingerprint differs).
+    """
+    from safetensors import safe_open
 
     path = tokens_path(folder, item.video_id)
     if not path.is_file():
@@ -292,32 +171,40 @@ def find_video_tokens(folder: str | Path, item: Item, model_id: str) -> Path | N
     return path
 
 
-class StoredReduction(Method):
-    """Replays a reduction saved by `compress --save-tokens` (deliberately not in the --method registry)."""
+def sampling_mismatch(
+    path: Path,
+    metadata: Mapping[str, str],
+    num_frames: int | None,
+    fps: float | None,
+    rule: FrameRule = GENERIC,
+) -> str | None:
+    """Why an explicit `--frames`/`--fps` disagrees with the saved frames, or None when it agrees.
 
-    name = "stored"
-    description = "Replay the reduction stored with saved tokens (used by `answer --tokens`)."
-
-    def __init__(self, saved: SavedTokens | None = None, options: MethodOptions | None = None):
-        super().__init__(options or MethodOptions(keep=float(saved.metadata["keep"]) if saved else 1.0))
-        self.saved = saved
-
-    def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
-        return None  # a replay keeps what was stored; the budget was checked when it was made
-
-    def plan(self, video: VideoTokens, prompt: Any) -> engine.PrunePlan:
-        if self.saved is None:
-            raise UsageError("the 'stored' method is used through `mlb answer --tokens DIR`")
-        kept_ids = self.saved.tensors["kept_ids"]
-        kept = self.saved.tensors["kept"]
-        appended = self.saved.tensors.get("appended")
-
-        def replay(ctx: engine.LayerContext) -> engine.LayerKeep:
-            device = ctx.hidden.device
-            return engine.LayerKeep(
-                keep=kept_ids.to(device),
-                replace=kept.to(device, ctx.hidden.dtype),
-                append=None if appended is None else appended.to(device, ctx.hidden.dtype),
-            )
-
-        return engine.PrunePlan(steps={0: replay})
+    The frames the run would sample are recomputed from the stored video length and frame rate with
+    the same sampler the decoder uses, and compared with the stored indices. With neither option
+    given, the saved frames are used as they are (None).
+    """
+    if num_frames is None and fps is None:
+        return None
+    asked = " ".join(
+        f"--{name} {value:g}" for name, value in (("frames", num_frames), ("fps", fps)) if value is not None
+    )
+    saved = int(metadata["frames"])
+    if "frame_indices" in metadata:
+        total = int(metadata["num_frames_total"])
+        native_fps = float(metadata["native_fps"])
+        expected = plan_frames(
+            total, native_fps if native_fps > 0 else 1.0, num_frames=num_frames, fps=fps, rule=rule
+        ).indices
+        if expected == json.loads(metadata["frame_indices"]):
+            return None
+        wanted: int | None = len(expected)
+    elif fps is None and num_frames == saved:
+        return None  # a file of an older mlb: only the frame count can be compared
+    else:
+        wanted = num_frames if fps is None else None
+    would = f"would sample {wanted} frame(s)" if wanted is not None else "samples other frames"
+    return (
+        f"{path.name} holds {saved} frame(s) sampled by `compress`, but {asked} {would}; "
+        "drop --frames/--fps to use the saved tokens, or run compress again with the same sampling"
+    )

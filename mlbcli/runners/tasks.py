@@ -188,7 +188,7 @@ class CompressTask:
     ) -> dict[str, Any]:
         tokens_file = None
         if self.save_tokens:
-            from mlbcli.io.tokens import save_video_tokens
+            from mlbcli.engine.saved_tokens import save_video_tokens
 
             tokens_file = str(save_video_tokens(self.save_tokens, item, video, decoded.frames, pipe))
         if self.bias_report:
