@@ -16,16 +16,58 @@ its raw field before dedup is the probe-only run (`compress --keep 1.0`).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from mlbcli.io.naming import safe_name
 
-if TYPE_CHECKING:
-    from mlbcli.engine.batch import PrefillResult
-    from mlbcli.engine.pipeline import EncodedVideo, TokenStats
+# What the report reads from the engine's objects, typed by shape so that io imports no higher layer
+# (`engine.pipeline.EncodedVideo`, `engine.batch.PrefillResult`, `engine.pipeline.TokenStats` fit).
+
+
+class _VideoTokens(Protocol):
+    @property
+    def num_frames(self) -> int: ...
+
+    @property
+    def grid(self) -> tuple[int, int]: ...  # (h, w) token grid of one frame
+
+
+class EncodedVideoLike(Protocol):
+    @property
+    def tokens(self) -> _VideoTokens: ...
+
+
+class PrefillLike(Protocol):
+    @property
+    def kept_ids(self) -> torch.Tensor: ...  # [k] visual ids alive after the last pruning step
+
+    @property
+    def scores(self) -> Mapping[int, torch.Tensor]: ...  # probe layer -> [T*N] scores (NaN = dropped)
+
+    @property
+    def infos(self) -> Mapping[int, Mapping[str, Any]]: ...  # layer -> pruner diagnostics
+
+
+class TokenStatsLike(Protocol):
+    @property
+    def visual_tokens_in(self) -> int: ...
+
+    @property
+    def visual_tokens_kept(self) -> int: ...
+
+    @property
+    def keep_realized(self) -> float: ...
+
+    @property
+    def flops_ratio(self) -> float: ...
+
+    @property
+    def appended_tokens(self) -> int: ...
+
 
 _BG, _FG, _GRID = (255, 255, 255), (30, 30, 30), (210, 210, 210)
 _BEFORE, _AFTER, _KEPT = (120, 144, 200), (222, 110, 60), (40, 120, 60)
@@ -54,7 +96,7 @@ def top_position_histogram(scores: torch.Tensor, num_frames: int, fraction: floa
     return torch.bincount(top % N, minlength=N)
 
 
-def _debiased_mass(state: PrefillResult, scores: torch.Tensor, num_frames: int) -> list[float]:
+def _debiased_mass(state: PrefillLike, scores: torch.Tensor, num_frames: int) -> list[float]:
     for info in state.infos.values():
         if "attention_per_frame_debiased" in info:
             return list(info["attention_per_frame_debiased"])
@@ -193,7 +235,7 @@ def render_bias_report(
 
 
 def write_bias_report(
-    folder: str, item: Any, video: EncodedVideo, state: PrefillResult, stats: TokenStats
+    folder: str, item: Any, video: EncodedVideoLike, state: PrefillLike, stats: TokenStatsLike
 ) -> Path:
     """Write `<folder>/<safe video id>-<hash>.png` atomically (tmp file + os.replace); return its path."""
     tokens = video.tokens
