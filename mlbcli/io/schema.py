@@ -1,6 +1,6 @@
 """Output schemas (pyarrow), one per subcommand. Documented in README.md ("Output schema").
 
-Bump `writers.SCHEMA_VERSION` when a column changes meaning or type; adding a nullable column is
+Bump `merging.SCHEMA_VERSION` (re-exported by `writers`) when a column changes meaning or type; adding a nullable column is
 backwards compatible (old files merge with nulls).
 """
 

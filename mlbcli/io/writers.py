@@ -28,12 +28,13 @@ This module must not import torch/transformers: it is on the fast start path of 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,16 +48,18 @@ from mlbcli.io.formats import (
     decode_metadata,
     dumps,
     infer_format,
-    metadata_bytes,
     read_results,
     schema_metadata,
     write_sidecar,
     write_table_file,
 )
+from mlbcli.io.merging import ERROR_COLUMN, KEY_KIND, KEY_SCHEMA_VERSION, SCHEMA_VERSION, ResultSchema
 
 __all__ = [
     "ERROR_COLUMN",
     "FORMATS",
+    "KEY_KIND",
+    "KEY_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "ResultWriter",
     "infer_format",
@@ -66,23 +69,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Bump when a result column changes meaning or type in a way old files cannot be cast to.
-SCHEMA_VERSION = "1"
-KEY_SCHEMA_VERSION = "mlb.schema_version"
-KEY_KIND = "mlb.kind"
-# Rows whose `error` is non-null failed and are retried by a resumed run.
-ERROR_COLUMN = "error"
-_ROW_INDEX = "__mlb_row__"
 
-
-def _stamped_metadata(kind: str, metadata: Mapping[str, Any] | None) -> dict[str, str]:
-    """The file's metadata: the schema version and kind, then the caller's keys (non-text as JSON)."""
-    meta = {KEY_SCHEMA_VERSION: SCHEMA_VERSION, KEY_KIND: kind}
-    for key, value in (metadata or {}).items():
-        if key in meta:
-            raise ValueError(f"metadata key {key!r} is reserved")
-        meta[str(key)] = value if isinstance(value, str) else dumps(value)
-    return meta
+@contextlib.contextmanager
+def _reading_existing(path: Path) -> Iterator[None]:
+    """An existing output that cannot be read is a UsageError (before any work) offering --overwrite."""
+    try:
+        yield
+    except Exception as exc:
+        raise UsageError(
+            f"cannot read the existing output {path} ({exc}); pass --overwrite to replace it"
+        ) from exc
 
 
 class ResultWriter:
@@ -119,14 +115,14 @@ class ResultWriter:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         if flush_seconds < 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds}")
+        self._rows = ResultSchema(
+            schema, kind=kind, skip_key=skip_key, unique_key=unique_key, metadata=metadata
+        )
         self.kind = kind
-        self._names = list(schema.names)
-        self.skip_key = tuple(skip_key)
-        self.unique_key = tuple(unique_key) if unique_key is not None else self.skip_key
-        self._check_keys(schema)
-        self._has_error = ERROR_COLUMN in self._names
-        self.metadata: dict[str, str] = _stamped_metadata(kind, metadata)
-        self.schema = pa.schema(list(schema), metadata=metadata_bytes(self.metadata))
+        self.skip_key = self._rows.skip_key
+        self.unique_key = self._rows.unique_key
+        self.metadata: dict[str, str] = self._rows.metadata
+        self.schema = self._rows.schema
         self._flush_every = flush_every
         self._flush_seconds = flush_seconds
         self._resume = resume
@@ -140,17 +136,6 @@ class ResultWriter:
             return
         self._open_file(out, fmt)
 
-    def _check_keys(self, schema: pa.Schema) -> None:
-        """`skip_key` and `unique_key` must name scalar columns of the schema (rows are matched on them)."""
-        for label, keys in (("skip_key", self.skip_key), ("unique_key", self.unique_key)):
-            if not keys:
-                raise ValueError(f"{label} must name at least one column")
-            for key in keys:
-                if key not in self._names:
-                    raise ValueError(f"{label} column {key!r} is not in the schema")
-                if pa.types.is_nested(schema.field(key).type):
-                    raise ValueError(f"{label} column {key!r} must be a scalar column, not a list/struct")
-
     def _init_run_state(self) -> None:
         """What this run has buffered, committed and found on disk (filled by `_scan_existing`)."""
         self._buffer: list[pa.RecordBatch] = []
@@ -161,7 +146,6 @@ class ResultWriter:
         self._total_rows: int | None = None
         self._last_flush = time.monotonic()
         self._write_error: MlbError | None = None
-        self._warned_extra: set[str] = set()
         self._stream = None
         self.path = None
         self._lock: parts.OutputLock | None = None
@@ -245,11 +229,11 @@ class ResultWriter:
             raise self._write_error
         if not isinstance(row, Mapping):
             raise TypeError(f"a result row must be a mapping, got {type(row).__name__}")
-        unknown = [k for k in row if k not in self._names]
+        unknown = [k for k in row if k not in self._rows.names]
         if unknown:
             hints = [
                 f"{k!r} (did you mean {m[0]!r}?)"
-                if (m := difflib.get_close_matches(str(k), self._names, 1))
+                if (m := difflib.get_close_matches(str(k), self._rows.names, 1))
                 else repr(k)
                 for k in unknown
             ]
@@ -393,43 +377,32 @@ class ResultWriter:
             )
 
     def _scan_final_file(self, path: Path) -> None:
-        try:
+        with _reading_existing(path):
             meta = schema_metadata(path, self.fmt)
-        except Exception as exc:
-            raise UsageError(
-                f"cannot read the existing output {path} ({exc}); pass --overwrite to replace it"
-            ) from exc
-        self._check_compatible(meta, path)
+        self._rows.check_compatible(meta, path)
         self._account_done(self._read_keys(path))
         self._merged_sources.append((str(path), meta))
 
     def _scan_part(self, part: Path) -> None:
         try:
             part_schema = pq.read_schema(part)
-            present = [c for c in self._key_columns() if c in part_schema.names]
+            present = [c for c in self._rows.key_columns() if c in part_schema.names]
             # Parts of a run with an older schema are checked in full now (see _read_keys).
-            differ = self._types_differ(part_schema)
+            differ = self._rows.types_differ(part_schema)
             keys = pq.read_table(part, columns=None if differ else present)
         except Exception as exc:  # parts are complete by construction; this takes disk corruption
             logger.warning("skipping unreadable part %s (%s); its rows will be redone", part, exc)
             parts.set_aside_corrupt(part)
             return
         part_meta = decode_metadata(part_schema.metadata)
-        self._check_compatible(part_meta, part)
+        self._rows.check_compatible(part_meta, part)
         if differ:
-            self._conform(keys, part)
-        self._account_done(self._conform(keys, part, subset=True))
+            self._rows.conform(keys, part)
+        self._account_done(self._rows.conform(keys, part, subset=True))
         self._old_parts.append(part)
         self._merged_sources.append(
             (f"the unfinished parts of an interrupted run in {self._parts}", part_meta)
         )
-
-    def _key_columns(self) -> list[str]:
-        return list(dict.fromkeys(self.skip_key + ((ERROR_COLUMN,) if self._has_error else ())))
-
-    def _types_differ(self, schema: pa.Schema) -> bool:
-        names = set(schema.names)
-        return any(f.name in names and schema.field(f.name).type != f.type for f in self.schema)
 
     def _read_keys(self, path: Path) -> pa.Table:
         """The key and error columns of the existing final file, after checking it can be merged.
@@ -437,90 +410,23 @@ class ResultWriter:
         A file whose column types differ from ours (an older schema version) is conformed in full
         now, so that an impossible merge fails before any work rather than at close().
         """
-        try:
+        with _reading_existing(path):
             if self.fmt == "parquet":
                 file_schema = pq.read_schema(path)
-                if self._types_differ(file_schema):
+                if self._rows.types_differ(file_schema):
                     table = pq.read_table(path)
                 else:
                     present = file_schema.names
-                    table = pq.read_table(path, columns=[c for c in self._key_columns() if c in present])
+                    table = pq.read_table(path, columns=[c for c in self._rows.key_columns() if c in present])
             else:
                 table = read_results(path, self.fmt)
-        except Exception as exc:
-            raise UsageError(
-                f"cannot read the existing output {path} ({exc}); pass --overwrite to replace it"
-            ) from exc
-        if set(self._key_columns()) != set(table.column_names):
-            self._conform(table, path)
-        return self._conform(table, path, subset=True)
-
-    def _check_compatible(self, meta: Mapping[str, str], source: Path) -> None:
-        version = meta.get(KEY_SCHEMA_VERSION)
-        kind = meta.get(KEY_KIND)
-        if version is None or kind is None:
-            raise UsageError(
-                f"{source} was not written by mlb (no {KEY_SCHEMA_VERSION} metadata); "
-                f"choose another output or pass --overwrite to replace it"
-            )
-        if kind != self.kind:
-            raise UsageError(
-                f"{source} holds mlb {kind!r} results, not {self.kind!r}; "
-                f"choose another output or pass --overwrite to replace it"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        try:
-            newer = int(version) > int(SCHEMA_VERSION)
-        except ValueError:
-            newer = True
-        if newer:
-            raise UsageError(
-                f"{source} was written with result schema version {version}, newer than this mlb's "
-                f"{SCHEMA_VERSION}; upgrade mlb, choose another output, or pass --overwrite"
-            )
-        # An older version is merged column by column in _conform, which fails loudly if it cannot.
-
-    def _conform(self, table: pa.Table, source: Path, *, subset: bool = False) -> pa.Table:
-        """Reorder/cast `table` to our schema; absent columns become null (schema evolution).
-
-        With `subset`, only the key/error columns are produced (for done-key accounting).
-        """
-        fields = [self.schema.field(c) for c in self._key_columns()] if subset else list(self.schema)
-        for key in self.skip_key if subset else self.skip_key + self.unique_key:
-            if key not in table.column_names and table.num_rows:
-                raise UsageError(
-                    f"{source} has no {key!r} column, so its rows cannot be matched with new ones; "
-                    f"choose another output or pass --overwrite"
-                )
-        columns = []
-        for field in fields:
-            if field.name not in table.column_names:
-                columns.append(pa.nulls(table.num_rows, field.type))
-                continue
-            col = table.column(field.name)
-            if col.type != field.type:
-                try:
-                    col = col.cast(field.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                    raise UsageError(
-                        f"cannot merge {source}: its column {field.name!r} has type {col.type}, "
-                        f"which does not convert to {field.type} (result schema version {SCHEMA_VERSION}); "
-                        f"choose another output or pass --overwrite"
-                    ) from exc
-            columns.append(col)
-        if not subset:
-            extra = [c for c in table.column_names if c not in self._names and c not in self._warned_extra]
-            if extra:
-                self._warned_extra.update(extra)
-                logger.warning(
-                    "dropping column(s) %s of %s that the current schema no longer has", extra, source
-                )
-        return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+        if set(self._rows.key_columns()) != set(table.column_names):
+            self._rows.conform(table, path)
+        return self._rows.conform(table, path, subset=True)
 
     def _note_done(self, row: Mapping[str, Any]) -> None:
         key = tuple(row.get(k) for k in self.skip_key)
-        if self._has_error and row.get(ERROR_COLUMN) is not None:
+        if self._rows.has_error and row.get(ERROR_COLUMN) is not None:
             self._done.discard(key)  # the last row for a key decides, as in the merge
         else:
             self._done.add(key)
@@ -542,10 +448,10 @@ class ResultWriter:
             return
         tables: list[pa.Table] = []
         if use_base:
-            tables.append(self._conform(read_results(self.path, self.fmt), self.path))
-        tables.extend(self._conform(pq.read_table(p), p) for p in merging)
+            tables.append(self._rows.conform(read_results(self.path, self.fmt), self.path))
+        tables.extend(self._rows.conform(pq.read_table(p), p) for p in merging)
         merged = pa.concat_tables(tables) if tables else self.schema.empty_table()
-        merged = self._dedup(merged).replace_schema_metadata(self.schema.metadata)
+        merged = self._rows.dedup(merged).replace_schema_metadata(self.schema.metadata)
         self._replace_final(merged, self.path)
         self._total_rows = merged.num_rows
         logger.info("wrote %s: %d row(s), %d new this run", self.path, merged.num_rows, self._written)
@@ -568,16 +474,3 @@ class ResultWriter:
             parts.unlink_quietly(tmp)
             raise
         parts.fsync_dir(path.parent)
-
-    def _dedup(self, table: pa.Table) -> pa.Table:
-        """Keep the last row for each unique key, in order of those last rows."""
-        if table.num_rows == 0:
-            return table
-        keyed = table.select(list(self.unique_key)).append_column(
-            _ROW_INDEX, pa.array(range(table.num_rows), type=pa.int64())
-        )
-        last = keyed.group_by(list(self.unique_key), use_threads=False).aggregate([(_ROW_INDEX, "max")])
-        winners = sorted(last.column(f"{_ROW_INDEX}_max").to_pylist())
-        if len(winners) == table.num_rows:
-            return table
-        return table.take(pa.array(winners, type=pa.int64()))
