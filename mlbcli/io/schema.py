@@ -1,7 +1,7 @@
 """Output schemas (pyarrow), one per subcommand. Documented in README.md ("Output schema").
 
-Bump `merging.SCHEMA_VERSION` (re-exported by `writers`) when a column changes meaning or type; adding a nullable column is
-backwards compatible (old files merge with nulls).
+Bump `merging.SCHEMA_VERSION` (re-exported by `writers`) when a column changes meaning or type; adding
+a nullable column is backwards compatible (old files merge with nulls).
 """
 
 from __future__ import annotations
