@@ -362,3 +362,26 @@ def test_fast_path_imports_no_decoder_or_torch() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == ""
+
+
+def test_io_layer_imports_nothing_above_it() -> None:
+    """io/ is the bottom layer: its modules import only `mlbcli.io.*` and `mlbcli.errors`.
+
+    Counted the way an import graph counts them: imports inside functions and under TYPE_CHECKING too
+    (bias_report types the engine's objects with Protocols; saved-token glue lives in engine/).
+    """
+    import ast
+
+    import mlbcli.io
+
+    upward = []
+    for path in sorted(Path(mlbcli.io.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                inside = name == "mlbcli.errors" or name.startswith("mlbcli.io")
+                if name.startswith("mlbcli") and not inside:
+                    upward.append(f"{path.name}: {name}")
+    assert upward == []
