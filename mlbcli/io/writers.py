@@ -115,14 +115,14 @@ class ResultWriter:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         if flush_seconds < 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds}")
-        self._rows = ResultSchema(
+        self._result_schema = ResultSchema(
             schema, kind=kind, skip_key=skip_key, unique_key=unique_key, metadata=metadata
         )
         self.kind = kind
-        self.skip_key = self._rows.skip_key
-        self.unique_key = self._rows.unique_key
-        self.metadata: dict[str, str] = self._rows.metadata
-        self.schema = self._rows.schema
+        self.skip_key = self._result_schema.skip_key
+        self.unique_key = self._result_schema.unique_key
+        self.metadata: dict[str, str] = self._result_schema.metadata
+        self.schema = self._result_schema.schema
         self._flush_every = flush_every
         self._flush_seconds = flush_seconds
         self._resume = resume
@@ -229,11 +229,11 @@ class ResultWriter:
             raise self._write_error
         if not isinstance(row, Mapping):
             raise TypeError(f"a result row must be a mapping, got {type(row).__name__}")
-        unknown = [k for k in row if k not in self._rows.names]
+        unknown = [k for k in row if k not in self._result_schema.names]
         if unknown:
             hints = [
                 f"{k!r} (did you mean {m[0]!r}?)"
-                if (m := difflib.get_close_matches(str(k), self._rows.names, 1))
+                if (m := difflib.get_close_matches(str(k), self._result_schema.names, 1))
                 else repr(k)
                 for k in unknown
             ]
@@ -379,26 +379,26 @@ class ResultWriter:
     def _scan_final_file(self, path: Path) -> None:
         with _reading_existing(path):
             meta = schema_metadata(path, self.fmt)
-        self._rows.check_compatible(meta, path)
+        self._result_schema.check_compatible(meta, path)
         self._account_done(self._read_keys(path))
         self._merged_sources.append((str(path), meta))
 
     def _scan_part(self, part: Path) -> None:
         try:
             part_schema = pq.read_schema(part)
-            present = [c for c in self._rows.key_columns() if c in part_schema.names]
+            present = [c for c in self._result_schema.key_columns() if c in part_schema.names]
             # Parts of a run with an older schema are checked in full now (see _read_keys).
-            differ = self._rows.types_differ(part_schema)
+            differ = self._result_schema.types_differ(part_schema)
             keys = pq.read_table(part, columns=None if differ else present)
         except Exception as exc:  # parts are complete by construction; this takes disk corruption
             logger.warning("skipping unreadable part %s (%s); its rows will be redone", part, exc)
             parts.set_aside_corrupt(part)
             return
         part_meta = decode_metadata(part_schema.metadata)
-        self._rows.check_compatible(part_meta, part)
+        self._result_schema.check_compatible(part_meta, part)
         if differ:
-            self._rows.conform(keys, part)
-        self._account_done(self._rows.conform(keys, part, subset=True))
+            self._result_schema.conform(keys, part)
+        self._account_done(self._result_schema.conform(keys, part, subset=True))
         self._old_parts.append(part)
         self._merged_sources.append(
             (f"the unfinished parts of an interrupted run in {self._parts}", part_meta)
@@ -413,20 +413,22 @@ class ResultWriter:
         with _reading_existing(path):
             if self.fmt == "parquet":
                 file_schema = pq.read_schema(path)
-                if self._rows.types_differ(file_schema):
+                if self._result_schema.types_differ(file_schema):
                     table = pq.read_table(path)
                 else:
                     present = file_schema.names
-                    table = pq.read_table(path, columns=[c for c in self._rows.key_columns() if c in present])
+                    table = pq.read_table(
+                        path, columns=[c for c in self._result_schema.key_columns() if c in present]
+                    )
             else:
                 table = read_results(path, self.fmt)
-        if set(self._rows.key_columns()) != set(table.column_names):
-            self._rows.conform(table, path)
-        return self._rows.conform(table, path, subset=True)
+        if set(self._result_schema.key_columns()) != set(table.column_names):
+            self._result_schema.conform(table, path)
+        return self._result_schema.conform(table, path, subset=True)
 
     def _note_done(self, row: Mapping[str, Any]) -> None:
         key = tuple(row.get(k) for k in self.skip_key)
-        if self._rows.has_error and row.get(ERROR_COLUMN) is not None:
+        if self._result_schema.has_error and row.get(ERROR_COLUMN) is not None:
             self._done.discard(key)  # the last row for a key decides, as in the merge
         else:
             self._done.add(key)
@@ -448,10 +450,10 @@ class ResultWriter:
             return
         tables: list[pa.Table] = []
         if use_base:
-            tables.append(self._rows.conform(read_results(self.path, self.fmt), self.path))
-        tables.extend(self._rows.conform(pq.read_table(p), p) for p in merging)
+            tables.append(self._result_schema.conform(read_results(self.path, self.fmt), self.path))
+        tables.extend(self._result_schema.conform(pq.read_table(p), p) for p in merging)
         merged = pa.concat_tables(tables) if tables else self.schema.empty_table()
-        merged = self._rows.dedup(merged).replace_schema_metadata(self.schema.metadata)
+        merged = self._result_schema.dedup(merged).replace_schema_metadata(self.schema.metadata)
         self._replace_final(merged, self.path)
         self._total_rows = merged.num_rows
         logger.info("wrote %s: %d row(s), %d new this run", self.path, merged.num_rows, self._written)
