@@ -2,7 +2,7 @@
 
 Only the work in the middle moves to Ray. The driver keeps everything that defines the output: it plans
 the sources (same ids, same resume filtering, same shard split), holds the output lock and the one
-`ResultWriter`, and writes every row through the same `emit` as the local runner (`mlbcli.api`), so
+`ResultWriter`, and writes every row through the same `emit` as the local runner (`runners.batch`), so
 the schema, metadata, error rows, exit codes and resume are the local runner's by construction.
 
     videos (one block per video, in input order)
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlbcli.errors import UsageError
 from mlbcli.io.sampling import GENERIC, FrameRule
+from mlbcli.runners.ray_options import RayOptions
 
 if TYPE_CHECKING:
     from mlbcli.io.sources import Item
@@ -47,24 +48,6 @@ def require_ray() -> Any:
     except ImportError:
         raise UsageError("--runner ray needs Ray Data: pip install 'mlbcli[ray]'") from None
     return ray
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide the Ray runner runs (`RunOptions.ray`)."""
-
-    address: str | None = None  # a cluster ("ray://host:10001", "auto"); None: $RAY_ADDRESS or a local Ray
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0 (CPU actors)
-    workers_per_node: int = 1  # model actors per node
-    task_retries: int = 2  # Ray retries of a task whose worker died (on a restarted actor)
-
-    def __post_init__(self) -> None:
-        if self.task_retries < 0:
-            raise UsageError(f"task_retries must be >= 0, got {self.task_retries}")
-        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
-            raise UsageError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
-        if self.workers_per_node < 1:
-            raise UsageError(f"--workers-per-node must be >= 1, got {self.workers_per_node}")
 
 
 def _connect(ray: Any, options: RayOptions) -> None:
@@ -187,9 +170,9 @@ class ModelActor:
         return {"rows": [pickle.dumps(out)]}
 
     def _saved(self, items: list[Item]) -> Any:
-        """The video from its saved tokens, as the local runner takes it (`api.saved_video`)."""
-        from mlbcli.api import saved_video
+        """The video from its saved tokens, as the local runner takes it (`runners.videos.saved_video`)."""
         from mlbcli.runners.tasks import DecodedVideo
+        from mlbcli.runners.videos import saved_video
 
         assert self.tokens_dir is not None
         video = saved_video(items, self.tokens_dir, self.worker.pipe, self.spec)
