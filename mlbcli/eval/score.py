@@ -304,16 +304,10 @@ def _record(
         "keep_requested": score.keep_requested,
     }
     record.update({key: getattr(stats, key) for key in _STATS_KEYS})
-    if pair is not None:
-        record.update(
-            n_paired=pair.n,
-            delta=pair.delta,
-            delta_ci_low=pair.delta_ci_low,
-            delta_ci_high=pair.delta_ci_high,
-            p_value=pair.p_value,
-            flipped_to_correct=pair.flipped_to_correct,
-            flipped_to_wrong=pair.flipped_to_wrong,
-        )
+    if pair is not None:  # the paired columns, its `n` as `n_paired`
+        paired_columns = asdict(pair)
+        record["n_paired"] = paired_columns.pop("n")
+        record.update(paired_columns)
     return record
 
 
