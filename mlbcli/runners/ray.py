@@ -184,6 +184,20 @@ class ModelActor:
         return video
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """What every pass of the Ray pipeline shares: the model work and the actor pool it runs on."""
+
+    spec: ModelSpec
+    run: RunOptions
+    task: Task
+    asked: dict[str, Any]  # what was asked, also on failed rows
+    inputs: VideoInputs
+    options: RayOptions
+    actors: int  # model actors in the pool
+    gpus: float  # GPUs per actor
+
+
 def ray_work(
     spec: ModelSpec,
     run: RunOptions,
@@ -208,26 +222,14 @@ def ray_work(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver's own reporter shows progress
         context.max_errored_blocks = -1  # a block whose worker keeps dying is skipped, then retried alone
-        actors, gpus = _pool_size(ray, options)
+        plan = _Pass(spec, run, task, asked, inputs, options, *_pool_size(ray, options))
         pending = dict(enumerate(groups))
-        emitted: dict[int, set[int]] = {}
+        emitted: dict[int, set[int]] = {}  # group -> positions whose row was emitted
         for attempt in range(2):  # all videos batched, then the ones whose worker died, one per call
             if not pending:
                 return
             videos_per_call = 1 if attempt else max(1, run.batch_size or 1)
-            for group, position, row in _run_once(
-                ray,
-                pending,
-                spec,
-                run,
-                task,
-                asked,
-                inputs,
-                actors,
-                gpus,
-                videos_per_call,
-                options,
-            ):
+            for group, position, row in _run_once(ray, plan, pending, videos_per_call):
                 done = emitted.setdefault(group, set())
                 if group in pending and position not in done:
                     emit(pending[group][position], row)
@@ -236,66 +238,53 @@ def ray_work(
                         del pending[group]
             if pending:
                 log.warning("%d video(s) lost their worker; retrying them one per task", len(pending))
-        for group in list(pending):
-            for position, item in enumerate(pending.pop(group)):
-                if position in emitted.get(group, ()):
-                    continue
-                emit(
-                    item,
-                    {
-                        **asked,
-                        "error": "the worker process died while processing this video "
-                        f"({2 * (1 + options.task_retries)} attempts); see the Ray logs",
-                    },
-                )
+        lost = {
+            **asked,
+            "error": "the worker process died while processing this video "
+            f"({2 * (1 + options.task_retries)} attempts); see the Ray logs",
+        }
+        for group, items in pending.items():
+            for position, item in enumerate(items):
+                if position not in emitted.get(group, ()):
+                    emit(item, dict(lost))
 
     return work
 
 
 def _run_once(
-    ray: Any,
-    groups: dict[int, list[Item]],
-    spec: ModelSpec,
-    run: RunOptions,
-    task: Task,
-    asked: dict[str, Any],
-    inputs: VideoInputs,
-    actors: int,
-    gpus: float,
-    videos_per_call: int,
-    options: RayOptions,
+    ray: Any, plan: _Pass, groups: dict[int, list[Item]], videos_per_call: int
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """One pass of the pipeline over `groups`; yields (group, position in group, row) as rows arrive."""
     rows = [{"group": index, "items": pickle.dumps(items)} for index, items in groups.items()]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     decoded = dataset.map(
         _decode_row,
-        fn_kwargs={"inputs": inputs, "timeout_s": run.decode_timeout_s},
+        fn_kwargs={"inputs": plan.inputs, "timeout_s": plan.run.decode_timeout_s},
         num_cpus=1,
     )
     answered = decoded.map_batches(
         ModelActor,
         fn_constructor_kwargs={
-            "spec": spec,
-            "task": task,
-            "asked": asked,
-            "batch_size": run.batch_size,
-            "tokens_dir": inputs.tokens_dir,
+            "spec": plan.spec,
+            "task": plan.task,
+            "asked": plan.asked,
+            "batch_size": plan.run.batch_size,
+            "tokens_dir": plan.inputs.tokens_dir,
         },
         batch_size=videos_per_call,
         batch_format="numpy",
         # On the isolation pass (one video per call) an actor holds one task at a time, so a video that
         # kills its worker cannot take a queued video down with it.
         compute=ray.data.ActorPoolStrategy(
-            size=actors, max_tasks_in_flight_per_actor=1 if videos_per_call == 1 else None
+            size=plan.actors, max_tasks_in_flight_per_actor=1 if videos_per_call == 1 else None
         ),
-        num_gpus=gpus,
+        num_gpus=plan.gpus,
         # Actors reserve no CPU: the pool size is set above, and an actor still restarting from an
         # earlier pass must never hold the CPU the decode tasks or the next pass need (a deadlock on
         # small machines).
         num_cpus=0,
         max_restarts=-1,
-        max_task_retries=options.task_retries,
+        max_task_retries=plan.options.task_retries,
     )
     for out in answered.iter_rows():
         yield from pickle.loads(out["rows"])
