@@ -13,7 +13,7 @@ from mlbcli.errors import UsageError
 
 if TYPE_CHECKING:
     from mlbcli.engine.pipeline import Pipeline
-    from mlbcli.runners.ray import RayOptions
+    from mlbcli.runners.ray_options import RayOptions
 
 
 @dataclass(frozen=True)

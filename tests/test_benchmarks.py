@@ -48,6 +48,29 @@ def test_videomme_qwen3_vl_profile():
     assert BENCHMARKS["videomme"].prompt(Q, LABELLED, "qwen3_vl") == reference
 
 
+def test_adapter_picks_the_profile_of_its_family():
+    # The Qwen3-VL families (dense and MoE) get lmms-eval's qwen3_vl profile; every other family the
+    # tasks' default. An answer run asks the adapter through `benchmark_profile` only.
+    from types import SimpleNamespace
+
+    from mlbcli.models.llava_onevision import LlavaOnevisionAdapter
+    from mlbcli.models.qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+    from mlbcli.models.qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
+    from mlbcli.runners.tasks import AnswerTask, benchmark_profile
+
+    assert benchmark_profile(Qwen3VLAdapter) == benchmark_profile(Qwen3VLMoeAdapter) == "qwen3_vl"
+    for other in (Qwen2VLAdapter, Qwen2_5_VLAdapter, LlavaOnevisionAdapter):
+        assert benchmark_profile(other) is None
+    item = SimpleNamespace(question=Q, options=LABELLED)
+    task = AnswerTask(benchmark=BENCHMARKS["videomme"])
+    qwen3 = task.prompt(SimpleNamespace(adapter=Qwen3VLMoeAdapter), item)
+    assert qwen3 == BENCHMARKS["videomme"].prompt(Q, LABELLED, "qwen3_vl")
+    assert task.prompt(SimpleNamespace(adapter=Qwen2VLAdapter), item) == BENCHMARKS["videomme"].prompt(
+        Q, LABELLED
+    )
+    assert qwen3 != BENCHMARKS["videomme"].prompt(Q, LABELLED)
+
+
 def test_mvbench_prompt_is_lmms_evals():
     # lmms_eval/tasks/mvbench/utils.py mvbench_doc_to_text ("Question:" + question + "\nOption:\n" +
     # "(A) candidate\n"... + post_prompt), mvbench_<subtask>.yaml post_prompt "Only give the best option.\n".

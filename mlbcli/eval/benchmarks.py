@@ -11,9 +11,10 @@ Reference: lmms-eval at commit 75571cfe (0.7.x), `lmms_eval/tasks/<task>/utils.p
 
 What is emulated and what is not:
 
-- The prompt text is lmms-eval's `doc_to_text` for the task's `default` profile (a family with its own
-  profile in lmms-eval, e.g. Qwen3-VL on Video-MME, gets that profile). The chat template around it is the
-  model family's, as lmms-eval's own model classes apply it.
+- The prompt text is lmms-eval's `doc_to_text` for the task's `default` profile, or for the profile the
+  caller names (`Benchmark.prompt(..., profile)`: the model adapter says which profile lmms-eval drives its
+  family with, e.g. `qwen3_vl` on Video-MME). The chat template around it is the model family's, as
+  lmms-eval's own model classes apply it.
 - The letter is read by mlb's parser (`prompting.parse_choice`), which is more robust than the tasks'
   extractors (lower-case letters, option text, answer phrases; several options named is ambiguous, not one
   of them). So a reply that lmms-eval grades by accident (``Answer: b`` read as A) is graded here by what it
@@ -74,32 +75,36 @@ def _options(options: Sequence[str]) -> list[tuple[str, str]]:
     ]
 
 
+#: The key of lmms-eval's Qwen3-VL prompt profile in a task's YAML (`lmms_eval_specific_kwargs`).
+QWEN3_VL_PROFILE = "qwen3_vl"
+
+
 def _require(options: Sequence[str] | None, name: str) -> Sequence[str]:
     if not options:
         raise UsageError(f"--benchmark {name} needs multiple-choice items (a manifest with 'options')")
     return options
 
 
-# -- prompt layouts (question, options, model family) -> text -------------------------------------------
-def _videomme(question: str, options: Sequence[str] | None, family: str | None) -> str:
+# -- prompt layouts (question, options, lmms-eval profile) -> text -------------------------------------------
+def _videomme(question: str, options: Sequence[str] | None, profile: str | None) -> str:
     # videomme.yaml default: post_prompt "\nAnswer with the option's letter from the given choices directly."
     # utils.videomme_doc_to_text: option_prompt + "\n" + question + "\n" + options + "\n" + post_prompt,
     # options "A. ..." joined by "\n" (the dataset's options carry the labels).
     opts = "\n".join(f"{letter}. {text}" for letter, text in _options(_require(options, "videomme")))
-    if family in QWEN3_FAMILIES:
+    if profile == QWEN3_VL_PROFILE:
         # videomme.yaml qwen3_vl profile: utils.videomme_doc_to_text_qwen3vl.
         return f"Question: {question}\nOptions:\n{opts}\nAnswer with the option letter only."
     return f"{VIDEOMME_INSTRUCTION}\n{question}\n{opts}\n\n{LETTER_POST_PROMPT}"
 
 
-def _mvbench(question: str, options: Sequence[str] | None, family: str | None) -> str:
+def _mvbench(question: str, options: Sequence[str] | None, profile: str | None) -> str:
     # mvbench_<subtask>.yaml: post_prompt "Only give the best option.\n"; utils.mvbench_doc_to_text:
     # "Question:" + question + "\nOption:\n" + "(A) text\n" per candidate + post_prompt.
     opts = "".join(f"({letter}) {text}\n" for letter, text in _options(_require(options, "mvbench")))
     return f"Question:{question}\nOption:\n{opts}Only give the best option.\n"
 
 
-def _egoschema(question: str, options: Sequence[str] | None, family: str | None) -> str:
+def _egoschema(question: str, options: Sequence[str] | None, profile: str | None) -> str:
     # egoschema_subset.yaml / utils.egoschema_doc_to_text: question + "\n" + option per option (the
     # dataset's options carry "A. " labels) + "\nAnswer with the option's letter from the given choices
     # directly." (forced whenever the doc has options).
@@ -107,14 +112,14 @@ def _egoschema(question: str, options: Sequence[str] | None, family: str | None)
     return f"{question}{opts}\n{LETTER_POST_PROMPT}"
 
 
-def _nextqa(question: str, options: Sequence[str] | None, family: str | None) -> str:
+def _nextqa(question: str, options: Sequence[str] | None, profile: str | None) -> str:
     # nextqa_mc_test.yaml has no lmms_eval_specific_kwargs, so no pre/post-prompt;
     # utils.nextqa_doc_to_text_mc: [question.strip(), "A. a0.strip()", ...] joined by "\n".
     opts = [f"{letter}. {text}" for letter, text in _options(_require(options, "nextqa"))]
     return "\n".join([question.strip(), *opts])
 
 
-def _longvideobench(question: str, options: Sequence[str] | None, family: str | None) -> str:
+def _longvideobench(question: str, options: Sequence[str] | None, profile: str | None) -> str:
     # longvideobench_val_v.yaml: post_prompt "Answer with the option's letter from the given choices
     # directly.\n"; utils.longvideobench_doc_to_text: question + "\n" + "A. c0\nB. c1..." + "\n" + post.
     opts = "\n".join(f"{letter}. {text}" for letter, text in _options(_require(options, "longvideobench")))
@@ -125,7 +130,7 @@ def _longvideobench(question: str, options: Sequence[str] | None, family: str | 
 _INLINE_OPTION = re.compile(r"^\(([A-Z])\)\s?(.*)$", re.MULTILINE)
 
 
-def _mlvu(question: str, options: Sequence[str] | None, family: str | None) -> str:
+def _mlvu(question: str, options: Sequence[str] | None, profile: str | None) -> str:
     # mlvu_dev.yaml default: post_prompt "\nOnly give the best option.\nBest option: ("; utils.mlvu_doc_to_text:
     # pre_prompt + question + post_prompt. The dataset's question already lists its options ("(A) ..."
     # lines); separate manifest options are written that way unless the question already lists them.
@@ -141,10 +146,6 @@ def inline_options(question: str) -> list[str]:
     if len(found) < 2 or letters != list(LETTERS[: len(found)]):
         return []
     return [text.strip() for _, text in found]
-
-
-#: Adapter families that lmms-eval drives with its Qwen3-VL prompt profile (where a task has one).
-QWEN3_FAMILIES = frozenset({"qwen3_vl", "qwen3_vl_moe"})
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,10 @@ class Benchmark:
     source: str  # where the conventions come from in lmms-eval
     category: str = ""  # what the manifest `category` column holds for macro aggregation
 
-    def prompt(self, question: str, options: Sequence[str] | None, family: str | None = None) -> str:
-        """The exact text lmms-eval gives the model for this item."""
-        return self.render(question, options, family)
+    def prompt(self, question: str, options: Sequence[str] | None, profile: str | None = None) -> str:
+        """The exact text lmms-eval gives the model for this item, in lmms-eval's prompt `profile` (the key
+        of `lmms_eval_specific_kwargs`; None or one the task lacks: its `default` profile)."""
+        return self.render(question, options, profile)
 
     def policy(self, response: str) -> ParseFailure:
         return self.on_empty if not response.strip() else self.on_unparsable

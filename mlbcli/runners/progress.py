@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from mlbcli.api import RunSummary
+    from mlbcli.runners.summary import RunSummary
 
 
 class Reporter(Protocol):

@@ -2,7 +2,7 @@
 
 Only the work in the middle moves to Ray. The driver keeps everything that defines the output: it plans
 the sources (same ids, same resume filtering, same shard split), holds the output lock and the one
-`ResultWriter`, and writes every row through the same `emit` as the local runner (`mlbcli.api`), so
+`ResultWriter`, and writes every row through the same `emit` as the local runner (`runners.batch`), so
 the schema, metadata, error rows, exit codes and resume are the local runner's by construction.
 
     videos (one block per video, in input order)
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlbcli.errors import UsageError
 from mlbcli.io.sampling import GENERIC, FrameRule
+from mlbcli.runners.ray_options import RayOptions
 
 if TYPE_CHECKING:
     from mlbcli.io.sources import Item
@@ -47,24 +48,6 @@ def require_ray() -> Any:
     except ImportError:
         raise UsageError("--runner ray needs Ray Data: pip install 'mlbcli[ray]'") from None
     return ray
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide the Ray runner runs (`RunOptions.ray`)."""
-
-    address: str | None = None  # a cluster ("ray://host:10001", "auto"); None: $RAY_ADDRESS or a local Ray
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0 (CPU actors)
-    workers_per_node: int = 1  # model actors per node
-    task_retries: int = 2  # Ray retries of a task whose worker died (on a restarted actor)
-
-    def __post_init__(self) -> None:
-        if self.task_retries < 0:
-            raise UsageError(f"task_retries must be >= 0, got {self.task_retries}")
-        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
-            raise UsageError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
-        if self.workers_per_node < 1:
-            raise UsageError(f"--workers-per-node must be >= 1, got {self.workers_per_node}")
 
 
 def _connect(ray: Any, options: RayOptions) -> None:
@@ -187,9 +170,9 @@ class ModelActor:
         return {"rows": [pickle.dumps(out)]}
 
     def _saved(self, items: list[Item]) -> Any:
-        """The video from its saved tokens, as the local runner takes it (`api.saved_video`)."""
-        from mlbcli.api import saved_video
+        """The video from its saved tokens, as the local runner takes it (`runners.videos.saved_video`)."""
         from mlbcli.runners.tasks import DecodedVideo
+        from mlbcli.runners.videos import saved_video
 
         assert self.tokens_dir is not None
         video = saved_video(items, self.tokens_dir, self.worker.pipe, self.spec)
@@ -199,6 +182,20 @@ class ModelActor:
                 error=UsageError(f"its saved tokens in {self.tokens_dir} changed during the run; run again"),
             )
         return video
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What every pass of the Ray pipeline shares: the model work and the actor pool it runs on."""
+
+    spec: ModelSpec
+    run: RunOptions
+    task: Task
+    asked: dict[str, Any]  # what was asked, also on failed rows
+    inputs: VideoInputs
+    options: RayOptions
+    actors: int  # model actors in the pool
+    gpus: float  # GPUs per actor
 
 
 def ray_work(
@@ -225,26 +222,14 @@ def ray_work(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver's own reporter shows progress
         context.max_errored_blocks = -1  # a block whose worker keeps dying is skipped, then retried alone
-        actors, gpus = _pool_size(ray, options)
+        plan = _Pass(spec, run, task, asked, inputs, options, *_pool_size(ray, options))
         pending = dict(enumerate(groups))
-        emitted: dict[int, set[int]] = {}
+        emitted: dict[int, set[int]] = {}  # group -> positions whose row was emitted
         for attempt in range(2):  # all videos batched, then the ones whose worker died, one per call
             if not pending:
                 return
             videos_per_call = 1 if attempt else max(1, run.batch_size or 1)
-            for group, position, row in _run_once(
-                ray,
-                pending,
-                spec,
-                run,
-                task,
-                asked,
-                inputs,
-                actors,
-                gpus,
-                videos_per_call,
-                options,
-            ):
+            for group, position, row in _run_once(ray, plan, pending, videos_per_call):
                 done = emitted.setdefault(group, set())
                 if group in pending and position not in done:
                     emit(pending[group][position], row)
@@ -253,66 +238,53 @@ def ray_work(
                         del pending[group]
             if pending:
                 log.warning("%d video(s) lost their worker; retrying them one per task", len(pending))
-        for group in list(pending):
-            for position, item in enumerate(pending.pop(group)):
-                if position in emitted.get(group, ()):
-                    continue
-                emit(
-                    item,
-                    {
-                        **asked,
-                        "error": "the worker process died while processing this video "
-                        f"({2 * (1 + options.task_retries)} attempts); see the Ray logs",
-                    },
-                )
+        lost = {
+            **asked,
+            "error": "the worker process died while processing this video "
+            f"({2 * (1 + options.task_retries)} attempts); see the Ray logs",
+        }
+        for group, items in pending.items():
+            for position, item in enumerate(items):
+                if position not in emitted.get(group, ()):
+                    emit(item, dict(lost))
 
     return work
 
 
 def _run_once(
-    ray: Any,
-    groups: dict[int, list[Item]],
-    spec: ModelSpec,
-    run: RunOptions,
-    task: Task,
-    asked: dict[str, Any],
-    inputs: VideoInputs,
-    actors: int,
-    gpus: float,
-    videos_per_call: int,
-    options: RayOptions,
+    ray: Any, plan: _Pass, groups: dict[int, list[Item]], videos_per_call: int
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """One pass of the pipeline over `groups`; yields (group, position in group, row) as rows arrive."""
     rows = [{"group": index, "items": pickle.dumps(items)} for index, items in groups.items()]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     decoded = dataset.map(
         _decode_row,
-        fn_kwargs={"inputs": inputs, "timeout_s": run.decode_timeout_s},
+        fn_kwargs={"inputs": plan.inputs, "timeout_s": plan.run.decode_timeout_s},
         num_cpus=1,
     )
     answered = decoded.map_batches(
         ModelActor,
         fn_constructor_kwargs={
-            "spec": spec,
-            "task": task,
-            "asked": asked,
-            "batch_size": run.batch_size,
-            "tokens_dir": inputs.tokens_dir,
+            "spec": plan.spec,
+            "task": plan.task,
+            "asked": plan.asked,
+            "batch_size": plan.run.batch_size,
+            "tokens_dir": plan.inputs.tokens_dir,
         },
         batch_size=videos_per_call,
         batch_format="numpy",
         # On the isolation pass (one video per call) an actor holds one task at a time, so a video that
         # kills its worker cannot take a queued video down with it.
         compute=ray.data.ActorPoolStrategy(
-            size=actors, max_tasks_in_flight_per_actor=1 if videos_per_call == 1 else None
+            size=plan.actors, max_tasks_in_flight_per_actor=1 if videos_per_call == 1 else None
         ),
-        num_gpus=gpus,
+        num_gpus=plan.gpus,
         # Actors reserve no CPU: the pool size is set above, and an actor still restarting from an
         # earlier pass must never hold the CPU the decode tasks or the next pass need (a deadlock on
         # small machines).
         num_cpus=0,
         max_restarts=-1,
-        max_task_retries=options.task_retries,
+        max_task_retries=plan.options.task_retries,
     )
     for out in answered.iter_rows():
         yield from pickle.loads(out["rows"])

@@ -4,7 +4,7 @@ A `Task` (answer, compress, summarize) turns an item and its encoded video into 
 and the `runner.Result` back into the row's result columns. A `ModelWorker` owns a loaded `Pipeline`
 and runs decoded videos in batches: frames of several videos through the vision tower together, then
 their requests through `Pipeline.run` together, splitting a batch that runs out of GPU memory. The
-local runner (`mlbcli.api`) feeds it from background decode processes; the Ray runner calls the same
+local runner (`runners.local`) feeds it from background decode processes; the Ray runner calls the same
 worker inside its actors. Nothing here knows about writers, resume or progress.
 """
 
@@ -101,6 +101,20 @@ def token_columns(
     }
 
 
+#: Until `models/` declares the profile on the adapter class (the attribute `lmms_eval_profile`): the
+#: families lmms-eval drives with its Qwen3-VL profile. To be deleted with that attribute's arrival.
+_PROFILE_BEFORE_ADAPTERS_SAY = {"qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl"}
+
+
+def benchmark_profile(adapter: Any) -> str | None:
+    """The lmms-eval prompt profile the adapter's family is evaluated with (`Benchmark.prompt`), None for
+    each task's default. The one place outside `models/` that asks an adapter (class or instance) for it."""
+    declared = getattr(adapter, "lmms_eval_profile", None)
+    if declared is not None:
+        return declared
+    return _PROFILE_BEFORE_ADAPTERS_SAY.get(adapter.family)
+
+
 @dataclass
 class AnswerTask:
     """`mlb answer`: the item's question (multiple choice formatted and graded when it has options).
@@ -119,7 +133,7 @@ class AnswerTask:
         from mlbcli.eval.prompting import format_question
 
         if self.benchmark is not None:
-            return self.benchmark.prompt(item.question or "", item.options, pipe.adapter.family)
+            return self.benchmark.prompt(item.question or "", item.options, benchmark_profile(pipe.adapter))
         return format_question(item.question or "", item.options, pipe.adapter.mc_post_prompt)
 
     def request(self, pipe: Pipeline, item: Item, video: EncodedVideo, override: Method | None) -> Request:
