@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from mlbcli.selection.baselines import grid_cells
+from mlbcli.selection.ops.baselines import grid_cells
 
 
 # -- budgets -----------------------------------------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""The common frames of the pre-LLM methods: the published video baselines and the paper/official peers.
+
+The video baselines (EVS, VidCom2, FastVID, HoliTom, PruneVid) are first of all pre-LLM pruners
+(layer 0, `LayerKeep` with keep and, for the merging ones, replace); PruneVid and HoliTom add an
+in-LLM step. They take --keep (the budget, token_budget(T*N, keep) visual tokens into the last layer,
+checked per row by the runner's `keep_note`) and --positions (original by default, as every one of
+them keeps or recomputes the original positions on the video LLMs they ship for), declare their own
+hyperparameters (`Params`), and return an empty plan at --keep 1.0 (the output is then identical to
+`--method none`).
+"""
+
+from __future__ import annotations
+
+from mlbcli.selection.base import Method
+
+
+class VideoBaseline(Method):
+    """A published video token-reduction method re-implemented on our hooks."""
+
+    prune_point = "input"
+    options_used = frozenset({"keep", "positions"})
+
+
+class PeerMethod(Method):
+    """Pre-LLM peers with a paper reading (default) and an official-code reading (`--variant official`:
+    the peer's token order and re-sequenced positions, see each class)."""
+
+    prune_point = "input"
+    options_used = frozenset({"keep", "variant", "positions"})
+    variants = ("paper", "official")
+
+    @property
+    def positions(self) -> str:
+        """The official code concatenates the kept tokens: contiguous positions unless asked otherwise."""
+        default = "contiguous" if self.variant == "official" else "original"
+        return self.options.positions or default
