@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlbcli.selection.base import Method, PlanContext, keep_everything
+from mlbcli.selection.base import Method, keep_everything
+from mlbcli.selection.methods.common import PreLLMMethod
 
 if TYPE_CHECKING:
     from mlbcli.engine.plan import PrunePlan
@@ -24,31 +25,21 @@ class NoPruning(Method):
         return keep_everything()
 
 
-class UniformPooling(Method):
+class UniformPooling(PreLLMMethod):
     name = "uniform"
     description = "Per-frame spatial average pooling of the token grid to meet --keep (before the LLM)."
-    options_used = frozenset({"keep", "positions"})
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.baselines import uniform_plan
 
-        if self.keep >= 1.0:
-            return keep_everything()
-        return self.position_policy(uniform_plan(video, self.keep), context)
+        return uniform_plan(video, self.keep)
 
 
-class RandomSelection(Method):
+class RandomSelection(PreLLMMethod):
     name = "random"
     description = "A seeded uniformly random subset of the visual tokens (the sanity floor)."
-    options_used = frozenset({"keep", "positions"})
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.baselines import random_plan
 
-        if self.keep >= 1.0:
-            return keep_everything()
-        return self.position_policy(random_plan(video, self.keep, self.options.seed), context)
+        return random_plan(video, self.keep, self.options.seed)

@@ -11,21 +11,38 @@ hyperparameters (`Params`), and return an empty plan at --keep 1.0 (the output i
 
 from __future__ import annotations
 
-from mlbcli.selection.base import Method
+from typing import TYPE_CHECKING
+
+from mlbcli.selection.base import Method, PlanContext, keep_everything
+
+if TYPE_CHECKING:
+    from mlbcli.engine.plan import PrunePlan
+    from mlbcli.models.base import Prompt, VideoTokens
 
 
-class VideoBaseline(Method):
-    """A published video token-reduction method re-implemented on our hooks."""
+class PreLLMMethod(Method):
+    """Prunes before the LLM to the --keep budget: nothing at --keep 1.0, else `prune_plan` with the
+    method's position policy (--positions)."""
 
     prune_point = "input"
     options_used = frozenset({"keep", "positions"})
 
+    def plan(
+        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
+    ) -> PrunePlan:
+        if self.keep >= 1.0:
+            return keep_everything()
+        return self.position_policy(self.prune_plan(video), context)
 
-class PeerMethod(Method):
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
+        """The plan at `self.keep` < 1 (positions are the caller's)."""
+        raise NotImplementedError
+
+
+class PeerMethod(PreLLMMethod):
     """Pre-LLM peers with a paper reading (default) and an official-code reading (`--variant official`:
     the peer's token order and re-sequenced positions, see each class)."""
 
-    prune_point = "input"
     options_used = frozenset({"keep", "variant", "positions"})
     variants = ("paper", "official")
 

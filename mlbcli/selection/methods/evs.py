@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlbcli.selection.base import PlanContext, keep_everything
-from mlbcli.selection.methods.common import VideoBaseline
+from mlbcli.selection.methods.common import PreLLMMethod
 
 if TYPE_CHECKING:
     from mlbcli.engine.plan import PrunePlan
-    from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.models.base import VideoTokens
 
 
-class EVS(VideoBaseline):
+class EVS(PreLLMMethod):
     """--keep = 1 - q of vLLM's `--video-pruning-rate q`; the count is vLLM's (floor), so the very
     tokens vLLM keeps are kept. No hyperparameters."""
 
@@ -23,14 +22,10 @@ class EVS(VideoBaseline):
         "position in the previous frame; first frame kept."
     )
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.evs import evs_plan
 
-        if self.keep >= 1.0:
-            return keep_everything()
-        return self.position_policy(evs_plan(video, self.keep), context)
+        return evs_plan(video, self.keep)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         from mlbcli.selection.ops.evs import evs_count

@@ -6,16 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlbcli.selection.base import PlanContext, keep_everything
-from mlbcli.selection.methods.common import VideoBaseline
+from mlbcli.selection.methods.common import PreLLMMethod
 from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
     from mlbcli.engine.plan import PrunePlan
-    from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.models.base import VideoTokens
 
 
-class FastVID(VideoBaseline):
+class FastVID(PreLLMMethod):
     """FastVID: DySeg segments, then per segment salient tokens + density-peak anchors (DTM)."""
 
     @dataclass(frozen=True)
@@ -50,11 +49,7 @@ class FastVID(VideoBaseline):
         "anchors that merge the rest (before the LLM)."
     )
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.fastvid import fastvid_plan
 
-        if self.keep >= 1.0:
-            return keep_everything()
-        return self.position_policy(fastvid_plan(video, self.keep, self.params), context)
+        return fastvid_plan(video, self.keep, self.params)

@@ -7,16 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlbcli.selection.base import PlanContext, keep_everything, token_budget
-from mlbcli.selection.methods.common import VideoBaseline
+from mlbcli.selection.base import token_budget
+from mlbcli.selection.methods.common import PreLLMMethod
 from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
     from mlbcli.engine.plan import PrunePlan
-    from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.models.base import VideoTokens
 
 
-class HoliTom(VideoBaseline):
+class HoliTom(PreLLMMethod):
     """HoliTom: static windows (DP) merged by density peaks, dynamic tokens by attention."""
 
     @dataclass(frozen=True)
@@ -59,14 +59,10 @@ class HoliTom(VideoBaseline):
         "dynamic tokens by attention (before the LLM); optional inner-LLM merge at holitom_layer."
     )
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.holitom import holitom_plan
 
-        if self.keep >= 1.0:
-            return keep_everything()
-        return self.position_policy(holitom_plan(video, self.keep, self.params), context)
+        return holitom_plan(video, self.keep, self.params)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         if self.keep >= 1.0:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from mlbcli.errors import UsageError
 from mlbcli.selection.base import MethodOptions, PlanContext, keep_everything, token_budget
-from mlbcli.selection.methods.common import VideoBaseline
+from mlbcli.selection.methods.common import PreLLMMethod
 from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from mlbcli.models.base import Prompt, VideoTokens
 
 
-class PruneVid(VideoBaseline):
+class PruneVid(PreLLMMethod):
     """PruneVid: DPC-kNN merging per temporal segment, then top tokens per group at layer K."""
 
     @dataclass(frozen=True)

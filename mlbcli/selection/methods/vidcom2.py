@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlbcli.selection.base import PlanContext, keep_everything
-from mlbcli.selection.methods.common import VideoBaseline
+from mlbcli.selection.methods.common import PreLLMMethod
 
 if TYPE_CHECKING:
     from mlbcli.engine.plan import PrunePlan
-    from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.models.base import VideoTokens
 
 
-class VidCom2(VideoBaseline):
+class VidCom2(PreLLMMethod):
     """Pre-LLM, no attention; vLLM's count (at least one token per frame). No hyperparameters."""
 
     name = "vidcom2"
@@ -22,14 +21,10 @@ class VidCom2(VideoBaseline):
         "frame (Gaussian similarity to video and frame centres); no attention."
     )
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.vidcom2 import vidcom2_plan
 
-        if self.keep >= 1.0:
-            return keep_everything()
-        return self.position_policy(vidcom2_plan(video, self.keep), context)
+        return vidcom2_plan(video, self.keep)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         from mlbcli.selection.ops.vidcom2 import vidcom2_count

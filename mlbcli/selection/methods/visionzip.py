@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlbcli.selection.base import PlanContext, keep_everything
 from mlbcli.selection.methods.common import PeerMethod
 from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
     from mlbcli.engine.plan import PrunePlan
-    from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.models.base import VideoTokens
 
 
 class VisionZipStar(PeerMethod):
@@ -44,12 +43,7 @@ class VisionZipStar(PeerMethod):
     name = "visionzip"
     description = "VisionZip* (after pooling, before the LLM): dominant tokens + merged contextual tokens."
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.peers import visionzip_plan
 
-        if self.keep >= 1.0:
-            return keep_everything()
-        plan = visionzip_plan(video, self.keep, self.params["dominant_ratio"], self.variant or "paper")
-        return self.position_policy(plan, context)
+        return visionzip_plan(video, self.keep, self.params["dominant_ratio"], self.variant or "paper")
