@@ -95,7 +95,6 @@ class _StrideParams:
     stride: int = param(2, "keep every stride-th token.", 1)
 
 
-@register_method
 class _Stride(Method):
     """A test method whose `official` variant sets a parameter (before the user's value)."""
 
@@ -110,7 +109,17 @@ class _Stride(Method):
         raise NotImplementedError
 
 
-def test_variant_values_and_registered_methods():
+@pytest.fixture()
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry of the built-ins only, so that registering a test method does not leak into others."""
+    from mlbcli.plugins import Registry
+    from mlbcli.selection import registry
+
+    monkeypatch.setattr(registry, "METHOD_REGISTRY", Registry("mlb.methods", registry.BUILTIN_METHODS))
+
+
+def test_variant_values_and_registered_methods(fresh_registry):
+    assert register_method(_Stride) is _Stride
     assert "test-stride" in method_names()
     assert get_method("test-stride").params == {"stride": 2}
     assert get_method("test-stride", MethodOptions(variant="official")).params == {"stride": 4}
