@@ -39,9 +39,11 @@ from mlbcli.engine import batch as engine  # noqa: E402
 from mlbcli.engine.flops import LLMDims  # noqa: E402
 from mlbcli.engine.pipeline import token_stats  # noqa: E402
 from mlbcli.models.base import Prompt, VideoTokens  # noqa: E402
-from mlbcli.selection import MethodOptions, get_method  # noqa: E402
-from mlbcli.selection import presets as _presets  # noqa: E402, F401  (registers the debiased presets)
-from mlbcli.selection.base import method_option_rules  # noqa: E402
+from mlbcli.selection import (  # noqa: E402
+    MethodOptions,
+    get_method,
+    method_option_rules,  # noqa: E402
+)
 
 ARCHS = {
     # name: (layers, hidden, FFN, heads, kv heads, vocab)

@@ -133,7 +133,7 @@ class ModelSpec:
             from mlbcli.models.qwen2_vl import check_temporal_spacing
 
             check_temporal_spacing(self.temporal_spacing)
-        from mlbcli.selection.base import canonical_method_name, validate_method_options
+        from mlbcli.selection import canonical_method_name, validate_method_options
 
         # UsageError on bad --keep/--layer/--query, or one the method does not use, before any work
         # (torch-free: the CLI checks before loading anything)
@@ -157,7 +157,7 @@ class ModelSpec:
         """The spec as recorded in `options_json` and compared on resume: keep/layer/query resolved to
         what the method runs with (None where the method does not use them), so a changed default (or
         an explicit value equal to it) compares by meaning."""
-        from mlbcli.selection.base import canonical_method_name, method_defaults, method_option_rules
+        from mlbcli.selection import canonical_method_name, method_defaults, method_option_rules
 
         name = canonical_method_name(self.method)
         used, _ = method_option_rules(name)
@@ -171,7 +171,7 @@ class ModelSpec:
 
     def keep_requested(self) -> float | None:
         """The `keep_requested` column: --keep (1.0 when unset) for methods with a budget, else None."""
-        from mlbcli.selection.base import canonical_method_name, method_option_rules
+        from mlbcli.selection import canonical_method_name, method_option_rules
 
         used, _ = method_option_rules(canonical_method_name(self.method))
         return (1.0 if self.keep is None else self.keep) if "keep" in used else None

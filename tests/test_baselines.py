@@ -18,13 +18,12 @@ from mlbcli.engine import batch as engine
 from mlbcli.engine.pipeline import Pipeline, Request
 from mlbcli.errors import UsageError
 from mlbcli.selection import MethodOptions, get_method
-from mlbcli.selection.dycoke_kv import DyCokeKV
-from mlbcli.selection.evs import evs_count, evs_keep
-from mlbcli.selection.fastvid import dynamic_segments, fastvid_select, segment_plan
-from mlbcli.selection.holitom import holitom_outer, inner_merge, static_windows
-from mlbcli.selection.params import resolve_params
-from mlbcli.selection.prunevid import cluster_group, prunevid_merge, refine_labels
-from mlbcli.selection.vidcom2 import vidcom2_count, vidcom2_keep
+from mlbcli.selection.ops.dycoke_kv import DyCokeKV
+from mlbcli.selection.ops.evs import evs_count, evs_keep
+from mlbcli.selection.ops.fastvid import dynamic_segments, fastvid_select, segment_plan
+from mlbcli.selection.ops.holitom import holitom_outer, inner_merge, static_windows
+from mlbcli.selection.ops.prunevid import cluster_group, prunevid_merge, refine_labels
+from mlbcli.selection.ops.vidcom2 import vidcom2_count, vidcom2_keep
 
 NEW = ["evs", "vidcom2", "fastvid", "holitom", "prunevid"]
 QUESTION = "What is happening in the video?"
@@ -168,7 +167,7 @@ def test_vidcom2_exact_target(T, N, keep, seed):
 
 
 # -- FastVID ---------------------------------------------------------------------------------------------------
-FASTVID = resolve_params({}, ("fastvid",))
+FASTVID = get_method("fastvid").params
 
 
 def test_fastvid_dyseg_hand_case():
@@ -196,7 +195,7 @@ def test_fastvid_hand_case_salient_anchors_and_merge():
     ]
     per_frame = torch.bincount(ids // N, minlength=T).tolist()
     assert per_frame == [1, 3, 1, 3]
-    from mlbcli.selection.clustering import frame_saliency
+    from mlbcli.selection.ops.clustering import frame_saliency
 
     saliency = frame_saliency(x)
     salient = [int(saliency[t].argmax()) + t * N for t in range(T)]
@@ -264,7 +263,7 @@ def test_holitom_exact_budget(T, N, keep, seed):
     base = torch.randn(1, N, 5, generator=g)
     x = base + 0.3 * torch.randn(T, N, 5, generator=g) * (torch.rand(T, N, 1, generator=g) < 0.5)
     budget = token_budget(T * N, keep)
-    ids, states, info = holitom_outer(x, budget, resolve_params({}, ("holitom",)))
+    ids, states, info = holitom_outer(x, budget, get_method("holitom").params)
     # static windows collapse to one token per static position: fewer may remain than the budget
     available = T * N - info["static_removed"]
     assert ids.numel() == states.shape[0] == min(budget, available)
@@ -286,7 +285,7 @@ def test_prunevid_static_positions_and_small_groups():
     T, N = 4, 9
     still = torch.randn(1, N, 6, generator=g).expand(T, N, 6).clone()
     still[:, 4] = torch.randn(T, 6, generator=g)  # position 4 moves
-    params = {**resolve_params({}, ("prunevid",)), "prunevid_segment_ratio": 0.25}
+    params = {**get_method("prunevid").params, "prunevid_segment_ratio": 0.25}
     ids, states, groups = prunevid_merge(still, params)
     # one segment, 8 static positions (8 <= 14: not clustered) at frame 0, position 4 dynamic per frame
     assert [(kind, frame) for kind, frame, _ in groups] == [
@@ -466,10 +465,10 @@ def test_no_debiasers_and_no_foreign_parameters(name):
 
 
 def test_bool_parameter_coercion():
-    assert resolve_params({"dycoke_kv": "false"}, ("dycoke",))["dycoke_kv"] is False
-    assert resolve_params({}, ("dycoke",))["dycoke_kv"] is True
+    assert get_method("dycoke", MethodOptions(params={"dycoke_kv": "false"})).params["dycoke_kv"] is False
+    assert get_method("dycoke").params["dycoke_kv"] is True
     with pytest.raises(UsageError):
-        resolve_params({"dycoke_kv": "maybe"}, ("dycoke",))
+        get_method("dycoke", MethodOptions(params={"dycoke-kv": "maybe"}))
 
 
 @pytest.mark.parametrize("name", ["evs", "vidcom2", "fastvid", "holitom"])

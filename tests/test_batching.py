@@ -123,7 +123,7 @@ def _assert_same_info(a, b) -> None:
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batch_equals_one_by_one(adapters, clips, family, method):
-    from mlbcli.selection.base import method_option_rules
+    from mlbcli.selection import method_option_rules
 
     # --keep only where the method has a budget (none and slowfast refuse it)
     keep = {"keep": 0.5} if "keep" in method_option_rules(method)[0] else {}

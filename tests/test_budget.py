@@ -25,10 +25,9 @@ from mlbcli.engine.pipeline import Pipeline
 from mlbcli.engine.plan import LayerContext
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection import MethodOptions, get_method
-from mlbcli.selection import debias as D
-from mlbcli.selection.base import METHODS, method_option_rules
-from mlbcli.selection.slowfast import slow_frame_indices
+from mlbcli.selection import METHODS, MethodOptions, get_method, method_option_rules
+from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.slowfast import slow_frame_indices
 
 QUESTION = "What is happening in the video?"
 BUDGET_METHODS = ["uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke"]
@@ -186,12 +185,12 @@ def test_other_refusals():
     get_method("dycoke", MethodOptions(params={"merge_ratio": 0.7}))  # K alone is fine
 
 
-def test_catalog_matches_option_rules():
-    """The torch-free catalog (CLI checks, keep_requested) states the classes' options and variants."""
-    from mlbcli.selection.catalog import BUILTIN_METHODS
+def test_method_rows_match_option_rules():
+    """`describe_methods` (`mlb methods`, the README table) states the classes' options and variants."""
+    from mlbcli.selection import describe_methods
 
-    get_method("none")  # loads the built-ins
-    for name, info in BUILTIN_METHODS.items():
+    for info in describe_methods():
+        name = info.name
         cls = METHODS[name]
         assert frozenset(info.options) == cls.options_used, name
         assert info.variants == cls.variants, name

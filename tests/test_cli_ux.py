@@ -275,7 +275,7 @@ def test_method_catalog_matches_the_registry():
     """The torch-free catalog (`mlb methods`, name lookup, completion) cannot drift from the classes."""
     from mlbcli.selection import METHODS, available_methods
     from mlbcli.selection.catalog import BUILTIN_METHODS, DEBIASERS
-    from mlbcli.selection.presets import DEBIASERS as PRESET_DEBIASERS
+    from mlbcli.selection.catalog import DEBIASERS as PRESET_DEBIASERS
 
     assert available_methods() == {name: info.description for name, info in sorted(BUILTIN_METHODS.items())}
     for name, info in BUILTIN_METHODS.items():

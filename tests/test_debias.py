@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from mlbcli.selection import debias as D
-from mlbcli.selection.presets import attention_select
+from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.attention import attention_select
 
 T, H, W = 32, 14, 14
 N = H * W

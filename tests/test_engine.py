@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mlbcli.engine import batch as engine
 from mlbcli.engine.pipeline import Pipeline
 from mlbcli.selection import MethodOptions, get_method
-from mlbcli.selection.baselines import frame_budgets, grid_cells
+from mlbcli.selection.ops.baselines import frame_budgets, grid_cells
 
 QUESTION = "What is happening in the video?"
 

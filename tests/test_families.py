@@ -305,7 +305,7 @@ ALL_METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip"
 @pytest.mark.parametrize("name", ["llava_onevision", *FAMILIES])
 def test_every_method_on_every_family(adapters, tiny_adapter, frames, name, method):
     """Every method x family answers end to end with measured, consistent token statistics."""
-    from mlbcli.selection.base import method_option_rules
+    from mlbcli.selection import method_option_rules
 
     adapter = tiny_adapter if name == "llava_onevision" else adapters[name]
     keep = {"keep": 0.5} if "keep" in method_option_rules(method)[0] else {}  # none/slowfast refuse it

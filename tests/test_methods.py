@@ -15,14 +15,12 @@ from hypothesis import strategies as st
 from mlbcli.engine.pipeline import Pipeline
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
-from mlbcli.selection import (
-    MethodOptions,
-    get_method,
-    presets,  # noqa: F401  (registers the presets)
-)
-from mlbcli.selection import debias as D
-from mlbcli.selection.params import HYPERPARAMETERS, resolve_params
-from mlbcli.selection.presets import attention_select, parse_debias
+from mlbcli.selection import MethodOptions, get_method
+from mlbcli.selection.debiasers import GlobalSegments, GridCells, SummaryTail, parse_debias
+from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.attention import attention_select
+from mlbcli.selection.parameters import resolve
+from mlbcli.selection.params import parameter_declarations
 
 QUESTION = "What is happening in the video?"
 PRESETS = ["fastv", "adatp", "mlb", "visionzip", "dycoke"]
@@ -136,13 +134,13 @@ def test_attention_usage_errors(kw):
 
 
 def test_params_registry():
-    assert resolve_params({}, ("global",))["segment_threshold"] == 0.9
-    assert resolve_params({"tail_size": "2", "grid": None}, ("grid", "tail")) == {
+    assert resolve((GlobalSegments.Params,), {}, "global")["segment_threshold"] == 0.9
+    assert resolve((GridCells.Params, SummaryTail.Params), {"tail_size": "2", "grid": None}, "mlb") == {
         "grid": 0,
         "pool_temperature": 0.0,
         "tail_size": 2,
     }
-    for hp in HYPERPARAMETERS.values():
+    for hp in parameter_declarations().values():
         assert hp.help and hp.methods
     assert parse_debias(("none",), ("grid",)) == ()
     assert parse_debias(None, ("grid",)) == ("grid",)

@@ -352,7 +352,7 @@ def test_tokens_without_deepstack_features_are_refused(adapters, frames):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_method_end_to_end(adapters, frames, name, method):
-    from mlbcli.selection.base import method_option_rules
+    from mlbcli.selection import method_option_rules
 
     adapter = adapters[name]
     keep = {"keep": 0.5} if "keep" in method_option_rules(method)[0] else {}  # none/slowfast refuse it

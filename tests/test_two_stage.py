@@ -15,7 +15,7 @@ from mlbcli.engine.flops import LLMDims, layer_flops, visual_flops
 from mlbcli.engine.pipeline import Pipeline
 from mlbcli.errors import UsageError
 from mlbcli.selection import MethodOptions, get_method
-from mlbcli.selection.slowfast import fast_pool, slow_pool
+from mlbcli.selection.ops.slowfast import fast_pool, slow_pool
 
 QUESTION = "What is happening in the video?"
 CONTEXT = 160  # 12 frames x 16 tokens + text do not fit; one 6-frame segment (96 + text) does

@@ -103,7 +103,7 @@ app = typer.Typer(
 
 def _complete_method(incomplete: str) -> list[str]:
     """Shell completion of --method (no torch: the names come from the catalog)."""
-    from mlbcli.selection.base import method_names
+    from mlbcli.selection import method_names
 
     return [name for name in method_names() if name.startswith(incomplete.lower())]
 
@@ -578,7 +578,7 @@ def _check_device(device: str, dtype: str) -> tuple[str, str]:
 
 def _method_name(name: str) -> str:
     """The registered spelling of --method (case-insensitive; a typo gets a did-you-mean), no torch."""
-    from mlbcli.selection.base import canonical_method_name
+    from mlbcli.selection import canonical_method_name
 
     return canonical_method_name(name)
 

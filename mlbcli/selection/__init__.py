@@ -1,30 +1,50 @@
-"""Token selection: methods registered by name.
+"""Token selection: which visual tokens a Video LLM keeps, and where.
 
-The built-in methods (none, uniform, random in `baselines`; fastv, adatp, mlb, visionzip, dycoke in
-`presets`) need torch, so they are imported on first use of `get_method`/`available_methods`: this
-package itself stays cheap to import (the CLI reads the hyperparameter registry at start-up).
+- `base`: the `Method` contract (options, budgets, the plan a method returns);
+- `parameters`: hyperparameters as frozen `Params` dataclasses, declared where they are read;
+- `debiasers`: the composable debiasers of the attention methods (`--debias`);
+- `methods/`: one module per method (torch-free declarations: options, parameters, variants);
+- `ops/`: the tensor work (torch), imported when a method builds a plan;
+- `registry`: methods by name, built-ins and `mlb.methods` plugins alike.
+
+Importing this package imports no torch (the CLI lists and checks methods at start-up).
 """
 
-from mlbcli.selection.base import (
+from mlbcli.selection.base import Method, MethodOptions, PlanContext, keep_note, token_budget
+from mlbcli.selection.parameters import ParameterInfo, param
+from mlbcli.selection.registry import (
     METHODS,
-    Method,
-    MethodOptions,
     available_methods,
     canonical_method_name,
+    describe_methods,
     get_method,
+    method_defaults,
     method_names,
+    method_option_rules,
+    methods_markdown,
+    parameter_declarations,
     register_method,
-    token_budget,
+    validate_method_options,
 )
 
 __all__ = [
     "METHODS",
     "Method",
     "MethodOptions",
+    "ParameterInfo",
+    "PlanContext",
     "available_methods",
     "canonical_method_name",
+    "describe_methods",
     "get_method",
+    "keep_note",
+    "method_defaults",
     "method_names",
+    "method_option_rules",
+    "methods_markdown",
+    "param",
+    "parameter_declarations",
     "register_method",
     "token_budget",
+    "validate_method_options",
 ]

@@ -1,7 +1,8 @@
 """The token-selection contract: a `Method` turns one request into a keep schedule (`PrunePlan`).
 
-Methods are registered by name (`@register_method`) so that the CLI, the library API and plugins see
-the same list. A method decides *where* it prunes (before the LLM, or before decoder layer K with
+Methods are found by name through `mlbcli.selection.registry` (built-ins and `mlb.methods` plugins
+alike). A method declares its hyperparameters as a frozen `Params` dataclass (`selection.parameters`),
+resolved once at construction into `self.params`. A method decides *where* it prunes (before the LLM, or before decoder layer K with
 attention scores from layer K-1) and *what* it keeps; the engine does the bookkeeping (order, original
 position ids, KV cache, statistics), so a method is a small pure function of tensors.
 """
@@ -9,7 +10,6 @@ position ids, KV cache, statistics), so a method is a small pure function of ten
 from __future__ import annotations
 
 import abc
-import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.errors import UsageError
+from mlbcli.selection.parameters import NoParams, normalize_name, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +120,7 @@ def check_method_options(
     """THE rule for options a method does not use: an error, never silently ignored.
 
     `used` is the method's `options_used` (a subset of `OPTION_FLAGS`), `variants` its `variants`
-    (the first is the default). Hyperparameters (`params`) follow the same rule in `resolve_params`.
+    (the first is the default). Hyperparameters (`params`) follow the same rule in `parameters.resolve`.
     """
     unused = [OPTION_FLAGS[name] for name in options.given() if name not in used]
     if unused:
@@ -133,34 +134,6 @@ def check_method_options(
             f"--variant {options.variant!r} is not a variant of --method {method}; "
             f"choose from {', '.join(variants)} (default {variants[0]})"
         )
-
-
-def method_option_rules(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
-    """(options used, variants) of the method `name`: from the registry when the class is loaded
-    (plugins), else from the torch-free catalog of built-ins (so the CLI checks before importing torch)."""
-    cls = METHODS.get(name)
-    if cls is not None:
-        return cls.options_used, cls.variants
-    from mlbcli.selection.catalog import BUILTIN_METHODS
-
-    info = BUILTIN_METHODS[name]
-    return frozenset(info.options), info.variants
-
-
-def method_defaults(name: str) -> dict[str, Any]:
-    """What keep/layer/query resolve to when not given, for the method `name` (no torch)."""
-    cls = METHODS.get(name)
-    if cls is not None:
-        return {"keep": 1.0, "layer": cls.default_layer, "query": cls.default_query}
-    from mlbcli.selection.catalog import BUILTIN_METHODS
-
-    return {"keep": 1.0, "layer": 2, "query": BUILTIN_METHODS[name].default_query or "question"}
-
-
-def validate_method_options(name: str, options: MethodOptions) -> None:
-    """`check_method_options` for a method given by (canonical) name, without importing torch."""
-    used, variants = method_option_rules(name)
-    check_method_options(name, options, used, variants)
 
 
 def keep_note(
@@ -178,6 +151,13 @@ def keep_note(
     asked = target / num_visual if num_visual else 1.0
     why = reason or "the method could not meet the budget"
     return f"kept {kept} of {num_visual} visual tokens ({share:.3f}), budget {target} ({asked:.3f}): {why}"
+
+
+def keep_everything() -> PrunePlan:
+    """The plan that prunes nothing (e.g. every budget method at --keep 1.0)."""
+    from mlbcli.engine.plan import PrunePlan
+
+    return PrunePlan()
 
 
 def token_budget(num_tokens: int, keep: float) -> int:
@@ -203,10 +183,28 @@ class Method(abc.ABC):
     variants: ClassVar[tuple[str, ...]] = ()
     default_layer: ClassVar[int] = 2
     default_query: ClassVar[str] = "question"
+    #: The method's hyperparameters: a frozen dataclass of `parameters.param` fields.
+    Params: ClassVar[type] = NoParams
+    #: Parameter values a variant sets (before the user's): {"official": {"name": value}}.
+    variant_params: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, options: MethodOptions | None = None):
         self.options = options or MethodOptions()
         check_method_options(self.name, self.options, self.options_used, self.variants)
+        #: The parameters the caller gave (names normalised, None dropped): "given" vs "default".
+        self.given_params = {normalize_name(k): v for k, v in self.options.params.items() if v is not None}
+        preset = self.variant_params.get(self.variant or "", {})
+        # UsageError at construction, before any work: unknown, mistyped or unused parameters
+        self.params: dict[str, Any] = resolve(self.parameter_sources(), self.given_params, self.name, preset)
+
+    def parameter_sources(self) -> tuple[type, ...]:
+        """The `Params` classes this instance reads: its own (attention methods add their debiasers')."""
+        return (self.Params,)
+
+    @classmethod
+    def declared_parameter_sources(cls) -> tuple[type, ...]:
+        """The `Params` classes the method reads with its default options (`mlb methods`, the docs)."""
+        return (cls.Params,)
 
     # -- options resolved to this method's defaults --------------------------------------------------------
     @property
@@ -314,61 +312,3 @@ class Method(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options})"
-
-
-METHODS: dict[str, type[Method]] = {}
-
-
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available by `cls.name` (CLI `--method`, `get_method`)."""
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"a method named {cls.name!r} is already registered")
-    METHODS[cls.name] = cls
-    return cls
-
-
-def load_builtin_methods() -> None:
-    """Register the built-in methods (they import torch, so this happens on first use)."""
-    from mlbcli.selection import (  # noqa: F401
-        baselines,
-        evs,
-        fastvid,
-        holitom,
-        presets,
-        prunevid,
-        slowfast,
-        vidcom2,
-    )
-
-
-def method_names() -> list[str]:
-    """Every method name that `get_method` accepts: the built-ins and any registered plugin (no torch)."""
-    from mlbcli.selection.catalog import BUILTIN_METHODS
-
-    return sorted(set(METHODS) | set(BUILTIN_METHODS))
-
-
-def canonical_method_name(name: str) -> str:
-    """`name` as registered. Case does not matter (`FastV` is `fastv`); an unknown name is a
-    `UsageError` that suggests the closest known name. Needs no torch, so the CLI checks early."""
-    names = method_names()
-    if name in names:
-        return name
-    folded = {known.lower(): known for known in names}
-    key = name.strip().lower()
-    if key in folded:
-        return folded[key]
-    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.6)
-    hint = f"; did you mean {folded[close[0]]!r}?" if close else ";"
-    raise UsageError(f"unknown method {name!r}{hint} available: {', '.join(names)}")
-
-
-def get_method(name: str, options: MethodOptions | None = None) -> Method:
-    """An instance of the method called `name` (case-insensitive) with `options`."""
-    load_builtin_methods()
-    return METHODS[canonical_method_name(name)](options)
-
-
-def available_methods() -> dict[str, str]:
-    load_builtin_methods()
-    return {name: cls.description for name, cls in sorted(METHODS.items())}

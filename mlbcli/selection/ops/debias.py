@@ -4,7 +4,7 @@ Naming: `T` frames, `N = h * w` tokens per frame, `n` candidate visual tokens (a
 identified by their flat visual ids `t * N + p`), `D` hidden size. Every selector returns ascending
 indices into its candidate list, so the engine can use them as `LayerKeep.keep` directly.
 
-Pieces (composed in `mlbcli.selection.presets`):
+Pieces (composed in `mlbcli.selection.ops.attention` and the method plans):
 - `segment_frames`      AdaTP video segmentation by adjacent-frame similarity.
 - `allocate`            exact integer budgets: floors, weights, capacities, largest remainder.
 - `segment_budgets`     AdaTP global debiasing: per-segment budgets (length x relevance, floor b_min).
@@ -18,12 +18,12 @@ Pieces (composed in `mlbcli.selection.presets`):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from mlbcli.selection.baselines import grid_cells
+from mlbcli.selection.ops.baselines import grid_cells
 
 
 # -- budgets -----------------------------------------------------------------------------------------------
@@ -213,6 +213,26 @@ def grid_cell_ids(grid: tuple[int, int], budget: int, cells_per_side: int = 0) -
     return cell_of_position
 
 
+def frame_cells(
+    frames: torch.Tensor,
+    positions: torch.Tensor,
+    grid: tuple[int, int],
+    frame_budgets: Sequence[int],
+    cells_per_side: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, int]]:
+    """Per frame with a budget: (its candidates [m] ascending, their cell ids [m], the frame's budget
+    capped at m, the number of cells), the frame split into its budget's cells (`grid_cell_ids`)."""
+    layouts: dict[int, torch.Tensor] = {}  # even frame budgets take at most two distinct values
+    for t, b in enumerate(frame_budgets):
+        members = (frames == t).nonzero().squeeze(1)
+        b = min(int(b), members.numel())
+        if b <= 0:
+            continue
+        if b not in layouts:
+            layouts[b] = grid_cell_ids(grid, b, cells_per_side)
+        yield members, layouts[b][positions[members]], b, int(layouts[b].max()) + 1
+
+
 def select_grid(
     scores: torch.Tensor,
     frames: torch.Tensor,
@@ -227,19 +247,9 @@ def select_grid(
     is split evenly over its cells (`grid_cell_ids`), capped by each cell's candidates with spill-over
     to the other cells of the frame; each cell keeps its top tokens. Returns ascending indices.
     """
-    h, w = grid
-    layouts: dict[int, torch.Tensor] = {}  # even frame budgets take at most two distinct values
     group = torch.full_like(frames, -1)
     budgets: list[int] = []
-    for t, b in enumerate(frame_budgets):
-        members = (frames == t).nonzero().squeeze(1)
-        b = min(int(b), members.numel())
-        if b <= 0:
-            continue
-        if b not in layouts:
-            layouts[b] = grid_cell_ids(grid, b, cells_per_side)
-        cells = layouts[b][positions[members]]  # [m] cell of each candidate of the frame
-        n_cells = int(layouts[b].max()) + 1
+    for members, cells, b, n_cells in frame_cells(frames, positions, grid, frame_budgets, cells_per_side):
         caps = torch.bincount(cells, minlength=n_cells).tolist()
         group[members] = cells + len(budgets)
         budgets += allocate(b, [1.0] * n_cells, caps)
@@ -269,15 +279,7 @@ def pool_grid(
     members: list[torch.Tensor] = []
     owners: list[torch.Tensor] = []
     weights: list[torch.Tensor] = []
-    layouts: dict[int, torch.Tensor] = {}
-    for t, b in enumerate(frame_budgets):
-        idx = (frames == t).nonzero().squeeze(1)  # candidates of frame t, ascending
-        b = min(int(b), idx.numel())
-        if b <= 0:
-            continue
-        if b not in layouts:
-            layouts[b] = grid_cell_ids(grid, b, cells_per_side)
-        cell_of = layouts[b][positions[idx]]  # [m]
+    for idx, cell_of, _, _ in frame_cells(frames, positions, grid, frame_budgets, cells_per_side):
         for cell in torch.unique(cell_of).tolist():
             m = idx[cell_of == cell]  # ascending = raster order (positions ascend with the index)
             a = scores[m].float()

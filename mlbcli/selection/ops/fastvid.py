@@ -35,18 +35,17 @@ from typing import Any
 import torch
 
 from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
-from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection import debias as D
-from mlbcli.selection.base import PlanContext, register_method, token_budget
-from mlbcli.selection.baselines import frame_budgets
-from mlbcli.selection.clustering import (
+from mlbcli.models.base import VideoTokens
+from mlbcli.selection.base import token_budget
+from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.baselines import frame_budgets, layer0_features
+from mlbcli.selection.ops.clustering import (
     cosine_assign,
     density_peaks,
     even_split,
     frame_saliency,
     stable_top,
 )
-from mlbcli.selection.prellm import VideoBaseline, layer0_features
 
 DENSITY_NEIGHBOURS = 4
 
@@ -137,27 +136,15 @@ def fastvid_select(
     return ids[order], merged[order], {"segments": plans}
 
 
-@register_method
-class FastVID(VideoBaseline):
-    name = "fastvid"
-    description = (
-        "FastVID: dynamic temporal segmentation, then per segment salient tokens + density-peak "
-        "anchors that merge the rest (before the LLM)."
-    )
+def fastvid_plan(video: VideoTokens, keep: float, params: dict[str, Any]) -> PrunePlan:
+    """FastVID before the LLM, exactly token_budget(T*N, keep) tokens (keep < 1)."""
+    T, N = video.num_frames, video.tokens_per_frame
+    budget = token_budget(T * N, keep)
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
-        params = self.params()
-        if self.keep >= 1.0:
-            return PrunePlan()
-        T, N = video.num_frames, video.tokens_per_frame
-        budget = token_budget(T * N, self.keep)
+    def prune(ctx: LayerContext) -> LayerKeep:
+        x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
+        frames = video.frame_features if video.frame_features is not None else x.float().mean(1)
+        ids, states, info = fastvid_select(x, frames.to(x.device), budget, params)
+        return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
 
-        def prune(ctx: LayerContext) -> LayerKeep:
-            x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
-            frames = video.frame_features if video.frame_features is not None else x.float().mean(1)
-            ids, states, info = fastvid_select(x, frames.to(x.device), budget, params)
-            return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
-
-        return self.position_policy(PrunePlan(steps={0: prune}), context)
+    return PrunePlan(steps={0: prune})

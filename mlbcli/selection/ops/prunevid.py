@@ -39,12 +39,11 @@ import torch
 import torch.nn.functional as F
 
 from mlbcli.engine.plan import DecodeContext, DecodePolicy, LayerContext, LayerKeep, PrunePlan
-from mlbcli.errors import UsageError
-from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection import debias as D
-from mlbcli.selection.base import MethodOptions, PlanContext, register_method, token_budget
-from mlbcli.selection.clustering import assign_to_centres, density_peaks, runs, stable_top
-from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
+from mlbcli.models.base import VideoTokens
+from mlbcli.selection.base import token_budget
+from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.baselines import layer0_features, missed
+from mlbcli.selection.ops.clustering import assign_to_centres, density_peaks, runs, stable_top
 
 NEIGHBOURS = 7
 MIN_CLUSTER_SIZE = 14  # groups of at most this many tokens are not clustered (reference)
@@ -170,95 +169,48 @@ class EvictDropped(DecodePolicy):
         return state, state
 
 
-@register_method
-class PruneVid(VideoBaseline):
-    name = "prunevid"
-    description = (
-        "PruneVid: static/dynamic DPC-kNN token merging per temporal segment before the LLM, then "
-        "question-guided selection at layer K (decode sees only the kept tokens)."
+def prunevid_plan(
+    video: VideoTokens, keep: float, layer: int, query: str, params: dict[str, Any]
+) -> PrunePlan:
+    """Merge before the LLM, select before decoder `layer` (token_budget(T*N, keep) tokens, or
+    int(size * prunevid_alpha) of every group when alpha is set); decoding sees only the kept ones."""
+    T, N = video.num_frames, video.tokens_per_frame
+    alpha = params["prunevid_alpha"]
+    budget = token_budget(T * N, keep)
+    state: dict[str, Any] = {}
+
+    def merge(ctx: LayerContext) -> LayerKeep:
+        x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
+        ids, states, groups = prunevid_merge(x, params)
+        state["groups"] = groups
+        info = {
+            "merged": int(ids.numel()),
+            "segments": sorted({g[1] for g in groups if g[0] == "static"}),
+        }
+        return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+
+    def select(ctx: LayerContext) -> LayerKeep:
+        assert ctx.scores is not None
+        scores = ctx.scores.detach().float().cpu()
+        position = {int(i): j for j, i in enumerate(ctx.visual_ids.cpu().tolist())}
+        members = [
+            torch.tensor([position[int(i)] for i in g[2].tolist()], dtype=torch.long) for g in state["groups"]
+        ]
+        sizes = [m.numel() for m in members]
+        counts = D.allocate(budget, sizes, sizes) if alpha is None else [int(n * alpha) for n in sizes]
+        chosen = [m[stable_top(scores[m], c)] for m, c in zip(members, counts, strict=True)]
+        kept = torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
+        info: dict[str, Any] = {"kept": int(kept.numel()), "layer": layer}
+        if alpha is None:
+            info["budget"] = budget
+            note = missed(int(kept.numel()), budget, T, "PruneVid's merging left fewer tokens")
+            if note:
+                info["keep_note"] = note
+        return LayerKeep(keep=kept.to(ctx.visual_slots.device), info=info)
+
+    return PrunePlan(
+        steps={0: merge, layer: select},
+        needs_scores=frozenset({layer}),
+        query=query,
+        decode_policy=EvictDropped(),
     )
-    query_aware = True
-    prune_point = "layer"
-    options_used = frozenset({"keep", "layer", "query", "positions"})
-    default_query = "question"
-
-    def __init__(self, options: MethodOptions | None = None):
-        super().__init__(options)
-        if self.options.keep is not None and self.params()["prunevid_alpha"] is not None:
-            raise UsageError(
-                "--keep does not apply to --method prunevid with prunevid_alpha (alpha sets the "
-                "retention): give one of them"
-            )
-
-    def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
-        return (
-            None
-            if self.params()["prunevid_alpha"] is not None
-            else super().target_tokens(num_visual, num_frames)
-        )
-
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
-        params = self.params()
-        alpha = params["prunevid_alpha"]
-        if self.keep >= 1.0 and alpha is None:
-            return PrunePlan()
-        K = self.layer
-        if K < 1:
-            raise UsageError(f"--method {self.name} selects inside the LLM by attention: use --layer >= 1")
-        T, N = video.num_frames, video.tokens_per_frame
-        n = T * N
-        budget = token_budget(n, self.keep)
-        state: dict[str, Any] = {}
-
-        def merge(ctx: LayerContext) -> LayerKeep:
-            x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
-            ids, states, groups = prunevid_merge(x, params)
-            state["groups"] = groups
-            info = {
-                "merged": int(ids.numel()),
-                "segments": sorted({g[1] for g in groups if g[0] == "static"}),
-            }
-            return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
-
-        def select(ctx: LayerContext) -> LayerKeep:
-            assert ctx.scores is not None
-            scores = ctx.scores.detach().float().cpu()
-            position = {int(i): j for j, i in enumerate(ctx.visual_ids.cpu().tolist())}
-            members = [
-                torch.tensor([position[int(i)] for i in g[2].tolist()], dtype=torch.long)
-                for g in state["groups"]
-            ]
-            sizes = [m.numel() for m in members]
-            if alpha is None:
-                counts = D.allocate(budget, sizes, sizes)
-            else:
-                counts = [int(size * alpha) for size in sizes]
-            chosen = [m[stable_top(scores[m], c)] for m, c in zip(members, counts, strict=True)]
-            keep = torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.long)
-            info: dict[str, Any] = {"kept": int(keep.numel()), "layer": K}
-            if alpha is None:
-                info["budget"] = budget
-                note = missed(int(keep.numel()), budget, T, "PruneVid's merging left fewer tokens")
-                if note:
-                    info["keep_note"] = note
-            return LayerKeep(keep=keep.to(ctx.visual_slots.device), info=info)
-
-        plan = PrunePlan(
-            steps={0: merge, K: select},
-            needs_scores=frozenset({K}),
-            query=self.query,
-            decode_policy=EvictDropped(),
-        )
-        return self.position_policy(plan, context)
-
-    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        """Merging is content-dependent: layer 0 assumes r_cluster of every group (no static tokens)."""
-        params = self.params()
-        alpha = params["prunevid_alpha"]
-        if self.keep >= 1.0 and alpha is None:
-            return {}
-        merged = max(1, round(num_visual * params["prunevid_cluster_ratio"]))
-        final = int(merged * alpha) if alpha is not None else token_budget(num_visual, self.keep)
-        return {0: merged, self.layer: min(merged, final)}

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
-from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection.base import PlanContext, register_method, token_budget
-from mlbcli.selection.clustering import stable_top
-from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
+from mlbcli.models.base import VideoTokens
+from mlbcli.selection.base import token_budget
+from mlbcli.selection.ops.baselines import layer0_features, missed
+from mlbcli.selection.ops.clustering import stable_top
 
 ALPHAS = tuple(2.0**k for k in range(-3, 2))
 LOW_VARIANCE_CHANNELS = 0.5
@@ -76,35 +76,17 @@ def vidcom2_keep(features: torch.Tensor, keep: float, target: int) -> tuple[torc
     return flat_mask.nonzero().squeeze(1), budgets
 
 
-@register_method
-class VidCom2(VideoBaseline):
-    name = "vidcom2"
-    description = (
-        "VidCom2: per-frame budgets by frame uniqueness, then the least redundant tokens of each "
-        "frame (Gaussian similarity to video and frame centres); no attention."
-    )
+def vidcom2_plan(video: VideoTokens, keep: float) -> PrunePlan:
+    """VidCom2 before the LLM, exactly `vidcom2_count` tokens (keep < 1)."""
+    T, N = video.num_frames, video.tokens_per_frame
+    target = vidcom2_count(T, N, keep)
+    note = missed(target, token_budget(T * N, keep), T, "VidCom2 keeps at least one token per frame")
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
-        self.params()
-        if self.keep >= 1.0:
-            return PrunePlan()
-        T, N = video.num_frames, video.tokens_per_frame
-        keep = self.keep
-        target = vidcom2_count(T, N, keep)
-        note = missed(target, token_budget(T * N, keep), T, "VidCom2 keeps at least one token per frame")
+    def prune(ctx: LayerContext) -> LayerKeep:
+        kept, budgets = vidcom2_keep(layer0_features(ctx.hidden, ctx.visual_slots, T, N), keep, target)
+        info: dict = {"frame_budgets": budgets, "kept": target}
+        if note:
+            info["keep_note"] = note
+        return LayerKeep(keep=kept.to(ctx.visual_slots.device), info=info)
 
-        def prune(ctx: LayerContext) -> LayerKeep:
-            kept, budgets = vidcom2_keep(layer0_features(ctx.hidden, ctx.visual_slots, T, N), keep, target)
-            info: dict = {"frame_budgets": budgets, "kept": target}
-            if note:
-                info["keep_note"] = note
-            return LayerKeep(keep=kept.to(ctx.visual_slots.device), info=info)
-
-        return self.position_policy(PrunePlan(steps={0: prune}), context)
-
-    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        if self.keep >= 1.0:
-            return {}
-        return {0: vidcom2_count(num_frames, max(1, num_visual // max(1, num_frames)), self.keep)}
+    return PrunePlan(steps={0: prune})

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mlbcli.engine.plan import DecodeContext, DecodePolicy
-from mlbcli.selection.clustering import stable_top
+from mlbcli.selection.ops.clustering import stable_top
 
 
 class DyCokeKV(DecodePolicy):

@@ -29,13 +29,12 @@ import torch
 from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
-from mlbcli.selection import debias as D
 from mlbcli.selection.base import token_budget
-from mlbcli.selection.baselines import frame_budgets
+from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.baselines import frame_budgets
 
 if TYPE_CHECKING:
-    from mlbcli.selection.base import PlanContext
-    from mlbcli.selection.presets import LlavaMLB
+    from mlbcli.selection.base import Method, PlanContext
 
 
 def segment_sizes(
@@ -111,12 +110,12 @@ def _side_grid(num_visual: int, num_frames: int, context: PlanContext) -> tuple[
     return (side, side) if side * side == n else (1, n)
 
 
-def _layout_keep(method: LlavaMLB) -> float | None:
+def _layout_keep(method: Method) -> float | None:
     return None if method.variant == "paper" else method.keep
 
 
 def nominal(
-    method: LlavaMLB, params: dict[str, Any], num_visual: int, num_frames: int, context: PlanContext
+    method: Method, params: dict[str, Any], num_visual: int, num_frames: int, context: PlanContext
 ) -> dict[int, int]:
     """`mlb flops`: the final pass's layer-0 count; the planned probe passes go to `context.probe_passes`."""
     if method.variant != "paper" and method.keep >= 1.0:
@@ -136,8 +135,10 @@ def nominal(
     return {0: sum(min(b, grid[0] * grid[1]) + s * s for b in per_frame)}
 
 
-def plan(method: LlavaMLB, params: dict[str, Any], video: VideoTokens, context: PlanContext) -> PrunePlan:
-    """Stage 1 now (probe passes through `context`), stage 2 as the layer-0 step of the final pass."""
+def plan(method: Method, params: dict[str, Any], video: VideoTokens, context: PlanContext) -> PrunePlan:
+    """Stage 1 now (probe passes through `context`), stage 2 as the layer-0 step of the final pass.
+
+    `method` is the `mlb` method (`methods.mlb.LlavaMLB`): its variant, keep, layer and query."""
     K = method.layer
     if K < 1:
         raise UsageError("--method mlb probes the attention of layer K-1: use --layer >= 1")

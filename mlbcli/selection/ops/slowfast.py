@@ -21,12 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
-from mlbcli.selection.base import Method, MethodOptions, register_method
-from mlbcli.selection.params import resolve_params
 
 if TYPE_CHECKING:
-    from mlbcli.models.base import Prompt, VideoTokens
-    from mlbcli.selection.base import PlanContext
+    from mlbcli.models.base import VideoTokens
 
 
 def slow_frame_indices(num_frames: int, count: int, variant: str = "paper") -> list[int]:
@@ -76,71 +73,28 @@ def slowfast_count(
     return slow * h * math.ceil(w / params["slow_pool"]) + num_frames * fast
 
 
-@register_method
-class SlowFast(Method):
-    """SlowFast-LLaVA (training-free, arXiv 2407.15841) as a pre-LLM token layout; see module doc.
+def slowfast_plan(video: VideoTokens, params: dict[str, Any], variant: str) -> PrunePlan:
+    """Slow tokens in place of their pooling windows' first tokens, fast tokens appended after them."""
+    T, N, grid = video.num_frames, video.tokens_per_frame, video.grid
+    slow = slow_frame_indices(T, params["slow_frames"], variant)
+    width = params["slow_pool"]
 
-    [C] slow = 10 uniformly spaced frames, horizontal 1-D max-pool 24x24 -> 24x12; fast = all frames
-        adaptive-avg-pooled to 4x4; fast tokens after the slow ones.
-    [R] a slow token takes the place (and on video LLMs the position id) of its window's first token;
-        --keep does not apply (an error).
-    Variants (`--variant`): paper (default) = slow frames by rounded linspace, first and last frame
-    included; official = SF-LLaVA's `linspace(0, T, n+1)[:-1]` chunk starts, positions re-sequenced
-    (SF-LLaVA concatenates slow then fast tokens; M-RoPE families keep original positions).
-    """
+    def prune(ctx: LayerContext) -> LayerKeep:
+        device = ctx.visual_slots.device
+        x = ctx.hidden[0, ctx.visual_slots].view(T, N, -1)  # [T, N, D]
+        pooled, positions = slow_pool(x[slow], grid, width)  # [S, P, D], [P]
+        keep = (torch.tensor(slow)[:, None] * N + positions[None]).flatten()
+        fast = fast_pool(x, grid, params["fast_size"])
+        info = {
+            "slow_frames": slow,
+            "slow_tokens": int(keep.numel()),
+            "fast_tokens": int(fast.shape[0]),
+            "slow_pool": width,
+            "fast_size": params["fast_size"],
+            "variant": variant,
+        }
+        return LayerKeep(
+            keep=keep.to(device), replace=pooled.reshape(-1, pooled.shape[-1]), append=fast, info=info
+        )
 
-    name = "slowfast"
-    description = "SlowFast-LLaVA: few frames lightly pooled (slow) + all frames pooled to 4x4 (fast, after)."
-    prune_point = "input"
-    options_used = frozenset({"variant", "positions"})
-    variants = ("paper", "official")
-
-    def __init__(self, options: MethodOptions | None = None):
-        super().__init__(options)
-        self._params()  # UsageError at construction, before any work
-
-    def _params(self) -> dict[str, Any]:
-        return resolve_params(self.options.params, (self.name,))
-
-    @property
-    def positions(self) -> str:
-        default = "contiguous" if self.variant == "official" else "original"
-        return self.options.positions or default
-
-    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        """Slow + fast tokens, assuming square frame grids (the measured count is in every row)."""
-        n = num_visual // max(1, num_frames)
-        side = math.isqrt(n)
-        grid = (side, side) if side * side == n else (1, n)
-        return {0: slowfast_count(num_frames, grid, self._params(), self.variant or "paper")}
-
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
-        params = self._params()
-        T, N, grid = video.num_frames, video.tokens_per_frame, video.grid
-        slow = slow_frame_indices(T, params["slow_frames"], self.variant or "paper")
-        width = params["slow_pool"]
-
-        def prune(ctx: LayerContext) -> LayerKeep:
-            device = ctx.visual_slots.device
-            x = ctx.hidden[0, ctx.visual_slots].view(T, N, -1)  # [T, N, D]
-            pooled, positions = slow_pool(x[slow], grid, width)  # [S, P, D], [P]
-            keep = (torch.tensor(slow)[:, None] * N + positions[None]).flatten()
-            fast = fast_pool(x, grid, params["fast_size"])
-            info = {
-                "slow_frames": slow,
-                "slow_tokens": int(keep.numel()),
-                "fast_tokens": int(fast.shape[0]),
-                "slow_pool": width,
-                "fast_size": params["fast_size"],
-                "variant": self.variant,
-            }
-            return LayerKeep(
-                keep=keep.to(device),
-                replace=pooled.reshape(-1, pooled.shape[-1]),
-                append=fast,
-                info=info,
-            )
-
-        return self.position_policy(PrunePlan(steps={0: prune}), context)
+    return PrunePlan(steps={0: prune})

@@ -36,17 +36,17 @@ from typing import Any
 import torch
 
 from mlbcli.engine.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
-from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection import debias as D
-from mlbcli.selection.base import PlanContext, register_method, token_budget
-from mlbcli.selection.clustering import (
+from mlbcli.models.base import VideoTokens
+from mlbcli.selection.base import token_budget
+from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.baselines import layer0_features, missed
+from mlbcli.selection.ops.clustering import (
     assign_to_centres,
     cosine_assign,
     density_peaks,
     frame_saliency,
     stable_top,
 )
-from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
 
 NEIGHBOURS = 7
 
@@ -185,59 +185,33 @@ def inner_merge(hidden: torch.Tensor, scores: torch.Tensor, keep: int) -> tuple[
     return kept, states.to(hidden.dtype)
 
 
-@register_method
-class HoliTom(VideoBaseline):
-    name = "holitom"
-    description = (
-        "HoliTom: global static-window segmentation (DP), static tokens merged by density peaks, "
-        "dynamic tokens by attention (before the LLM); optional inner-LLM merge at holitom_layer."
-    )
+def holitom_plan(video: VideoTokens, keep: float, params: dict[str, Any]) -> PrunePlan:
+    """The outer merge before the LLM (exactly token_budget(T*N, keep) tokens, keep < 1) and, with
+    `holitom_layer` K > 0, the inner merge before decoder layer K."""
+    T, N = video.num_frames, video.tokens_per_frame
+    budget = token_budget(T * N, keep)
+    inner_layer = params["holitom_layer"]
+    inner_keep = max(1, round(budget * (1 - params["holitom_merge_ratio"])))
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
-        params = self.params()
-        if self.keep >= 1.0:
-            return PrunePlan()
-        T, N = video.num_frames, video.tokens_per_frame
-        budget = token_budget(T * N, self.keep)
-        inner_layer = params["holitom_layer"]
-        inner_keep = max(1, round(budget * (1 - params["holitom_merge_ratio"])))
+    def outer(ctx: LayerContext) -> LayerKeep:
+        x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
+        ids, states, info = holitom_outer(x, budget, params)
+        return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
 
-        def outer(ctx: LayerContext) -> LayerKeep:
-            x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
-            ids, states, info = holitom_outer(x, budget, params)
-            return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+    steps: dict[int, LayerPruner] = {0: outer}
+    if inner_layer <= 0:
+        return PrunePlan(steps=steps)
+    why = f"the inner merge (holitom_layer {inner_layer}) keeps 1 - holitom_merge_ratio of them"
 
-        steps: dict[int, LayerPruner] = {0: outer}
-        if inner_layer <= 0:
-            return self.position_policy(PrunePlan(steps=steps), context)
+    def inner(ctx: LayerContext) -> LayerKeep:
+        assert ctx.scores is not None
+        states = ctx.hidden[0, ctx.visual_slots]
+        kept, merged = inner_merge(states, ctx.scores, min(inner_keep, states.shape[0]))
+        info: dict[str, Any] = {"layer": inner_layer, "kept": int(kept.numel())}
+        note = missed(int(kept.numel()), budget, T, why)
+        if note:
+            info["keep_note"] = note
+        return LayerKeep(keep=kept.to(ctx.visual_slots.device), replace=merged, info=info)
 
-        def inner(ctx: LayerContext) -> LayerKeep:
-            assert ctx.scores is not None
-            states = ctx.hidden[0, ctx.visual_slots]
-            kept, merged = inner_merge(states, ctx.scores, min(inner_keep, states.shape[0]))
-            info: dict[str, Any] = {"layer": inner_layer, "kept": int(kept.numel())}
-            note = missed(
-                int(kept.numel()),
-                budget,
-                T,
-                f"the inner merge (holitom_layer {inner_layer}) keeps 1 - holitom_merge_ratio of them",
-            )
-            if note:
-                info["keep_note"] = note
-            return LayerKeep(keep=kept.to(ctx.visual_slots.device), replace=merged, info=info)
-
-        steps[inner_layer] = inner
-        plan = PrunePlan(steps=steps, needs_scores=frozenset({inner_layer}), query="last")
-        return self.position_policy(plan, context)
-
-    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        if self.keep >= 1.0:
-            return {}
-        params = self.params()
-        budget = token_budget(num_visual, self.keep)
-        schedule = {0: budget}
-        if params["holitom_layer"] > 0:
-            schedule[params["holitom_layer"]] = max(1, round(budget * (1 - params["holitom_merge_ratio"])))
-        return schedule
+    steps[inner_layer] = inner
+    return PrunePlan(steps=steps, needs_scores=frozenset({inner_layer}), query="last")

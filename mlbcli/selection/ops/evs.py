@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
-from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.selection.base import PlanContext, register_method, token_budget
-from mlbcli.selection.prellm import VideoBaseline, layer0_features, missed
+from mlbcli.models.base import VideoTokens
+from mlbcli.selection.base import token_budget
+from mlbcli.selection.ops.baselines import layer0_features, missed
 
 
 def evs_count(num_frames: int, tokens_per_frame: int, keep: float) -> int:
@@ -42,34 +42,17 @@ def evs_keep(features: torch.Tensor, count: int) -> torch.Tensor:
     return order[:count].sort().values
 
 
-@register_method
-class EVS(VideoBaseline):
-    name = "evs"
-    description = (
-        "EVS (vLLM --video-pruning-rate q = 1 - --keep): drop the tokens most similar to the same "
-        "position in the previous frame; first frame kept."
-    )
+def evs_plan(video: VideoTokens, keep: float) -> PrunePlan:
+    """EVS before the LLM at rate q = 1 - keep (keep < 1)."""
+    T, N = video.num_frames, video.tokens_per_frame
+    count = evs_count(T, N, keep)
+    note = missed(count, token_budget(T * N, keep), T, "EVS keeps the whole first frame")
 
-    def plan(
-        self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
-    ) -> PrunePlan:
-        self.params()
-        if self.keep >= 1.0:
-            return PrunePlan()
-        T, N = video.num_frames, video.tokens_per_frame
-        count = evs_count(T, N, self.keep)
-        note = missed(count, token_budget(T * N, self.keep), T, "EVS keeps the whole first frame")
+    def prune(ctx: LayerContext) -> LayerKeep:
+        kept = evs_keep(layer0_features(ctx.hidden, ctx.visual_slots, T, N), count)
+        info: dict = {"pruning_rate": round(1.0 - keep, 6), "kept": count}
+        if note:
+            info["keep_note"] = note
+        return LayerKeep(keep=kept.to(ctx.visual_slots.device), info=info)
 
-        def prune(ctx: LayerContext) -> LayerKeep:
-            keep = evs_keep(layer0_features(ctx.hidden, ctx.visual_slots, T, N), count)
-            info: dict = {"pruning_rate": round(1.0 - self.keep, 6), "kept": count}
-            if note:
-                info["keep_note"] = note
-            return LayerKeep(keep=keep.to(ctx.visual_slots.device), info=info)
-
-        return self.position_policy(PrunePlan(steps={0: prune}), context)
-
-    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
-        if self.keep >= 1.0:
-            return {}
-        return {0: evs_count(num_frames, max(1, num_visual // max(1, num_frames)), self.keep)}
+    return PrunePlan(steps={0: prune})

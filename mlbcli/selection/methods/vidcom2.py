@@ -1,0 +1,34 @@
+"""VidCom2 (Video Compression Commander): the algorithm and its sources are in
+`mlbcli.selection.ops.vidcom2`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlbcli.selection.methods.common import PreLLMMethod
+
+if TYPE_CHECKING:
+    from mlbcli.engine.plan import PrunePlan
+    from mlbcli.models.base import VideoTokens
+
+
+class VidCom2(PreLLMMethod):
+    """Pre-LLM, no attention; vLLM's count (at least one token per frame). No hyperparameters."""
+
+    name = "vidcom2"
+    description = (
+        "VidCom2: per-frame budgets by frame uniqueness, then the least redundant tokens of each "
+        "frame (Gaussian similarity to video and frame centres); no attention."
+    )
+
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
+        from mlbcli.selection.ops.vidcom2 import vidcom2_plan
+
+        return vidcom2_plan(video, self.keep)
+
+    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
+        from mlbcli.selection.ops.vidcom2 import vidcom2_count
+
+        if self.keep >= 1.0:
+            return {}
+        return {0: vidcom2_count(num_frames, max(1, num_visual // max(1, num_frames)), self.keep)}

@@ -1,0 +1,49 @@
+"""VisionZip* (FastVID's post-pooling VisionZip), pre-LLM, per frame: dominant + contextual tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mlbcli.selection.methods.common import PeerMethod
+from mlbcli.selection.parameters import param
+
+if TYPE_CHECKING:
+    from mlbcli.engine.plan import PrunePlan
+    from mlbcli.models.base import VideoTokens
+
+
+class VisionZipStar(PeerMethod):
+    """VisionZip* (FastVID's post-pooling VisionZip), pre-LLM, per frame: dominant + contextual tokens.
+
+    [C] 54:10 dominant:contextual ratio of each frame's budget (even split of the total over frames);
+        contextual targets uniformly spaced among the non-dominant tokens, others assigned by cosine.
+    [R] SigLIP has no [CLS]: the dominant signal is a pseudo-[CLS] attention, softmax over the frame of
+        <mean token, token>/sqrt(D) on the projector outputs (cheap, no vision-tower change).
+    [R] assignment by cosine of projector outputs (VisionZip uses attention keys).
+    Variants (`--variant`):
+    - paper (default): a contextual token is the *mean* of its target and members (keeps the
+      embedding scale the LLM expects), at the target's position; tokens in position order, original
+      position ids; targets at int(i * R / n_ctx).
+    - official (VisionZip's code): contextual = target + mean(members); per frame the dominant tokens
+      (position order) then the contextual ones; positions re-sequenced (the code concatenates);
+      targets at arange(0, R, R // n_ctx)[:n_ctx].
+    """
+
+    @dataclass(frozen=True)
+    class Params:
+        dominant_ratio: float = param(
+            54 / 64,
+            "fraction of each frame's budget kept as dominant tokens; the rest are merged contextual "
+            "tokens (VisionZip 54:10).",
+            0.0,
+            1.0,
+        )
+
+    name = "visionzip"
+    description = "VisionZip* (after pooling, before the LLM): dominant tokens + merged contextual tokens."
+
+    def prune_plan(self, video: VideoTokens) -> PrunePlan:
+        from mlbcli.selection.ops.peers import visionzip_plan
+
+        return visionzip_plan(video, self.keep, self.params["dominant_ratio"], self.variant or "paper")
