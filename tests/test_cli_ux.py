@@ -89,9 +89,9 @@ def test_rich_reporter_names_every_failure(tmp_path):
 
 
 def test_short_run_on_a_terminal_shows_its_answers(tiny_model_dir, broken_folder, tmp_path, monkeypatch):
-    import mlbcli.cli.app
+    import mlbcli.cli.common
 
-    monkeypatch.setattr(mlbcli.cli.app, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(mlbcli.cli.common, "stdout_is_terminal", lambda: True)
     out = tmp_path / "answers.parquet"
     base = ["answer", broken_folder, "--question", "What is in view?", "--model", tiny_model_dir, *FAST]
     result = run([*base, "--out", out])

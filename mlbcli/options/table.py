@@ -1,0 +1,604 @@
+"""Every option of a run, declared once: its name, type, default, help, help panel, the subcommands that
+take it, where its value goes (`ModelSpec`, `RunOptions`, a keyword of the API call, or the CLI itself)
+and whether rows record it and resume compares it.
+
+Derived from this table: the Typer options of `answer`, `compress`, `summarize`, `sample`, `flops` and
+`doctor` (`mlbcli.cli.declared`), the fields of `ModelSpec` / `RunOptions` (a test checks that they
+match), `RESULT_OPTIONS` / `REQUIRED_ON_RESUME` / `UNUSED_WHEN_NONE` (what resume compares) and the
+allowed-value checks. Plain data: no typer, no torch, so `mlb --help` and the library both read it.
+
+Method hyperparameters (`--dedup-threshold`...) are not here: each method declares its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from mlbcli.errors import UsageError
+
+Owner = Literal["spec", "run", "call", "cli"]
+
+# -- help panels (`answer --help` groups its options under these titles) ----------------------------------
+INPUT, MODEL, PRUNING, HYPER, OUTPUT, RUN = (
+    "Input",
+    "Model",
+    "Pruning",
+    "Method hyperparameters (see `mlb methods`)",
+    "Output",
+    "Run",
+)
+
+# -- which subcommands take an option ----------------------------------------------------------------------
+MODEL_COMMANDS = frozenset({"answer", "compress", "summarize"})  # load a model, run a method
+BATCH_COMMANDS = MODEL_COMMANDS | {"sample"}  # read sources, write a results file
+PRUNE_COMMANDS = MODEL_COMMANDS | {"flops"}  # take a method and its options
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option. `owner` says where the parsed value goes: a `ModelSpec` field ("spec"), a
+    `RunOptions` field ("run"), a keyword of the API function ("call", left out when None so the
+    API's default applies) or the CLI only ("cli": logging, the pieces of a composite value)."""
+
+    name: str  # the Python name; the flag is --name with dashes unless `flags` says otherwise
+    type: Any  # the value's type as the CLI parses it (e.g. `float | None`)
+    default: Any
+    help: str = ""  # plain text; the CLI escapes it for rich ("[default: ...]" shows as written)
+    panel: str | None = None
+    commands: frozenset[str] = frozenset()  # subcommands with this option; empty = library only
+    owner: Owner = "call"
+    attribute: str | None = None  # the ModelSpec / RunOptions field it fills, when not `name`
+    flags: tuple[str, ...] = ()  # the declarations ("--resume/--no-resume", "-q"); () = --name
+    metavar: str | None = None
+    show_default: bool = True
+    envvar: str | None = None
+    complete: str | None = None  # a completer the CLI knows by this name ("method", "benchmark")
+    choices: tuple[str, ...] = ()  # allowed values besides None (checked before any work)
+    argument: bool = False  # a positional argument (SOURCE...)
+    recorded: bool = False  # changes what a row contains: resume refuses another value
+    required_on_resume: bool = False  # a file that lacks it predates it, so differs
+    method_default: bool = False  # None resolves to the method's own default (unused: None)
+    adapter: bool = False  # a family setting, passed to the model adapter (`ModelSpec.adapter_options`)
+    # Per-subcommand differences (e.g. `sample --frames` says its own default): field -> value.
+    per_command: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def field_name(self) -> str:
+        return self.attribute or self.name
+
+    @property
+    def flag(self) -> str:
+        """The long flag, as errors name it (`--decode-timeout`)."""
+        return f"--{self.name.replace('_', '-')}"
+
+    def for_command(self, command: str) -> Option:
+        """This option as `command` takes it (its `per_command` differences applied)."""
+        changes = self.per_command.get(command)
+        return replace(self, per_command={}, **changes) if changes else self
+
+
+def _opt(
+    name: str, type: Any, default: Any, help: str, panel: str | None, commands: frozenset[str], **kw: Any
+) -> Option:
+    return Option(name, type, default, help, panel, commands, **kw)
+
+
+# `frames`/`fps` feed `ModelSpec` in the model commands and the sampler directly in `sample`.
+_SAMPLE_CALL = {"sample": {"owner": "call"}}
+
+#: The table. Order = the order of the options in `--help` (inside each panel).
+OPTIONS: tuple[Option, ...] = (
+    _opt(
+        "sources",
+        list[str],
+        None,
+        "Video files, folders (recursive), manifests (.jsonl/.csv/.parquet) or '-' for paths on stdin.",
+        None,
+        BATCH_COMMANDS,
+        argument=True,
+        metavar="SOURCE...",
+        show_default=False,
+    ),
+    _opt(
+        "question",
+        str | None,
+        None,
+        "Question for items that carry none.",
+        INPUT,
+        frozenset({"answer", "compress"}),
+        metavar="TEXT",
+    ),
+    _opt(
+        "prompt",
+        str | None,
+        None,
+        "Summary prompt (default: 'Describe what happens in this video in a few sentences.').",
+        INPUT,
+        frozenset({"summarize"}),
+        metavar="TEXT",
+        recorded=True,
+    ),
+    _opt(
+        "model",
+        str,
+        "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",  # = mlbcli.models.DEFAULT_MODEL (a test checks)
+        "Hub id or local checkpoint folder.",
+        MODEL,
+        PRUNE_COMMANDS,
+        owner="spec",
+        envvar="MLB_MODEL",
+        metavar="ID|PATH",
+        recorded=True,
+    ),
+    _opt(
+        "method",
+        str,
+        "none",
+        "Token-reduction method, e.g. fastv, adatp, mlb, uniform (see `mlb methods`).",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="NAME",
+        complete="method",
+        recorded=True,
+    ),
+    # --keep/--layer/--query/--variant/--positions default to None ("not given"): the method resolves its
+    # own default, and one given to a method that does not use it is an error (one rule, in the library).
+    _opt(
+        "keep",
+        float | None,
+        None,
+        "Fraction of visual tokens kept past the pruning point, 0 < keep <= 1 (default 1.0 = no "
+        "pruning). A method that cannot meet it says why in the keep_note column.",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="FRACTION",
+        show_default=False,
+        recorded=True,
+        method_default=True,
+    ),
+    _opt(
+        "layer",
+        int | None,
+        None,
+        "Attention methods: prune before decoder layer K, scored by the attention of layer K-1 (default 2).",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="K",
+        show_default=False,
+        recorded=True,
+        method_default=True,
+    ),
+    _opt(
+        "query",
+        str | None,
+        None,
+        "Attention probe rows: 'question' (all question tokens) or 'last' (last prompt token). "
+        "Default: last for fastv (FastV's own), question for adatp and mlb.",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="question|last",
+        show_default=False,
+        recorded=True,
+        method_default=True,
+    ),
+    _opt(
+        "variant",
+        str | None,
+        None,
+        "Reading of a peer method: 'paper' (default) or 'official' (the peer's code) for visionzip, "
+        "dycoke, slowfast; 'budget' (default) or 'paper' (fixed layout, no --keep) for mlb.",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="NAME",
+        show_default=False,
+        recorded=True,
+    ),
+    _opt(
+        "positions",
+        str | None,
+        None,
+        "Position ids of tokens kept before the LLM: 'original' (default) or 'contiguous' "
+        "(re-sequenced, as peers that concatenate; default of --variant official).",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="original|contiguous",
+        show_default=False,
+        recorded=True,
+    ),
+    _opt(
+        "strict_keep",
+        bool,
+        False,
+        "A row whose method could not meet --keep (keep_note) becomes an error row.",
+        PRUNING,
+        MODEL_COMMANDS,
+        owner="spec",
+        recorded=True,
+    ),
+    _opt(
+        "debias",
+        str | None,
+        None,
+        "Comma list of debiasers overriding the method's default (global, local, grid, tail, none).",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="LIST",
+        recorded=True,
+    ),
+    # The library's side of --param and the hyperparameter options: validated by the method.
+    _opt("params", dict[str, Any], None, "", None, frozenset(), owner="spec", recorded=True),
+    _opt(
+        "frames",
+        int | None,
+        None,
+        "Frames sampled uniformly per video, first and last included (default: the model's usual; "
+        "families with a frame rule adjust it, e.g. to an even count).",
+        INPUT,
+        PRUNE_COMMANDS | {"sample"},
+        owner="spec",
+        metavar="N",
+        recorded=True,
+        per_command={
+            "sample": {"owner": "call", "help": "Frames sampled uniformly per video (default: 32)."}
+        },
+    ),
+    _opt(
+        "fps",
+        float | None,
+        None,
+        "Sample duration x RATE frames instead, spread over the whole clip (capped by --frames).",
+        INPUT,
+        BATCH_COMMANDS,
+        owner="spec",
+        metavar="RATE",
+        recorded=True,
+        per_command=_SAMPLE_CALL,
+    ),
+    _opt(
+        "param",
+        list[str] | None,
+        None,
+        "Method hyperparameter (repeatable), the same as its own option below.",
+        HYPER,
+        PRUNE_COMMANDS,
+        owner="cli",
+        metavar="NAME=VALUE",
+    ),
+    _opt(
+        "max_new_tokens",
+        int,
+        96,
+        "Generation limit per answer.",
+        MODEL,
+        frozenset({"answer", "summarize"}),
+        metavar="N",
+        recorded=True,
+        per_command={
+            "answer": {
+                "type": int | None,
+                "default": None,
+                "help": "Generation limit per answer [default: 32; with --benchmark, the benchmark's].",
+                "show_default": False,
+            }
+        },
+    ),
+    _opt(
+        "benchmark",
+        str | None,
+        None,
+        "Grade like lmms-eval's task: its prompt, post-prompt and option layout, its policy for "
+        "unparsable replies and its aggregation ({benchmarks}); default: the generic multiple-choice prompt.",
+        INPUT,
+        frozenset({"answer"}),
+        metavar="NAME",
+        complete="benchmark",
+        recorded=True,
+    ),
+    _opt(
+        "device",
+        str,
+        "auto",
+        "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.",
+        MODEL,
+        MODEL_COMMANDS,
+        owner="spec",
+        metavar="DEVICE",
+    ),
+    _opt(
+        "dtype",
+        str,
+        "auto",
+        "auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16.",
+        MODEL,
+        MODEL_COMMANDS,
+        owner="spec",
+        metavar="DTYPE",
+        recorded=True,
+    ),
+    # Family settings (`ModelAdapter.option_defaults`): the adapter of a family that has no such
+    # setting refuses a given value (`ModelAdapter.check_options`), so they stay None unless given.
+    _opt(
+        "min_pixels",
+        int | None,
+        None,
+        "Families with dynamic resolution: lower bound on the pixels per frame after resizing "
+        "(checkpoint default).",
+        MODEL,
+        MODEL_COMMANDS,
+        owner="spec",
+        metavar="N",
+        adapter=True,
+        recorded=True,
+    ),
+    _opt(
+        "max_pixels",
+        int | None,
+        None,
+        "Families with dynamic resolution: upper bound on the pixels per frame after resizing "
+        "(checkpoint default).",
+        MODEL,
+        MODEL_COMMANDS,
+        owner="spec",
+        metavar="N",
+        adapter=True,
+        recorded=True,
+    ),
+    _opt(
+        "temporal_spacing",
+        str | None,
+        None,
+        "Families that encode time between temporal patches: that time as the official processors compute "
+        "it ('reference', default: 2N/(k*fps) for k of N frames, frame times index/fps) or from the "
+        "container's real frame times ('exact').",
+        MODEL,
+        MODEL_COMMANDS,
+        owner="spec",
+        metavar="reference|exact",
+        show_default=False,
+        choices=("reference", "exact"),
+        adapter=True,
+        recorded=True,
+    ),
+    # The version of mlb's input preparation (resize, frame counts, timing): a file made by an mlb that
+    # prepared inputs otherwise is refused on resume (one that lacks it predates version 2).
+    _opt("inputs", int, None, "", None, frozenset(), owner="spec", recorded=True, required_on_resume=True),
+    _opt(
+        "save_tokens",
+        str | None,
+        None,
+        "Folder to store each video's encoded visual tokens (safetensors).",
+        OUTPUT,
+        frozenset({"compress"}),
+        metavar="FOLDER",
+    ),
+    _opt(
+        "bias_report",
+        str | None,
+        None,
+        "Folder for per-video attention bias plots (PNG).",
+        OUTPUT,
+        frozenset({"compress"}),
+        metavar="FOLDER",
+    ),
+    _opt(
+        "contact_sheet",
+        str | None,
+        None,
+        "Folder for one image per video with the sampled frames in a grid.",
+        OUTPUT,
+        frozenset({"sample"}),
+        metavar="FOLDER",
+    ),
+    _opt(
+        "out",
+        str | None,
+        None,
+        "Output file (.parquet, .jsonl, .csv), or '-' for JSON lines on stdout. [default: {command}.parquet]",
+        OUTPUT,
+        BATCH_COMMANDS,
+        owner="run",
+        flags=("--out", "-o"),
+        metavar="FILE",
+        show_default=False,
+    ),
+    _opt(
+        "format",
+        str | None,
+        None,
+        "Output format (default: from the --out suffix).",
+        OUTPUT,
+        BATCH_COMMANDS,
+        owner="run",
+        attribute="fmt",
+        metavar="parquet|jsonl|csv",
+        choices=("parquet", "jsonl", "csv"),
+    ),
+    _opt(
+        "resume",
+        bool,
+        True,
+        "Skip items already in --out.",
+        OUTPUT,
+        BATCH_COMMANDS,
+        owner="run",
+        flags=("--resume/--no-resume",),
+    ),
+    _opt(
+        "overwrite", bool, False, "Replace --out instead of resuming it.", OUTPUT, BATCH_COMMANDS, owner="run"
+    ),
+    _opt("fail_fast", bool, False, "Stop at the first failed item.", RUN, BATCH_COMMANDS, owner="run"),
+    _opt(
+        "quiet",
+        bool,
+        False,
+        "No progress: print only failed items and the final line (cron).",
+        RUN,
+        BATCH_COMMANDS,
+        owner="cli",
+        flags=("--quiet", "-q"),
+    ),
+    _opt(
+        "verbose",
+        bool,
+        False,
+        "Debug logging, decoder messages included.",
+        RUN,
+        BATCH_COMMANDS | {"doctor"},
+        owner="cli",
+        flags=("--verbose", "-v"),
+    ),
+    _opt(
+        "keep_files",
+        bool,
+        False,
+        "Keep the generated model and clip.",
+        None,
+        frozenset({"doctor"}),
+        owner="cli",
+    ),
+    _opt(
+        "seed",
+        int,
+        0,
+        "Seed for stochastic methods.",
+        PRUNING,
+        MODEL_COMMANDS,
+        owner="spec",
+        metavar="N",
+        recorded=True,
+    ),
+    _opt(
+        "tokens",
+        str | None,
+        None,
+        "Folder of tokens saved by `compress --save-tokens`: those videos skip decode and encode.",
+        INPUT,
+        frozenset({"answer"}),
+        metavar="FOLDER",
+    ),
+    _opt(
+        "workers",
+        int,
+        2,
+        "Background decode processes (0 = inline).",
+        RUN,
+        BATCH_COMMANDS,
+        owner="run",
+        metavar="N",
+    ),
+    _opt("prefetch", int, 4, "", None, frozenset(), owner="run"),  # decoded videos buffered ahead
+    _opt(
+        "decode_timeout",
+        float,
+        120.0,
+        "Abandon a video whose decode takes longer than this many seconds.",
+        RUN,
+        BATCH_COMMANDS,
+        owner="run",
+        attribute="decode_timeout_s",
+        metavar="SECONDS",
+    ),
+    _opt(
+        "batch_size",
+        str,
+        "auto",
+        "Video x question items per model batch (vision tower, prefill and decode together); "
+        "auto = 1 on CPU, on CUDA the largest that fits (halved on out-of-memory).",
+        RUN,
+        MODEL_COMMANDS,
+        owner="run",
+        metavar="N|auto",
+    ),
+    _opt(
+        "runner",
+        str,
+        "local",
+        "Where the model work runs: this process, or Ray Data (decode tasks + a model actor pool; "
+        "needs pip install 'mlbcli[ray]').",
+        RUN,
+        MODEL_COMMANDS,
+        owner="run",
+        metavar="local|ray",
+    ),
+    # The three pieces of `RunOptions.ray` (the CLI builds a `RayOptions` from them).
+    _opt("ray", Any, None, "", None, frozenset(), owner="run"),
+    _opt(
+        "ray_address",
+        str | None,
+        None,
+        "Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance). --runner ray only.",
+        RUN,
+        MODEL_COMMANDS,
+        owner="cli",
+        metavar="ADDR",
+    ),
+    _opt(
+        "gpus_per_worker",
+        float | None,
+        None,
+        "GPUs per model actor (default: 1 when the cluster has GPUs, else 0). --runner ray only.",
+        RUN,
+        MODEL_COMMANDS,
+        owner="cli",
+        metavar="N",
+    ),
+    _opt(
+        "workers_per_node",
+        int | None,
+        None,
+        "Model actors per node (default 1). --runner ray only.",
+        RUN,
+        MODEL_COMMANDS,
+        owner="cli",
+        metavar="N",
+    ),
+    _opt(
+        "num_shards",
+        int,
+        1,
+        "Split the videos into this many shards (one process per GPU or array task; each writes its own --out).",
+        RUN,
+        BATCH_COMMANDS,
+        owner="run",
+        metavar="N",
+    ),
+    _opt(
+        "shard_index",
+        int,
+        0,
+        "The shard this process takes, 0-based.",
+        RUN,
+        BATCH_COMMANDS,
+        owner="run",
+        metavar="I",
+    ),
+)
+
+BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def options_of(command: str) -> list[Option]:
+    """The options of subcommand `command`, in table order, as that command takes them."""
+    return [option.for_command(command) for option in OPTIONS if command in option.commands]
+
+
+def fields_of(owner: Owner) -> dict[str, Option]:
+    """Field name -> option, for the options that fill a `ModelSpec` ("spec") or `RunOptions` ("run")."""
+    return {option.field_name: option for option in OPTIONS if option.owner == owner}
+
+
+def check_choices(owner: Owner, values: Mapping[str, Any]) -> None:
+    """A one-line `UsageError` for a value outside an option's `choices` (None is always allowed)."""
+    for name, option in fields_of(owner).items():
+        value = values.get(name)
+        if option.choices and value is not None and value not in option.choices:
+            raise UsageError(f"{option.flag} must be one of {', '.join(option.choices)}, got {value!r}")
