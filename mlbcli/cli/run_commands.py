@@ -13,7 +13,8 @@ from typing import Any
 
 from mlbcli.cli.common import check_device, finish, make_reporter, method_name, method_params, setup_logging
 from mlbcli.errors import UsageError
-from mlbcli.options.table import MODEL_COMMANDS, Owner, options_of
+from mlbcli.options.option import MODEL_COMMANDS, Owner
+from mlbcli.options.table import options_of
 
 #: Epilogs and docstrings (the command's --help) of the batch commands.
 EPILOGS = {

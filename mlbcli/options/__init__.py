@@ -3,6 +3,7 @@ from them (`ModelSpec`: model, method, sampling; `RunOptions`: how the batch run
 flags from the same table, so an option added there appears in every command that takes it.
 """
 
+from mlbcli.options.option import Option
 from mlbcli.options.spec import (
     REQUIRED_ON_RESUME,
     RESULT_OPTIONS,
@@ -13,7 +14,7 @@ from mlbcli.options.spec import (
     _model_spec,
     _validate_sampling,
 )
-from mlbcli.options.table import OPTIONS, Option, options_of
+from mlbcli.options.table import OPTIONS, options_of
 
 __all__ = [
     "OPTIONS",
