@@ -134,10 +134,21 @@ def test_cli_builds_the_same_spec_as_the_library():
     values.update(param=["dedup_threshold=0.8"])
     spec = model_spec("answer", values)
     assert spec == ModelSpec(
-        model=values["model"], method="fastv", keep=0.5, debias=("global", "local"), params={"dedup_threshold": 0.8}
+        model=values["model"],
+        method="fastv",
+        keep=0.5,
+        debias=("global", "local"),
+        params={"dedup_threshold": 0.8},
     )
     assert run_options("answer", values) == RunOptions()
     assert run_options("sample", {o.name: o.default for o in options_of("sample")}) == RunOptions()
+
+
+def test_param_accepts_both_spellings():
+    from mlbcli.cli.common import method_params
+
+    given = method_params(["dedup-threshold=0.8", "merge_window=3"], {"segment_threshold": 0.5, "grid": None})
+    assert given == {"dedup_threshold": 0.8, "merge_window": 3, "segment_threshold": 0.5}
 
 
 def test_hyperparameter_options_are_made_only_for_the_commands_that_take_them():

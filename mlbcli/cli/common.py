@@ -122,7 +122,8 @@ def method_name(name: str) -> str:
 
 
 def method_params(values: list[str] | None, named: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Method hyperparameters from the named options and repeatable `--param NAME=VALUE`."""
+    """Method hyperparameters from the named options and repeatable `--param NAME=VALUE` (NAME as
+    the option spells it, `dedup-threshold`, or as the method does, `dedup_threshold`)."""
     import json
 
     params: dict[str, Any] = {k: v for k, v in (named or {}).items() if v is not None}
@@ -130,10 +131,11 @@ def method_params(values: list[str] | None, named: dict[str, Any] | None = None)
         name, sep, raw = value.partition("=")
         if not sep or not name:
             raise UsageError(f"--param expects NAME=VALUE, got {value!r}")
+        name = name.strip().replace("-", "_")
         try:
-            params[name.strip()] = json.loads(raw)
+            params[name] = json.loads(raw)
         except json.JSONDecodeError:
-            params[name.strip()] = raw
+            params[name] = raw
     return params
 
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mlbcli.options.option import HYPER, Option
+from mlbcli.options.option import HYPER, Option, Owner
 from mlbcli.options.table import options_of
 
 #: Where `MethodCommand` leaves the given hyperparameter values (None = not given) for the body.
@@ -193,3 +193,9 @@ def declared_command(command: str, body: Callable[[dict[str, Any]], None], doc: 
     callback.__name__ = callback.__qualname__ = command
     callback.__doc__ = doc
     return callback
+
+
+def values_for(command: str, owner: Owner, values: dict[str, Any]) -> dict[str, Any]:
+    """The parsed `values` of `command`'s options that go to `owner` ("spec": `ModelSpec`, "run":
+    `RunOptions`, "call": the API function's keywords), by the field or keyword each fills."""
+    return {option.field_name: values[option.name] for option in options_of(command) if option.owner == owner}

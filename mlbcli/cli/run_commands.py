@@ -12,9 +12,9 @@ import sys
 from typing import Any
 
 from mlbcli.cli.common import check_device, finish, make_reporter, method_name, method_params, setup_logging
+from mlbcli.cli.declared import values_for
 from mlbcli.errors import UsageError
-from mlbcli.options.option import MODEL_COMMANDS, Owner
-from mlbcli.options.table import options_of
+from mlbcli.options.option import MODEL_COMMANDS
 
 #: Epilogs and docstrings (the command's --help) of the batch commands.
 EPILOGS = {
@@ -39,16 +39,11 @@ DOCS = {
 SHOWS_RESULTS = frozenset({"answer", "summarize"})
 
 
-def _owned(command: str, owner: Owner, values: dict[str, Any]) -> dict[str, Any]:
-    """The values of `command`'s options that go to `owner`, by the field they fill."""
-    return {option.field_name: values[option.name] for option in options_of(command) if option.owner == owner}
-
-
 def model_spec(command: str, values: dict[str, Any]) -> Any:
     """The one `ModelSpec` of a model command, built here once and passed to the library as is."""
     from mlbcli.options import _model_spec
 
-    spec = _owned(command, "spec", values)
+    spec = values_for(command, "spec", values)
     spec["params"] = method_params(values.get("param"), values.get("method_params"))
     spec["device"], spec["dtype"] = check_device(spec["device"], spec["dtype"])  # exit 2 before loading
     spec["method"] = method_name(spec["method"])
@@ -90,7 +85,7 @@ def run_options(command: str, values: dict[str, Any]) -> Any:
     """The one `RunOptions` of a batch command (its own checks: `RunOptions.__post_init__`)."""
     from mlbcli.options import RunOptions
 
-    run = _owned(command, "run", values)
+    run = values_for(command, "run", values)
     if "batch_size" in run:
         run["batch_size"] = batch_size(run["batch_size"])
     if "runner" in run:
@@ -109,7 +104,7 @@ def run_batch(command: str, values: dict[str, Any]) -> None:
         reporter = make_reporter(values["quiet"])
         spec = {"spec": model_spec(command, values)} if command in MODEL_COMMANDS else {}
         keywords = {
-            name: value for name, value in _owned(command, "call", values).items() if value is not None
+            name: value for name, value in values_for(command, "call", values).items() if value is not None
         }
         function = getattr(api, command)
         summary = function(

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from mlbcli.cli.common import fail, method_name, method_params, setup_logging, usage_errors
+from mlbcli.cli.declared import values_for
 from mlbcli.errors import MlbError
 
 FLOPS_EPILOG = (
@@ -31,15 +32,12 @@ def flops(values: dict[str, Any]) -> None:
     from mlbcli import api
     from mlbcli.selection.base import method_defaults
 
-    given = {name: values[name] for name in ("model", "keep", "layer", "query", "variant", "positions")}
+    spec = values_for("flops", "spec", values)  # model, method, keep, layer, frames, debias...
     with usage_errors():
-        plan = api.flops(
-            **given,
-            method=method_name(values["method"]),
-            frames=values["frames"],
-            debias=values["debias"],
-            params=method_params(values["param"], values["method_params"]),
+        spec.update(
+            method=method_name(spec["method"]), params=method_params(values["param"], values["method_params"])
         )
+        plan = api.flops(**spec)
     keep = values["keep"] if values["keep"] is not None else method_defaults(plan.method)["keep"]
     tokens = plan.tokens_per_layer
     cuts = sorted({(i, n) for i, n in enumerate(tokens) if i == 0 or n != tokens[i - 1]})

@@ -34,6 +34,24 @@ from mlbcli.options.option import (
 # `frames`/`fps` feed `ModelSpec` in the model commands and the sampler directly in `sample`.
 _SAMPLE_CALL = {"sample": {"owner": "call"}}
 
+
+def _pixel_bound(name: str, bound: str) -> Option:
+    """--min-pixels / --max-pixels: a family setting of the families with dynamic resolution."""
+    return _opt(
+        name,
+        int | None,
+        None,
+        f"Families with dynamic resolution: {bound} bound on the pixels per frame after resizing "
+        "(checkpoint default).",
+        MODEL,
+        MODEL_COMMANDS,
+        owner="spec",
+        metavar="N",
+        adapter=True,
+        recorded=True,
+    )
+
+
 #: The table. Order = the order of the options in `--help` (inside each panel).
 OPTIONS: tuple[Option, ...] = (
     _opt(
@@ -272,32 +290,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # Family settings (`ModelAdapter.option_defaults`): the adapter of a family that has no such
     # setting refuses a given value (`ModelAdapter.check_options`), so they stay None unless given.
-    _opt(
-        "min_pixels",
-        int | None,
-        None,
-        "Families with dynamic resolution: lower bound on the pixels per frame after resizing "
-        "(checkpoint default).",
-        MODEL,
-        MODEL_COMMANDS,
-        owner="spec",
-        metavar="N",
-        adapter=True,
-        recorded=True,
-    ),
-    _opt(
-        "max_pixels",
-        int | None,
-        None,
-        "Families with dynamic resolution: upper bound on the pixels per frame after resizing "
-        "(checkpoint default).",
-        MODEL,
-        MODEL_COMMANDS,
-        owner="spec",
-        metavar="N",
-        adapter=True,
-        recorded=True,
-    ),
+    *(_pixel_bound(name, bound) for name, bound in (("min_pixels", "lower"), ("max_pixels", "upper"))),
     _opt(
         "temporal_spacing",
         str | None,
