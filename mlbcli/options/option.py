@@ -67,9 +67,3 @@ class Option:
         """This option as `command` takes it (its `per_command` differences applied)."""
         changes = self.per_command.get(command)
         return replace(self, per_command={}, **changes) if changes else self
-
-
-def _opt(
-    name: str, type: Any, default: Any, help: str, panel: str | None, commands: frozenset[str], **kw: Any
-) -> Option:
-    return Option(name, type, default, help, panel, commands, **kw)

@@ -28,7 +28,6 @@ from mlbcli.options.option import (
     RUN,
     Option,
     Owner,
-    _opt,
 )
 
 # `frames`/`fps` feed `ModelSpec` in the model commands and the sampler directly in `sample`.
@@ -37,7 +36,7 @@ _SAMPLE_CALL = {"sample": {"owner": "call"}}
 
 def _pixel_bound(name: str, bound: str) -> Option:
     """--min-pixels / --max-pixels: a family setting of the families with dynamic resolution."""
-    return _opt(
+    return Option(
         name,
         int | None,
         None,
@@ -54,7 +53,7 @@ def _pixel_bound(name: str, bound: str) -> Option:
 
 #: The table. Order = the order of the options in `--help` (inside each panel).
 OPTIONS: tuple[Option, ...] = (
-    _opt(
+    Option(
         "sources",
         list[str],
         None,
@@ -65,7 +64,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SOURCE...",
         show_default=False,
     ),
-    _opt(
+    Option(
         "question",
         str | None,
         None,
@@ -74,7 +73,7 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({"answer", "compress"}),
         metavar="TEXT",
     ),
-    _opt(
+    Option(
         "prompt",
         str | None,
         None,
@@ -84,7 +83,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="TEXT",
         recorded=True,
     ),
-    _opt(
+    Option(
         "model",
         str,
         "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",  # = mlbcli.models.DEFAULT_MODEL (a test checks)
@@ -96,7 +95,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="ID|PATH",
         recorded=True,
     ),
-    _opt(
+    Option(
         "method",
         str,
         "none",
@@ -110,7 +109,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # --keep/--layer/--query/--variant/--positions default to None ("not given"): the method resolves its
     # own default, and one given to a method that does not use it is an error (one rule, in the library).
-    _opt(
+    Option(
         "keep",
         float | None,
         None,
@@ -124,7 +123,7 @@ OPTIONS: tuple[Option, ...] = (
         recorded=True,
         method_default=True,
     ),
-    _opt(
+    Option(
         "layer",
         int | None,
         None,
@@ -137,7 +136,7 @@ OPTIONS: tuple[Option, ...] = (
         recorded=True,
         method_default=True,
     ),
-    _opt(
+    Option(
         "query",
         str | None,
         None,
@@ -151,7 +150,7 @@ OPTIONS: tuple[Option, ...] = (
         recorded=True,
         method_default=True,
     ),
-    _opt(
+    Option(
         "variant",
         str | None,
         None,
@@ -164,7 +163,7 @@ OPTIONS: tuple[Option, ...] = (
         show_default=False,
         recorded=True,
     ),
-    _opt(
+    Option(
         "positions",
         str | None,
         None,
@@ -177,7 +176,7 @@ OPTIONS: tuple[Option, ...] = (
         show_default=False,
         recorded=True,
     ),
-    _opt(
+    Option(
         "strict_keep",
         bool,
         False,
@@ -187,7 +186,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="spec",
         recorded=True,
     ),
-    _opt(
+    Option(
         "debias",
         str | None,
         None,
@@ -199,8 +198,8 @@ OPTIONS: tuple[Option, ...] = (
         recorded=True,
     ),
     # The library's side of --param and the hyperparameter options: validated by the method.
-    _opt("params", dict[str, Any], None, "", None, frozenset(), owner="spec", recorded=True),
-    _opt(
+    Option("params", dict[str, Any], None, "", None, frozenset(), owner="spec", recorded=True),
+    Option(
         "frames",
         int | None,
         None,
@@ -215,7 +214,7 @@ OPTIONS: tuple[Option, ...] = (
             "sample": {"owner": "call", "help": "Frames sampled uniformly per video (default: 32)."}
         },
     ),
-    _opt(
+    Option(
         "fps",
         float | None,
         None,
@@ -227,7 +226,7 @@ OPTIONS: tuple[Option, ...] = (
         recorded=True,
         per_command=_SAMPLE_CALL,
     ),
-    _opt(
+    Option(
         "param",
         list[str] | None,
         None,
@@ -237,7 +236,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="cli",
         metavar="NAME=VALUE",
     ),
-    _opt(
+    Option(
         "max_new_tokens",
         int,
         96,
@@ -255,7 +254,7 @@ OPTIONS: tuple[Option, ...] = (
             }
         },
     ),
-    _opt(
+    Option(
         "benchmark",
         str | None,
         None,
@@ -267,7 +266,7 @@ OPTIONS: tuple[Option, ...] = (
         complete="benchmark",
         recorded=True,
     ),
-    _opt(
+    Option(
         "device",
         str,
         "auto",
@@ -277,7 +276,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="spec",
         metavar="DEVICE",
     ),
-    _opt(
+    Option(
         "dtype",
         str,
         "auto",
@@ -291,7 +290,7 @@ OPTIONS: tuple[Option, ...] = (
     # Family settings (`ModelAdapter.option_defaults`): the adapter of a family that has no such
     # setting refuses a given value (`ModelAdapter.check_options`), so they stay None unless given.
     *(_pixel_bound(name, bound) for name, bound in (("min_pixels", "lower"), ("max_pixels", "upper"))),
-    _opt(
+    Option(
         "temporal_spacing",
         str | None,
         None,
@@ -309,8 +308,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # The version of mlb's input preparation (resize, frame counts, timing): a file made by an mlb that
     # prepared inputs otherwise is refused on resume (one that lacks it predates version 2).
-    _opt("inputs", int, None, "", None, frozenset(), owner="spec", recorded=True, required_on_resume=True),
-    _opt(
+    Option("inputs", int, None, "", None, frozenset(), owner="spec", recorded=True, required_on_resume=True),
+    Option(
         "save_tokens",
         str | None,
         None,
@@ -319,7 +318,7 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({"compress"}),
         metavar="FOLDER",
     ),
-    _opt(
+    Option(
         "bias_report",
         str | None,
         None,
@@ -328,7 +327,7 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({"compress"}),
         metavar="FOLDER",
     ),
-    _opt(
+    Option(
         "contact_sheet",
         str | None,
         None,
@@ -337,7 +336,7 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({"sample"}),
         metavar="FOLDER",
     ),
-    _opt(
+    Option(
         "out",
         str | None,
         None,
@@ -349,7 +348,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE",
         show_default=False,
     ),
-    _opt(
+    Option(
         "format",
         str | None,
         None,
@@ -361,7 +360,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="parquet|jsonl|csv",
         choices=("parquet", "jsonl", "csv"),
     ),
-    _opt(
+    Option(
         "resume",
         bool,
         True,
@@ -371,11 +370,11 @@ OPTIONS: tuple[Option, ...] = (
         owner="run",
         flags=("--resume/--no-resume",),
     ),
-    _opt(
+    Option(
         "overwrite", bool, False, "Replace --out instead of resuming it.", OUTPUT, BATCH_COMMANDS, owner="run"
     ),
-    _opt("fail_fast", bool, False, "Stop at the first failed item.", RUN, BATCH_COMMANDS, owner="run"),
-    _opt(
+    Option("fail_fast", bool, False, "Stop at the first failed item.", RUN, BATCH_COMMANDS, owner="run"),
+    Option(
         "quiet",
         bool,
         False,
@@ -385,7 +384,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="cli",
         flags=("--quiet", "-q"),
     ),
-    _opt(
+    Option(
         "verbose",
         bool,
         False,
@@ -395,7 +394,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="cli",
         flags=("--verbose", "-v"),
     ),
-    _opt(
+    Option(
         "keep_files",
         bool,
         False,
@@ -404,7 +403,7 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({"doctor"}),
         owner="cli",
     ),
-    _opt(
+    Option(
         "seed",
         int,
         0,
@@ -415,7 +414,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
         recorded=True,
     ),
-    _opt(
+    Option(
         "tokens",
         str | None,
         None,
@@ -424,7 +423,7 @@ OPTIONS: tuple[Option, ...] = (
         frozenset({"answer"}),
         metavar="FOLDER",
     ),
-    _opt(
+    Option(
         "workers",
         int,
         2,
@@ -434,8 +433,8 @@ OPTIONS: tuple[Option, ...] = (
         owner="run",
         metavar="N",
     ),
-    _opt("prefetch", int, 4, "", None, frozenset(), owner="run"),  # decoded videos buffered ahead
-    _opt(
+    Option("prefetch", int, 4, "", None, frozenset(), owner="run"),  # decoded videos buffered ahead
+    Option(
         "decode_timeout",
         float,
         120.0,
@@ -446,7 +445,7 @@ OPTIONS: tuple[Option, ...] = (
         attribute="decode_timeout_s",
         metavar="SECONDS",
     ),
-    _opt(
+    Option(
         "batch_size",
         str,
         "auto",
@@ -457,7 +456,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="run",
         metavar="N|auto",
     ),
-    _opt(
+    Option(
         "runner",
         str,
         "local",
@@ -469,8 +468,8 @@ OPTIONS: tuple[Option, ...] = (
         metavar="local|ray",
     ),
     # The three pieces of `RunOptions.ray` (the CLI builds a `RayOptions` from them).
-    _opt("ray", Any, None, "", None, frozenset(), owner="run"),
-    _opt(
+    Option("ray", Any, None, "", None, frozenset(), owner="run"),
+    Option(
         "ray_address",
         str | None,
         None,
@@ -480,7 +479,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="cli",
         metavar="ADDR",
     ),
-    _opt(
+    Option(
         "gpus_per_worker",
         float | None,
         None,
@@ -490,7 +489,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="cli",
         metavar="N",
     ),
-    _opt(
+    Option(
         "workers_per_node",
         int | None,
         None,
@@ -500,7 +499,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="cli",
         metavar="N",
     ),
-    _opt(
+    Option(
         "num_shards",
         int,
         1,
@@ -510,7 +509,7 @@ OPTIONS: tuple[Option, ...] = (
         owner="run",
         metavar="N",
     ),
-    _opt(
+    Option(
         "shard_index",
         int,
         0,
