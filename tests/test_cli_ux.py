@@ -89,9 +89,9 @@ def test_rich_reporter_names_every_failure(tmp_path):
 
 
 def test_short_run_on_a_terminal_shows_its_answers(tiny_model_dir, broken_folder, tmp_path, monkeypatch):
-    import mlbcli.cli.app
+    import mlbcli.cli.common
 
-    monkeypatch.setattr(mlbcli.cli.app, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(mlbcli.cli.common, "stdout_is_terminal", lambda: True)
     out = tmp_path / "answers.parquet"
     base = ["answer", broken_folder, "--question", "What is in view?", "--model", tiny_model_dir, *FAST]
     result = run([*base, "--out", out])
@@ -261,29 +261,28 @@ def test_methods_lists_hyperparameters_without_torch():
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\nprint(r.stdout)"
     )
     text = run_in_subprocess(code)
-    from mlbcli.selection.catalog import BUILTIN_METHODS, DEBIASERS, default_text
-    from mlbcli.selection.params import HYPERPARAMETERS
+    from mlbcli.selection import describe_methods
+    from mlbcli.selection.params import default_text, parameter_declarations
+    from mlbcli.selection.registry import describe_debiasers
 
-    for name in (*BUILTIN_METHODS, *DEBIASERS):
+    for name in (*(row.name for row in describe_methods()), *(row[0] for row in describe_debiasers())):
         assert f"\n{name} " in text
-    for hp in HYPERPARAMETERS.values():  # every hyperparameter, with its default
+    for hp in parameter_declarations().values():  # every hyperparameter, with its default
         assert f"--{hp.name.replace('_', '-')} {default_text(hp)} " in text
     assert "--dedup-threshold 0.9 " in text and "--merge-ratio derived " in text
 
 
-def test_method_catalog_matches_the_registry():
-    """The torch-free catalog (`mlb methods`, name lookup, completion) cannot drift from the classes."""
-    from mlbcli.selection import METHODS, available_methods
-    from mlbcli.selection.catalog import BUILTIN_METHODS, DEBIASERS
-    from mlbcli.selection.catalog import DEBIASERS as PRESET_DEBIASERS
+def test_method_rows_are_the_classes():
+    """`mlb methods` and the README table read the classes themselves: nothing to drift."""
+    from mlbcli.selection import METHODS, available_methods, describe_methods
 
-    assert available_methods() == {name: info.description for name, info in sorted(BUILTIN_METHODS.items())}
-    for name, info in BUILTIN_METHODS.items():
-        cls = METHODS[name]
-        assert getattr(cls, "default_debias", ()) == info.default_debias, name
-        assert cls.prune_point == info.prune_point, name
-        assert hasattr(cls, "debiasers") == info.takes_debias, name
-    assert DEBIASERS == PRESET_DEBIASERS
+    rows = describe_methods()
+    assert available_methods() == {row.name: row.description for row in rows}
+    for row in rows:
+        cls = METHODS[row.name]
+        assert tuple(getattr(cls, "default_debias", ())) == row.default_debias, row.name
+        assert cls.prune_point == row.prune_point, row.name
+        assert ("debias" in cls.options_used) == row.takes_debias, row.name
 
 
 def test_method_completion_offers_names():

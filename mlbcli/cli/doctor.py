@@ -7,6 +7,7 @@ decode -> Parquet), exactly as `mlb answer` does with a real checkpoint.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import os
 import platform
@@ -50,6 +51,97 @@ def model_line(model: str | None = None) -> str:
     return f"model ({origin}): {describe_model(model)}"
 
 
+def _tiny_families() -> dict[str, Callable[[Path], Path]]:
+    """family -> builder of a tiny random checkpoint of it in a folder (`mlbcli.testing.tiny`): every
+    family the doctor runs the pipeline on."""
+    from mlbcli.testing import tiny
+
+    return {
+        "llava_onevision": tiny.build_tiny_llava_onevision,
+        "qwen2_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2"),
+        "qwen2_5_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2.5"),
+        "llava_next": tiny.build_tiny_llava_next,
+        "qwen3_vl": tiny.build_tiny_qwen3_vl,
+        "qwen3_vl_moe": lambda out: tiny.build_tiny_qwen3_vl(out, moe=True),
+        "llava_video": tiny.build_tiny_llava_video,  # its folder, tiny-llava_video, names it LLaVA-Video
+    }
+
+
+def _devices() -> str:
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return ", ".join(found)
+
+
+def _decoders(workdir: Path) -> str:
+    """Decode a synthetic clip (kept in `workdir` for the pipeline checks) with every backend."""
+    from mlbcli.io.video import decode_frames, make_test_video
+
+    clip = make_test_video(workdir / "clip.mp4", num_frames=24)
+    results = []
+    for backend in ("decord", "pyav"):
+        frames = decode_frames(clip, num_frames=8, backend=backend)
+        results.append(f"{backend} {frames.array.shape[0]} frames")
+    return ", ".join(results)
+
+
+def _pipeline(workdir: Path, family: str, build: Callable[[Path], Path]) -> str:
+    """`mlb answer` on the clip with a tiny random checkpoint of `family`, as a user runs it."""
+    from mlbcli import api
+    from mlbcli.io.writers import read_results
+
+    model = build(workdir / f"tiny-{family}")
+    started = time.perf_counter()
+    out = workdir / f"answers-{family}.parquet"
+    summary = api.answer(
+        [str(workdir / "clip.mp4")],
+        question="What is happening in the video?",
+        model=str(model),
+        method="uniform",
+        keep=0.5,
+        frames=8,
+        max_new_tokens=8,
+        device="cpu",
+        run=api.RunOptions(out=str(out), workers=0),
+    )
+    if summary.failed:
+        raise RuntimeError("; ".join(summary.errors))
+    row = read_results(out).to_pylist()[0]
+    return (
+        f"answered in {time.perf_counter() - started:.2f}s, kept {row['visual_tokens_kept']}/"
+        f"{row['visual_tokens_in']} visual tokens, flops_ratio {row['flops_ratio']:.3f}"
+    )
+
+
+def _checks(workdir: Path) -> list[tuple[str, Callable[[], str]]]:
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("devices", _devices),
+        ("video decoding", lambda: _decoders(workdir)),
+    ]
+    for family, build in _tiny_families().items():
+        check = functools.partial(_pipeline, workdir, family, build)
+        checks.append((f"pipeline on a tiny {family} model", check))
+    return checks
+
+
+def _run_checks(checks: list[tuple[str, Callable[[], str]]], echo: Callable[[str], None]) -> bool:
+    """Run every check (not just up to the first failure), one line each; True when all pass."""
+    ok = True
+    for label, check in checks:
+        try:
+            echo(f"[ok]   {label}: {check()}")
+        except Exception as error:
+            ok = False
+            echo(f"[FAIL] {label}: {type(error).__name__}: {error}")
+            echo("       " + traceback.format_exc().strip().splitlines()[-1])
+    return ok
+
+
 def run_doctor(
     echo: Callable[[str], None] = print, keep_files: bool = False, model: str | None = None
 ) -> bool:
@@ -64,82 +156,9 @@ def run_doctor(
     for name in PACKAGES:
         echo(f"  {name:13s} {_version(name)}")
     echo(model_line(model))
-    ok = True
-    checks: list[tuple[str, Callable[[], str]]] = []
     workdir = Path(tempfile.mkdtemp(prefix="mlb-doctor-"))
-
-    def devices() -> str:
-        import torch
-
-        found = ["cpu"]
-        if torch.cuda.is_available():
-            found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            found.append("mps")
-        return ", ".join(found)
-
-    def decoders() -> str:
-        from mlbcli.io.video import decode_frames, make_test_video
-
-        clip = make_test_video(workdir / "clip.mp4", num_frames=24)
-        results = []
-        for backend in ("decord", "pyav"):
-            frames = decode_frames(clip, num_frames=8, backend=backend)
-            results.append(f"{backend} {frames.array.shape[0]} frames")
-        return ", ".join(results)
-
-    def pipeline(family: str, build: Callable[[Path], Path]) -> Callable[[], str]:
-        def check() -> str:
-            from mlbcli import api
-            from mlbcli.io.writers import read_results
-
-            model = build(workdir / f"tiny-{family}")
-            started = time.perf_counter()
-            out = workdir / f"answers-{family}.parquet"
-            summary = api.answer(
-                [str(workdir / "clip.mp4")],
-                question="What is happening in the video?",
-                model=str(model),
-                method="uniform",
-                keep=0.5,
-                frames=8,
-                max_new_tokens=8,
-                device="cpu",
-                run=api.RunOptions(out=str(out), workers=0),
-            )
-            if summary.failed:
-                raise RuntimeError("; ".join(summary.errors))
-            row = read_results(out).to_pylist()[0]
-            return (
-                f"answered in {time.perf_counter() - started:.2f}s, kept {row['visual_tokens_kept']}/"
-                f"{row['visual_tokens_in']} visual tokens, flops_ratio {row['flops_ratio']:.3f}"
-            )
-
-        return check
-
-    from mlbcli.testing import tiny
-
-    families: dict[str, Callable[[Path], Path]] = {
-        "llava_onevision": tiny.build_tiny_llava_onevision,
-        "qwen2_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2"),
-        "qwen2_5_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2.5"),
-        "llava_next": tiny.build_tiny_llava_next,
-        "qwen3_vl": tiny.build_tiny_qwen3_vl,
-        "qwen3_vl_moe": lambda out: tiny.build_tiny_qwen3_vl(out, moe=True),
-        "llava_video": tiny.build_tiny_llava_video,  # its folder, tiny-llava_video, names it LLaVA-Video
-    }
-    checks = [("devices", devices), ("video decoding", decoders)]
-    checks += [
-        (f"pipeline on a tiny {name} model", pipeline(name, build)) for name, build in families.items()
-    ]
     try:
-        for label, check in checks:
-            try:
-                echo(f"[ok]   {label}: {check()}")
-            except Exception as error:  # report every failing check, not just the first
-                ok = False
-                echo(f"[FAIL] {label}: {type(error).__name__}: {error}")
-                echo("       " + traceback.format_exc().strip().splitlines()[-1])
+        ok = _run_checks(_checks(workdir), echo)
     finally:
         if keep_files:
             echo(f"files kept in {workdir}")

@@ -1,19 +1,23 @@
-"""The options of a run, each in one place: which model, method and sampling (`ModelSpec`) and how the
-batch runs (`RunOptions`). Built once (by the CLI or a notebook) and passed to `mlbcli.api` as they are.
+"""The options of a run as the library takes them: which model, method and sampling (`ModelSpec`) and
+how the batch runs (`RunOptions`). Built once (by the CLI or a notebook) and passed to `mlbcli.api` as
+they are. Their fields are the "spec" and "run" options of `mlbcli.options.table` (a test checks), and
+what rows record and resume compares is derived from that table.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.errors import UsageError
+from mlbcli.options.table import OPTIONS, check_choices
 
 if TYPE_CHECKING:
     from mlbcli.engine.pipeline import Pipeline
-    from mlbcli.runners.ray_options import RayOptions
+    from mlbcli.selection import MethodOptions
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,14 @@ class RunOptions:
     decode_timeout_s: float | None = 120.0  # None = no limit (library use only)
     batch_size: int | None = None  # items per model batch; None = auto (1 on CPU, largest that fits on CUDA)
     runner: str = "local"  # "local" (this process) or "ray" (Ray Data: decode tasks + model actor pool)
-    ray: RayOptions | None = None  # where and how wide the Ray runner runs (runner "ray" only)
+    # Where and how wide the Ray runner runs (runner "ray" only): a `mlbcli.runners.ray.RayOptions`
+    # (typed loosely so that the options, below the runners, import nothing of them).
+    ray: Any = None
     num_shards: int = 1  # split the videos over independent processes (GPUs, SLURM array tasks)...
     shard_index: int = 0  # ...and this process takes shard `shard_index` (0-based)
 
     def __post_init__(self) -> None:
+        check_choices("run", asdict(self))
         if self.runner not in ("local", "ray"):
             raise UsageError(f"--runner must be local or ray, not {self.runner!r}")
         if self.ray is not None and self.runner != "ray":
@@ -60,35 +67,12 @@ class RunOptions:
 
 # Options that change what a row contains: resuming a file written with other values would mix
 # configurations in one table, so it is refused (use --overwrite or another --out).
-RESULT_OPTIONS = (
-    "model",
-    "method",
-    "keep",
-    "layer",
-    "query",
-    "debias",
-    "params",
-    "variant",
-    "positions",
-    "strict_keep",
-    "seed",
-    "frames",
-    "fps",
-    "max_new_tokens",
-    "prompt",
-    "benchmark",
-    "min_pixels",
-    "max_pixels",
-    "temporal_spacing",
-    "inputs",
-    "dtype",
-)
+RESULT_OPTIONS = tuple(option.name for option in OPTIONS if option.recorded)
 # Options whose absence in an older file means it predates them and differs ("inputs": before the
-# reference processors' conventions, mlb resized without rounding and timed Qwen's patches otherwise).
-REQUIRED_ON_RESUME = ("inputs",)
-
-
-UNUSED_WHEN_NONE = ("keep", "layer", "query")
+# reference processors' conventions, mlb resized without rounding and timed frames otherwise).
+REQUIRED_ON_RESUME = tuple(option.name for option in OPTIONS if option.required_on_resume)
+# Options that resolve to the method's own default, and to None for a method that does not use them.
+UNUSED_WHEN_NONE = tuple(option.name for option in OPTIONS if option.method_default)
 
 
 def _inputs_version() -> int:
@@ -119,9 +103,11 @@ class ModelSpec:
     fps: float | None = None
     device: str = "auto"
     dtype: str = "auto"
-    min_pixels: int | None = None  # Qwen2-VL family: per-frame pixel bounds (as the official processor)
+    # Family settings (`ModelAdapter.option_defaults`), None = not given: per-frame pixel bounds of the
+    # families with dynamic resolution; "reference" (the official processors' timing) or "exact" (real
+    # frame times) for families that encode the time between temporal patches.
+    min_pixels: int | None = None
     max_pixels: int | None = None
-    # Qwen2.5-VL / Qwen3-VL: "reference" (None: the official processors' timing) or "exact" (real times)
     temporal_spacing: str | None = None
     # Version of mlb's input preparation (resize, frame counts, timing); recorded so that resuming a file
     # made by an mlb that prepared inputs otherwise is refused. 2: the reference processors' conventions.
@@ -129,17 +115,21 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _validate_sampling(self.frames, self.fps)
-        if self.temporal_spacing is not None:
-            from mlbcli.models.qwen2_vl import check_temporal_spacing
-
-            check_temporal_spacing(self.temporal_spacing)
-        from mlbcli.selection import canonical_method_name, validate_method_options
+        check_choices("spec", asdict(self))  # e.g. --temporal-spacing; the family check is the adapter's
+        from mlbcli.selection import validate_method_options
 
         # UsageError on bad --keep/--layer/--query, or one the method does not use, before any work
         # (torch-free: the CLI checks before loading anything)
-        validate_method_options(canonical_method_name(self.method), self.method_options())
+        validate_method_options(self._method_name, self.method_options())
 
-    def method_options(self) -> Any:
+    @functools.cached_property
+    def _method_name(self) -> str:
+        from mlbcli.selection import canonical_method_name
+
+        return canonical_method_name(self.method)
+
+    @functools.cached_property
+    def _method_options(self) -> MethodOptions:
         from mlbcli.selection import MethodOptions
 
         return MethodOptions(
@@ -153,36 +143,42 @@ class ModelSpec:
             positions=self.positions,
         )
 
+    def method_options(self) -> MethodOptions:
+        """The method's options, built once per spec (the method, `recorded` and the checks share them)."""
+        return self._method_options
+
+    def resolved_method_options(self) -> dict[str, Any]:
+        """keep/layer/query (`UNUSED_WHEN_NONE`) as the method runs with them: the given value, else
+        the method's own default (`selection.base.method_defaults`, the one rule), and None where the
+        method does not use the option."""
+        from mlbcli.selection import method_defaults, method_option_rules
+
+        used, _ = method_option_rules(self._method_name)
+        defaults = method_defaults(self._method_name)
+        resolved = {}
+        for key in UNUSED_WHEN_NONE:
+            given = getattr(self, key)
+            resolved[key] = (given if given is not None else defaults[key]) if key in used else None
+        return resolved
+
     def recorded(self) -> dict[str, Any]:
         """The spec as recorded in `options_json` and compared on resume: keep/layer/query resolved to
         what the method runs with (None where the method does not use them), so a changed default (or
         an explicit value equal to it) compares by meaning."""
-        from mlbcli.selection import canonical_method_name, method_defaults, method_option_rules
-
-        name = canonical_method_name(self.method)
-        used, _ = method_option_rules(name)
-        defaults = method_defaults(name)
-        out = asdict(self)
-        for key in ("keep", "layer", "query"):
-            out[key] = (out[key] if out[key] is not None else defaults[key]) if key in used else None
+        out = {**asdict(self), **self.resolved_method_options()}
         if out["temporal_spacing"] == "reference":  # the default, given explicitly: the same run
             out["temporal_spacing"] = None
         return out
 
     def keep_requested(self) -> float | None:
-        """The `keep_requested` column: --keep (1.0 when unset) for methods with a budget, else None."""
-        from mlbcli.selection import canonical_method_name, method_option_rules
-
-        used, _ = method_option_rules(canonical_method_name(self.method))
-        return (1.0 if self.keep is None else self.keep) if "keep" in used else None
+        """The `keep_requested` column: --keep (the method's default when unset) for methods with a
+        budget, else None."""
+        keep: float | None = self.resolved_method_options()["keep"]
+        return keep
 
     def adapter_options(self) -> dict[str, Any]:
         """The family settings the adapter takes (`ModelAdapter.option_defaults`); None = not given."""
-        return {
-            "min_pixels": self.min_pixels,
-            "max_pixels": self.max_pixels,
-            "temporal_spacing": self.temporal_spacing,
-        }
+        return {option.name: getattr(self, option.name) for option in OPTIONS if option.adapter}
 
     def pipeline(self) -> Pipeline:
         from mlbcli.engine.pipeline import Pipeline
