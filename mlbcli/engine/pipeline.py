@@ -28,7 +28,8 @@ from mlbcli.selection.base import PlanContext, keep_note
 if TYPE_CHECKING:
     from mlbcli.io.sampling import FrameRule
     from mlbcli.io.video import Frames
-    from mlbcli.models.base import ModelAdapter, VideoTokens
+    from mlbcli.models.base import VideoTokens
+    from mlbcli.models.contract import Adapter
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: str | ModelAdapter,
+        model: str | Adapter,
         *,
         method: str | Method = "none",
         device: str = "auto",
@@ -201,6 +202,7 @@ class Pipeline:
     ):
         from mlbcli.models import load_adapter
 
+        self.adapter: Adapter
         if isinstance(model, str):
             self.adapter = load_adapter(model, device=device, dtype=dtype, **(adapter_options or {}))
         else:
@@ -240,7 +242,7 @@ class Pipeline:
 
     @torch.inference_mode()
     def encode_many(self, videos: Sequence[Frames | np.ndarray]) -> list[EncodedVideo]:
-        """Encode several videos in one vision-tower call (`ModelAdapter.encode_batch`).
+        """Encode several videos in one vision-tower call (`Adapter.encode_batch`).
 
         `encode_s` of each is its share of the call, proportional to its frames.
         """

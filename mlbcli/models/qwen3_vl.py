@@ -125,6 +125,7 @@ class Qwen3VLAdapter(QwenVideoAdapter):
     model_types = ("qwen3_vl",)
     pixel_mean = IMAGE_STANDARD_MEAN
     pixel_std = IMAGE_STANDARD_STD
+    prompt_profile = "qwen3_vl"  # lmms-eval's Qwen3-VL profile (Video-MME: its own prompt layout)
 
     # Per-FRAME pixel bounds overriding the checkpoint's volume bounds (`--min-pixels` / `--max-pixels`);
     # "reference" frame times = index / container fps, as the processor's metadata gives them, or "exact":
