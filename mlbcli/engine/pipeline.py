@@ -461,25 +461,7 @@ class Pipeline:
             parts.append(cached.batch)
             keys.append(cached.key)
         if to_compute:
-            prefix_inputs = []
-            for key in to_compute:
-                first = groups[key][0]
-                split = splits[first.index]
-                inputs = first.inputs
-                prefix_inputs.append(
-                    dataclasses.replace(  # the same row, cut after the visual block (residuals included)
-                        inputs,
-                        embeds=inputs.embeds[:, :split],
-                        position_ids=inputs.position_ids[..., :split],
-                        query_slots=torch.zeros(0, dtype=torch.long),
-                    )
-                )
-            computed, failed = engine.prefill_batch(
-                adapter, prefix_inputs, [groups[key][0].plan for key in to_compute]
-            )
-            for position, error in failed.items():  # the prefix cannot run: none of its questions can
-                for p in groups[to_compute[position]]:
-                    errors[p.index] = error
+            computed = self._prefill_prefixes([groups[key] for key in to_compute], splits, errors)
             parts.append(computed)
             keys.extend(to_compute[position] for position in computed.index)
         prefixes = engine.concat_batches(parts) if len(parts) > 1 else parts[0]
@@ -521,6 +503,32 @@ class Pipeline:
         )
         errors.update(failed)
         return extended, errors
+
+    def _prefill_prefixes(
+        self, groups: list[list[_Planned]], splits: dict[int, int], errors: dict[int, Exception]
+    ) -> engine.Batch:
+        """One batch of the prefixes of `groups` (questions sharing a video and prefix), each row cut
+        after its visual block; a prefix that fails becomes the error of each of its questions."""
+        prefix_inputs = []
+        for group in groups:
+            first = group[0]
+            split = splits[first.index]
+            inputs = first.inputs
+            prefix_inputs.append(
+                dataclasses.replace(  # the same row, cut after the visual block (residuals included)
+                    inputs,
+                    embeds=inputs.embeds[:, :split],
+                    position_ids=inputs.position_ids[..., :split],
+                    query_slots=torch.zeros(0, dtype=torch.long),
+                )
+            )
+        computed, failed = engine.prefill_batch(
+            self.adapter, prefix_inputs, [group[0].plan for group in groups]
+        )
+        for position, error in failed.items():  # the prefix cannot run: none of its questions can
+            for p in groups[position]:
+                errors[p.index] = error
+        return computed
 
     # -- one request -------------------------------------------------------------------------------------
     def answer(
