@@ -16,7 +16,7 @@ from mlbcli import models
 from mlbcli.errors import ModelLoadError, UsageError
 from mlbcli.models import registry
 from mlbcli.models.base import ModelAdapter
-from mlbcli.models.contract import Adapter
+from mlbcli.models.contract import Adapter, AdapterClass
 
 
 def test_importing_the_models_face_imports_no_family_and_no_torch():
@@ -147,3 +147,14 @@ def test_the_base_adapter_provides_every_member_of_the_contract():
     assert missing == ["default_frames", "family"]  # each family names itself and its frame count
     for cls in models.adapter_classes():
         assert all(hasattr(cls, name) for name in members), cls
+
+
+def test_every_adapter_class_answers_what_is_asked_before_loading():
+    """`AdapterClass`: the members `mlb flops`, option checks and the registry use on a bare class."""
+    members = [
+        name for name in {*vars(AdapterClass), *AdapterClass.__annotations__} if not name.startswith("_")
+    ]
+    assert "tokens_per_frame" in members and "option_defaults" in members
+    for cls in models.adapter_classes():
+        assert all(hasattr(cls, name) for name in members), cls
+        assert cls.model_types and all(isinstance(t, str) for t in cls.model_types)
