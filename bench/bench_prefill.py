@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlbcli.engine import batch as engine  # noqa: E402
 from mlbcli.engine.flops import LLMDims  # noqa: E402
-from mlbcli.engine.pipeline import token_stats  # noqa: E402
+from mlbcli.engine.stats import token_stats  # noqa: E402
 from mlbcli.models.base import Prompt, VideoTokens  # noqa: E402
 from mlbcli.selection import MethodOptions, get_method  # noqa: E402
 from mlbcli.selection import presets as _presets  # noqa: E402, F401  (registers the debiased presets)
