@@ -187,38 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         summary_tokens = "128"
         methods = "uniform,random,fastv,adatp,mlb,visionzip,dycoke,evs,vidcom2,fastvid,holitom,prunevid"
     dtype = bench_prefill.DTYPES[dtype_name]
-    started = time.perf_counter()
-    gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    report: dict[str, Any] = {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": gpu,
-        "torch": torch.__version__,
-        "dtype": dtype_name,
-        "arch": arch,
-        "parts": {},
-    }
-    md = [
-        f"# GPU benchmark {report['date_utc']} on {gpu} ({arch}, {dtype_name}, torch {torch.__version__})\n"
-    ]
-
-    def part(name: str, fn: Any) -> None:
-        if time.perf_counter() - started > args.budget_s:
-            report["parts"][name] = {"skipped": "time budget spent"}
-            md.append(f"## {name}\n\nskipped: time budget spent\n")
-            return
-        t0 = time.perf_counter()
-        try:
-            value = fn()
-            report["parts"][name] = {"seconds": time.perf_counter() - t0, "result": value}
-            md.append(f"## {name}\n\n{value if isinstance(value, str) else _table(value)}\n")
-        except Exception:
-            report["parts"][name] = {"error": traceback.format_exc()}
-            md.append(f"## {name}\n\nfailed:\n```\n{traceback.format_exc()}\n```\n")
-        finally:
-            if device == "cuda":
-                torch.cuda.empty_cache()
-        print(f"bench_gpu: {name} done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-
+    report = _Report(dtype_name, arch, device, args.budget_s)
+    part = report.part
     prefill_args = ["--arch", arch, "--device", device, "--dtype", dtype_name, "--frames", str(frames)]
     part(
         "1-2 prefill speed-up and probe overhead",
@@ -239,15 +209,59 @@ def main(argv: list[str] | None = None) -> int:
             ],
         ),
     )  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"gpu-{report['date_utc'][:10]}-{gpu.replace(' ', '_')}" + ("-smoke" if args.smoke else "")
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / f"{stem}.md").write_text("\n".join(md))
-    print("\n".join(md))
-    print(f"bench_gpu: wrote {out / stem}.json/.md in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    failed = [name for name, value in report["parts"].items() if "error" in value]
-    return 1 if failed else 0
+    return report.write(Path(args.out), args.smoke)
+
+
+class _Report:
+    """The parts of one benchmark run: each part's result (or error, or "skipped" once the time budget
+    is spent), as JSON and as Markdown."""
+
+    def __init__(self, dtype_name: str, arch: str, device: str, budget_s: float):
+        self.started = time.perf_counter()
+        self.device, self.budget_s = device, budget_s
+        self.gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        self.data: dict[str, Any] = {
+            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": self.gpu,
+            "torch": torch.__version__,
+            "dtype": dtype_name,
+            "arch": arch,
+            "parts": {},
+        }
+        self.md = [
+            f"# GPU benchmark {self.data['date_utc']} on {self.gpu} ({arch}, {dtype_name}, "
+            f"torch {torch.__version__})\n"
+        ]
+
+    def part(self, name: str, fn: Any) -> None:
+        if time.perf_counter() - self.started > self.budget_s:
+            self.data["parts"][name] = {"skipped": "time budget spent"}
+            self.md.append(f"## {name}\n\nskipped: time budget spent\n")
+            return
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+            self.data["parts"][name] = {"seconds": time.perf_counter() - t0, "result": value}
+            self.md.append(f"## {name}\n\n{value if isinstance(value, str) else _table(value)}\n")
+        except Exception:
+            self.data["parts"][name] = {"error": traceback.format_exc()}
+            self.md.append(f"## {name}\n\nfailed:\n```\n{traceback.format_exc()}\n```\n")
+        finally:
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+        print(f"bench_gpu: {name} done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+
+    def write(self, out: Path, smoke: bool) -> int:
+        """Write `<out>/gpu-<date>-<device>[-smoke].json/.md`; exit status 1 when a part failed."""
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"gpu-{self.data['date_utc'][:10]}-{self.gpu.replace(' ', '_')}" + ("-smoke" if smoke else "")
+        (out / f"{stem}.json").write_text(json.dumps(self.data, indent=2, default=str))
+        (out / f"{stem}.md").write_text("\n".join(self.md))
+        print("\n".join(self.md))
+        elapsed = time.perf_counter() - self.started
+        print(f"bench_gpu: wrote {out / stem}.json/.md in {elapsed:.0f}s", file=sys.stderr)
+        failed = [name for name, value in self.data["parts"].items() if "error" in value]
+        return 1 if failed else 0
 
 
 def _table(value: dict) -> str:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlbcli.engine import batch as engine  # noqa: E402
 from mlbcli.engine.flops import LLMDims  # noqa: E402
-from mlbcli.engine.pipeline import token_stats  # noqa: E402
+from mlbcli.engine.stats import token_stats  # noqa: E402
 from mlbcli.models.base import Prompt, VideoTokens  # noqa: E402
 from mlbcli.selection import (  # noqa: E402
     MethodOptions,
@@ -225,7 +226,7 @@ def probe_compute_seconds(
     return statistics.median(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", choices=sorted(ARCHS), default="mid")
     p.add_argument("--device", default="cpu")
@@ -243,30 +244,95 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only-probe", action="store_true", help="measure the probe overhead only")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def _plans(
+    req: Request, methods: list[str], keeps: list[float], layer_k: int
+) -> tuple[dict[tuple[str, float], Any], set[tuple[str, float]]]:
+    """Per (method, keep): a function that plans the request (timed with the prefill), and the set of
+    configurations whose plan is empty. An empty plan (every method at --keep 1.0 except fixed-layout
+    ones such as slowfast) *is* the vanilla prefill: it is reported as such instead of being timed again."""
+    plans: dict[tuple[str, float], Any] = {}
+    empty: set[tuple[str, float]] = set()
+    for m in methods:
+        for k in keeps:
+            # --layer only for the methods that use it (an option a method does not use is an error)
+            layer = layer_k if "layer" in method_option_rules(m)[0] else None
+            method = get_method(m, MethodOptions(keep=k, layer=layer))
+            if not method.plan(req.video, req.prompt).steps:
+                empty.add((m, k))
+                continue
+            plans[(m, k)] = lambda method=method: method.plan(req.video, req.prompt)  # plan() is timed too
+    return plans, empty
+
+
+def _probe_line(adapter: Any, req: Request, layer: int, device: str, repeats: int) -> str:
+    """Probe overhead: keep-everything pruner at layer K that needs scores vs no plan, interleaved."""
+
+    def keep_all(ctx: engine.LayerContext) -> engine.LayerKeep:
+        return engine.LayerKeep(keep=torch.arange(ctx.visual_slots.numel(), device=ctx.visual_slots.device))
+
+    probe_plan = engine.PrunePlan(steps={layer: keep_all}, needs_scores=frozenset({layer}))
+    plain_t, probe_t = [], []
+    for _ in range(repeats):
+        plain_t.append(timed(device, lambda: run_prefill(adapter, req, None))[0])
+        probe_t.append(timed(device, lambda: run_prefill(adapter, req, probe_plan))[0])
+    plain, probed = statistics.median(plain_t), statistics.median(probe_t)
+    component = probe_compute_seconds(adapter, req, layer, device)
+    return (
+        f"Probe overhead (layer {layer - 1} probe, question rows, keep-all step at layer {layer}): "
+        f"plain {plain * 1e3:.1f} ms, probed {probed * 1e3:.1f} ms, overhead {100 * (probed / plain - 1):+.2f}% "
+        f"(median of {repeats} interleaved pairs; per-pair ratios: median "
+        f"{100 * (statistics.median(b / a for a, b in zip(plain_t, probe_t, strict=True)) - 1):+.2f}%). "
+        f"Probe computation alone (softmax of the query rows, isolated): {component * 1e3:.1f} ms = "
+        f"{100 * component / plain:.2f}% of the plain prefill"
+    )
+
+
+def _table(args: argparse.Namespace, req: Request, rows: list[tuple[str, float, Any, float, float]]) -> None:
+    """Print the Markdown table; `rows` are (method, keep, TokenStats or None = empty plan, seconds, MiB),
+    the first being vanilla."""
+    layers, hidden, ffn, heads, kv, _ = ARCHS[args.arch]
+    print(
+        f"### Prefill benchmark: {args.arch} (L={layers}, D={hidden}, D'={ffn}, H={heads}, H_kv={kv}), "
+        f"{args.frames} frames x {args.grid * args.grid} = {req.video.num_visual} visual tokens, prompt "
+        f"{req.prompt.length} tokens, device {args.device}, {args.dtype}, torch threads "
+        f"{torch.get_num_threads()}, K={args.layer}, median of {args.repeats} interleaved rounds\n"
+    )
+    mem_label = (
+        "peak extra GPU mem (MiB)" if args.device.startswith("cuda") else "peak extra RSS (MiB, sampled)"
+    )
+    print(
+        f"| method | keep | realized keep | FLOPs ratio | prefill ms | vanilla ms | speedup | {mem_label} |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    vanilla, vanilla_mem = rows[0][3], rows[0][4]
+    print(
+        f"| none (vanilla) | 1.00 | 1.000 | 1.000 | {vanilla * 1e3:.0f} | {vanilla * 1e3:.0f} | 1.00x | "
+        f"{vanilla_mem:.0f} |"
+    )
+    for m, k, s, t, mem in rows[1:]:
+        if s is None:
+            print(f"| {m} | {k:.2f} | 1.000 | 1.000 | = vanilla (empty plan) | | | |")
+            continue
+        print(
+            f"| {m} | {k:.2f} | {s.keep_realized:.3f} | {s.flops_ratio:.3f} | {t * 1e3:.0f} | "
+            f"{vanilla * 1e3:.0f} | {vanilla / t:.2f}x | {mem:.0f} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
     adapter = build_model(args.arch, args.device, DTYPES[args.dtype], args.seed)
     req = make_request(adapter, args.frames, args.grid, args.seed)
     dims = LLMDims.from_config(adapter.text_config)
     methods = [m for m in args.methods.split(",") if m]
     keeps = [float(k) for k in args.keeps.split(",") if k]
-    # A configuration whose plan is empty (every method at --keep 1.0 except fixed-layout ones such as
-    # slowfast) *is* the vanilla prefill: it is reported as such instead of being timed again.
-    configs, empty = [], set()
-    plans = {}
-    for m in [] if args.only_probe else methods:
-        for k in keeps:
-            # --layer only for the methods that use it (an option a method does not use is an error)
-            layer = args.layer if "layer" in method_option_rules(m)[0] else None
-            method = get_method(m, MethodOptions(keep=k, layer=layer))
-            if not method.plan(req.video, req.prompt).steps:
-                empty.add((m, k))
-                continue
-            configs.append((m, k))
-            plans[(m, k)] = lambda method=method: method.plan(req.video, req.prompt)  # plan() is timed too
-
+    plans, empty = _plans(req, [] if args.only_probe else methods, keeps, args.layer)
+    configs = list(plans)
     times: dict[object, list[float]] = {key: [] for key in configs}
     times["vanilla"] = []
     memory: dict[object, float] = {}
@@ -285,60 +351,20 @@ def main(argv: list[str] | None = None) -> int:
         times["vanilla"].append(timed(args.device, lambda: run_prefill(adapter, req, None))[0])
         for key in configs:
             times[key].append(timed(args.device, lambda key=key: run_prefill(adapter, req, plans[key]()))[0])
-
-    # Probe overhead: keep-everything pruner at layer K that needs scores vs no plan, interleaved.
-    def keep_all(ctx: engine.LayerContext) -> engine.LayerKeep:
-        return engine.LayerKeep(keep=torch.arange(ctx.visual_slots.numel(), device=ctx.visual_slots.device))
-
-    probe_plan = engine.PrunePlan(steps={args.layer: keep_all}, needs_scores=frozenset({args.layer}))
-    plain_t, probe_t = [], []
-    for _ in range(args.probe_repeats):
-        plain_t.append(timed(args.device, lambda: run_prefill(adapter, req, None))[0])
-        probe_t.append(timed(args.device, lambda: run_prefill(adapter, req, probe_plan))[0])
-
-    n = req.video.num_visual
-    plain, probed = statistics.median(plain_t), statistics.median(probe_t)
-    component = probe_compute_seconds(adapter, req, args.layer, args.device)
-    probe_line = (
-        f"Probe overhead (layer {args.layer - 1} probe, question rows, keep-all step at layer {args.layer}): "
-        f"plain {plain * 1e3:.1f} ms, probed {probed * 1e3:.1f} ms, overhead {100 * (probed / plain - 1):+.2f}% "
-        f"(median of {args.probe_repeats} interleaved pairs; per-pair ratios: median "
-        f"{100 * (statistics.median(b / a for a, b in zip(plain_t, probe_t, strict=True)) - 1):+.2f}%). "
-        f"Probe computation alone (softmax of the query rows, isolated): {component * 1e3:.1f} ms = "
-        f"{100 * component / plain:.2f}% of the plain prefill"
-    )
+    probe_line = _probe_line(adapter, req, args.layer, args.device, args.probe_repeats)
     if args.only_probe:
         print(probe_line)
         return 0
-    vanilla = statistics.median(times["vanilla"])
-    layers, hidden, ffn, heads, kv, _ = ARCHS[args.arch]
-    print(
-        f"### Prefill benchmark: {args.arch} (L={layers}, D={hidden}, D'={ffn}, H={heads}, H_kv={kv}), "
-        f"{args.frames} frames x {args.grid * args.grid} = {n} visual tokens, prompt {req.prompt.length} "
-        f"tokens, device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}, "
-        f"K={args.layer}, median of {args.repeats} interleaved rounds\n"
-    )
-    mem_label = (
-        "peak extra GPU mem (MiB)" if args.device.startswith("cuda") else "peak extra RSS (MiB, sampled)"
-    )
-    print(
-        f"| method | keep | realized keep | FLOPs ratio | prefill ms | vanilla ms | speedup | {mem_label} |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    print(
-        f"| none (vanilla) | 1.00 | 1.000 | 1.000 | {vanilla * 1e3:.0f} | {vanilla * 1e3:.0f} | 1.00x | "
-        f"{memory['vanilla']:.0f} |"
-    )
+    rows: list[tuple[str, float, Any, float, float]] = [
+        ("none", 1.0, None, statistics.median(times["vanilla"]), memory["vanilla"])
+    ]
     for m in methods:
         for k in keeps:
             if (m, k) in empty:
-                print(f"| {m} | {k:.2f} | 1.000 | 1.000 | = vanilla (empty plan) | | | |")
-                continue
-            s, t = stats[(m, k)], statistics.median(times[(m, k)])
-            print(
-                f"| {m} | {k:.2f} | {s.keep_realized:.3f} | {s.flops_ratio:.3f} | {t * 1e3:.0f} | "
-                f"{vanilla * 1e3:.0f} | {vanilla / t:.2f}x | {memory[(m, k)]:.0f} |"
-            )
+                rows.append((m, k, None, 0.0, 0.0))
+            else:
+                rows.append((m, k, stats[(m, k)], statistics.median(times[(m, k)]), memory[(m, k)]))
+    _table(args, req, rows)
     print("\n" + probe_line)
     return 0
 

@@ -58,10 +58,10 @@ def build_pipeline(
     )
 
     from mlbcli.models.llava_onevision import LlavaOnevisionAdapter
-    from mlbcli.testing.tiny import _build_tokenizer
+    from mlbcli.testing.tokenizer import build_tokenizer
 
     layers, hidden, ffn, heads, kv, v_layers, v_hidden, v_ffn, v_heads, px = ARCHS[arch]
-    tok = _build_tokenizer()
+    tok = build_tokenizer()
     cfg = LlavaOnevisionConfig(
         vision_config=SiglipVisionConfig(
             hidden_size=v_hidden,

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mlbcli.engine import batch as engine
+from mlbcli.engine import prefill as prefill_module
 from mlbcli.engine.pipeline import Pipeline, Request
 from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection.base import Method
@@ -138,13 +139,13 @@ def test_batch_equals_one_by_one(adapters, clips, family, method):
 def test_padding_really_happens(adapters, clips, monkeypatch):
     """Guards the test above: its rows must have different lengths, so the batch is padded."""
     lengths = []
-    pack = engine._pack_rows
+    pack = prefill_module.pack_rows
 
     def spy(seqs):
         lengths.append([seq.length for seq in seqs])
         return pack(seqs)
 
-    monkeypatch.setattr(engine, "_pack_rows", spy)
+    monkeypatch.setattr(prefill_module, "pack_rows", spy)
     pipe = Pipeline(adapters["qwen2_5_vl"], method="fastv", keep=0.5)
     pipe.run(_requests(pipe, clips))
     assert any(len(set(row)) > 1 for row in lengths)

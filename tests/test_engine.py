@@ -174,3 +174,28 @@ def test_random_selection_exact_sorted_unique(keep, seed, frames):
     keep_idx = plan.steps[0](ctx).keep
     assert keep_idx.numel() == token_budget(n, keep)
     assert torch.all(keep_idx[1:] > keep_idx[:-1])
+
+
+def test_the_loop_imports_model_adapters_for_types_only():
+    """The batched loop speaks to a family only through the `Adapter` protocol: its modules import
+    `mlbcli.models` under TYPE_CHECKING only (no import circle, and a plugin family needs no engine edit)."""
+    import ast
+    from pathlib import Path
+
+    import mlbcli.engine
+
+    folder = Path(mlbcli.engine.__file__).parent
+    for name in ("batch", "rows", "cache", "forward", "prefill", "decode", "plan", "probe", "flops"):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        type_only = {
+            id(node)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for node in ast.walk(block)
+        }
+        runtime = [
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and id(node) not in type_only
+        ]
+        assert not [module for module in runtime if module.startswith("mlbcli.models")], name

@@ -19,103 +19,20 @@ import numpy as np
 import torch
 
 from mlbcli.engine import batch as engine
-from mlbcli.engine.flops import LLMDims, layer_flops, visual_flops
+from mlbcli.engine.flops import LLMDims
+from mlbcli.engine.stats import TokenStats, decode_kv_ratio, token_stats
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.models.base import sampled_fps
 from mlbcli.selection import Method, MethodOptions, get_method
-from mlbcli.selection.base import PlanContext, keep_note
+from mlbcli.selection.base import PlanContext
 
 if TYPE_CHECKING:
     from mlbcli.io.sampling import FrameRule
     from mlbcli.io.video import Frames
-    from mlbcli.models.base import ModelAdapter, VideoTokens
+    from mlbcli.models.base import VideoTokens
+    from mlbcli.models.contract import Adapter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TokenStats:
-    """Per-request token statistics; every number is measured from the engine's actual schedule."""
-
-    visual_tokens_in: int
-    visual_tokens_kept: int  # visual tokens entering the last decoder layer (appended summary included)
-    keep_realized: float  # kept / in
-    flops_ratio: float  # visual-token LLM FLOPs vs the unpruned run (algorithms.md §2)
-    tokens_per_layer: list[int]
-    kept_per_frame: list[int]  # surviving original tokens of each frame (appended tokens not included)
-    appended_tokens: int
-    attention_per_frame: list[float] | None  # probe attention mass per frame (first probe layer)
-    info: dict[str, Any] = field(default_factory=dict)  # method diagnostics (segments, budgets...)
-    # (final pass + the method's probe passes) / vanilla; None = no probe passes (= flops_ratio)
-    flops_probe_ratio: float | None = None
-    # Why the method's budget was not met (`selection.base.keep_note`); None when it was, or when the
-    # method has no budget (none, fixed layouts). `--strict-keep` turns it into an error.
-    keep_note: str | None = None
-    # Visual KV entries the decode steps attended to vs the unpruned model's (None: nothing decoded)
-    decode_kv_ratio: float | None = None
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "visual_tokens_in": self.visual_tokens_in,
-            "visual_tokens_kept": self.visual_tokens_kept,
-            "keep_realized": self.keep_realized,
-            "keep_note": self.keep_note,
-            "flops_ratio": self.flops_ratio,
-            "flops_probe_ratio": (
-                self.flops_ratio if self.flops_probe_ratio is None else self.flops_probe_ratio
-            ),
-            "decode_kv_ratio": self.decode_kv_ratio,
-            "tokens_per_layer": self.tokens_per_layer,
-            "kept_per_frame": self.kept_per_frame,
-            "appended_tokens": self.appended_tokens,
-            "attention_per_frame": self.attention_per_frame,
-        }
-
-
-def token_stats(
-    state: engine.PrefillResult, video: VideoTokens, dims: LLMDims, method: Method | None = None
-) -> TokenStats:
-    n_in = state.visual_in
-    per_layer = state.visual_per_layer
-    kept = per_layer[-1] if per_layer else n_in
-    frames = torch.bincount(state.kept_ids.cpu() // video.tokens_per_frame, minlength=video.num_frames)
-    attention = None
-    if state.scores:
-        first = state.scores[min(state.scores)].cpu()
-        attention = torch.nan_to_num(first).view(video.num_frames, -1).sum(dim=1).tolist()
-    else:  # probe passes outside the final pass (two-stage mlb): their raw field, from the diagnostics
-        raw = [i["attention_per_frame_raw"] for i in state.infos.values() if "attention_per_frame_raw" in i]
-        attention = list(raw[0]) if raw else None
-    note = None
-    if method is not None:
-        reasons = [str(i["keep_note"]) for i in state.infos.values() if i.get("keep_note")]
-        target = method.target_tokens(n_in, video.num_frames)
-        note = keep_note(kept, n_in, target, video.num_frames, "; ".join(reasons) or None)
-    full = visual_flops([n_in] * dims.num_layers, dims)
-    final = visual_flops(per_layer, dims)
-    probes = sum(layers * layer_flops(n, dims) for n, layers in state.probe_passes)
-    return TokenStats(
-        visual_tokens_in=n_in,
-        visual_tokens_kept=kept,
-        keep_realized=kept / n_in if n_in else 1.0,
-        flops_ratio=final / full if full else 1.0,
-        flops_probe_ratio=((final + probes) / full if full else 1.0) if state.probe_passes else None,
-        tokens_per_layer=list(per_layer),
-        kept_per_frame=frames.tolist(),
-        appended_tokens=state.appended,
-        attention_per_frame=attention,
-        info={str(k): v for k, v in state.infos.items() if v},
-        keep_note=note,
-    )
-
-
-def decode_kv_ratio(state: engine.PrefillResult, generation: engine.Generation, dims: LLMDims) -> float:
-    """Visual KV entries the decode steps attended to (summed over layers and steps) vs the unpruned
-    model's; with no decode step (one token, taken from the prefill), what a step would attend to."""
-    if generation.visual_keys_full:
-        return generation.visual_keys_read / generation.visual_keys_full
-    full = state.visual_in * dims.num_layers
-    return sum(state.visual_per_layer) / full if full else 1.0
 
 
 @dataclass
@@ -189,7 +106,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: str | ModelAdapter,
+        model: str | Adapter,
         *,
         method: str | Method = "none",
         device: str = "auto",
@@ -201,6 +118,7 @@ class Pipeline:
     ):
         from mlbcli.models import load_adapter
 
+        self.adapter: Adapter
         if isinstance(model, str):
             self.adapter = load_adapter(model, device=device, dtype=dtype, **(adapter_options or {}))
         else:
@@ -240,7 +158,7 @@ class Pipeline:
 
     @torch.inference_mode()
     def encode_many(self, videos: Sequence[Frames | np.ndarray]) -> list[EncodedVideo]:
-        """Encode several videos in one vision-tower call (`ModelAdapter.encode_batch`).
+        """Encode several videos in one vision-tower call (`Adapter.encode_batch`).
 
         `encode_s` of each is its share of the call, proportional to its frames.
         """
@@ -459,25 +377,7 @@ class Pipeline:
             parts.append(cached.batch)
             keys.append(cached.key)
         if to_compute:
-            prefix_inputs = []
-            for key in to_compute:
-                first = groups[key][0]
-                split = splits[first.index]
-                inputs = first.inputs
-                prefix_inputs.append(
-                    dataclasses.replace(  # the same row, cut after the visual block (residuals included)
-                        inputs,
-                        embeds=inputs.embeds[:, :split],
-                        position_ids=inputs.position_ids[..., :split],
-                        query_slots=torch.zeros(0, dtype=torch.long),
-                    )
-                )
-            computed, failed = engine.prefill_batch(
-                adapter, prefix_inputs, [groups[key][0].plan for key in to_compute]
-            )
-            for position, error in failed.items():  # the prefix cannot run: none of its questions can
-                for p in groups[to_compute[position]]:
-                    errors[p.index] = error
+            computed = self._prefill_prefixes([groups[key] for key in to_compute], splits, errors)
             parts.append(computed)
             keys.extend(to_compute[position] for position in computed.index)
         prefixes = engine.concat_batches(parts) if len(parts) > 1 else parts[0]
@@ -519,6 +419,32 @@ class Pipeline:
         )
         errors.update(failed)
         return extended, errors
+
+    def _prefill_prefixes(
+        self, groups: list[list[_Planned]], splits: dict[int, int], errors: dict[int, Exception]
+    ) -> engine.Batch:
+        """One batch of the prefixes of `groups` (questions sharing a video and prefix), each row cut
+        after its visual block; a prefix that fails becomes the error of each of its questions."""
+        prefix_inputs = []
+        for group in groups:
+            first = group[0]
+            split = splits[first.index]
+            inputs = first.inputs
+            prefix_inputs.append(
+                dataclasses.replace(  # the same row, cut after the visual block (residuals included)
+                    inputs,
+                    embeds=inputs.embeds[:, :split],
+                    position_ids=inputs.position_ids[..., :split],
+                    query_slots=torch.zeros(0, dtype=torch.long),
+                )
+            )
+        computed, failed = engine.prefill_batch(
+            self.adapter, prefix_inputs, [group[0].plan for group in groups]
+        )
+        for position, error in failed.items():  # the prefix cannot run: none of its questions can
+            for p in groups[position]:
+                errors[p.index] = error
+        return computed
 
     # -- one request -------------------------------------------------------------------------------------
     def answer(

@@ -1,8 +1,10 @@
-"""The model-adapter contract: everything that differs between Video-LLM families lives behind it.
+"""The base class of model adapters: what Video-LLM families share, and the data types they speak.
 
-The engine (`mlbcli.engine.batch`) only ever talks to a `ModelAdapter`: it asks it for the decoder layers,
-the rotary embedding, the prompt layout and the visual tokens. A new family (Qwen2.5-VL, LLaVA-NeXT...)
-is one new module in this package that subclasses `ModelAdapter` and registers itself.
+The engine (`mlbcli.engine.batch`) only ever talks to an adapter (the `Adapter` protocol of
+`models/contract.py` says exactly what it asks for): the decoder layers, the rotary embedding, the
+prompt layout and the visual tokens. A new family (Qwen2.5-VL, LLaVA-NeXT...) is one new module that
+subclasses `ModelAdapter` and is named in `models/registry.py` (built-ins) or by an `mlb.models` entry
+point (plugins).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.io.sampling import GENERIC, FrameRule
+from mlbcli.models.family_options import FamilyOption
 
 if TYPE_CHECKING:
     import numpy as np
@@ -163,10 +166,16 @@ class ModelAdapter(abc.ABC):
     #: Multiple-choice post-prompt of the family's usual evaluation (lmms-eval's, shared by OneVision,
     #: Qwen2-VL and the LLaVA-NeXT video evaluations of SF-LLaVA).
     mc_post_prompt: ClassVar[str] = "Answer with the option's letter from the given choices directly."
+    #: lmms-eval's prompt profile for benchmark tasks that have several (`mlbcli.eval.benchmarks`):
+    #: "default", or the family's own (Qwen3-VL: "qwen3_vl", its Video-MME layout).
+    prompt_profile: ClassVar[str] = "default"
 
     #: The family's own settings (`load_adapter(..., name=value)`, CLI `--name`) and their defaults, set as
     #: attributes (settable later). Any other is a UsageError, "--name does not apply to <family> models".
     option_defaults: ClassVar[dict[str, Any]] = {}
+    #: How those settings are offered (type, help, allowed values): one declaration per setting, shared
+    #: by the families that take it (`mlbcli.models.registry.family_options` gathers them).
+    family_options: ClassVar[tuple[FamilyOption, ...]] = ()
 
     def __init__(
         self,

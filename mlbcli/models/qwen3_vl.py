@@ -53,7 +53,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.models.qwen2_vl import QwenVideoAdapter, cap_note
+from mlbcli.models.family_options import FamilyOption
+from mlbcli.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, TEMPORAL_SPACING, QwenVideoAdapter, cap_note
 
 if TYPE_CHECKING:
     import torch
@@ -125,6 +126,7 @@ class Qwen3VLAdapter(QwenVideoAdapter):
     model_types = ("qwen3_vl",)
     pixel_mean = IMAGE_STANDARD_MEAN
     pixel_std = IMAGE_STANDARD_STD
+    prompt_profile = "qwen3_vl"  # lmms-eval's Qwen3-VL profile (Video-MME: its own prompt layout)
 
     # Per-FRAME pixel bounds overriding the checkpoint's volume bounds (`--min-pixels` / `--max-pixels`);
     # "reference" frame times = index / container fps, as the processor's metadata gives them, or "exact":
@@ -134,6 +136,7 @@ class Qwen3VLAdapter(QwenVideoAdapter):
         "max_pixels": None,
         "temporal_spacing": "reference",
     }
+    family_options: ClassVar[tuple[FamilyOption, ...]] = (MIN_PIXELS, MAX_PIXELS, TEMPORAL_SPACING)
     min_pixels: int | None
     max_pixels: int | None
     temporal_spacing: str

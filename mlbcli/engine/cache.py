@@ -1,0 +1,135 @@
+"""Rows that share one KV cache: the prefill's results (`PrefillResult`, `Batch`) and the cache edits
+the batched loop needs (select, drop, pad and concatenate rows).
+
+`cache.layers[l].keys` is `[B, Hkv, W_l, d]` (values alike); `key_valid[l]` `[B, W_l]` is False at
+padding. A key's slot never moves once cached: extending appends, padding goes after, and selecting
+rows keeps each row's slots (`PrefillResult.visual_keys` relies on it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mlbcli.engine.plan import DecodePolicy
+from mlbcli.engine.rows import pad_to
+
+
+@dataclass
+class PrefillResult:
+    """The prefill of one row: its logits, positions and token bookkeeping (statistics come from here)."""
+
+    cache: Any  # the KV cache holding this row (shared by the rows of a batch; see `Batch`)
+    logits: torch.Tensor  # [1, V] logits of the last prompt position
+    position_ids: torch.Tensor  # [..., 1, L'] position ids of the row's sequence leaving the last layer
+    visual_per_layer: list[int]  # visual tokens entering each decoder layer (appended ones included)
+    visual_in: int  # prunable visual tokens of the prompt
+    kept_ids: torch.Tensor  # [k] visual ids alive after the last pruning step
+    appended: int  # tokens added by pruners (e.g. a summary tail)
+    # probe layer -> [n_visual] scores by visual id (NaN where already dropped)
+    scores: dict[int, torch.Tensor]
+    infos: dict[int, dict[str, Any]]  # layer -> pruner diagnostics
+    seconds: float = 0.0  # this row's share of the batch's wall time
+    # Extra probe passes a method ran to plan this request (`PlanContext.probe`): one
+    # (visual tokens, decoder layers run) pair each, charged in `flops_probe_ratio`.
+    probe_passes: list[tuple[int, int]] = field(default_factory=list)
+    # Per decoder layer: (key slots in that layer's cache row, visual ids) of the original visual tokens
+    # cached there (slots are stable: extending, padding and row selection never move a prefix key).
+    visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    decode_policy: DecodePolicy | None = None  # the plan's decode-time KV policy
+
+
+@dataclass
+class Batch:
+    """Rows that share one KV cache: the output of `prefill_batch` / `extend_batch`, input of decoding.
+
+    `cache.layers[l].keys` is `[B, Hkv, W_l, d]`; `key_valid[l]` `[B, W_l]` is False at padding.
+    `rows[b]` is the prefill of row b; `index[b]` the caller's request index of that row.
+    """
+
+    cache: Any
+    key_valid: list[torch.Tensor]
+    rows: list[PrefillResult]
+    index: list[int]
+    text_config: Any = None  # builds empty caches of the same layer types
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, rows: Sequence[int]) -> Batch:
+        """A batch of the given rows (repeats allowed: one cached prefix fanned out to its questions)."""
+        device = self.key_valid[0].device if self.key_valid else None
+        picked = torch.tensor(list(rows), dtype=torch.long, device=device)
+        cache = make_cache(self.text_config)
+        for source, target in zip(self.cache.layers, cache.layers, strict=True):
+            set_layer(target, source.keys.index_select(0, picked), source.values.index_select(0, picked))
+        return Batch(
+            cache=cache,
+            key_valid=[valid.index_select(0, picked) for valid in self.key_valid],
+            rows=[self.rows[r] for r in rows],
+            index=[self.index[r] for r in rows],
+            text_config=self.text_config,
+        )
+
+
+def make_cache(text_config: Any) -> Any:
+    """An empty `DynamicCache` with the layer types of `text_config` (imported lazily: transformers)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=text_config)
+
+
+def set_layer(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Replace the KV of one cache layer (rows selected or padded). A DynamicLayer exposes them as
+    plain attributes; it is initialised lazily by its first `update`, which we reproduce here."""
+    if not getattr(layer, "is_initialized", True) and hasattr(layer, "lazy_initialization"):
+        layer.lazy_initialization(keys, values)
+    layer.keys, layer.values = keys, values
+    if hasattr(layer, "is_initialized"):
+        layer.is_initialized = True
+
+
+def drop_rows(cache: Any, key_valid: list[torch.Tensor], keep: torch.Tensor) -> list[torch.Tensor]:
+    """Keep only batch rows `keep` [b'] in the cache (in place) and in `key_valid` (returned)."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys = layer.keys.index_select(0, keep)
+            layer.values = layer.values.index_select(0, keep)
+    return [valid.index_select(0, keep) for valid in key_valid]
+
+
+def cache_lengths(cache: Any) -> list[int]:
+    """Cached tokens per decoder layer."""
+    return [int(layer.keys.shape[-2]) for layer in cache.layers]
+
+
+def one_row_batch(state: PrefillResult, text_config: Any) -> Batch:
+    """The batch of one prefilled row whose cache holds only that row (no padding anywhere)."""
+    valid = [
+        torch.ones(1, length, dtype=torch.bool, device=state.logits.device)
+        for length in cache_lengths(state.cache)
+    ]
+    return Batch(state.cache, valid, [state], [0], text_config)
+
+
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+    """One batch of the rows of `batches` (caches padded to the widest per layer), to decode together."""
+    nonempty = [batch for batch in batches if len(batch)]
+    if len(nonempty) <= 1:
+        return nonempty[0] if nonempty else batches[0]
+    batches = nonempty
+    cache = make_cache(batches[0].text_config)
+    key_valid = []
+    for i, target in enumerate(cache.layers):
+        width = max(int(batch.cache.layers[i].keys.shape[-2]) for batch in batches)
+        keys = torch.cat([pad_to(batch.cache.layers[i].keys, width, -2) for batch in batches])
+        values = torch.cat([pad_to(batch.cache.layers[i].values, width, -2) for batch in batches])
+        set_layer(target, keys, values)
+        key_valid.append(torch.cat([pad_to(batch.key_valid[i], width, 1) for batch in batches]))
+    rows = [dataclasses.replace(row, cache=cache) for batch in batches for row in batch.rows]
+    index = [index for batch in batches for index in batch.index]
+    return Batch(cache, key_valid, rows, index, batches[0].text_config)
