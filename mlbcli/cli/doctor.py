@@ -54,17 +54,9 @@ def model_line(model: str | None = None) -> str:
 def _tiny_families() -> dict[str, Callable[[Path], Path]]:
     """family -> builder of a tiny random checkpoint of it in a folder (`mlbcli.testing.tiny`): every
     family the doctor runs the pipeline on."""
-    from mlbcli.testing import tiny
+    from mlbcli.testing.tiny import TINY_FAMILIES, build_tiny
 
-    return {
-        "llava_onevision": tiny.build_tiny_llava_onevision,
-        "qwen2_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2"),
-        "qwen2_5_vl": lambda out: tiny.build_tiny_qwen2_vl(out, version="2.5"),
-        "llava_next": tiny.build_tiny_llava_next,
-        "qwen3_vl": tiny.build_tiny_qwen3_vl,
-        "qwen3_vl_moe": lambda out: tiny.build_tiny_qwen3_vl(out, moe=True),
-        "llava_video": tiny.build_tiny_llava_video,  # its folder, tiny-llava_video, names it LLaVA-Video
-    }
+    return {family: functools.partial(build_tiny, family) for family in TINY_FAMILIES}
 
 
 def _devices() -> str:

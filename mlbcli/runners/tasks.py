@@ -101,18 +101,11 @@ def token_columns(
     }
 
 
-#: Until `models/` declares the profile on the adapter class (the attribute `lmms_eval_profile`): the
-#: families lmms-eval drives with its Qwen3-VL profile. To be deleted with that attribute's arrival.
-_PROFILE_BEFORE_ADAPTERS_SAY = {"qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl"}
-
-
 def benchmark_profile(adapter: Any) -> str | None:
     """The lmms-eval prompt profile the adapter's family is evaluated with (`Benchmark.prompt`), None for
     each task's default. The one place outside `models/` that asks an adapter (class or instance) for it."""
-    declared = getattr(adapter, "lmms_eval_profile", None)
-    if declared is not None:
-        return declared
-    return _PROFILE_BEFORE_ADAPTERS_SAY.get(adapter.family)
+    profile = adapter.prompt_profile
+    return None if profile == "default" else profile
 
 
 @dataclass
