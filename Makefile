@@ -25,7 +25,7 @@ TORCH_INDEX ?=
 # The local version label pins the build: `<pin>+cpu` exists only as the CPU wheel.
 TORCH_SPEC  ?= torch==$(TORCH_VERSION)$(if $(and $(ON_LINUX),$(findstring /whl/cpu,$(TORCH_INDEX))),+cpu)
 
-.PHONY: install demo test lint typecheck completions examples bench bench-gpu clean
+.PHONY: install demo test test-fast lint typecheck completions readme examples bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Everything but the tests marked slow (bench smoke runs, plugin installs, Ray, the browser): for quick
+# iterations; `make test` (and CI) runs them all.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: install typecheck
 	$(BIN)/ruff check mlbcli tests bench examples
 	$(BIN)/ruff format --check mlbcli tests bench examples
@@ -60,6 +65,10 @@ typecheck: install
 
 completions: install
 	$(BIN)/python -m mlbcli.cli.completions completions/
+
+# The README's method and hyperparameter tables, generated from the methods' declarations.
+readme: install
+	$(BIN)/python docs/update_readme.py
 
 examples: install
 	$(BIN)/python examples/make_clips.py examples/clips

@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # `make test-fast` skips it; `make test` and CI run it
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -136,3 +136,20 @@ def test_listing_and_parameters_need_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_tables_are_generated_from_the_declarations():
+    """The README's method and hyperparameter tables are what the classes declare (`make readme`)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "docs" / "update_readme.py"
+    spec = importlib.util.spec_from_file_location("update_readme", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.README.read_text(encoding="utf-8")
+    assert module.render(text) == text, "README.md tables are out of date: run `make readme`"
+    # and they say what the code says, e.g. the relevance temperature's default
+    default = parameter_declarations()["relevance_temperature"].default
+    assert f"| `--relevance-temperature` | {default:g} |" in text

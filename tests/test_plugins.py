@@ -62,6 +62,7 @@ def fake_plugins(tmp_path: Path) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed_and_runs(plugin_site, tiny_model_dir, clips_dir, tmp_path):
     listed = _python(plugin_site, "-m", "mlbcli", "methods")
     assert listed.returncode == 0, listed.stderr

@@ -24,6 +24,9 @@ from typer.testing import CliRunner  # noqa: E402
 from mlbcli.cli.app import app  # noqa: E402
 from mlbcli.io.writers import read_results  # noqa: E402
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips it; `make test` and CI run it
+
+
 VOLATILE = {"decode_s", "encode_s", "prefill_s", "generate_s", "started_at_utc", "options_json"}
 
 

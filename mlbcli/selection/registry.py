@@ -259,3 +259,13 @@ def methods_markdown() -> str:
             f"| `{row.name}` | {where[row.prune_point]} | {options} | {params} | {row.description} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def parameters_markdown() -> str:
+    """The README's hyperparameter table: each option, its default, who reads it and what it means."""
+    lines = ["| option | default | read by | meaning |", "|---|---|---|---|"]
+    for info in sorted(parameter_declarations().values(), key=lambda p: (p.methods[0], p.name)):
+        meaning = info.help.removeprefix(f"{info.methods[0]}: ").replace("|", "\\|")
+        flag = f"--{info.name.replace('_', '-')}"
+        lines.append(f"| `{flag}` | {default_text(info)} | {', '.join(info.methods)} | {meaning} |")
+    return "\n".join(lines) + "\n"
