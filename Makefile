@@ -25,7 +25,7 @@ TORCH_INDEX ?=
 # The local version label pins the build: `<pin>+cpu` exists only as the CPU wheel.
 TORCH_SPEC  ?= torch==$(TORCH_VERSION)$(if $(and $(ON_LINUX),$(findstring /whl/cpu,$(TORCH_INDEX))),+cpu)
 
-.PHONY: install demo test test-fast lint typecheck completions readme examples bench bench-gpu clean
+.PHONY: install demo test test-fast test-lmms-eval lint typecheck completions readme examples bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,22 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The lmms-eval grader (mlbcli/eval/lmms_eval_grading.py) reply by reply against lmms-eval's own task
+# functions. lmms-eval is a test-only dependency that cannot be resolved beside our torch (it wants
+# torchvision), so it goes with --no-deps into its own folder, on PYTHONPATH for this one test file only.
+LMMS_EVAL_DIR := .lmms-eval-test
+LMMS_EVAL_PINS := lmms-eval==0.7.3 loguru==0.7.3 pytz==2026.6 datasets==5.2.0 multiprocess==0.70.19 \
+	dill==0.4.1 xxhash==4.1.0 accelerate==1.16.0 tenacity==9.2.1 evaluate==0.4.6 sacrebleu==2.6.0 \
+	portalocker==4.4.2 tabulate==0.10.0 colorama==0.4.6 lxml==6.2.1 opencv-python-headless==5.1.0.95
+
+$(LMMS_EVAL_DIR)/.installed: Makefile
+	rm -rf $(LMMS_EVAL_DIR)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(LMMS_EVAL_DIR) $(LMMS_EVAL_PINS)
+	touch $@
+
+test-lmms-eval: install $(LMMS_EVAL_DIR)/.installed
+	PYTHONPATH=$(LMMS_EVAL_DIR) $(BIN)/python -m pytest -q tests/test_lmms_eval_grading.py
 
 # Everything but the tests marked slow (bench smoke runs, plugin installs, Ray, the browser): for quick
 # iterations; `make test` (and CI) runs them all.

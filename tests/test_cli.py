@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlbcli.cli.app import app
+from mlbcli.io.kept_tokens import decode_kept
 from mlbcli.io.writers import read_results
 
 FAST = ["--workers", "0", "--frames", "6", "--max-new-tokens", "4", "-q"]
@@ -552,6 +553,11 @@ def test_every_method_end_to_end(tiny_model_dir, clips, tmp_path, method, debias
         0 < row["keep_realized"] <= (1 / 3 + 1e-9 if method == "dycoke" else 0.25)
         and row["flops_ratio"] < 1.0
     )
+    # kept_tokens: the surviving original tokens themselves, frame by frame (what `mlb report` draws)
+    mask = decode_kept(row["kept_tokens"])  # [frames, grid_h, grid_w]
+    assert mask.shape[0] == 6 and mask.size == row["visual_tokens_in"]
+    assert mask.sum(axis=(1, 2)).tolist() == row["kept_per_frame"]
+    assert mask.sum() == row["visual_tokens_kept"] - row["appended_tokens"]
     if method in ("fastv", "adatp", "mlb"):
         assert row["attention_per_frame"] is not None and len(row["attention_per_frame"]) == 6
         assert row["tokens_per_layer"][-1] == row["visual_tokens_kept"]

@@ -33,6 +33,7 @@ EXAMPLES = """\
   mlb summarize /srv/cams --out summaries.parquet -q
 
   mlb show answers.parquet        # the results as a table
+  mlb report a.parquet b.parquet  # one HTML page: what each run kept and answered
   mlb methods                     # methods, debiasers, hyperparameters
   mlb doctor                      # offline self-check of the install"""
 
@@ -80,6 +81,7 @@ app.command(cls=Command, epilog="Example: mlb show answers.parquet --columns vid
     tools.show
 )
 app.command(cls=Command, epilog=tools.SCORE_EPILOG)(tools.score)
+app.command(cls=Command, epilog=tools.REPORT_EPILOG)(tools.report)
 app.command()(
     declared_command(
         "doctor",

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from mlbcli.cli.common import fail, method_name, method_params, setup_logging, usage_errors
 from mlbcli.cli.declared import values_for
-from mlbcli.errors import MlbError
+from mlbcli.errors import MlbError, UsageError
 
 FLOPS_EPILOG = (
     "Example: mlb flops --model llava-hf/llava-onevision-qwen2-7b-ov-hf --frames 32 "
@@ -241,3 +242,42 @@ def doctor(values: dict[str, Any]) -> None:
 
     ok = run_doctor(echo=typer.echo, keep_files=values["keep_files"])
     raise typer.Exit(0 if ok else 1)
+
+
+# -- mlb report ----------------------------------------------------------------------------------------------
+REPORT_EPILOG = "Example: mlb report fastv.parquet mlb.parquet --out report.html --focus wrong"
+
+
+def report(
+    results: Annotated[
+        list[str],
+        typer.Argument(metavar="RESULTS...", help="Results files of mlb (.parquet, .jsonl, .csv)."),
+    ],
+    out: Annotated[
+        str, typer.Option("--out", "-o", metavar="FILE.html", help="The page to write (self-contained).")
+    ] = "report.html",
+    videos: Annotated[
+        int, typer.Option("--videos", metavar="N", help="Videos shown in the gallery (frames re-decoded).")
+    ] = 24,
+    focus: Annotated[
+        str, typer.Option("--focus", metavar="all|wrong", help="'wrong': wrong answers first in the gallery.")
+    ] = "all",
+) -> None:
+    """One self-contained HTML page of runs: summaries, accuracy vs FLOPs, and per video what each method
+    kept (pruned patches dimmed) and answered, side by side. Opens offline; safe to mail."""
+    missing = [path for path in results if not Path(path).is_file()]
+    if missing:
+        typer.echo(f"mlb: error: no such results file: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    from mlbcli.report.html import render_report
+
+    with usage_errors():
+        try:
+            summary = render_report(results, out, videos=videos, focus=focus.strip().lower())
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    typer.echo(
+        f"{out}: {summary.rows} rows, {summary.videos_shown} videos shown, "
+        f"{summary.bytes / 1e6:.1f} MB, {summary.seconds:.1f} s",
+        err=True,
+    )

@@ -11,6 +11,7 @@ import torch
 from mlbcli.engine.cache import PrefillResult
 from mlbcli.engine.decode import Generation
 from mlbcli.engine.flops import LLMDims, layer_flops, visual_flops
+from mlbcli.io.kept_tokens import KeptRecord, encode_kept
 from mlbcli.selection.base import keep_note
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class TokenStats:
     keep_note: str | None = None
     # Visual KV entries the decode steps attended to vs the unpruned model's (None: nothing decoded)
     decode_kv_ratio: float | None = None
+    # Which original visual tokens survived, as a bitmap over [frames, grid_h, grid_w] (`io.kept_tokens`)
+    kept_tokens: KeptRecord | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class TokenStats:
             "kept_per_frame": self.kept_per_frame,
             "appended_tokens": self.appended_tokens,
             "attention_per_frame": self.attention_per_frame,
+            "kept_tokens": self.kept_tokens,
         }
 
 
@@ -91,6 +95,7 @@ def token_stats(
         attention_per_frame=attention,
         info={str(k): v for k, v in state.infos.items() if v},
         keep_note=note,
+        kept_tokens=encode_kept(state.kept_ids.cpu().numpy(), video.num_frames, *video.grid),
     )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mlbcli.io.kept_tokens import arrow_type as kept_tokens_type
+
 _PROVENANCE = [
     pa.field("mlb_version", pa.string()),
     pa.field("torch_version", pa.string()),
@@ -43,6 +45,8 @@ _TOKENS = [
     pa.field("decode_kv_ratio", pa.float64()),
     pa.field("tokens_per_layer", pa.list_(pa.int64())),
     pa.field("kept_per_frame", pa.list_(pa.int64())),
+    # which original visual tokens survived: a bitmap over [frames, grid_h, grid_w] (io/kept_tokens.py)
+    pa.field("kept_tokens", kept_tokens_type()),
     pa.field("appended_tokens", pa.int64()),
     pa.field("attention_per_frame", pa.list_(pa.float64())),
     pa.field("segments", pa.string()),  # method diagnostics, JSON (segment bounds and budgets...)
