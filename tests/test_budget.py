@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mlbcli.engine.pipeline import Pipeline
-from mlbcli.engine.plan import LayerContext
 from mlbcli.errors import MlbError, UsageError
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import METHODS, MethodOptions, get_method, method_option_rules
 from mlbcli.selection.ops import debias as D
 from mlbcli.selection.ops.slowfast import slow_frame_indices
+from mlbcli.selection.plan import LayerContext
 
 QUESTION = "What is happening in the video?"
 BUDGET_METHODS = ["uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke"]

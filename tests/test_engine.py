@@ -178,14 +178,15 @@ def test_random_selection_exact_sorted_unique(keep, seed, frames):
 
 def test_the_loop_imports_model_adapters_for_types_only():
     """The batched loop speaks to a family only through the `Adapter` protocol: its modules import
-    `mlbcli.models` under TYPE_CHECKING only (no import circle, and a plugin family needs no engine edit)."""
+    `mlbcli.models` under TYPE_CHECKING only (no import circle, and a plugin family needs no engine edit),
+    apart from the data the adapters hand it (`models.inputs.ModelInputs`)."""
     import ast
     from pathlib import Path
 
     import mlbcli.engine
 
     folder = Path(mlbcli.engine.__file__).parent
-    for name in ("batch", "rows", "cache", "forward", "prefill", "decode", "plan", "probe", "flops"):
+    for name in ("batch", "rows", "cache", "forward", "prefill", "decode", "probe", "flops"):
         tree = ast.parse((folder / f"{name}.py").read_text())
         type_only = {
             id(node)
@@ -198,4 +199,5 @@ def test_the_loop_imports_model_adapters_for_types_only():
             for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and node.module and id(node) not in type_only
         ]
-        assert not [module for module in runtime if module.startswith("mlbcli.models")], name
+        adapters = [m for m in runtime if m.startswith("mlbcli.models") and m != "mlbcli.models.inputs"]
+        assert not adapters, name

@@ -34,17 +34,10 @@ This module is the loop's public face (`from mlbcli.engine import batch as engin
 
 from mlbcli.engine.cache import Batch, PrefillResult, cache_lengths, concat_batches
 from mlbcli.engine.decode import Generation, greedy_decode, greedy_decode_batch
-from mlbcli.engine.plan import (
-    DecodeContext,
-    DecodePolicy,
-    LayerContext,
-    LayerKeep,
-    LayerPruner,
-    ModelInputs,
-    PrunePlan,
-)
 from mlbcli.engine.prefill import extend, extend_batch, prefill, prefill_batch
 from mlbcli.engine.rows import contiguous_positions
+from mlbcli.models.inputs import ModelInputs
+from mlbcli.selection.plan import DecodeContext, DecodePolicy, LayerContext, LayerKeep, LayerPruner, PrunePlan
 
 __all__ = [
     "Batch",

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from mlbcli.engine.plan import DecodePolicy
 from mlbcli.engine.rows import pad_to
+from mlbcli.selection.plan import DecodePolicy
 
 
 @dataclass

@@ -18,8 +18,8 @@ import torch
 
 from mlbcli.engine.cache import Batch, PrefillResult, drop_rows, one_row_batch
 from mlbcli.engine.forward import last_logits, run_layer
-from mlbcli.engine.plan import DecodeContext
 from mlbcli.engine.probe import ProbeCapture, attention_probe
+from mlbcli.selection.plan import DecodeContext
 
 if TYPE_CHECKING:
     from mlbcli.models.contract import Adapter

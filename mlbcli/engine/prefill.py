@@ -14,7 +14,6 @@ import torch
 
 from mlbcli.engine.cache import Batch, PrefillResult, drop_rows, make_cache, one_row_batch
 from mlbcli.engine.forward import row_logits, run_layer
-from mlbcli.engine.plan import LayerContext, ModelInputs, PrunePlan
 from mlbcli.engine.probe import ProbeCapture, attention_probe
 from mlbcli.engine.rows import (
     RowSequence,
@@ -24,6 +23,8 @@ from mlbcli.engine.rows import (
     text_only,
     valid_slots,
 )
+from mlbcli.models.inputs import ModelInputs
+from mlbcli.selection.plan import LayerContext, PrunePlan
 
 if TYPE_CHECKING:
     from mlbcli.models.contract import Adapter

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mlbcli.engine.plan import LayerKeep
+from mlbcli.selection.plan import LayerKeep
 
 
 @dataclass

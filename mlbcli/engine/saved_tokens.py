@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.io import tokens as token_files
 from mlbcli.io.sampling import GENERIC, FrameRule
 from mlbcli.models.base import INPUTS_VERSION, VideoTokens, sampled_fps
 from mlbcli.selection.base import Method, MethodOptions
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 if TYPE_CHECKING:
     from mlbcli.engine.pipeline import EncodedVideo, Pipeline

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mlbcli.engine.plan import ModelInputs
+    from mlbcli.models.inputs import ModelInputs
 
 #: CLIP's normalisation, the default of the checkpoints that name none (Qwen2-VL, LLaVA-NeXT).
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -419,7 +419,7 @@ class ModelAdapter(abc.ABC):
 
     def model_inputs(self, prompt: Prompt, video: VideoTokens) -> ModelInputs:
         """One request as the engine takes it: embeddings, positions, visual slots and query rows."""
-        from mlbcli.engine.plan import ModelInputs
+        from mlbcli.models.inputs import ModelInputs
 
         return ModelInputs(
             embeds=self.embed(prompt, video),

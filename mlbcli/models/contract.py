@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mlbcli.engine.plan import ModelInputs
     from mlbcli.io.sampling import FrameRule
     from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.models.inputs import ModelInputs
 
 
 class Adapter(Protocol):

@@ -59,7 +59,7 @@ from mlbcli.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, TEMPORAL_SPACING, Qwe
 if TYPE_CHECKING:
     import torch
 
-    from mlbcli.engine.plan import ModelInputs
+    from mlbcli.models.inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from mlbcli.selection.parameters import NoParams, normalize_name, resolve
 if TYPE_CHECKING:
     import torch
 
-    from mlbcli.engine.plan import PrunePlan
     from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.selection.plan import PrunePlan
 
 #: Text tokens assumed around the visual block when planning without a tokenizer (`mlb flops`).
 NOMINAL_TEXT_TOKENS = 64
@@ -155,7 +155,7 @@ def keep_note(
 
 def keep_everything() -> PrunePlan:
     """The plan that prunes nothing (e.g. every budget method at --keep 1.0)."""
-    from mlbcli.engine.plan import PrunePlan
+    from mlbcli.selection.plan import PrunePlan
 
     return PrunePlan()
 

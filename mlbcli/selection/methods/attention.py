@@ -15,9 +15,9 @@ from mlbcli.selection.base import Method, PlanContext, token_budget
 from mlbcli.selection.debiasers import debiaser_params, parse_debias
 
 if TYPE_CHECKING:
-    from mlbcli.engine.plan import PrunePlan
     from mlbcli.models.base import Prompt, VideoTokens
     from mlbcli.selection.ops.attention import AttentionSettings
+    from mlbcli.selection.plan import PrunePlan
 
 
 class AttentionMethod(Method):

@@ -11,8 +11,8 @@ from mlbcli.selection.base import Method, keep_everything
 from mlbcli.selection.methods.common import PreLLMMethod
 
 if TYPE_CHECKING:
-    from mlbcli.engine.plan import PrunePlan
     from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.selection.plan import PrunePlan
 
 
 class NoPruning(Method):

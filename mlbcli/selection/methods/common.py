@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from mlbcli.selection.base import Method, PlanContext, keep_everything
 
 if TYPE_CHECKING:
-    from mlbcli.engine.plan import PrunePlan
     from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.selection.plan import PrunePlan
 
 
 class PreLLMMethod(Method):

@@ -18,8 +18,8 @@ from mlbcli.selection.methods.attention import AttentionMethod
 from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
-    from mlbcli.engine.plan import PrunePlan
     from mlbcli.models.base import Prompt, VideoTokens
+    from mlbcli.selection.plan import PrunePlan
 
 
 class LlavaMLB(AttentionMethod):

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from mlbcli.selection.methods.common import PreLLMMethod
 
 if TYPE_CHECKING:
-    from mlbcli.engine.plan import PrunePlan
     from mlbcli.models.base import VideoTokens
+    from mlbcli.selection.plan import PrunePlan
 
 
 class VidCom2(PreLLMMethod):

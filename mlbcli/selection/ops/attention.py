@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection.base import PlanContext, token_budget
 from mlbcli.selection.ops import debias as D
+from mlbcli.selection.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
 
 
 def frame_bounds(segments: torch.Tensor) -> list[list[int]]:

@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 
 def frame_budgets(total: int, num_frames: int) -> list[int]:

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine.plan import DecodeContext, DecodePolicy
 from mlbcli.selection.ops.clustering import stable_top
+from mlbcli.selection.plan import DecodeContext, DecodePolicy
 
 
 class DyCokeKV(DecodePolicy):

@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops.baselines import layer0_features, missed
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 
 def evs_count(num_frames: int, tokens_per_frame: int, keep: float) -> int:

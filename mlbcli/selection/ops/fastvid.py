@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
@@ -46,6 +45,7 @@ from mlbcli.selection.ops.clustering import (
     frame_saliency,
     stable_top,
 )
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 DENSITY_NEIGHBOURS = 4
 

@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
@@ -47,6 +46,7 @@ from mlbcli.selection.ops.clustering import (
     frame_saliency,
     stable_top,
 )
+from mlbcli.selection.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
 
 NEIGHBOURS = 7
 

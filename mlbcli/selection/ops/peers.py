@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from mlbcli.engine.plan import DecodePolicy, LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
 from mlbcli.selection.ops.baselines import frame_budgets
+from mlbcli.selection.plan import DecodePolicy, LayerContext, LayerKeep, PrunePlan
 
 
 def visionzip_plan(video: VideoTokens, keep: float, ratio: float, variant: str) -> PrunePlan:

@@ -38,12 +38,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine.plan import DecodeContext, DecodePolicy, LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
 from mlbcli.selection.ops.baselines import layer0_features, missed
 from mlbcli.selection.ops.clustering import assign_to_centres, density_peaks, runs, stable_top
+from mlbcli.selection.plan import DecodeContext, DecodePolicy, LayerContext, LayerKeep, PrunePlan
 
 NEIGHBOURS = 7
 MIN_CLUSTER_SIZE = 14  # groups of at most this many tokens are not clustered (reference)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 if TYPE_CHECKING:
     from mlbcli.models.base import VideoTokens

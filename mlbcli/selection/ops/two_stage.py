@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
 from mlbcli.selection.ops.baselines import frame_budgets
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 if TYPE_CHECKING:
     from mlbcli.selection.base import Method, PlanContext

@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops.baselines import layer0_features, missed
 from mlbcli.selection.ops.clustering import stable_top
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 ALPHAS = tuple(2.0**k for k in range(-3, 2))
 LOW_VARIANCE_CHANNELS = 0.5

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mlbcli.engine.plan import LayerContext, LayerKeep, PrunePlan
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import Method, PlanContext, param, token_budget
+from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 __all__ = ["TopKNorm", "frame_budgets", "topk_norm_keep"]
 

@@ -1,9 +1,9 @@
 """The contract between token-selection methods and the engine: keep schedules and what pruners see.
 
 A method returns a `PrunePlan` (which pruner runs before which decoder layer, and an optional
-per-step KV policy for decoding); the engine (`mlbcli.engine.batch`) runs it. A model adapter builds
-`ModelInputs` (one row as the LLM sees it). This module holds data only, so methods and adapters
-depend on it and never on the engine's loop.
+per-step KV policy for decoding); the engine (`mlbcli.engine.prefill` / `decode`) runs it. This module
+holds data only, so methods depend on it and never on the engine's loop, and the engine, one layer up,
+imports it from here.
 """
 
 from __future__ import annotations
@@ -92,20 +92,3 @@ class PrunePlan:
             raise ValueError("needs_scores names a layer without a pruner")
         if self.query not in ("question", "last"):
             raise ValueError(f"query must be 'question' or 'last', not {self.query!r}")
-
-
-@dataclass
-class ModelInputs:
-    """One row as the LLM sees it: what `ModelAdapter.model_inputs(prompt, video)` builds."""
-
-    embeds: torch.Tensor  # [1, L, D] input embeddings, visual block filled in
-    position_ids: torch.Tensor  # [..., 1, L]: [1, L], or [3, 1, L] for M-RoPE
-    visual_slots: torch.Tensor  # [n] positions of the prunable visual tokens (visual ids 0..n-1)
-    query_slots: torch.Tensor  # [q] the probe's query rows (the question's tokens)
-    # Per decoder layer l: [n, D] features added to the output of layer l at the visual tokens, by
-    # visual id (Qwen3-VL's DeepStack). A pruned token's features go with it; appended tokens get none.
-    visual_residuals: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def length(self) -> int:
-        return int(self.embeds.shape[1])
