@@ -106,15 +106,18 @@ def test_register_adapter_adds_a_variant_in_this_process(monkeypatch):
     assert models.adapter_class_for(SimpleNamespace(model_type="qwen2_vl")) is Qwen2VLAdapter
 
 
-def test_family_settings_are_declared_by_the_adapters_that_take_them():
-    declared = models.family_options()
-    assert list(declared) == ["min_pixels", "max_pixels", "temporal_spacing"]
-    assert declared["temporal_spacing"].flag == "--temporal-spacing"
-    for cls in models.adapter_classes():  # every declared setting has a default, and only those
-        assert {option.name for option in cls.family_options} == set(cls.option_defaults), cls.family
-    models.check_family_option_values({"temporal_spacing": "exact", "min_pixels": 1024})
-    with pytest.raises(UsageError, match="--temporal-spacing must be one of reference, exact"):
-        models.check_family_option_values({"temporal_spacing": "fast"})
+def test_family_settings_are_offered_by_the_option_table():
+    """What an adapter takes (`option_defaults`) is declared once, as a family setting of the option table
+    (flag, help, allowed values), and a value outside the table's choices is refused before loading."""
+    from mlbcli.options import ModelSpec
+    from mlbcli.options.table import OPTIONS
+
+    offered = {option.name for option in OPTIONS if option.adapter}
+    assert offered == {"min_pixels", "max_pixels", "temporal_spacing"}
+    for cls in models.adapter_classes():
+        assert set(cls.option_defaults) <= offered, cls.family
+    with pytest.raises(UsageError, match="temporal"):
+        ModelSpec(model="m", temporal_spacing="fast")
 
 
 def test_the_benchmark_prompt_profile_is_an_adapter_attribute():

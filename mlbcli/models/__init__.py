@@ -12,7 +12,6 @@ Importing this package imports no family module and no torch.
 from __future__ import annotations
 
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
-from mlbcli.models.family_options import FamilyOption
 from mlbcli.models.hub import download_command
 from mlbcli.models.loading import describe_model, load_adapter, load_config, resolve_device, resolve_dtype
 from mlbcli.models.registry import (
@@ -20,8 +19,6 @@ from mlbcli.models.registry import (
     MODEL_ADAPTERS,
     adapter_class_for,
     adapter_classes,
-    check_family_option_values,
-    family_options,
     register_adapter,
     supported_model_types,
 )
@@ -32,7 +29,6 @@ _load_config = load_config
 
 __all__ = [
     "DEFAULT_MODEL",
-    "FamilyOption",
     "GROUP",
     "MODEL_ADAPTERS",
     "ModelAdapter",
@@ -43,10 +39,8 @@ __all__ = [
     "_load_config",
     "adapter_class_for",
     "adapter_classes",
-    "check_family_option_values",
     "describe_model",
     "download_command",
-    "family_options",
     "load_adapter",
     "load_config",
     "register_adapter",

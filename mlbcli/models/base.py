@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.io.sampling import GENERIC, FrameRule
-from mlbcli.models.family_options import FamilyOption
 
 if TYPE_CHECKING:
     import numpy as np
@@ -172,10 +171,9 @@ class ModelAdapter(abc.ABC):
 
     #: The family's own settings (`load_adapter(..., name=value)`, CLI `--name`) and their defaults, set as
     #: attributes (settable later). Any other is a UsageError, "--name does not apply to <family> models".
+    #: How a setting is offered (flag, type, help, allowed values) is declared once, in
+    #: `mlbcli/options/table.py` (torch-free, for `--help`); a test checks every name here is there.
     option_defaults: ClassVar[dict[str, Any]] = {}
-    #: How those settings are offered (type, help, allowed values): one declaration per setting, shared
-    #: by the families that take it (`mlbcli.models.registry.family_options` gathers them).
-    family_options: ClassVar[tuple[FamilyOption, ...]] = ()
 
     def __init__(
         self,

@@ -52,9 +52,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mlbcli.errors import UsageError
 from mlbcli.io.sampling import FrameRule
 from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
-from mlbcli.models.family_options import FamilyOption
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,32 +73,11 @@ QWEN_FRAME_RULE = FrameRule(
 
 TEMPORAL_SPACINGS = ("reference", "exact")
 
-# The Qwen families' own settings (`ModelAdapter.family_options`): per-frame pixel bounds overriding
-# the checkpoint's, and how temporal patches are spaced in time.
-MIN_PIXELS = FamilyOption(
-    "min_pixels",
-    int,
-    "Qwen2-VL family: lower bound on the pixels per frame after resizing (checkpoint default).",
-)
-MAX_PIXELS = FamilyOption(
-    "max_pixels",
-    int,
-    "Qwen2-VL family: upper bound on the pixels per frame after resizing (checkpoint default).",
-)
-TEMPORAL_SPACING = FamilyOption(
-    "temporal_spacing",
-    str,
-    "Qwen2.5-VL / Qwen3-VL: time between temporal patches as the official processors compute it "
-    "('reference', default: 2N/(k*fps) for k of N frames, frame times index/fps) or from the "
-    "container's real frame times ('exact').",
-    metavar="reference|exact",
-    choices=TEMPORAL_SPACINGS,
-)
-
 
 def check_temporal_spacing(value: str | None) -> str:
     """`--temporal-spacing`: "reference" (the default: as the official processors) or "exact"."""
-    TEMPORAL_SPACING.check(value)
+    if value is not None and value not in TEMPORAL_SPACINGS:
+        raise UsageError(f"--temporal-spacing must be one of {', '.join(TEMPORAL_SPACINGS)}, got {value!r}")
     return "reference" if value is None else value
 
 
@@ -252,7 +231,6 @@ class _QwenVLAdapter(QwenVideoAdapter):
 
     # Per-frame pixel bounds overriding the checkpoint's (`--min-pixels` / `--max-pixels`).
     option_defaults: ClassVar[dict[str, Any]] = {"min_pixels": None, "max_pixels": None}
-    family_options: ClassVar[tuple[FamilyOption, ...]] = (MIN_PIXELS, MAX_PIXELS)
     min_pixels: int | None
     max_pixels: int | None
 
@@ -366,7 +344,6 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):  # noqa: N801 (the transformers spellin
         **_QwenVLAdapter.option_defaults,
         "temporal_spacing": "reference",
     }
-    family_options: ClassVar[tuple[FamilyOption, ...]] = (MIN_PIXELS, MAX_PIXELS, TEMPORAL_SPACING)
     temporal_spacing: str
 
     @classmethod

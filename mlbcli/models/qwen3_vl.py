@@ -53,8 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.models.family_options import FamilyOption
-from mlbcli.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, TEMPORAL_SPACING, QwenVideoAdapter, cap_note
+from mlbcli.models.qwen2_vl import QwenVideoAdapter, cap_note
 
 if TYPE_CHECKING:
     import torch
@@ -136,7 +135,6 @@ class Qwen3VLAdapter(QwenVideoAdapter):
         "max_pixels": None,
         "temporal_spacing": "reference",
     }
-    family_options: ClassVar[tuple[FamilyOption, ...]] = (MIN_PIXELS, MAX_PIXELS, TEMPORAL_SPACING)
     min_pixels: int | None
     max_pixels: int | None
     temporal_spacing: str

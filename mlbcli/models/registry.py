@@ -23,7 +23,6 @@ from mlbcli.plugins import Registry
 
 if TYPE_CHECKING:
     from mlbcli.models.base import ModelAdapter
-    from mlbcli.models.family_options import FamilyOption
 
 #: Entry point group of model adapter plugins.
 GROUP = "mlb.models"
@@ -81,22 +80,3 @@ def adapter_class_for(config: Any) -> type[ModelAdapter]:
 def adapter_classes() -> list[type[ModelAdapter]]:
     """Every known adapter class, bases and variants (imports every family module)."""
     return list(MODEL_ADAPTERS.load_all().values())
-
-
-def family_options() -> dict[str, FamilyOption]:
-    """The settings some family takes (`--min-pixels`...), by name, in the order adapters declare them:
-    what the CLI and `ModelSpec` offer without naming a family. Imports the family modules (torch-free)."""
-    declared: dict[str, FamilyOption] = {}
-    for cls in adapter_classes():
-        for option in cls.family_options:
-            declared.setdefault(option.name, option)
-    return declared
-
-
-def check_family_option_values(values: dict[str, Any]) -> None:
-    """UsageError for a family setting's value that no family accepts (`--temporal-spacing fast`),
-    before any checkpoint is known; whether the model's family takes it is `check_options`' question."""
-    declared = family_options()
-    for name, value in values.items():
-        if name in declared:
-            declared[name].check(value)
