@@ -7,8 +7,8 @@ The batch harness lives in `mlbcli.runners` (`batch`: writer, resume, rows; `loc
 model work); this module only says what each command reads, asks and writes.
 
     >>> from mlbcli import api
-    >>> api.answer(["videos/"], question="What is the person doing?", method="fastv", keep=0.25,
-    ...            out="answers.parquet")
+    >>> api.answer(["videos/"], question="What is the person doing?", model="llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    ...            method="fastv", keep=0.25, run=api.RunOptions(out="answers.parquet"))
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def flops(
     whose sequence cannot fit the model's context are `UsageError`s, as they would be in `answer`.
     """
     from mlbcli.engine.flops import LLMDims, layer_flops, tokens_per_layer, visual_flops
-    from mlbcli.models import _load_config, adapter_class_for
+    from mlbcli.models import adapter_class_for, load_config
     from mlbcli.selection import get_method
     from mlbcli.selection.base import PlanContext
 
@@ -289,7 +289,7 @@ def flops(
         variant=variant,
         positions=positions,
     )  # --frames 0, bad --keep, options the method does not use: the run's own UsageErrors
-    config = _load_config(model)
+    config = load_config(model)
     adapter_cls = adapter_class_for(config)
     frames = adapter_cls.frame_rule.frame_count(spec.frames or adapter_cls.default_frames)
     text_config = config.text_config if hasattr(config, "text_config") else config

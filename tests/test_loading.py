@@ -16,6 +16,7 @@ from mlbcli.cli.app import app
 from mlbcli.errors import ModelLoadError
 from mlbcli.io.writers import read_results
 from mlbcli.models import DEFAULT_MODEL, load_adapter
+from mlbcli.models.source import _hub_model_known
 
 
 def _hub_major() -> int:
@@ -160,8 +161,8 @@ def test_a_cached_hub_model_is_known(tmp_path, monkeypatch):
         "huggingface_hub.try_to_load_from_cache",
         lambda repo_id, filename: "/cache/config.json" if repo_id == "org/cached" else None,
     )
-    assert models._hub_model_known("org/cached")
-    assert not models._hub_model_known("org/other")
+    assert _hub_model_known("org/cached")
+    assert not _hub_model_known("org/other")
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def ray_options(values: dict[str, Any]) -> Any:
         if given:
             raise UsageError(f"{', '.join(given)} apply to --runner ray")
         return None
-    from mlbcli.runners.ray import RayOptions
+    from mlbcli.runners.ray_options import RayOptions
 
     return RayOptions(
         address=values["ray_address"],

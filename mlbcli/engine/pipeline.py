@@ -2,8 +2,8 @@
 
 A request is one encoded video x one prompt. `Pipeline` loads a model once and runs batches of
 requests: each is planned (its method's keep schedule), then the batch is prefilled together (every row
-with its own keep set, see `engine`), and decoded together. The batch harness of `mlbcli.api` and the
-Ray runner call `run`; notebooks may use the one-request helpers `answer` and `reduce`.
+with its own keep set, see `engine`), and decoded together. The batch harness of `mlbcli.runners` (local
+and Ray) calls `run`; notebooks may use the one-request helpers `answer` and `reduce`.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class Pipeline:
         context = self.plan_context(
             request.prompt,
             prompt,
-            diagnostics=not request.generate,  # `compress`: attention presets probe even at keep 1.0
+            diagnostics=not request.generate,  # `compress`: attention methods probe even at keep 1.0
             mrope=inputs.position_ids.dim() == 3,
         )
         plan = method.plan_with_context(video, prompt, context)

@@ -25,7 +25,7 @@ import torch
 from mlbcli.io.naming import safe_name
 
 # What the report reads from the engine's objects, typed by shape so that io imports no higher layer
-# (`engine.pipeline.EncodedVideo`, `engine.batch.PrefillResult`, `engine.pipeline.TokenStats` fit).
+# (`engine.pipeline.EncodedVideo`, `engine.batch.PrefillResult`, `engine.stats.TokenStats` fit).
 
 
 class _VideoTokens(Protocol):

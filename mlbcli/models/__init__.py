@@ -22,10 +22,7 @@ from mlbcli.models.registry import (
     register_adapter,
     supported_model_types,
 )
-from mlbcli.models.source import DEFAULT_MODEL, ModelSource, _hub_model_known, resolve_model
-
-#: The former private name of `load_config`, still imported by callers outside this package.
-_load_config = load_config
+from mlbcli.models.source import DEFAULT_MODEL, ModelSource, resolve_model
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -35,8 +32,6 @@ __all__ = [
     "ModelSource",
     "Prompt",
     "VideoTokens",
-    "_hub_model_known",
-    "_load_config",
     "adapter_class_for",
     "adapter_classes",
     "describe_model",

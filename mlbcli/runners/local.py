@@ -36,11 +36,11 @@ def load_pipeline(spec: ModelSpec, run: RunOptions) -> Prepare:
 
     def prepare(items: list[Item], reporter: Reporter) -> Any:
         if run.runner == "ray":
-            from mlbcli.models import _load_config, adapter_class_for
+            from mlbcli.models import adapter_class_for, load_config
             from mlbcli.runners.ray import require_ray
 
             require_ray()
-            adapter_cls = adapter_class_for(_load_config(spec.model))
+            adapter_cls = adapter_class_for(load_config(spec.model))
             adapter_cls.check_options(spec.adapter_options())
             return adapter_cls
         import torch

@@ -1,7 +1,7 @@
 """`RayOptions`: where and how wide `--runner ray` runs.
 
-A leaf module (it imports no runner) so that `mlbcli.options.RunOptions` can name it without importing
-the Ray runner, which itself takes `RunOptions`.
+A leaf module (it imports no runner): the CLI builds it for `RunOptions.ray` without importing the Ray
+runner, which itself takes `RunOptions`.
 """
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ def _release_memory() -> None:
 
 
 OUT_OF_MEMORY_ADVICE = (
-    "out of memory on a single item: lower --frames (or --max-pixels for Qwen), prune before the LLM "
+    "out of memory on a single item: lower --frames (or --max-pixels where the family takes it), prune before the LLM "
     "(--keep with a pre-LLM method), or use --dtype bf16"
 )
 
