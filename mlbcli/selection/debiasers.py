@@ -8,7 +8,8 @@ applied in the canonical order of `ORDER`); each declares the hyperparameters it
 composes its `Params` by inheritance. The tensor work is in `mlbcli.selection.ops` (torch); this
 module is torch-free so that the CLI can list and check debiasers at start-up.
 
-Debiasers register under the entry-point group `mlb.debiasers` like methods do under `mlb.methods`.
+The set is closed: the attention selection (`selection.ops.attention`) implements exactly these four,
+so there is no plugin group for debiasers, and `--debias` with any other name is a `UsageError`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from mlbcli.errors import UsageError
-from mlbcli.plugins import Registry
 from mlbcli.selection.parameters import NoParams, param
 
 
@@ -123,24 +123,18 @@ class SummaryTail(Debiaser):
     description = "LLaVA-MLB VSTail: s x s pooled summary of every frame appended after the visual block"
 
 
-#: The built-in debiasers, in the order they are applied and listed.
-ORDER = ("global", "local", "grid", "tail")
-DEBIASERS: Registry[type[Debiaser]] = Registry(
-    "mlb.debiasers",
-    {
-        "global": "mlbcli.selection.debiasers:GlobalSegments",
-        "local": "mlbcli.selection.debiasers:LocalDedup",
-        "grid": "mlbcli.selection.debiasers:GridCells",
-        "tail": "mlbcli.selection.debiasers:SummaryTail",
-    },
-)
+#: The debiasers the attention selection implements, in the order they are applied and listed.
+DEBIASERS: dict[str, type[Debiaser]] = {
+    cls.name: cls for cls in (GlobalSegments, LocalDedup, GridCells, SummaryTail)
+}
+ORDER = tuple(DEBIASERS)
 #: `--debias none`: no debiasing (plain global top-k by attention).
 NONE_DESCRIPTION = "no debiasing (plain global top-k by attention)"
 
 
 def debiaser_names() -> list[str]:
-    """The debiasers in application order: the built-ins, then plugins by name."""
-    return [*ORDER, *(name for name in DEBIASERS.names() if name not in ORDER)]
+    """The debiasers in application order (a closed set: no plugins)."""
+    return list(ORDER)
 
 
 def parse_debias(debias: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -152,7 +146,8 @@ def parse_debias(debias: Sequence[str] | None, default: tuple[str, ...]) -> tupl
     unknown = [d for d in names if d not in known and d != "none"]
     if unknown:
         raise UsageError(
-            f"unknown debiaser(s) {', '.join(unknown)}; choose from {', '.join([*known, 'none'])}"
+            f"unknown debiaser(s) {', '.join(unknown)}: the attention methods implement "
+            f"{', '.join([*known, 'none'])}"
         )
     if "none" in names and len(set(names)) > 1:
         raise UsageError("--debias none cannot be combined with other debiasers")
@@ -161,4 +156,4 @@ def parse_debias(debias: Sequence[str] | None, default: tuple[str, ...]) -> tupl
 
 def debiaser_params(names: Sequence[str]) -> tuple[type, ...]:
     """The `Params` classes of the debiasers `names`."""
-    return tuple(DEBIASERS.load(name).Params for name in names)
+    return tuple(DEBIASERS[name].Params for name in names)

@@ -121,7 +121,7 @@ METHODS: Mapping[str, type[Method]] = _MethodTable()
 def parameter_declarations() -> dict[str, ParameterInfo]:
     """Every hyperparameter of the debiasers and methods, with who reads it (debiasers first)."""
     owners: list[tuple[str, tuple[type, ...]]] = [
-        (name, (DEBIASERS.load(name).Params,)) for name in debiaser_names()
+        (name, (DEBIASERS[name].Params,)) for name in debiaser_names()
     ]
     owners += [(name, cls.declared_parameter_sources()) for name, cls in _loaded_methods().items()]
     readers: dict[str, list[str]] = {}
@@ -238,7 +238,7 @@ def describe_debiasers() -> list[tuple[str, str, tuple[ParameterInfo, ...]]]:
     declared = parameter_declarations()
     rows = []
     for name in debiaser_names():
-        cls = DEBIASERS.load(name)
+        cls = DEBIASERS[name]
         rows.append((name, cls.description, tuple(declared[p] for p in merged_fields((cls.Params,)))))
     return [*rows, ("none", NONE_DESCRIPTION, ())]
 
