@@ -115,6 +115,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _validate_sampling(self.frames, self.fps)
+        # hyperparameter names as the method spells them, whoever typed them (`dedup-threshold` from a
+        # notebook, `dedup_threshold` from the CLI): what `recorded()` stores and resume compares
+        object.__setattr__(self, "params", _normalized_params(self.params))
         check_choices("spec", asdict(self))  # e.g. --temporal-spacing; the family check is the adapter's
         from mlbcli.selection import validate_method_options
 
@@ -220,6 +223,24 @@ def _model_spec(
     return ModelSpec(
         debias=tuple(debias) if debias is not None else None, params=dict(params or {}), **options
     )
+
+
+def _normalized_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with names normalised (`selection.parameters.normalize_name`) and None ("not given",
+    as methods read it) dropped; two spellings of one name with different values are a `UsageError`."""
+    from mlbcli.selection.parameters import normalize_name
+
+    out: dict[str, Any] = {}
+    for raw, value in params.items():
+        if value is None:
+            continue
+        name = normalize_name(raw)
+        if name in out and out[name] != value:
+            raise UsageError(
+                f"parameter {name!r} given twice with different values ({out[name]!r}, {value!r})"
+            )
+        out[name] = value
+    return out
 
 
 def _validate_sampling(frames: int | None, fps: float | None) -> None:
