@@ -152,17 +152,12 @@ class ModelSpec:
 
     def resolved_method_options(self) -> dict[str, Any]:
         """keep/layer/query (`UNUSED_WHEN_NONE`) as the method runs with them: the given value, else
-        the method's own default (`selection.base.method_defaults`, the one rule), and None where the
-        method does not use the option."""
-        from mlbcli.selection import method_defaults, method_option_rules
+        the method's own default, and None where the method does not use the option
+        (`selection.base.Method.resolved_options`, the one rule)."""
+        from mlbcli.selection import resolved_method_options
 
-        used, _ = method_option_rules(self._method_name)
-        defaults = method_defaults(self._method_name)
-        resolved = {}
-        for key in UNUSED_WHEN_NONE:
-            given = getattr(self, key)
-            resolved[key] = (given if given is not None else defaults[key]) if key in used else None
-        return resolved
+        resolved = resolved_method_options(self._method_name, self.method_options())
+        return {key: resolved[key] for key in UNUSED_WHEN_NONE}
 
     def recorded(self) -> dict[str, Any]:
         """The spec as recorded in `options_json` and compared on resume: keep/layer/query resolved to

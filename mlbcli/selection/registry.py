@@ -182,10 +182,16 @@ def method_option_rules(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
     return cls.options_used, cls.variants
 
 
+def resolved_method_options(name: str, options: MethodOptions) -> dict[str, object]:
+    """keep/layer/query as the method `name` runs with `options` (`Method.resolved_options`, the one
+    rule): given, else the method's default, None where it does not read the option."""
+    return load_method(name).resolved_options(options)
+
+
 def method_defaults(name: str) -> dict[str, object]:
-    """What keep/layer/query resolve to when not given, for the method `name`."""
-    cls = load_method(name)
-    return {"keep": 1.0, "layer": cls.default_layer, "query": cls.default_query}
+    """What keep/layer/query resolve to when not given, for the method `name` (`Method.option_defaults`,
+    which `Method.resolved_options` applies)."""
+    return load_method(name).option_defaults()
 
 
 def validate_method_options(name: str, options: MethodOptions) -> None:
