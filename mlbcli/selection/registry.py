@@ -57,8 +57,14 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def method_names() -> list[str]:
-    """Every method name that `get_method` accepts: built-ins, plugins, registered (no imports)."""
-    return METHOD_REGISTRY.names()
+    """Every method name that `get_method` accepts (no imports): the built-ins in the order of their
+    table (`BUILTIN_METHODS`: baselines, attention methods, peers), then plugins and registered
+    methods by name. `mlb methods`, the README table and messages list them in this order."""
+    names = METHOD_REGISTRY.names()
+    return [
+        *(name for name in BUILTIN_METHODS if name in names),
+        *(n for n in names if n not in BUILTIN_METHODS),
+    ]
 
 
 def canonical_method_name(name: str) -> str:
@@ -90,7 +96,12 @@ def load_method(name: str) -> type[Method]:
 
 
 def _loaded_methods() -> dict[str, type[Method]]:
-    """Every method class that loads; a broken plugin is skipped with a warning (listing must work)."""
+    """Every usable method class, in `method_names` order: a broken plugin, or one whose parameters
+    clash with those declared before it (`_declarations`), is skipped with a warning (listing must work)."""
+    return _declarations()[0]
+
+
+def _importable_methods() -> dict[str, type[Method]]:
     out = {}
     for name in method_names():
         try:
@@ -98,6 +109,60 @@ def _loaded_methods() -> dict[str, type[Method]]:
         except UsageError as error:
             log.warning("%s", error)
     return out
+
+
+_warned: set[str] = set()  # a skipped plugin is reported once per process, not at every listing
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
+def _declarations() -> tuple[dict[str, type[Method]], dict[str, ParameterInfo], dict[str, list[str]]]:
+    """(usable methods, parameter infos, readers of each parameter): the debiasers', then each method's
+    in `method_names` order, so built-ins come first and win. A plugin (or registered) method that
+    declares a known parameter with another type or default is skipped with a warning naming the
+    clash; a clash among built-ins is a bug, raised."""
+    infos: dict[str, ParameterInfo] = {}
+    readers: dict[str, list[str]] = {}
+    for name in debiaser_names():
+        _declare(name, merged_fields((DEBIASERS[name].Params,)), infos, readers)
+    usable: dict[str, type[Method]] = {}
+    for name, cls in _importable_methods().items():
+        fields = merged_fields(cls.declared_parameter_sources())
+        clash = next(
+            (p for p, info in fields.items() if p in infos and _signature(infos[p]) != _signature(info)),
+            None,
+        )
+        if clash is not None:
+            message = (
+                f"{name} declares parameter {clash!r} as {_signature(fields[clash])}, unlike "
+                f"{readers[clash][0]} ({_signature(infos[clash])})"
+            )
+            if name in BUILTIN_METHODS:
+                raise UsageError(message)
+            _warn_once(f"{METHOD_REGISTRY.origin(name)} method {name!r} skipped: {message}")
+            continue
+        _declare(name, fields, infos, readers)
+        usable[name] = cls
+    return usable, infos, readers
+
+
+def _signature(info: ParameterInfo) -> str:
+    return f"{info.type.__name__} = {info.default!r}"
+
+
+def _declare(
+    owner: str,
+    fields: Mapping[str, ParameterInfo],
+    infos: dict[str, ParameterInfo],
+    readers: dict[str, list[str]],
+) -> None:
+    for name, info in fields.items():
+        infos.setdefault(name, info)
+        readers.setdefault(name, []).append(owner)
 
 
 class _MethodTable(Mapping[str, type[Method]]):
@@ -119,19 +184,8 @@ METHODS: Mapping[str, type[Method]] = _MethodTable()
 
 
 def parameter_declarations() -> dict[str, ParameterInfo]:
-    """Every hyperparameter of the debiasers and methods, with who reads it (debiasers first)."""
-    owners: list[tuple[str, tuple[type, ...]]] = [
-        (name, (DEBIASERS[name].Params,)) for name in debiaser_names()
-    ]
-    owners += [(name, cls.declared_parameter_sources()) for name, cls in _loaded_methods().items()]
-    readers: dict[str, list[str]] = {}
-    infos: dict[str, ParameterInfo] = {}
-    for owner, sources in owners:
-        for name, info in merged_fields(sources).items():
-            known = infos.setdefault(name, info)
-            if (known.type, known.default) != (info.type, info.default):
-                raise UsageError(f"{owner} declares parameter {name!r} unlike {readers[name][0]} does")
-            readers.setdefault(name, []).append(owner)
+    """Every hyperparameter of the debiasers and usable methods, with who reads it (debiasers first)."""
+    _, infos, readers = _declarations()
     return {
         name: ParameterInfo(
             name=name,
@@ -158,6 +212,8 @@ def get_method(name: str, options: MethodOptions | None = None) -> Method:
     """An instance of the method called `name` (case-insensitive) with `options`; bad options are
     `UsageError`s before any work."""
     cls = load_method(name)
+    if cls.name not in _loaded_methods():  # a plugin skipped for a parameter clash (warned)
+        raise UsageError(f"method {cls.name!r} is unusable: its parameters clash with a built-in's")
     options = options or MethodOptions()
     if options.params:
         _check_known_parameters(options)
@@ -173,7 +229,7 @@ def get_method(name: str, options: MethodOptions | None = None) -> Method:
 
 def available_methods() -> dict[str, str]:
     """{name: description} of every method that loads."""
-    return {name: cls.description for name, cls in sorted(_loaded_methods().items())}
+    return {name: cls.description for name, cls in _loaded_methods().items()}
 
 
 def method_option_rules(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -217,7 +273,7 @@ class MethodRow:
 
 
 def describe_methods() -> list[MethodRow]:
-    """Every method that loads, in name order (built-ins and plugins alike)."""
+    """Every usable method: the built-ins in their table's order, then plugins by name."""
     declared = parameter_declarations()
     rows = []
     for name, cls in _loaded_methods().items():
