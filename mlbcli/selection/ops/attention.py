@@ -7,13 +7,14 @@ Debiasers (`--debias`, composable, order-free): `global`, `local`, `grid`, `tail
 Selector: top-k of the probe scores inside the budget groups the debiasers define (whole video,
 segment, frame, or grid cell).
 
-Presets (`--method`): fastv = no debiasing, adatp = global+local, mlb = grid+tail; `--debias`
-replaces a preset's debiasers, so `fastv --debias local` is a valid ablation. visionzip and dycoke are
-pre-LLM methods without attention: --layer/--query/--debias are errors with them (`check_method_options`).
+Attention methods (`--method`, `selection.methods.attention`): fastv = no debiasing, adatp =
+global+local, mlb = grid+tail; `--debias` replaces a method's default debiasers, so `fastv --debias local`
+is a valid ablation. visionzip and dycoke are pre-LLM methods without attention: --layer/--query/--debias
+are errors with them (`check_method_options`).
 
-Common rules (the budget contract): `--keep 1.0` (or no --keep) prunes nothing for every preset (the
-output is token- and logit-identical to `none`; with `compress` attention presets still probe the raw
-attention field, keeping every token). Budgets are exact: `token_budget(T*N, keep)` visual tokens
+Common rules (the budget contract): `--keep 1.0` (or no --keep) prunes nothing for every attention
+method (the output is token- and logit-identical to `none`; with `compress` attention methods still
+probe the raw attention field, keeping every token). Budgets are exact: `token_budget(T*N, keep)` visual tokens
 continue past the pruning layer, summary-tail tokens included; a method that cannot reach its budget
 (DyCoke's reference frames) does the closest thing and says why in the row's `keep_note`.
 """
