@@ -13,12 +13,19 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlbcli.errors import UsageError
 from mlbcli.plugins import PluginError, Registry
 from mlbcli.selection.base import OPTION_FLAGS, Method, MethodOptions, check_method_options
-from mlbcli.selection.debiasers import DEBIASERS, NONE_DESCRIPTION, debiaser_names
+from mlbcli.selection.debiasers import (
+    NONE_DESCRIPTION,
+    ORDER,
+    Debiaser,
+    debiaser_names,
+    debiaser_origin,
+    load_debiaser,
+)
 from mlbcli.selection.parameters import (
     ParameterInfo,
     UnusedParameter,
@@ -98,7 +105,7 @@ def load_method(name: str) -> type[Method]:
 def _loaded_methods() -> dict[str, type[Method]]:
     """Every usable method class, in `method_names` order: a broken plugin, or one whose parameters
     clash with those declared before it (`_declarations`), is skipped with a warning (listing must work)."""
-    return _declarations()[0]
+    return _declarations().methods
 
 
 def _importable_methods() -> dict[str, type[Method]]:
@@ -120,49 +127,59 @@ def _warn_once(message: str) -> None:
         log.warning("%s", message)
 
 
-def _declarations() -> tuple[dict[str, type[Method]], dict[str, ParameterInfo], dict[str, list[str]]]:
-    """(usable methods, parameter infos, readers of each parameter): the debiasers', then each method's
-    in `method_names` order, so built-ins come first and win. A plugin (or registered) method that
-    declares a known parameter with another type or default is skipped with a warning naming the
-    clash; a clash among built-ins is a bug, raised."""
-    infos: dict[str, ParameterInfo] = {}
-    readers: dict[str, list[str]] = {}
-    for name in debiaser_names():
-        _declare(name, merged_fields((DEBIASERS[name].Params,)), infos, readers)
-    usable: dict[str, type[Method]] = {}
-    for name, cls in _importable_methods().items():
-        fields = merged_fields(cls.declared_parameter_sources())
+@dataclass
+class _Declared:
+    """The usable debiasers and methods, and every parameter they declare with its readers."""
+
+    debiasers: dict[str, type[Debiaser]] = field(default_factory=dict)
+    methods: dict[str, type[Method]] = field(default_factory=dict)
+    infos: dict[str, ParameterInfo] = field(default_factory=dict)
+    readers: dict[str, list[str]] = field(default_factory=dict)
+
+    def admit(self, kind: str, name: str, sources: tuple[type, ...], builtin: bool, origin: str) -> bool:
+        """Declare `name`'s parameters unless one clashes with a known one (another type or default):
+        then a plugin is skipped with a warning naming the clash (False); a built-in's clash is a bug."""
+        fields = merged_fields(sources)
+        known = self.infos
         clash = next(
-            (p for p, info in fields.items() if p in infos and _signature(infos[p]) != _signature(info)),
-            None,
+            (p for p, i in fields.items() if p in known and _signature(known[p]) != _signature(i)), None
         )
         if clash is not None:
             message = (
                 f"{name} declares parameter {clash!r} as {_signature(fields[clash])}, unlike "
-                f"{readers[clash][0]} ({_signature(infos[clash])})"
+                f"{self.readers[clash][0]} ({_signature(known[clash])})"
             )
-            if name in BUILTIN_METHODS:
+            if builtin:
                 raise UsageError(message)
-            _warn_once(f"{METHOD_REGISTRY.origin(name)} method {name!r} skipped: {message}")
+            _warn_once(f"{origin} {kind} {name!r} skipped: {message}")
+            return False
+        for p, info in fields.items():
+            known.setdefault(p, info)
+            self.readers.setdefault(p, []).append(name)
+        return True
+
+
+def _declarations() -> _Declared:
+    """The debiasers', then each method's parameters in `method_names` order, so built-ins come first
+    and win; a broken plugin or one whose parameters clash is left out with a warning (`_Declared.admit`)."""
+    out = _Declared()
+    for name in debiaser_names():
+        try:
+            cls = load_debiaser(name)
+        except UsageError as error:
+            _warn_once(str(error))
             continue
-        _declare(name, fields, infos, readers)
-        usable[name] = cls
-    return usable, infos, readers
+        if out.admit("debiaser", name, (cls.Params,), name in ORDER, debiaser_origin(name)):
+            out.debiasers[name] = cls
+    for name, method in _importable_methods().items():
+        builtin, origin = name in BUILTIN_METHODS, METHOD_REGISTRY.origin(name)
+        if out.admit("method", name, method.declared_parameter_sources(), builtin, origin):
+            out.methods[name] = method
+    return out
 
 
 def _signature(info: ParameterInfo) -> str:
     return f"{info.type.__name__} = {info.default!r}"
-
-
-def _declare(
-    owner: str,
-    fields: Mapping[str, ParameterInfo],
-    infos: dict[str, ParameterInfo],
-    readers: dict[str, list[str]],
-) -> None:
-    for name, info in fields.items():
-        infos.setdefault(name, info)
-        readers.setdefault(name, []).append(owner)
 
 
 class _MethodTable(Mapping[str, type[Method]]):
@@ -185,7 +202,8 @@ METHODS: Mapping[str, type[Method]] = _MethodTable()
 
 def parameter_declarations() -> dict[str, ParameterInfo]:
     """Every hyperparameter of the debiasers and usable methods, with who reads it (debiasers first)."""
-    _, infos, readers = _declarations()
+    declared = _declarations()
+    infos, readers = declared.infos, declared.readers
     return {
         name: ParameterInfo(
             name=name,
@@ -299,8 +317,7 @@ def describe_debiasers() -> list[tuple[str, str, tuple[ParameterInfo, ...]]]:
     """(name, description, parameters) of every debiaser, then `none`."""
     declared = parameter_declarations()
     rows = []
-    for name in debiaser_names():
-        cls = DEBIASERS[name]
+    for name, cls in _declarations().debiasers.items():
         rows.append((name, cls.description, tuple(declared[p] for p in merged_fields((cls.Params,)))))
     return [*rows, ("none", NONE_DESCRIPTION, ())]
 
