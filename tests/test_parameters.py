@@ -197,3 +197,24 @@ def test_readme_tables_are_generated_from_the_declarations():
     # and they say what the code says, e.g. the relevance temperature's default
     default = parameter_declarations()["relevance_temperature"].default
     assert f"| `--relevance-temperature` | {default:g} |" in text
+
+
+def test_a_clashing_debiaser_plugin_is_skipped_not_fatal(monkeypatch, caplog):
+    from mlbcli.plugins import Registry
+    from mlbcli.selection import debiasers
+    from mlbcli.selection.registry import describe_debiasers
+
+    class _Dedup(debiasers.Debiaser):
+        Params = _ClashingParams
+        name = "test-dedup"
+        description = "declares dedup_threshold with another default (a test debiaser)"
+
+    fresh = Registry("mlb.debiasers", dict(debiasers.DEBIASERS._builtins))
+    monkeypatch.setattr(debiasers, "DEBIASERS", fresh)
+    fresh.register("test-dedup", _Dedup)
+    with caplog.at_level("WARNING"):
+        names = [name for name, _, _ in describe_debiasers()]
+        declared = parameter_declarations()
+    assert names == ["global", "local", "grid", "tail", "none"]
+    assert declared["dedup_threshold"].default == 0.9
+    assert "debiaser 'test-dedup' skipped" in caplog.text
