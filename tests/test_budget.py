@@ -567,3 +567,45 @@ def test_two_stage_pool_mode(families):
     )
     assert pool.info["0"]["gapool"] == "pool" and select.info["0"]["gapool"] == "select"
     assert pool.kept_per_frame == select.kept_per_frame and pool.keep_note is None
+
+
+@pytest.mark.parametrize(
+    "method, options, keep",
+    [
+        ("mlb", {"variant": "paper"}, None),  # a fixed layout: no budget, on ok and error rows alike
+        ("none", {}, None),
+        ("slowfast", {}, None),
+        ("fastv", {"keep": 0.25}, 0.25),
+        ("fastv", {}, 1.0),  # the method's default
+    ],
+)
+def test_keep_requested_is_one_rule_for_ok_rows_error_rows_and_options(
+    method, options, keep, next_model_dir, clips_dir, tmp_path
+):
+    """`Method.resolved_options` decides `keep_requested` for rows the model answered, rows of videos
+    that failed, and the `keep` recorded in `options_json` (issue 18 review)."""
+    from mlbcli import api
+    from mlbcli.io.writers import read_results
+    from mlbcli.options import RunOptions
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a.mp4").symlink_to(clips_dir / "a.mp4")
+    (folder / "broken.mp4").write_bytes(b"")
+    out = tmp_path / "rows.jsonl"
+    api.answer(
+        [str(folder)], question="What happens?", model=next_model_dir, method=method, frames=4,
+        max_new_tokens=1, run=RunOptions(out=str(out), workers=0), **options,
+    )  # fmt: skip
+    rows = {row["video_id"]: row for row in read_results(out).to_pylist()}
+    assert rows["a.mp4"]["error"] is None and rows["broken.mp4"]["error"]
+    assert rows["a.mp4"]["keep_requested"] == rows["broken.mp4"]["keep_requested"] == keep
+    for row in rows.values():
+        assert json.loads(row["options_json"])["keep"] == keep
+
+
+@pytest.fixture(scope="module")
+def next_model_dir(tmp_path_factory) -> str:
+    from mlbcli.testing.tiny import build_tiny_llava_next
+
+    return str(build_tiny_llava_next(tmp_path_factory.mktemp("keep-next")))

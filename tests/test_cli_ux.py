@@ -222,7 +222,7 @@ def test_method_names_case_insensitive_with_did_you_mean():
     assert get_method(" ADATP ").name == "adatp"
     with pytest.raises(UsageError, match="did you mean 'fastv'"):
         get_method("fastvv")
-    with pytest.raises(UsageError, match="available: adatp, "):
+    with pytest.raises(UsageError, match="available: none, uniform, random, fastv, "):
         get_method("zzz")
 
 

@@ -16,7 +16,7 @@ from mlbcli.engine.pipeline import Pipeline
 from mlbcli.errors import UsageError
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection import MethodOptions, get_method
-from mlbcli.selection.debiasers import GlobalSegments, GridCells, SummaryTail, parse_debias
+from mlbcli.selection.debiasers import Debiaser, GlobalSegments, GridCells, SummaryTail, parse_debias
 from mlbcli.selection.ops import debias as D
 from mlbcli.selection.ops.attention import attention_select
 from mlbcli.selection.parameters import resolve
@@ -49,6 +49,38 @@ def test_keep_one_reproduces_none(tiny_adapter, encoded, method):
     none = Pipeline(tiny_adapter, method="none").answer(encoded, QUESTION, max_new_tokens=6)
     ours = Pipeline(tiny_adapter, method=name, keep=1.0).answer(encoded, QUESTION, max_new_tokens=6)
     assert ours.token_ids == none.token_ids and ours.stats.flops_ratio == 1.0
+
+
+class _FirstFrameOnly(Debiaser):
+    """A test debiaser (as a plugin would write one): before the LLM, keep the first frame only."""
+
+    name = "test-first-frame"
+    description = "keep the first frame's tokens (a test debiaser)"
+    drops_before_llm = True
+
+    def drop_before_llm(self, job, keep, info):
+        info["first_frame_only"] = True
+        return keep[keep < job.video.tokens_per_frame]
+
+
+def test_a_registered_debiaser_acts_through_its_hooks(tiny_adapter, encoded, monkeypatch):
+    """The attention selection knows no debiaser by name: a new one passes --debias and does what its
+    hooks say (here: only frame 0 reaches the probe, so only frame 0 can be kept), alone or composed."""
+    from mlbcli.plugins import Registry
+    from mlbcli.selection import debiasers
+
+    fresh = Registry("mlb.debiasers", dict(debiasers.DEBIASERS._builtins))
+    monkeypatch.setattr(debiasers, "DEBIASERS", fresh)
+    fresh.register("test-first-frame", _FirstFrameOnly)
+    video = encoded.tokens
+    N = video.tokens_per_frame
+    for debias in (("test-first-frame",), ("grid", "test-first-frame")):
+        method = get_method("fastv", MethodOptions(keep=0.05, debias=debias))
+        assert method.debiasers() == (*debias[:-1], "test-first-frame")  # built-ins first, then plugins
+        _, state = _prefill(tiny_adapter, video, method)
+        assert state.infos[0]["first_frame_only"] is True
+        assert state.kept_ids.numel() > 0 and bool((state.kept_ids < N).all())
+        assert "attention_per_frame_raw" not in state.infos[method.layer]
 
 
 # -- engine-level invariants ----------------------------------------------------------------------------

@@ -144,6 +144,23 @@ def test_cli_builds_the_same_spec_as_the_library():
     assert run_options("sample", {o.name: o.default for o in options_of("sample")}) == RunOptions()
 
 
+def test_spec_records_parameter_names_as_the_method_spells_them():
+    """`api.answer(params={"dedup-threshold": ...})` and the CLI's `--dedup-threshold` are one run:
+    the same `recorded()` options, so resuming either's file with the other is allowed."""
+    from mlbcli.cli.run_commands import model_spec
+
+    values = {option.name: option.default for option in options_of("answer")}
+    values.update(sources=["v.mp4"], method="adatp", keep=0.5, method_params={"dedup_threshold": 0.8})
+    cli = model_spec("answer", values)
+    typed = ModelSpec(model=values["model"], method="adatp", keep=0.5, params={"dedup-threshold": 0.8})
+    assert typed.params == cli.params == {"dedup_threshold": 0.8}
+    assert typed.recorded() == cli.recorded()
+    spaced = ModelSpec(model="m", method="adatp", params={" dedup-threshold ": 0.8, "grid": None})
+    assert spaced.params == {"dedup_threshold": 0.8}  # None = not given, as the method reads it
+    with pytest.raises(UsageError, match="given twice"):
+        ModelSpec(model="m", method="adatp", params={"dedup-threshold": 0.8, "dedup_threshold": 0.7})
+
+
 def test_param_accepts_both_spellings():
     from mlbcli.cli.common import method_params
 

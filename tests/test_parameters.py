@@ -128,6 +128,50 @@ def test_variant_values_and_registered_methods(fresh_registry):
     assert parameter_declarations()["stride"].methods == ("test-stride",)
 
 
+@dataclass(frozen=True)
+class _ClashingParams:
+    dedup_threshold: float = param(0.5, "the built-in adatp reads it with default 0.9.", 0.0, 1.0)
+
+
+class _Clashing(Method):
+    """A plugin-like method whose parameter `dedup_threshold` clashes with the built-in's."""
+
+    Params = _ClashingParams
+    name = "test-clash"
+    description = "Declares dedup_threshold with another default (a test method)."
+
+    def plan(self, video, prompt):  # pragma: no cover - never planned here
+        raise NotImplementedError
+
+
+def test_a_clashing_plugin_is_skipped_not_fatal(fresh_registry, caplog):
+    """One bad plugin must not break every command: it is left out with a warning naming it and the
+    clash; the built-in's declaration wins and listing, --help and the other methods still work."""
+    register_method(_Clashing)
+    with caplog.at_level("WARNING"):
+        declared = parameter_declarations()
+        rows = [row.name for row in describe_methods()]
+    assert (
+        declared["dedup_threshold"].default == 0.9 and "test-clash" not in declared["dedup_threshold"].methods
+    )
+    assert "test-clash" not in rows and "adatp" in rows
+    assert "method 'test-clash' skipped" in caplog.text and "'dedup_threshold'" in caplog.text
+    assert get_method("adatp").params["dedup_threshold"] == 0.9
+    with pytest.raises(UsageError, match="test-clash"):
+        get_method("test-clash")
+    assert "test-clash" not in methods_markdown()
+
+
+def test_methods_are_listed_built_ins_in_table_order_then_plugins_by_name(fresh_registry):
+    from mlbcli.selection.registry import BUILTIN_METHODS
+
+    register_method(_Stride)
+    builtins = list(BUILTIN_METHODS)
+    assert builtins[:6] == ["none", "uniform", "random", "fastv", "adatp", "mlb"]
+    assert [row.name for row in describe_methods()] == [*builtins, "test-stride"]
+    assert method_names() == [*builtins, "test-stride"]
+
+
 def test_listing_and_parameters_need_no_torch():
     code = (
         "import sys\nfrom mlbcli.selection import describe_methods, parameter_declarations, get_method\n"
@@ -153,3 +197,24 @@ def test_readme_tables_are_generated_from_the_declarations():
     # and they say what the code says, e.g. the relevance temperature's default
     default = parameter_declarations()["relevance_temperature"].default
     assert f"| `--relevance-temperature` | {default:g} |" in text
+
+
+def test_a_clashing_debiaser_plugin_is_skipped_not_fatal(monkeypatch, caplog):
+    from mlbcli.plugins import Registry
+    from mlbcli.selection import debiasers
+    from mlbcli.selection.registry import describe_debiasers
+
+    class _Dedup(debiasers.Debiaser):
+        Params = _ClashingParams
+        name = "test-dedup"
+        description = "declares dedup_threshold with another default (a test debiaser)"
+
+    fresh = Registry("mlb.debiasers", dict(debiasers.DEBIASERS._builtins))
+    monkeypatch.setattr(debiasers, "DEBIASERS", fresh)
+    fresh.register("test-dedup", _Dedup)
+    with caplog.at_level("WARNING"):
+        names = [name for name, _, _ in describe_debiasers()]
+        declared = parameter_declarations()
+    assert names == ["global", "local", "grid", "tail", "none"]
+    assert declared["dedup_threshold"].default == 0.9
+    assert "debiaser 'test-dedup' skipped" in caplog.text

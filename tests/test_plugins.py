@@ -57,6 +57,7 @@ def fake_plugins(tmp_path: Path) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mlb-broken\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[mlb.methods]\nbroken-method = mlb_broken:Broken\nfastv = mlb_broken:Shadow\n"
+        "[mlb.debiasers]\nmy-debias = mlb_broken:Debias\n"
     )
     (site / "mlb_broken.py").write_text("raise ImportError('needs a library that is not installed')\n")
     return site
@@ -115,3 +116,18 @@ def test_plugin_cannot_shadow_a_builtin(fake_plugins):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "mlbcli.selection.methods.attention"
     assert "plugin fastv=mlb_broken:Shadow ignored" in result.stderr
+
+
+def test_broken_debiaser_plugin_names_itself(fake_plugins):
+    """A debiaser plugin that fails to import is named when chosen; every other command still works."""
+    code = (
+        "from mlbcli.errors import UsageError\nfrom mlbcli.selection import MethodOptions, get_method\n"
+        "try:\n    get_method('fastv', MethodOptions(debias=('my-debias',)))\n"
+        "except UsageError as error:\n    print(error)\n"
+    )
+    result = _python(fake_plugins, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert "plugin 'my-debias' (mlb_broken:Debias)" in result.stdout
+    listed = _python(fake_plugins, "-m", "mlbcli", "methods")
+    assert listed.returncode == 0 and "\nfastv " in listed.stdout
+    assert "my-debias" in listed.stderr and "my-debias" not in listed.stdout

@@ -115,6 +115,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _validate_sampling(self.frames, self.fps)
+        # hyperparameter names as the method spells them, whoever typed them (`dedup-threshold` from a
+        # notebook, `dedup_threshold` from the CLI): what `recorded()` stores and resume compares
+        object.__setattr__(self, "params", _normalized_params(self.params))
         check_choices("spec", asdict(self))  # e.g. --temporal-spacing; the family check is the adapter's
         from mlbcli.selection import validate_method_options
 
@@ -149,17 +152,12 @@ class ModelSpec:
 
     def resolved_method_options(self) -> dict[str, Any]:
         """keep/layer/query (`UNUSED_WHEN_NONE`) as the method runs with them: the given value, else
-        the method's own default (`selection.base.method_defaults`, the one rule), and None where the
-        method does not use the option."""
-        from mlbcli.selection import method_defaults, method_option_rules
+        the method's own default, and None where the method does not use the option
+        (`selection.base.Method.resolved_options`, the one rule)."""
+        from mlbcli.selection import resolved_method_options
 
-        used, _ = method_option_rules(self._method_name)
-        defaults = method_defaults(self._method_name)
-        resolved = {}
-        for key in UNUSED_WHEN_NONE:
-            given = getattr(self, key)
-            resolved[key] = (given if given is not None else defaults[key]) if key in used else None
-        return resolved
+        resolved = resolved_method_options(self._method_name, self.method_options())
+        return {key: resolved[key] for key in UNUSED_WHEN_NONE}
 
     def recorded(self) -> dict[str, Any]:
         """The spec as recorded in `options_json` and compared on resume: keep/layer/query resolved to
@@ -220,6 +218,24 @@ def _model_spec(
     return ModelSpec(
         debias=tuple(debias) if debias is not None else None, params=dict(params or {}), **options
     )
+
+
+def _normalized_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with names normalised (`selection.parameters.normalize_name`) and None ("not given",
+    as methods read it) dropped; two spellings of one name with different values are a `UsageError`."""
+    from mlbcli.selection.parameters import normalize_name
+
+    out: dict[str, Any] = {}
+    for raw, value in params.items():
+        if value is None:
+            continue
+        name = normalize_name(raw)
+        if name in out and out[name] != value:
+            raise UsageError(
+                f"parameter {name!r} given twice with different values ({out[name]!r}, {value!r})"
+            )
+        out[name] = value
+    return out
 
 
 def _validate_sampling(frames: int | None, fps: float | None) -> None:

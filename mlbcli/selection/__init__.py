@@ -24,6 +24,7 @@ from mlbcli.selection.registry import (
     methods_markdown,
     parameter_declarations,
     register_method,
+    resolved_method_options,
     validate_method_options,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "param",
     "parameter_declarations",
     "register_method",
+    "resolved_method_options",
     "token_budget",
     "validate_method_options",
 ]

@@ -207,9 +207,37 @@ class Method(abc.ABC):
         return (cls.Params,)
 
     # -- options resolved to this method's defaults --------------------------------------------------------
+    @classmethod
+    def reads_option(cls, name: str, options: MethodOptions) -> bool:
+        """Whether the method runs with option `name` (keep/layer/query) given `options`: it is in
+        `options_used`; a method whose variant has no budget (mlb's paper layout) says so here."""
+        return name in cls.options_used
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """keep/layer/query when not given: keep 1.0 (no pruning), `default_layer`, `default_query`."""
+        return {"keep": 1.0, "layer": cls.default_layer, "query": cls.default_query}
+
+    @classmethod
+    def resolved_options(cls, options: MethodOptions) -> dict[str, Any]:
+        """THE rule for keep/layer/query: the given value, else the method's default (keep 1.0 = no
+        pruning, `default_layer`, `default_query`), and None where the method does not read it. The
+        method's own properties, the `keep_requested` column (ok and error rows) and the recorded
+        `options_json` all come from here."""
+        defaults = cls.option_defaults()
+        kinds: dict[str, Callable[[Any], Any]] = {"keep": float, "layer": int, "query": str}
+        resolved: dict[str, Any] = {}
+        for name, default in defaults.items():
+            given = getattr(options, name)
+            value = default if given is None else kinds[name](given)
+            resolved[name] = value if cls.reads_option(name, options) else None
+        return resolved
+
     @property
     def keep(self) -> float:
-        return 1.0 if self.options.keep is None else float(self.options.keep)
+        """The fraction kept; 1.0 (keep everything) for a method or variant without a budget."""
+        keep = self.resolved_options(self.options)["keep"]
+        return 1.0 if keep is None else float(keep)
 
     @property
     def layer(self) -> int:
@@ -255,12 +283,13 @@ class Method(abc.ABC):
     @property
     def keep_requested(self) -> float | None:
         """The `keep_requested` column: the fraction asked for, None for methods without --keep."""
-        return self.keep if "keep" in self.options_used else None
+        keep: float | None = self.resolved_options(self.options)["keep"]
+        return keep
 
     def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
         """Visual tokens (appended ones included) that should enter the last layer: the budget the
         row is checked against (`keep_note`). None = the method has no budget (fixed layout, none)."""
-        if "keep" not in self.options_used or self.prune_point is None:
+        if self.keep_requested is None or self.prune_point is None:
             return None
         return num_visual if self.keep >= 1.0 else token_budget(num_visual, self.keep)
 

@@ -13,12 +13,19 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlbcli.errors import UsageError
 from mlbcli.plugins import PluginError, Registry
 from mlbcli.selection.base import OPTION_FLAGS, Method, MethodOptions, check_method_options
-from mlbcli.selection.debiasers import DEBIASERS, NONE_DESCRIPTION, debiaser_names
+from mlbcli.selection.debiasers import (
+    NONE_DESCRIPTION,
+    ORDER,
+    Debiaser,
+    debiaser_names,
+    debiaser_origin,
+    load_debiaser,
+)
 from mlbcli.selection.parameters import (
     ParameterInfo,
     UnusedParameter,
@@ -57,8 +64,14 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def method_names() -> list[str]:
-    """Every method name that `get_method` accepts: built-ins, plugins, registered (no imports)."""
-    return METHOD_REGISTRY.names()
+    """Every method name that `get_method` accepts (no imports): the built-ins in the order of their
+    table (`BUILTIN_METHODS`: baselines, attention methods, peers), then plugins and registered
+    methods by name. `mlb methods`, the README table and messages list them in this order."""
+    names = METHOD_REGISTRY.names()
+    return [
+        *(name for name in BUILTIN_METHODS if name in names),
+        *(n for n in names if n not in BUILTIN_METHODS),
+    ]
 
 
 def canonical_method_name(name: str) -> str:
@@ -90,7 +103,12 @@ def load_method(name: str) -> type[Method]:
 
 
 def _loaded_methods() -> dict[str, type[Method]]:
-    """Every method class that loads; a broken plugin is skipped with a warning (listing must work)."""
+    """Every usable method class, in `method_names` order: a broken plugin, or one whose parameters
+    clash with those declared before it (`_declarations`), is skipped with a warning (listing must work)."""
+    return _declarations().methods
+
+
+def _importable_methods() -> dict[str, type[Method]]:
     out = {}
     for name in method_names():
         try:
@@ -98,6 +116,70 @@ def _loaded_methods() -> dict[str, type[Method]]:
         except UsageError as error:
             log.warning("%s", error)
     return out
+
+
+_warned: set[str] = set()  # a skipped plugin is reported once per process, not at every listing
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
+@dataclass
+class _Declared:
+    """The usable debiasers and methods, and every parameter they declare with its readers."""
+
+    debiasers: dict[str, type[Debiaser]] = field(default_factory=dict)
+    methods: dict[str, type[Method]] = field(default_factory=dict)
+    infos: dict[str, ParameterInfo] = field(default_factory=dict)
+    readers: dict[str, list[str]] = field(default_factory=dict)
+
+    def admit(self, kind: str, name: str, sources: tuple[type, ...], builtin: bool, origin: str) -> bool:
+        """Declare `name`'s parameters unless one clashes with a known one (another type or default):
+        then a plugin is skipped with a warning naming the clash (False); a built-in's clash is a bug."""
+        fields = merged_fields(sources)
+        known = self.infos
+        clash = next(
+            (p for p, i in fields.items() if p in known and _signature(known[p]) != _signature(i)), None
+        )
+        if clash is not None:
+            message = (
+                f"{name} declares parameter {clash!r} as {_signature(fields[clash])}, unlike "
+                f"{self.readers[clash][0]} ({_signature(known[clash])})"
+            )
+            if builtin:
+                raise UsageError(message)
+            _warn_once(f"{origin} {kind} {name!r} skipped: {message}")
+            return False
+        for p, info in fields.items():
+            known.setdefault(p, info)
+            self.readers.setdefault(p, []).append(name)
+        return True
+
+
+def _declarations() -> _Declared:
+    """The debiasers', then each method's parameters in `method_names` order, so built-ins come first
+    and win; a broken plugin or one whose parameters clash is left out with a warning (`_Declared.admit`)."""
+    out = _Declared()
+    for name in debiaser_names():
+        try:
+            cls = load_debiaser(name)
+        except UsageError as error:
+            _warn_once(str(error))
+            continue
+        if out.admit("debiaser", name, (cls.Params,), name in ORDER, debiaser_origin(name)):
+            out.debiasers[name] = cls
+    for name, method in _importable_methods().items():
+        builtin, origin = name in BUILTIN_METHODS, METHOD_REGISTRY.origin(name)
+        if out.admit("method", name, method.declared_parameter_sources(), builtin, origin):
+            out.methods[name] = method
+    return out
+
+
+def _signature(info: ParameterInfo) -> str:
+    return f"{info.type.__name__} = {info.default!r}"
 
 
 class _MethodTable(Mapping[str, type[Method]]):
@@ -119,19 +201,9 @@ METHODS: Mapping[str, type[Method]] = _MethodTable()
 
 
 def parameter_declarations() -> dict[str, ParameterInfo]:
-    """Every hyperparameter of the debiasers and methods, with who reads it (debiasers first)."""
-    owners: list[tuple[str, tuple[type, ...]]] = [
-        (name, (DEBIASERS.load(name).Params,)) for name in debiaser_names()
-    ]
-    owners += [(name, cls.declared_parameter_sources()) for name, cls in _loaded_methods().items()]
-    readers: dict[str, list[str]] = {}
-    infos: dict[str, ParameterInfo] = {}
-    for owner, sources in owners:
-        for name, info in merged_fields(sources).items():
-            known = infos.setdefault(name, info)
-            if (known.type, known.default) != (info.type, info.default):
-                raise UsageError(f"{owner} declares parameter {name!r} unlike {readers[name][0]} does")
-            readers.setdefault(name, []).append(owner)
+    """Every hyperparameter of the debiasers and usable methods, with who reads it (debiasers first)."""
+    declared = _declarations()
+    infos, readers = declared.infos, declared.readers
     return {
         name: ParameterInfo(
             name=name,
@@ -158,6 +230,8 @@ def get_method(name: str, options: MethodOptions | None = None) -> Method:
     """An instance of the method called `name` (case-insensitive) with `options`; bad options are
     `UsageError`s before any work."""
     cls = load_method(name)
+    if cls.name not in _loaded_methods():  # a plugin skipped for a parameter clash (warned)
+        raise UsageError(f"method {cls.name!r} is unusable: its parameters clash with a built-in's")
     options = options or MethodOptions()
     if options.params:
         _check_known_parameters(options)
@@ -173,7 +247,7 @@ def get_method(name: str, options: MethodOptions | None = None) -> Method:
 
 def available_methods() -> dict[str, str]:
     """{name: description} of every method that loads."""
-    return {name: cls.description for name, cls in sorted(_loaded_methods().items())}
+    return {name: cls.description for name, cls in _loaded_methods().items()}
 
 
 def method_option_rules(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -182,10 +256,16 @@ def method_option_rules(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
     return cls.options_used, cls.variants
 
 
+def resolved_method_options(name: str, options: MethodOptions) -> dict[str, object]:
+    """keep/layer/query as the method `name` runs with `options` (`Method.resolved_options`, the one
+    rule): given, else the method's default, None where it does not read the option."""
+    return load_method(name).resolved_options(options)
+
+
 def method_defaults(name: str) -> dict[str, object]:
-    """What keep/layer/query resolve to when not given, for the method `name`."""
-    cls = load_method(name)
-    return {"keep": 1.0, "layer": cls.default_layer, "query": cls.default_query}
+    """What keep/layer/query resolve to when not given, for the method `name` (`Method.option_defaults`,
+    which `Method.resolved_options` applies)."""
+    return load_method(name).option_defaults()
 
 
 def validate_method_options(name: str, options: MethodOptions) -> None:
@@ -211,7 +291,7 @@ class MethodRow:
 
 
 def describe_methods() -> list[MethodRow]:
-    """Every method that loads, in name order (built-ins and plugins alike)."""
+    """Every usable method: the built-ins in their table's order, then plugins by name."""
     declared = parameter_declarations()
     rows = []
     for name, cls in _loaded_methods().items():
@@ -237,8 +317,7 @@ def describe_debiasers() -> list[tuple[str, str, tuple[ParameterInfo, ...]]]:
     """(name, description, parameters) of every debiaser, then `none`."""
     declared = parameter_declarations()
     rows = []
-    for name in debiaser_names():
-        cls = DEBIASERS.load(name)
+    for name, cls in _declarations().debiasers.items():
         rows.append((name, cls.description, tuple(declared[p] for p in merged_fields((cls.Params,)))))
     return [*rows, ("none", NONE_DESCRIPTION, ())]
 

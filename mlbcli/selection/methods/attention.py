@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mlbcli.errors import UsageError
 from mlbcli.selection.base import Method, PlanContext, token_budget
-from mlbcli.selection.debiasers import debiaser_params, parse_debias
+from mlbcli.selection.debiasers import debiaser_params, make_debiasers, parse_debias
 
 if TYPE_CHECKING:
     from mlbcli.models.base import Prompt, VideoTokens
@@ -40,9 +40,9 @@ class AttentionMethod(Method):
         return (cls.Params, *debiaser_params(cls.default_debias))
 
     def tail_tokens(self, num_frames: int) -> int:
-        """Summary-tail tokens (`tail` debiaser) appended for `num_frames` frames; 0 without it."""
-        size = self.params["tail_size"] if "tail" in self.debiasers() else 0
-        return num_frames * size * size
+        """Tokens the debiasers append (`tail`'s summary) for `num_frames` frames; 0 without one."""
+        debiasers = make_debiasers(self.debiasers(), self.params)
+        return sum(num_frames * d.tail_size() ** 2 for d in debiasers)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """{K: budget}, plus the summary tail riding through layers 0..K-1 when `tail` is on.

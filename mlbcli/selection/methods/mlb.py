@@ -68,12 +68,11 @@ class LlavaMLB(AttentionMethod):
                 "grid x grid tokens + the tail per frame)"
             )
 
-    def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
-        return None if self.variant == "paper" else super().target_tokens(num_visual, num_frames)
-
-    @property
-    def keep_requested(self) -> float | None:
-        return None if self.variant == "paper" else self.keep
+    @classmethod
+    def reads_option(cls, name: str, options: MethodOptions) -> bool:
+        """The paper layout is fixed: no budget, so keep resolves to None (no target, no column)."""
+        paper = (options.variant or cls.variants[0]) == "paper"
+        return super().reads_option(name, options) and not (name == "keep" and paper)
 
     def _two_stage_params(self) -> dict[str, Any]:
         debias = self.debiasers()

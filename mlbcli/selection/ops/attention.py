@@ -2,18 +2,19 @@
 
 Scorer: the engine's probe at layer K-1 (`--layer K`, default 2; `--query question|last`): the
 attention the query rows give each visual token, mean over heads and rows.
-Debiasers (`--debias`, composable, order-free): `global`, `local`, `grid`, `tail`
-(`mlbcli.selection.debiasers`).
+Debiasers (`--debias`, composable, order-free): `global`, `local`, `grid`, `tail` and plugins
+(`mlbcli.selection.debiasers`): this module calls their hooks and knows none of them by name.
 Selector: top-k of the probe scores inside the budget groups the debiasers define (whole video,
 segment, frame, or grid cell).
 
-Presets (`--method`): fastv = no debiasing, adatp = global+local, mlb = grid+tail; `--debias`
-replaces a preset's debiasers, so `fastv --debias local` is a valid ablation. visionzip and dycoke are
-pre-LLM methods without attention: --layer/--query/--debias are errors with them (`check_method_options`).
+Attention methods (`--method`, `selection.methods.attention`): fastv = no debiasing, adatp =
+global+local, mlb = grid+tail; `--debias` replaces a method's default debiasers, so `fastv --debias local`
+is a valid ablation. visionzip and dycoke are pre-LLM methods without attention: --layer/--query/--debias
+are errors with them (`check_method_options`).
 
-Common rules (the budget contract): `--keep 1.0` (or no --keep) prunes nothing for every preset (the
-output is token- and logit-identical to `none`; with `compress` attention presets still probe the raw
-attention field, keeping every token). Budgets are exact: `token_budget(T*N, keep)` visual tokens
+Common rules (the budget contract): `--keep 1.0` (or no --keep) prunes nothing for every attention
+method (the output is token- and logit-identical to `none`; with `compress` attention methods still
+probe the raw attention field, keeping every token). Budgets are exact: `token_budget(T*N, keep)` visual tokens
 continue past the pruning layer, summary-tail tokens included; a method that cannot reach its budget
 (DyCoke's reference frames) does the closest thing and says why in the row's `keep_note`.
 """
@@ -28,6 +29,7 @@ import torch
 
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection.base import PlanContext, token_budget
+from mlbcli.selection.debiasers import Debiaser, DebiasJob, make_debiasers
 from mlbcli.selection.ops import debias as D
 from mlbcli.selection.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
 
@@ -155,112 +157,81 @@ class AttentionSettings:
     debias: tuple[str, ...]  # debiasers in application order
     params: Mapping[str, Any]  # resolved hyperparameters of the method and its debiasers
 
-    @property
-    def tail_size(self) -> int:
-        return int(self.params.get("tail_size", 0)) if "tail" in self.debias else 0
+    def debiasers(self) -> tuple[Debiaser, ...]:
+        return make_debiasers(self.debias, self.params)
 
 
 def attention_plan(
     s: AttentionSettings, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None
 ) -> PrunePlan:
-    """The keep schedule of an attention method: an optional layer-0 step (dedup, relevance, tail)
-    and the selection before layer K. `s.keep` < 1 and the tail fitting the budget are checked by
-    the caller (`methods.attention.AttentionMethod.plan`)."""
+    """The keep schedule of an attention method: the debiasers' layer-0 step (when there are any)
+    and the selection before layer K, each calling the debiasers' hooks (`selection.debiasers`).
+    `s.keep` < 1 and the tail fitting the budget are checked by the caller
+    (`methods.attention.AttentionMethod.plan`)."""
     T, N = video.num_frames, video.tokens_per_frame
     frame_vec = video.frame_features if video.frame_features is not None else video.features.mean(1)
-    adjacent = [round(c, 6) for c in D.adjacent_similarity(frame_vec)] if "global" in s.debias else None
+    debiasers = s.debiasers()
+    job = DebiasJob(s.name, video, prompt, frame_vec)
+    for debiaser in debiasers:
+        debiaser.observe(job)
     if s.keep >= 1.0:  # no pruning; `compress` still reads the raw attention field
         if context is not None and context.diagnostics:
-            extra = {"frame_similarity": adjacent} if adjacent is not None else None
-            return probe_only_plan(video, s.layer, s.query, extra)
+            return probe_only_plan(video, s.layer, s.query, job.observed or None)
         return PrunePlan()
-    budget = token_budget(T * N, s.keep)
-    segments = None
-    if "global" in s.debias:
-        if prompt is None:  # the segment budgets follow the question
-            raise ValueError(f"--method {s.name}: the 'global' debiaser needs the request's prompt")
-        # Global frame vectors from the vision tower; fall back to the frames' mean visual token.
-        segments = D.segment_frames(frame_vec, s.params["segment_threshold"])  # [T]
-    state: dict[str, torch.Tensor] = {}
+    job.budget = token_budget(T * N, s.keep)
+    job.tail_tokens = sum(T * d.tail_size() ** 2 for d in debiasers)
+    for debiaser in debiasers:
+        debiaser.prepare(job)
     steps: dict[int, LayerPruner] = {}
-    if s.debias:  # layer-0 step: dedup, question relevance, summary tail (keeps all otherwise)
-        steps[0] = _before_llm(s, video, prompt, segments, budget, adjacent, state)
-    steps[s.layer] = _at_layer(s, video, segments, budget, state)
+    if debiasers:  # layer-0 step: dedup, question relevance, summary tail (keeps all otherwise)
+        steps[0] = _before_llm(debiasers, job)
+    steps[s.layer] = _at_layer(s, debiasers, job)
     return PrunePlan(steps=steps, needs_scores=frozenset({s.layer}), query=s.query)
 
 
-def _before_llm(
-    s: AttentionSettings,
-    video: VideoTokens,
-    prompt: Prompt | None,
-    segments: torch.Tensor | None,
-    budget: int,
-    adjacent: list[float] | None,
-    state: dict[str, torch.Tensor],
-) -> LayerPruner:
-    """The layer-0 step: `local` dedup, `global` question relevance (into `state`), `tail` append."""
-    T, N = video.num_frames, video.tokens_per_frame
-    n, n_tail = T * N, T * s.tail_size * s.tail_size
-    dedup_segments = segments if segments is not None else torch.zeros(T, dtype=torch.long)
+def _before_llm(debiasers: tuple[Debiaser, ...], job: DebiasJob) -> LayerPruner:
+    """The layer-0 step: the debiasers drop tokens (`local`), read the input states (`global`'s
+    question relevance) and append tokens (`tail`), in that order."""
+    n = job.video.num_frames * job.video.tokens_per_frame
 
     def before_llm(ctx: LayerContext) -> LayerKeep:
         device = ctx.visual_slots.device
         info: dict[str, Any] = {}
         keep = torch.arange(n)
-        if "local" in s.debias:
-            # at least the grid budget survives dedup, so layer K can spend all of it
-            mask, restored = D.dedup_keep(
-                video.features, dedup_segments, s.params["dedup_threshold"], min_keep=budget - n_tail
-            )  # [T, N]
-            keep = mask.flatten().nonzero().squeeze(1)
-            info["deduplicated"] = int(n - keep.numel())
-            info["dedup_restored"] = restored
-            info["kept_after_dedup_per_frame"] = mask.sum(1).tolist()
-        if segments is not None and prompt is not None:
-            question_index = prompt.question_index.to(device)  # [q] positions of the question tokens
-            question = ctx.hidden[0, question_index].float().mean(0)  # [D]
-            state["relevance"] = D.segment_relevance(question, video.features, segments)
-            info["frame_similarity"] = adjacent  # what segment_threshold is compared with
-        append = D.summary_tail(video.features, video.grid, s.tail_size).to(device) if n_tail else None
-        if n_tail:
-            info["tail_tokens"] = n_tail
+        for debiaser in debiasers:
+            keep = debiaser.drop_before_llm(job, keep, info)
+        for debiaser in debiasers:
+            debiaser.read_before_llm(job, ctx, info)
+        appended = [a for d in debiasers if (a := d.append_before_llm(job, ctx, info)) is not None]
+        append = (appended[0] if len(appended) == 1 else torch.cat(appended)) if appended else None
         return LayerKeep(keep=keep.to(device), append=append, info=info)
 
     return before_llm
 
 
-def _at_layer(
-    s: AttentionSettings,
-    video: VideoTokens,
-    segments: torch.Tensor | None,
-    budget: int,
-    state: dict[str, torch.Tensor],
-) -> LayerPruner:
+def _at_layer(s: AttentionSettings, debiasers: tuple[Debiaser, ...], job: DebiasJob) -> LayerPruner:
     """The selection before layer K: `attention_select` inside the debiasers' budget groups."""
-    T = video.num_frames
-    n_tail = T * s.tail_size * s.tail_size
+    video = job.video
+    raw_field = not any(d.drops_before_llm for d in debiasers)  # every token reached the probe
 
     def at_layer(ctx: LayerContext) -> LayerKeep:
         assert ctx.scores is not None
         pooling: dict[str, torch.Tensor] = {}
+        options: dict[str, Any] = {}
+        for debiaser in debiasers:
+            options.update(debiaser.selection_options(job))
         keep, info = attention_select(
             ctx.scores,
             ctx.visual_ids,
-            num_frames=T,
+            num_frames=video.num_frames,
             grid=video.grid,
-            budget=budget - n_tail,
-            segments=segments,
-            relevance=state.get("relevance"),
-            use_grid="grid" in s.debias,
-            min_segment_budget=s.params.get("min_segment_budget", 0.25),
-            relevance_temperature=s.params.get("relevance_temperature", 0.05),
-            cells_per_side=s.params.get("grid", 0),
-            pool_temperature=s.params.get("pool_temperature", 0.0),
+            budget=job.budget - job.tail_tokens,
             pooling=pooling,
+            **options,
         )
         info["debias"] = list(s.debias) or ["none"]
         info["layer"] = s.layer
-        if "local" not in s.debias:  # every token reached the probe: this is the raw field
+        if raw_field:
             info["attention_per_frame_raw"] = info["attention_per_frame"]
         replace = None
         if pooling:  # GAPool pool mode: the cell's weighted mean at its centre token's slot

@@ -43,13 +43,6 @@ def density_peaks(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return delta * density, dist
 
 
-def density_centres(x: torch.Tensor, count: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `count` DPC-kNN centres of `x` [n, D]: (centre indices [count] ascending, distances [n, n])."""
-    score, dist = density_peaks(x, k)
-    centres = stable_top(score, count).sort().values
-    return centres, dist
-
-
 def assign_to_centres(dist: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """[n] index (into `centres`) of the nearest centre of every token; a centre joins itself."""
     assign = dist[:, centres].argmin(dim=1)  # [n]
