@@ -1,0 +1,28 @@
+"""Operator defects of issue 22: error rows, lock files, injective ids, disk-full and stop counts,
+manifest messages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlbcli import api
+from mlbcli.io.writers import read_results
+
+
+@pytest.fixture()
+def clips(clips_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(clips_dir, tmp_path / "clips"))
+
+
+def test_error_rows_of_videos_never_decoded_have_null_frames(tiny_model_dir, clips, tmp_path):
+    # Issue 22: the error row of an undecodable video said frames=4 (the request), not null.
+    (clips / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "a.parquet"
+    run = api.RunOptions(out=str(out), workers=0)
+    api.answer([str(clips)], question="What?", model=str(tiny_model_dir), frames=4, run=run)
+    rows = {r["video_id"]: r for r in read_results(out).to_pylist()}
+    assert rows["broken.mp4"]["error"] and rows["broken.mp4"]["frames"] is None
+    assert rows["a.mp4"]["error"] is None and rows["a.mp4"]["frames"] == 4
