@@ -6,7 +6,7 @@ each is written atomically are in `mlbcli.io.parts`, the formats (Parquet, JSONL
 
     results.parquet              the final file, only ever replaced whole (tmp + os.replace)
     results.parquet.parts/       committed batches of the current (or a killed) run, always Parquet
-    .results.parquet.lock        flock target; harmless when left behind
+    .results.parquet.lock        flock target, removed when the run ends (a killed run's stays, harmless)
     results.jsonl.meta.json      schema + metadata sidecar (JSONL/CSV only; Parquet keeps it inside)
 
 Why parts: a long batch run may be killed at any moment (OOM, SLURM preemption, Ctrl-C twice). Rows are
