@@ -427,6 +427,65 @@ def test_undecodable_file_names_from_a_folder_and_stdin_are_kept_and_openable(tr
         _utf8(item)
 
 
+def _unescape(text: str) -> str:
+    """The inverse of `printable`, read left to right (the proof that it is one to one)."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out.append("\\")
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(chr(0xDC00 + int(text[i + 2 : i + 4], 16)))
+            i += 4
+        elif text.startswith("\\u", i):
+            out.append(chr(int(text[i + 2 : i + 6], 16)))
+            i += 6
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def test_printable_is_one_to_one_and_keeps_ordinary_names() -> None:
+    # Issue 22: the byte 0xff and the four characters "\xff" both printed as "\xff" (one id, exit 2).
+    assert printable("bad\udcff.mp4") == "bad\\xff.mp4"
+    assert printable("bad\\xff.mp4") == "bad\\\\xff.mp4"
+    # Names written before keep their ids (resume finds their rows): no backslash, or a lone one.
+    for name in ("a/b c.mp4", "caf\u00e9.mp4", "a\\b.mp4", "a\\", "x\\.mp4", "\\ab\\c"):
+        assert printable(name) == name
+    import random
+
+    rng = random.Random(22)
+    alphabet = ["a", "x", "u", "f", "0", "\\", "\udcff", "\udc80", "\ud800", "\u00e9"]
+    seen: dict[str, str] = {}
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        shown = printable(text)
+        shown.encode("utf-8")
+        assert _unescape(shown) == text
+        assert seen.setdefault(shown, text) == text
+
+
+def test_a_byte_name_and_its_escaped_spelling_get_their_own_items(tree: Path) -> None:
+    raw = os.fsencode(tree / "videos") + b"/n\xff.mp4"
+    try:
+        os.close(os.open(raw, os.O_CREAT | os.O_WRONLY))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    (tree / "videos" / "n\\xff.mp4").write_bytes(b"")  # the four characters \xff
+    first = [i for i in _items(["videos"]) if i.video_id.startswith("n")]
+    assert [i.video_id for i in first] == ["n\\\\xff.mp4", "n\\xff.mp4"]
+    assert len({i.video_path for i in first}) == 2
+    again = [i for i in _items(["videos"]) if i.video_id.startswith("n")]
+    assert [i.video_id for i in again] == [i.video_id for i in first]  # stable across runs
+    manifest = tree / "n.jsonl"
+    manifest.write_text(json.dumps({"video": "videos/n\\xff.mp4", "question": "Q?"}) + "\n")
+    (named,) = _items([str(manifest)])
+    assert named.video_id == "videos/n\\\\xff.mp4"  # as the same path given directly is named
+    for item in first:
+        _utf8(item)
+
+
 def test_symlink_loops_become_error_items_and_the_rest_goes_on(tree: Path) -> None:
     os.symlink("loop.mp4", tree / "videos/loop.mp4")
     folder = {i.video_id: i for i in _items(["videos"])}

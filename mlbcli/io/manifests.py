@@ -238,7 +238,7 @@ def _row_item(
         video = clean_text(row.get("video"))
         if video is None:
             raise LineError("no 'video' value")
-        video_id = explicit_id or as_given(video)
+        video_id = explicit_id or printable(as_given(video))  # escaped as a path given directly is
         if "\x00" in video:
             raise LineError("'video' contains a NUL byte")
         video_path = os.path.abspath(base / video)
