@@ -522,7 +522,7 @@ def test_hostile_manifest_lines_become_error_items_and_good_lines_are_kept(tree:
     assert errors == [
         "m.jsonl:2: 'video' contains a NUL byte",
         "m.jsonl:3: not valid UTF-8 text (byte 0xff at column 20)",
-        "m.jsonl:4: not valid Unicode text: 'lone \\\\ud800 surrogate'",
+        "m.jsonl:4: 'question': not valid Unicode text: 'lone \\\\ud800 surrogate'",
     ]
     (tree / "m.csv").write_bytes(b"video,question\nvideos/b.mp4,ok\nvideos/a.MKV,caf\xe9\n")
     csv_items = _items(["m.csv"])
@@ -621,3 +621,29 @@ def test_a_question_that_is_not_valid_text_is_a_usage_error(tree: Path) -> None:
     # argv bytes that are not UTF-8 reach Python as surrogate escapes; they cannot be stored in a row.
     with pytest.raises(UsageError, match="--question: not valid Unicode text"):
         _items(["videos"], default_question="caf\udce9?")
+
+
+def test_manifest_messages_name_the_line_the_field_and_what_was_expected(tree: Path) -> None:
+    # Issue 22: `"options": [1, null]` said "got None"; 200 options failed later with a Python ValueError.
+    manifest = tree / "m.jsonl"
+    lines = [
+        {"video": "videos/b.mp4", "question": "Q1?", "options": [1, None]},
+        {"video": "videos/b.mp4", "question": "Q2?", "options": [f"o{n}" for n in range(200)]},
+        {"video": "videos/b.mp4", "question": "Q3?", "options": ["a", " "]},
+        {"video": "videos/b.mp4", "question": "Q4?", "options": "a|b"},
+        {"video": "videos/b.mp4", "question": ["Q5?"]},
+        {"video": "videos/b.mp4", "question": "Q6?", "options": [1, "two", 3.5]},
+        {"video": "videos/b.mp4", "question": "Q7?", "options": [f"o{n}" for n in range(26)]},
+    ]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    items = _items([str(manifest)])
+    errors = [i.error for i in items]
+    assert errors[:5] == [
+        f"{manifest}:1: 'options' entry 2 of 2 is null; expected a non-empty text",
+        f"{manifest}:2: 'options' has 200 entries; expected at most 26 (one letter each, A to Z)",
+        f"{manifest}:3: 'options' entry 2 of 2 is an empty text; expected a non-empty text",
+        f"{manifest}:4: 'options' must be a list of option texts, got the text 'a|b'",
+        f"{manifest}:5: 'question': expected text, got list ['Q5?']",
+    ]
+    assert errors[5:] == [None, None]
+    assert items[5].options == ("1", "two", "3.5") and len(items[6].options or ()) == 26
