@@ -3,14 +3,19 @@ manifest messages."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+import mlbcli.io.writers as writers
 from mlbcli import api
-from mlbcli.io.writers import read_results
+from mlbcli.errors import MlbError
+from mlbcli.io.video import make_test_video
+from mlbcli.io.writers import ResultWriter, read_results
 
 
 @pytest.fixture()
@@ -45,3 +50,58 @@ def test_a_byte_name_and_its_escaped_spelling_each_get_a_row(clips, tmp_path):
     assert again.skipped == 5 and again.ok == 0
     ids = sorted(r["video_id"] for r in read_results(out).to_pylist() if r["video_id"].startswith("n"))
     assert ids == ["n\\\\xff.mp4", "n\\xff.mp4"]
+
+
+def _manifest(folder: Path, count: int, name: str) -> str:
+    lines = [
+        {"video": f"c{i}.mp4", "question": "Q?", "options": ["a", "b"], "answer": "A"} for i in range(count)
+    ]
+    path = folder / name
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+class _Summaries:
+    def __init__(self) -> None:
+        self.finished: list[api.RunSummary] = []
+
+    def start(self, kind, *, total, skipped) -> None:
+        pass
+
+    def advance(self, row) -> None:
+        pass
+
+    def finish(self, summary) -> None:
+        self.finished.append(summary)
+
+
+def test_counts_after_a_disk_full_stop_are_the_committed_rows(tiny_model_dir, tmp_path, monkeypatch):
+    # Issue 22: after the disk filled, `graded` (and the accuracy) were the OLD file's (3 rows), next to
+    # "ok 2" for this run's committed rows.
+    for i in range(6):
+        make_test_video(tmp_path / f"c{i}.mp4", num_frames=8, seed=i)
+    out = tmp_path / "a.parquet"
+    run = api.RunOptions(out=str(out), workers=0)
+    first = api.answer([_manifest(tmp_path, 3, "m3.jsonl")], model=str(tiny_model_dir), run=run)
+    assert first.graded == 3
+    real_init = ResultWriter.__init__
+    monkeypatch.setattr(
+        ResultWriter, "__init__", lambda self, *a, **k: real_init(self, *a, **{**k, "flush_every": 1})
+    )
+    real_write, calls = writers.pq.write_table, [0]
+
+    def write_table(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] >= 3:  # two parts of one row commit, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(writers.pq, "write_table", write_table)
+    reporter = _Summaries()
+    with pytest.raises(MlbError, match=r"2 row\(s\) of this run are committed"):
+        api.answer(
+            [_manifest(tmp_path, 6, "m6.jsonl")], model=str(tiny_model_dir), run=run, reporter=reporter
+        )
+    (summary,) = reporter.finished
+    assert (summary.total, summary.skipped, summary.ok, summary.failed) == (6, 3, 2, 0)
+    assert summary.graded == 2 and summary.file_score is None

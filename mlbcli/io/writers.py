@@ -200,6 +200,12 @@ class ResultWriter:
         """
         return self._committed
 
+    @property
+    def write_failed(self) -> bool:
+        """Whether writing failed (disk full...): the final file was then left as it was, without the
+        rows this run committed in parts (the next run merges them)."""
+        return self._write_error is not None
+
     def existing_metadata(self) -> list[tuple[str, dict[str, str]]]:
         """(description, metadata) of every existing file whose rows `close()` will merge with ours.
 

@@ -232,7 +232,9 @@ def run_batch(
     finally:  # after the writer closed: its last commit (or failure) decides what counts
         if reporting:
             count_committed()
-            if rows.kind == "answer":
+            # After a write error the final file is the old one, without this run's committed rows:
+            # its score would count other rows than `ok`; this run's committed rows are the count.
+            if rows.kind == "answer" and not writer.write_failed:
                 score_whole_file(summary, run)
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)
