@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from mlbcli import api
 from mlbcli.errors import MlbError
 from mlbcli.io.video import make_test_video
 from mlbcli.io.writers import ResultWriter, read_results
+from mlbcli.runners.progress import summary_text
+from mlbcli.runners.signals import Interrupted
+from mlbcli.runners.summary import stopped_text, summary_of
 
 
 @pytest.fixture()
@@ -105,3 +109,41 @@ def test_counts_after_a_disk_full_stop_are_the_committed_rows(tiny_model_dir, tm
     (summary,) = reporter.finished
     assert (summary.total, summary.skipped, summary.ok, summary.failed) == (6, 3, 2, 0)
     assert summary.graded == 2 and summary.file_score is None
+
+
+class _StopAfter(_Summaries):
+    """Stops the run like SIGTERM once `rows` rows were handed to the writer."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def advance(self, row) -> None:
+        self.rows -= 1
+        if self.rows == 0:
+            raise Interrupted(signal.SIGTERM)
+
+
+def test_a_stopped_run_says_how_many_items_were_committed_and_how_many_not_done(clips, tmp_path):
+    # Issue 22: the last line on SIGTERM said nothing of what was committed, nor of what was not done.
+    out = tmp_path / "s.parquet"
+    run = api.RunOptions(out=str(out), workers=0)
+    reporter = _StopAfter(1)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        api.sample([str(clips)], frames=4, run=run, reporter=reporter)
+    summary = summary_of(caught.value)
+    assert summary is not None and summary is reporter.finished[0]
+    assert (summary.committed, summary.not_done) == (1, 2) and len(read_results(out)) == 1
+    text = stopped_text(caught.value)
+    assert text == "1 item(s) committed, 2 not done; finished rows are saved, rerun to resume"
+    assert summary_text(summary).endswith(
+        f"skipped (resume) 0, not done 2, time {summary.seconds:.1f}s, output {out}"
+    )
+    resumed = _StopAfter(1)  # the next run skips the committed row and stops after one more
+    with pytest.raises(KeyboardInterrupt) as caught:
+        api.sample([str(clips)], frames=4, run=run, reporter=resumed)
+    assert stopped_text(caught.value).startswith("1 item(s) committed, 1 not done;")
+    done = api.sample([str(clips)], frames=4, run=run)
+    assert (done.skipped, done.ok, done.not_done) == (2, 1, 0) and len(read_results(out)) == 3
+    assert "not done" not in summary_text(done)
+    assert stopped_text(KeyboardInterrupt()) == "finished rows are saved, rerun to resume"

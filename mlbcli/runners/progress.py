@@ -237,6 +237,8 @@ def summary_fields(summary: RunSummary) -> list[tuple[str, str]]:
         ("failed", str(summary.failed)),
         ("skipped (resume)", str(summary.skipped)),
     ]
+    if summary.not_done:  # a stopped run (signal, disk full): what the next run does
+        fields.append(("not done", str(summary.not_done)))
     # keep_realized > 0 on every row that has it (at least one token is kept), so keep_sum == 0 means
     # no row had one (`sample`): no mean to show, rather than a misleading 0.000.
     if summary.mean_keep is not None and summary.keep_sum > 0:
