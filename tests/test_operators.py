@@ -4,6 +4,7 @@ manifest messages."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from mlbcli import api
 from mlbcli.errors import MlbError
 from mlbcli.io.video import make_test_video
 from mlbcli.io.writers import ResultWriter, read_results
-from mlbcli.runners.progress import summary_text
+from mlbcli.runners.progress import TqdmReporter, summary_text
 from mlbcli.runners.signals import Interrupted
 from mlbcli.runners.summary import stopped_text, summary_of
 
@@ -147,3 +148,19 @@ def test_a_stopped_run_says_how_many_items_were_committed_and_how_many_not_done(
     assert (done.skipped, done.ok, done.not_done) == (2, 1, 0) and len(read_results(out)) == 3
     assert "not done" not in summary_text(done)
     assert stopped_text(KeyboardInterrupt()) == "finished rows are saved, rerun to resume"
+
+
+def test_tqdm_reporter_shows_library_runs(clips, tmp_path):
+    # Issue 22: library calls showed no progress; tqdm was a declared dependency nothing used.
+    (clips / "broken.mp4").write_bytes(b"not a video")
+    stream = io.StringIO()
+    run = api.RunOptions(out=str(tmp_path / "s.parquet"), workers=0)
+    reporter = TqdmReporter(file=stream)
+    summary = api.sample([str(clips)], frames=4, run=run, reporter=reporter)
+    assert (summary.ok, summary.failed) == (3, 1) and reporter.bar is None  # closed
+    text = stream.getvalue()
+    assert "sample" in text and "4/4" in text and "1 failed" in text
+    assert "error: broken.mp4 (" in text
+    again = io.StringIO()
+    api.sample([str(clips)], frames=4, run=run, reporter=TqdmReporter(file=again))
+    assert "1/1" in again.getvalue() and "3 already done, skipped" in again.getvalue()
