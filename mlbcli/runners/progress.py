@@ -246,7 +246,7 @@ class TqdmReporter:
         self.failed = 0
 
     def _write(self, text: str) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         tqdm.write(text, file=self.file if self.file is not None else sys.stderr)
 
@@ -260,7 +260,7 @@ class TqdmReporter:
 
             self.bar = tqdm(**options)
         except ImportError:  # Jupyter without ipywidgets: tqdm.auto cannot draw its widget
-            from tqdm.std import tqdm as plain
+            from tqdm.std import tqdm as plain  # type: ignore[import-untyped]
 
             self.bar = plain(**options)
         if skipped:
