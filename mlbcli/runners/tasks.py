@@ -306,10 +306,11 @@ class ModelWorker:
     def _failed(self, video: DecodedVideo, error: BaseException) -> dict[str, Any]:
         """The error row of an item of `video`: what was asked, and the frames it really got.
 
-        `frames` counts frames actually sampled: null for a video that was never decoded (not the
-        requested `--frames`, which would claim frames no model ever saw).
+        `frames` counts the frames the model got: null for a video that was never decoded, or whose
+        saved tokens were refused (not the requested `--frames`, which would claim frames no model saw).
         """
-        frames = None if video.frames is None else len(video.frames.indices)
+        indices = None if video.error is not None else getattr(video.frames, "indices", None)
+        frames = None if indices is None else len(indices)
         return {**self.asked, "frames": frames, "error": error_text(error), "decode_s": video.decode_s}
 
     def _encode(self, videos: list[DecodedVideo]) -> dict[int, Any]:
