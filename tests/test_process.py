@@ -77,6 +77,8 @@ def test_stop_signal_commits_finished_rows_and_exits_128_plus_signal(
     assert f"mlb: {reason}; finished rows are saved, rerun to resume" in stderr
     assert "Traceback" not in stderr
     reported_ok = int(re.search(r"sample finished: items 3, ok (\d+)", stderr).group(1))
+    # issue 22: and what was not done (the next run does it)
+    assert f"skipped (resume) 0, not done {3 - reported_ok}," in stderr
     rows = _rows(out)
     # Every row the run reported finished is in the final file; the second sheet proves at least the
     # first row was finished before the signal (the second may or may not have been emitted).

@@ -427,6 +427,65 @@ def test_undecodable_file_names_from_a_folder_and_stdin_are_kept_and_openable(tr
         _utf8(item)
 
 
+def _unescape(text: str) -> str:
+    """The inverse of `printable`, read left to right (the proof that it is one to one)."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out.append("\\")
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(chr(0xDC00 + int(text[i + 2 : i + 4], 16)))
+            i += 4
+        elif text.startswith("\\u", i):
+            out.append(chr(int(text[i + 2 : i + 6], 16)))
+            i += 6
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def test_printable_is_one_to_one_and_keeps_ordinary_names() -> None:
+    # Issue 22: the byte 0xff and the four characters "\xff" both printed as "\xff" (one id, exit 2).
+    assert printable("bad\udcff.mp4") == "bad\\xff.mp4"
+    assert printable("bad\\xff.mp4") == "bad\\\\xff.mp4"
+    # Names written before keep their ids (resume finds their rows): no backslash, or a lone one.
+    for name in ("a/b c.mp4", "caf\u00e9.mp4", "a\\b.mp4", "a\\", "x\\.mp4", "\\ab\\c"):
+        assert printable(name) == name
+    import random
+
+    rng = random.Random(22)
+    alphabet = ["a", "x", "u", "f", "0", "\\", "\udcff", "\udc80", "\ud800", "\u00e9"]
+    seen: dict[str, str] = {}
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        shown = printable(text)
+        shown.encode("utf-8")
+        assert _unescape(shown) == text
+        assert seen.setdefault(shown, text) == text
+
+
+def test_a_byte_name_and_its_escaped_spelling_get_their_own_items(tree: Path) -> None:
+    raw = os.fsencode(tree / "videos") + b"/n\xff.mp4"
+    try:
+        os.close(os.open(raw, os.O_CREAT | os.O_WRONLY))
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    (tree / "videos" / "n\\xff.mp4").write_bytes(b"")  # the four characters \xff
+    first = [i for i in _items(["videos"]) if i.video_id.startswith("n")]
+    assert [i.video_id for i in first] == ["n\\\\xff.mp4", "n\\xff.mp4"]
+    assert len({i.video_path for i in first}) == 2
+    again = [i for i in _items(["videos"]) if i.video_id.startswith("n")]
+    assert [i.video_id for i in again] == [i.video_id for i in first]  # stable across runs
+    manifest = tree / "n.jsonl"
+    manifest.write_text(json.dumps({"video": "videos/n\\xff.mp4", "question": "Q?"}) + "\n")
+    (named,) = _items([str(manifest)])
+    assert named.video_id == "videos/n\\\\xff.mp4"  # as the same path given directly is named
+    for item in first:
+        _utf8(item)
+
+
 def test_symlink_loops_become_error_items_and_the_rest_goes_on(tree: Path) -> None:
     os.symlink("loop.mp4", tree / "videos/loop.mp4")
     folder = {i.video_id: i for i in _items(["videos"])}
@@ -463,7 +522,7 @@ def test_hostile_manifest_lines_become_error_items_and_good_lines_are_kept(tree:
     assert errors == [
         "m.jsonl:2: 'video' contains a NUL byte",
         "m.jsonl:3: not valid UTF-8 text (byte 0xff at column 20)",
-        "m.jsonl:4: not valid Unicode text: 'lone \\\\ud800 surrogate'",
+        "m.jsonl:4: 'question': not valid Unicode text: 'lone \\\\ud800 surrogate'",
     ]
     (tree / "m.csv").write_bytes(b"video,question\nvideos/b.mp4,ok\nvideos/a.MKV,caf\xe9\n")
     csv_items = _items(["m.csv"])
@@ -562,3 +621,29 @@ def test_a_question_that_is_not_valid_text_is_a_usage_error(tree: Path) -> None:
     # argv bytes that are not UTF-8 reach Python as surrogate escapes; they cannot be stored in a row.
     with pytest.raises(UsageError, match="--question: not valid Unicode text"):
         _items(["videos"], default_question="caf\udce9?")
+
+
+def test_manifest_messages_name_the_line_the_field_and_what_was_expected(tree: Path) -> None:
+    # Issue 22: `"options": [1, null]` said "got None"; 200 options failed later with a Python ValueError.
+    manifest = tree / "m.jsonl"
+    lines = [
+        {"video": "videos/b.mp4", "question": "Q1?", "options": [1, None]},
+        {"video": "videos/b.mp4", "question": "Q2?", "options": [f"o{n}" for n in range(200)]},
+        {"video": "videos/b.mp4", "question": "Q3?", "options": ["a", " "]},
+        {"video": "videos/b.mp4", "question": "Q4?", "options": "a|b"},
+        {"video": "videos/b.mp4", "question": ["Q5?"]},
+        {"video": "videos/b.mp4", "question": "Q6?", "options": [1, "two", 3.5]},
+        {"video": "videos/b.mp4", "question": "Q7?", "options": [f"o{n}" for n in range(26)]},
+    ]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    items = _items([str(manifest)])
+    errors = [i.error for i in items]
+    assert errors[:5] == [
+        f"{manifest}:1: 'options' entry 2 of 2 is null; expected a non-empty text",
+        f"{manifest}:2: 'options' has 200 entries; expected at most 26 (one letter each, A to Z)",
+        f"{manifest}:3: 'options' entry 2 of 2 is an empty text; expected a non-empty text",
+        f"{manifest}:4: 'options' must be a list of option texts, got the text 'a|b'",
+        f"{manifest}:5: 'question': expected text, got list ['Q5?']",
+    ]
+    assert errors[5:] == [None, None]
+    assert items[5].options == ("1", "two", "3.5") and len(items[6].options or ()) == 26

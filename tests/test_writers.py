@@ -20,6 +20,7 @@ import pytest
 
 import mlbcli.io.writers as writers
 from mlbcli.errors import MlbError, OutputLockedError, UsageError
+from mlbcli.io import parts
 from mlbcli.io.writers import SCHEMA_VERSION, ResultWriter, infer_format, read_results, schema_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,11 +119,9 @@ def test_round_trip(tmp_path, suffix):
     assert meta["mlb.kind"] == "answers"
     assert meta["method"] == "mlb"
     assert json.loads(meta["config"]) == {"keep": 0.25}
-    # Nothing left behind but the (harmless) lock file and, for text formats, the sidecar.
+    # Nothing left behind but, for text formats, the sidecar (issue 22: the lock file stayed too).
     leftovers = sorted(p.name for p in tmp_path.iterdir())
-    expected = [out.name, "." + out.name + ".lock"] + (
-        [out.name + ".meta.json"] if suffix != ".parquet" else []
-    )
+    expected = [out.name] + ([out.name + ".meta.json"] if suffix != ".parquet" else [])
     assert leftovers == sorted(expected)
 
 
@@ -515,6 +514,66 @@ def test_second_writer_on_same_output_is_refused(tmp_path):
     assert len(keys_of(out)) == 2
 
 
+def test_lock_file_is_removed_when_the_run_ends(tmp_path):
+    # Issue 22: `.r.parquet.lock` stayed beside the output after every finished run.
+    out = tmp_path / "r.parquet"
+    lock = tmp_path / ".r.parquet.lock"
+    with writer(out) as w:
+        w.write(row(0))
+        assert lock.exists()
+    assert not lock.exists()
+    with pytest.raises(RuntimeError, match="boom"), writer(out) as w:  # a clean error exit
+        w.write(row(1))
+        raise RuntimeError("boom")
+    assert not lock.exists() and len(keys_of(out)) == 2
+    lock.write_text("99999\n")  # a killed run's lock file: reused, then removed
+    with writer(out) as w:
+        w.write(row(2))
+    assert not lock.exists() and len(keys_of(out)) == 3
+    with pytest.raises(UsageError):  # refused at open (a run without --resume): the lock goes too
+        writer(out, resume=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.parquet"]
+
+
+def test_a_refused_run_never_removes_the_lock_of_the_live_holder(tmp_path):
+    out = tmp_path / "r.parquet"
+    lock = tmp_path / ".r.parquet.lock"
+    with writer(out) as w:
+        w.write(row(0))
+        for _ in range(2):
+            with pytest.raises(OutputLockedError):
+                writer(out)
+            assert lock.read_text() == f"{os.getpid()}\n"
+    assert not lock.exists()
+
+
+def test_a_lock_taken_on_a_file_just_removed_is_taken_again(tmp_path, monkeypatch):
+    # The race that removing the lock file opens: B opens the lock file, A releases (removing it), B
+    # locks the removed file. B must notice and lock the file now under that name, or a third run C
+    # would create a new file and run next to B.
+    out = tmp_path / "r.parquet"
+    lock = tmp_path / ".r.parquet.lock"
+    first = writer(out)
+    stale = os.open(lock, os.O_RDWR)  # B opened the file while A held it
+    first.close()  # A releases: the file B opened is gone
+    assert not lock.exists()
+    real_open = parts.OutputLock._open
+    calls = []
+
+    def open_stale_first(self, path):
+        calls.append(path)
+        return stale if len(calls) == 1 else real_open(self, path)
+
+    monkeypatch.setattr(parts.OutputLock, "_open", open_stale_first)
+    with writer(out) as w:  # B
+        assert len(calls) == 2 and lock.read_text() == f"{os.getpid()}\n"
+        monkeypatch.setattr(parts.OutputLock, "_open", real_open)
+        with pytest.raises(OutputLockedError):  # C is refused: B holds the file that is there
+            writer(out)
+        w.write(row(0))
+    assert not lock.exists() and len(keys_of(out)) == 1
+
+
 def test_lock_is_held_across_processes(tmp_path):
     out = tmp_path / "r.parquet"
     script = (
@@ -627,6 +686,7 @@ def test_read_only_output_folder_is_a_usage_error_before_any_work(tmp_path, old_
     if old_lock:
         with writer(out) as w:
             w.write(row(0))
+        (folder / ".x.parquet.lock").write_text("12345\n")  # left by a killed run
     folder.chmod(0o555)
     command = [sys.executable, "-c", READ_ONLY_SCRIPT.format(repo=str(REPO), out=str(out))]
     if os.geteuid() == 0:  # root ignores permission bits: drop the capability that lets it

@@ -26,6 +26,7 @@ __all__ = [
     "printable",
     "question_id_for",
     "resolve",
+    "storable",
 ]
 
 
@@ -33,7 +34,7 @@ __all__ = [
 class Item:
     """One (video, question) unit of work."""
 
-    video_id: str  # valid UTF-8 text (undecodable name bytes escaped as \xNN)
+    video_id: str  # valid UTF-8 text (undecodable name bytes escaped as \xNN: see printable)
     video_path: str  # absolute, resolved; the real name (may hold surrogate escapes: see printable)
     question_id: str | None  # a broken manifest line: its origin ("m.jsonl:4")
     question: str | None
@@ -55,26 +56,45 @@ def question_id_for(question: str, options: Sequence[str] | None) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` as valid UTF-8 (what Parquet and JSON need): undecodable bytes become visible escapes.
+    """``text`` as valid UTF-8 (what Parquet and JSON need), one to one: undecodable bytes become escapes.
 
     Python smuggles a file name's undecodable bytes as lone surrogates (U+DC80..U+DCFF, "surrogateescape");
-    they come back as ``\\xNN`` (byte 0xff -> ``\\xff``). Other lone surrogates become ``\\uNNNN``.
+    they come back as ``\\xNN`` (byte 0xff -> ``\\xff``). Other lone surrogates become ``\\uNNNN``. So
+    that no real name reads like an escape (a name holding the four characters ``\\xff`` next to one
+    holding the byte 0xff), a backslash followed by ``\\``, ``x`` or ``u`` (after escaping) is doubled.
+    Every other text comes back unchanged, a lone backslash included: ids of such names stay as they
+    were. Read left to right, ``\\\\`` is a backslash and ``\\x``/``\\u`` start an escape, so two
+    different texts never print alike (ids derived from names are distinct whenever the names are).
     """
+    if "\\" not in text:
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    pieces = [_escape_char(char) for char in text]
+    for i, piece in enumerate(pieces[:-1]):
+        if piece == "\\" and pieces[i + 1][0] in "\\xu":
+            pieces[i] = "\\\\"
+    return "".join(pieces)
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return char
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode text as it is (no lone surrogate): what a row can hold."""
     try:
         text.encode("utf-8")
-        return text
     except UnicodeEncodeError:
-        pass
-    out = []
-    for char in text:
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
+        return False
+    return True
 
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
@@ -122,7 +142,7 @@ def clean_text(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise LineError(f"expected text, got {type(value).__name__} {value!r:.40}")
     text = str(value).strip()
-    if printable(text) != text:  # a lone surrogate from a JSON "\ud800" escape: not storable text
+    if not storable(text):  # a lone surrogate from a JSON "\ud800" escape: not storable text
         raise LineError(f"not valid Unicode text: {printable(text)!r:.60}")
     return text or None
 

@@ -47,6 +47,9 @@ _COLUMN_ALIASES = {
     "question_category": "category",
 }
 
+# One letter each in the prompt, A to Z (as mlbcli.eval.prompting.LETTERS; io may not import eval).
+MAX_OPTIONS = 26
+
 _PARQUET_BATCH_ROWS = 1024  # rows per pyarrow batch: bounded memory for huge manifests
 
 _Rows = list[tuple[int, "dict[str, Any] | LineError"]]
@@ -233,12 +236,12 @@ def _row_item(
     try:
         if isinstance(row, LineError):
             raise row
-        explicit_id = clean_text(row.get("video_id"))
+        explicit_id = _text(row, "video_id")
         video_id = explicit_id or video_id
-        video = clean_text(row.get("video"))
+        video = _text(row, "video")
         if video is None:
             raise LineError("no 'video' value")
-        video_id = explicit_id or as_given(video)
+        video_id = explicit_id or printable(as_given(video))  # escaped as a path given directly is
         if "\x00" in video:
             raise LineError("'video' contains a NUL byte")
         video_path = os.path.abspath(base / video)
@@ -246,19 +249,44 @@ def _row_item(
         return Item(
             video_id=video_id,
             video_path=video_path,
-            question_id=clean_text(row.get("question_id")),
-            question=clean_text(row.get("question")),
+            question_id=_text(row, "question_id"),
+            question=_text(row, "question"),
             options=_parse_options(row.get("options"), text_options=text_options),
-            answer=clean_text(row.get("answer")),
+            answer=_text(row, "answer"),
             origin=origin,
-            category=clean_text(row.get("category")),
+            category=_text(row, "category"),
         )
     except LineError as exc:
         return broken_line(Item(video_id, video_path, None, None, None, None, origin), str(exc))
 
 
+def _text(row: dict[str, Any], column: str) -> str | None:
+    """The text of one cell; a value that is not text is the line's error, naming the column."""
+    try:
+        return clean_text(row.get(column))
+    except LineError as exc:
+        raise LineError(f"{column!r}: {exc}") from None
+
+
+def _described(value: Any) -> str:
+    """A cell value as the manifest's author wrote it: null, an empty text, a list, an object."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "null"
+    if isinstance(value, str):
+        return f"the text {value.strip()!r:.40}" if value.strip() else "an empty text"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"{type(value).__name__} {value!r:.40}"
+
+
 def _parse_options(value: Any, *, text_options: bool) -> tuple[str, ...] | None:
-    """A list of option texts; in CSV cells (``text_options``) also a JSON list string or ``A|B|C``."""
+    """A list of option texts; in CSV cells (``text_options``) also a JSON list string or ``A|B|C``.
+
+    A problem names the entry and what was expected ("'options' entry 2 of 4 is null; expected a
+    non-empty text"): the caller prefixes the line (``m.jsonl:7``).
+    """
     if value is None:
         return None
     if isinstance(value, str) and text_options:
@@ -266,12 +294,20 @@ def _parse_options(value: Any, *, text_options: bool) -> tuple[str, ...] | None:
         if value is None:
             return None
     if not isinstance(value, list | tuple):
-        raise LineError(f"'options' must be a list of strings, got {type(value).__name__}")
+        raise LineError(f"'options' must be a list of option texts, got {_described(value)}")
+    if len(value) > MAX_OPTIONS:
+        raise LineError(
+            f"'options' has {len(value)} entries; expected at most {MAX_OPTIONS} (one letter each, A to Z)"
+        )
     options = []
-    for opt in value:
-        text = clean_text(opt) if not isinstance(opt, list | dict | tuple) else None
+    for number, opt in enumerate(value, start=1):
+        where = f"'options' entry {number} of {len(value)}"
+        try:
+            text = clean_text(opt) if not isinstance(opt, list | dict | tuple) else None
+        except LineError as exc:
+            raise LineError(f"{where}: {exc}") from None
         if text is None:
-            raise LineError(f"'options' must be a list of non-empty strings, got {opt!r:.40}")
+            raise LineError(f"{where} is {_described(opt)}; expected a non-empty text")
         options.append(text)
     return tuple(options) or None
 

@@ -7,7 +7,7 @@
     results.parquet.parts/       committed batches of the current (or a killed) run, always Parquet
         part-<run>-<pid>-<seq>.parquet
         OVERWRITE                written once an --overwrite run commits rows: older rows are superseded
-    .results.parquet.lock        flock target; harmless when left behind
+    .results.parquet.lock        flock target, removed when the run ends (a killed run's stays, harmless)
     results.jsonl.meta.json      schema + metadata sidecar (JSONL/CSV only; Parquet keeps it inside)
 
 Every file here is written under a temporary name, fsync'd and renamed, so it either exists complete or
@@ -59,7 +59,7 @@ def parts_dir(path: Path) -> Path:
 
 
 def lock_path(path: Path) -> Path:
-    # Hidden: the lock file outlives the run (flock semantics make removing it racy) and is noise.
+    # Hidden: a killed run's lock file stays behind (see OutputLock) and is noise.
     return path.with_name(f".{path.name}.lock")
 
 
@@ -155,8 +155,11 @@ def probe_writable(path: Path) -> None:
 class OutputLock:
     """An exclusive flock next to the output: a second run on the same file fails before any work.
 
-    flock is advisory, so the holder writes its pid into the file for the other run's message. The lock
-    file stays after `release()`: deleting it would race with a process that just opened it.
+    flock is advisory, so the holder writes its pid into the file for the other run's message.
+    `release()` removes the lock file while still holding the lock, so no live holder ever loses it. A
+    process that opened the file just before (and locks it just after) holds a lock on a removed file:
+    `acquire()` therefore checks, once locked, that the name still leads to the file it locked, and
+    starts again if not. A killed run's lock file stays (the kernel drops the flock) and is reused.
     """
 
     def __init__(self, path: Path) -> None:
@@ -168,28 +171,51 @@ class OutputLock:
             logger.warning("no fcntl on this platform: concurrent runs on %s are not detected", self.path)
             return
         lock = lock_path(self.path)
+        for _ in range(100):  # each retry means another run released the lock meanwhile
+            fd = self._open(lock)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputLockedError(f"another mlb run is writing {self.path} (pid {pid})") from None
+            if _same_file(fd, lock):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._fd = fd
+                return
+            os.close(fd)  # locked a file its holder removed on release: take the one there now
+        raise OutputLockedError(f"another mlb run keeps taking and releasing {self.path}")
+
+    def _open(self, lock: Path) -> int:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise UsageError(
                 f"cannot write the output {self.path}: cannot create {lock} ({reason(exc)})"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise OutputLockedError(f"another mlb run is writing {self.path} (pid {pid})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
 
     def release(self) -> None:
+        """Remove the lock file (while holding it: see the class docstring), then unlock."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            lock = lock_path(self.path)
+            with contextlib.suppress(OSError):  # a read-only folder: the file stays, harmless
+                if _same_file(fd, lock):
+                    os.unlink(lock)
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` names the file open as `fd` (False when it is gone or was replaced)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 # ---------------------------------------------------------------------------------------- the parts

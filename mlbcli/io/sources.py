@@ -25,7 +25,8 @@ state, and two different inputs never share one (that would silently keep only o
 
 Everything that lands in a row is valid UTF-8 text: undecodable bytes of a file name (a folder walk, stdin,
 argv) appear as ``\\xNN`` in ``video_id`` and ``origin``, while ``Item.video_path`` keeps the real name so
-the file can still be opened (``printable`` escapes it for storage).
+the file can still be opened (``printable`` escapes it for storage). The escaping is one to one: a name
+holding the characters ``\\xff`` gets ``\\\\xff``, so it never shares an id with the byte 0xff.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ each is written atomically are in `mlbcli.io.parts`, the formats (Parquet, JSONL
 
     results.parquet              the final file, only ever replaced whole (tmp + os.replace)
     results.parquet.parts/       committed batches of the current (or a killed) run, always Parquet
-    .results.parquet.lock        flock target; harmless when left behind
+    .results.parquet.lock        flock target, removed when the run ends (a killed run's stays, harmless)
     results.jsonl.meta.json      schema + metadata sidecar (JSONL/CSV only; Parquet keeps it inside)
 
 Why parts: a long batch run may be killed at any moment (OOM, SLURM preemption, Ctrl-C twice). Rows are
@@ -199,6 +199,12 @@ class ResultWriter:
         write error, rows beyond them are lost and will be redone by the next run.
         """
         return self._committed
+
+    @property
+    def write_failed(self) -> bool:
+        """Whether writing failed (disk full...): the final file was then left as it was, without the
+        rows this run committed in parts (the next run merges them)."""
+        return self._write_error is not None
 
     def existing_metadata(self) -> list[tuple[str, dict[str, str]]]:
         """(description, metadata) of every existing file whose rows `close()` will merge with ours.

@@ -22,7 +22,7 @@ from mlbcli.errors import MlbError, UsageError
 from mlbcli.io.sources import Item, printable
 from mlbcli.options import REQUIRED_ON_RESUME, RESULT_OPTIONS, UNUSED_WHEN_NONE
 from mlbcli.runners.progress import NullReporter, Reporter
-from mlbcli.runners.summary import RunSummary
+from mlbcli.runners.summary import RunSummary, attach
 
 if TYPE_CHECKING:
     from mlbcli.io.writers import ResultWriter
@@ -213,7 +213,7 @@ def run_batch(
         if run.fail_fast and row.get("error"):
             raise MlbError(f"--fail-fast: {item.video_id}: {row['error']}")
 
-    reporting = False
+    reporting = counted = False
     try:
         with writer:
             summary.out = writer.out
@@ -221,6 +221,7 @@ def run_batch(
             done = writer.done_keys()
             pending = [item for item in items if rows.key_of(item) not in done]
             summary.skipped = len(items) - len(pending)
+            counted = True
             good = [item for item in pending if not item.error]
             prepared = prepare(good, reporter) if prepare is not None and good else None
             reporter.start(rows.kind, total=len(pending), skipped=summary.skipped)
@@ -229,10 +230,16 @@ def run_batch(
                 if item.error:  # a broken manifest line: an error row, the batch goes on
                     emit(item, {"error": item.error})
             work(good, emit, prepared)
+    except KeyboardInterrupt as interrupt:  # a stop signal: the CLI's last line says what was saved
+        if counted:
+            attach(interrupt, summary)  # (counted in `finally`, once the writer closed)
+        raise
     finally:  # after the writer closed: its last commit (or failure) decides what counts
         if reporting:
             count_committed()
-            if rows.kind == "answer":
+            # After a write error the final file is the old one, without this run's committed rows:
+            # its score would count other rows than `ok`; this run's committed rows are the count.
+            if rows.kind == "answer" and not writer.write_failed:
                 score_whole_file(summary, run)
             summary.seconds = time.perf_counter() - started
             reporter.finish(summary)

@@ -1,4 +1,5 @@
-"""Progress reporting: a rich bar on a terminal, plain periodic log lines otherwise (cron, CI).
+"""Progress reporting: a rich bar on a terminal, plain periodic log lines otherwise (cron, CI), and a
+`tqdm.auto` bar for library runs (a widget in Jupyter, a line on a terminal).
 
 The library calls `Reporter.status/start/advance/finish`; the CLI picks the implementation. Output
 goes to stderr so that stdout stays machine-readable (`--out -`). Whatever the mode, a failed item is
@@ -230,6 +231,56 @@ class RichReporter:
             )
 
 
+class TqdmReporter:
+    """A `tqdm.auto` bar for library runs (notebooks, scripts): a widget in Jupyter, a line elsewhere.
+
+    Failed items are written above the bar as they happen (id, path, reason), and the bar's postfix
+    counts them; the summary is the `RunSummary` the call returns, so nothing else is printed. Goes to
+    stderr unless `file` is given. The CLI keeps Rich (`RichReporter`).
+    """
+
+    def __init__(self, file: TextIO | None = None, *, leave: bool = True) -> None:
+        self.file = file
+        self.leave = leave
+        self.bar: Any = None
+        self.failed = 0
+
+    def _write(self, text: str) -> None:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+        tqdm.write(text, file=self.file if self.file is not None else sys.stderr)
+
+    def status(self, text: str) -> None:
+        self._write(text)
+
+    def start(self, kind: str, *, total: int, skipped: int) -> None:
+        options = {"total": total, "desc": kind, "unit": "item", "leave": self.leave, "file": self.file}
+        try:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(**options)
+        except ImportError:  # Jupyter without ipywidgets: tqdm.auto cannot draw its widget
+            from tqdm.std import tqdm as plain  # type: ignore[import-untyped]
+
+            self.bar = plain(**options)
+        if skipped:
+            self.bar.set_postfix_str(f"{skipped} already done, skipped")
+
+    def advance(self, row: dict[str, Any]) -> None:
+        if row.get("error"):
+            self.failed += 1
+            self._write(f"error: {failure_text(row)}")
+        if self.bar is not None:
+            if row.get("error"):
+                self.bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+            self.bar.update(1)
+
+    def finish(self, summary: RunSummary) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def summary_fields(summary: RunSummary) -> list[tuple[str, str]]:
     fields = [
         ("items", str(summary.total)),
@@ -237,6 +288,8 @@ def summary_fields(summary: RunSummary) -> list[tuple[str, str]]:
         ("failed", str(summary.failed)),
         ("skipped (resume)", str(summary.skipped)),
     ]
+    if summary.not_done:  # a stopped run (signal, disk full): what the next run does
+        fields.append(("not done", str(summary.not_done)))
     # keep_realized > 0 on every row that has it (at least one token is kept), so keep_sum == 0 means
     # no row had one (`sample`): no mean to show, rather than a misleading 0.000.
     if summary.mean_keep is not None and summary.keep_sum > 0:

@@ -1,7 +1,9 @@
 """`RunSummary`: what one batch did, counted from the rows that reached the output file.
 
 The harness (`runners.batch`) fills it, reporters (`runners.progress`) show it, the library
-(`mlbcli.api`) returns it and the CLI turns `failed` into its exit code.
+(`mlbcli.api`) returns it and the CLI turns `failed` into its exit code. A run stopped by a signal
+(Ctrl-C, SIGTERM, SIGHUP) returns nothing: its `KeyboardInterrupt` carries the summary instead
+(`summary_of`), and `stopped_text` says what was committed and what was not done.
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ class RunSummary:
         return self.correct / self.graded if self.graded else None
 
     @property
+    def committed(self) -> int:
+        """Rows this run committed to the output (results and error rows)."""
+        return self.ok + self.failed
+
+    @property
+    def not_done(self) -> int:
+        """Items this run should have done but did not commit (a stop, a disk-full error): the next run
+        does them."""
+        return max(0, self.total - self.skipped - self.committed)
+
+    @property
     def mean_keep(self) -> float | None:
         return self.keep_sum / self.ok if self.ok else None
 
@@ -53,3 +66,24 @@ class RunSummary:
         if row.get("correct") is not None:
             self.graded += 1
             self.correct += int(bool(row["correct"]))
+
+
+def attach(interrupt: BaseException, summary: RunSummary) -> None:
+    """Give a stopping run's `KeyboardInterrupt` its summary (see `summary_of`)."""
+    interrupt.mlb_summary = summary  # type: ignore[attr-defined]
+
+
+def summary_of(interrupt: BaseException) -> RunSummary | None:
+    """The summary of the run that `interrupt` stopped; None when it stopped before items were counted."""
+    summary = getattr(interrupt, "mlb_summary", None)
+    return summary if isinstance(summary, RunSummary) else None
+
+
+def stopped_text(interrupt: BaseException) -> str:
+    """What a stopped run saved, for the CLI's last line after "mlb: terminated (SIGTERM); ":
+    "2 item(s) committed, 1 not done; finished rows are saved, rerun to resume"."""
+    saved = "finished rows are saved, rerun to resume"
+    summary = summary_of(interrupt)
+    if summary is None:
+        return saved
+    return f"{summary.committed} item(s) committed, {summary.not_done} not done; {saved}"

@@ -294,7 +294,7 @@ class ModelWorker:
                 error = enc
             for item in video.items:
                 if error is not None:
-                    failed[id(item)] = {**self.asked, "error": error_text(error), "decode_s": video.decode_s}
+                    failed[id(item)] = self._failed(video, error)
                 else:
                     assert enc is not None
                     work.append((item, video, enc))
@@ -302,6 +302,16 @@ class ModelWorker:
         for video in videos:
             for item in video.items:
                 yield item, failed[id(item)] if id(item) in failed else rows[id(item)]
+
+    def _failed(self, video: DecodedVideo, error: BaseException) -> dict[str, Any]:
+        """The error row of an item of `video`: what was asked, and the frames it really got.
+
+        `frames` counts the frames the model got: null for a video that was never decoded, or whose
+        saved tokens were refused (not the requested `--frames`, which would claim frames no model saw).
+        """
+        indices = None if video.error is not None else getattr(video.frames, "indices", None)
+        frames = None if indices is None else len(indices)
+        return {**self.asked, "frames": frames, "error": error_text(error), "decode_s": video.decode_s}
 
     def _encode(self, videos: list[DecodedVideo]) -> dict[int, Any]:
         """id(video) -> EncodedVideo or the exception; together when possible, alone to isolate errors."""
@@ -334,7 +344,7 @@ class ModelWorker:
             try:
                 requests.append(self.task.request(self.pipe, item, enc, video.override))
             except Exception as exc:
-                rows[id(item)] = {**self.asked, "error": error_text(exc), "decode_s": video.decode_s}
+                rows[id(item)] = self._failed(video, exc)
                 requests.append(None)
         todo = [i for i, request in enumerate(requests) if request is not None]
         results: dict[int, Any] = {}
@@ -356,7 +366,7 @@ class ModelWorker:
                 except Exception as exc:  # e.g. a bias report that cannot be written
                     result.error = exc
             log.debug("failed on %s", item.video_path, exc_info=(type(result.error), result.error, None))
-            rows[id(item)] = {**self.asked, "error": error_text(result.error), "decode_s": video.decode_s}
+            rows[id(item)] = self._failed(video, result.error)
         return rows
 
     def _run_chunk(self, chunk: list[int], requests: list[Any], results: dict[int, Any]) -> None:
