@@ -215,6 +215,9 @@ def score(
     try:
         with usage_errors():
             scores = scoring.score_files(results, by=by, against=against)
+            empty = [reason for reason in map(scoring.nothing_to_score, scores) if reason]
+            if empty:
+                raise MlbError("\nmlb: error: ".join(empty))
             if plot:
                 scoring.plot(scores, plot, scoring.score_file(against) if against else None)
             written = scoring.write_lmms_eval_samples(scores, samples) if samples else []
