@@ -242,11 +242,12 @@ def score(
 
 
 def doctor(values: dict[str, Any]) -> None:
-    """`mlb doctor` with its parsed option `values` (--verbose from the table, --keep-files its own)."""
+    """`mlb doctor` with its parsed option `values` (the table's options of "doctor": --verbose,
+    --keep-files; --model when the table declares it for the doctor)."""
     setup_logging(values["verbose"])
     from mlbcli.cli.doctor import run_doctor
 
-    ok = run_doctor(echo=typer.echo, keep_files=values["keep_files"])
+    ok = run_doctor(echo=typer.echo, keep_files=values["keep_files"], model=values.get("model"))
     raise typer.Exit(0 if ok else 1)
 
 
