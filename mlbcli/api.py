@@ -242,6 +242,9 @@ class FlopsPlan:
     # their FLOPs: extra to `flops` (the final pass, the papers' convention).
     probe_passes: list[tuple[int, int]] = field(default_factory=list)
     flops_probes: float = 0.0
+    # The input resolution the token count assumes, in words (fixed by the family, or dynamic: at the
+    # pixel budget, or the `resolution` asked for).
+    resolution: str = ""
 
     @property
     def ratio(self) -> float:
@@ -265,14 +268,26 @@ def flops(
     params: dict[str, Any] | None = None,
     variant: str | None = None,
     positions: str | None = None,
+    resolution: tuple[int, int] | str | None = None,
 ) -> FlopsPlan:
     """Plan the visual-token LLM FLOPs of `method` (algorithms.md §2) from the checkpoint config.
 
     Validated exactly like a run: the same options (one not used by the method is an error), `--frames`
     >= 1, `--layer` 1..L-1 for attention methods, budgets that cannot hold a summary tail, and plans
     whose sequence cannot fit the model's context are `UsageError`s, as they would be in `answer`.
+
+    `resolution` (width, height) or "WxH": the videos' frame size, for families with dynamic resolution
+    (Qwen); without it their count assumes frames at the pixel budget (`FlopsPlan.resolution` says so). A
+    family with a fixed input size refuses it (`UsageError`).
     """
-    from mlbcli.engine.flops import LLMDims, layer_flops, tokens_per_layer, visual_flops
+    from mlbcli.engine.flops import (
+        LLMDims,
+        input_resolution,
+        layer_flops,
+        parse_resolution,
+        tokens_per_layer,
+        visual_flops,
+    )
     from mlbcli.models import adapter_class_for, load_config
     from mlbcli.selection import get_method
     from mlbcli.selection.base import PlanContext
@@ -296,7 +311,9 @@ def flops(
     dims = LLMDims.from_config(text_config)
     chosen = get_method(spec.method, spec.method_options())
     chosen.check_layer(dims.num_layers)
-    n = adapter_cls.visual_tokens(config, frames)
+    size = parse_resolution(resolution) if isinstance(resolution, str) else resolution
+    at_size, assumed = input_resolution(adapter_cls, config, model, frames, size)
+    n = adapter_cls.visual_tokens(config, frames) if at_size is None else at_size
     limit = getattr(text_config, "max_position_embeddings", None) or None
     image_llm = bool(adapter_cls.renumber_input_positions)
     context = PlanContext(image_llm=image_llm, context_limit=limit)
@@ -314,6 +331,7 @@ def flops(
         flops_vanilla=visual_flops([n] * dims.num_layers, dims),
         probe_passes=probes,
         flops_probes=sum(layers * layer_flops(count, dims) for count, layers in probes),
+        resolution=assumed,
     )
 
 

@@ -355,3 +355,51 @@ def test_locked_output_says_what_to_do(tiny_model_dir, clips_dir, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("mlb: error: another mlb run is writing")
     assert "wait for it to finish" in result.stderr and "another --out" in result.stderr
+
+
+# -- mlb show on a narrow terminal: nothing cropped (issue 22) ------------------------------------------------
+LONG_ANSWER = "The person walks a brown dog along the beach at sunset while waves crash behind them END{}"
+
+
+@pytest.fixture()
+def long_answers(tmp_path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlbcli.io import schema
+
+    rows = [
+        {
+            "video_id": f"clip_{i}",
+            "question_id": f"q{i}",
+            "question": "What is the person doing in this rather long clip?",
+            "answer": LONG_ANSWER.format(i),
+            "keep_realized": 0.25,
+            "flops_ratio": 0.3,
+            "method": "fastv",
+        }
+        for i in range(2)
+    ]
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema.ANSWER), path)
+    return path
+
+
+def _flat(text: str) -> str:
+    """The output without box drawing and whitespace: a wrapped cell reads as one run of characters."""
+    return "".join(c for c in text if not c.isspace() and not 0x2500 <= ord(c) <= 0x257F)
+
+
+@pytest.mark.parametrize(
+    "columns", ["video_id,answer", "video_id,answer,question,keep_realized,method,flops_ratio"]
+)
+def test_show_on_a_narrow_terminal_prints_the_full_text_of_a_chosen_column(long_answers, columns):
+    """Before: at COLUMNS=50 the table ran past the terminal and was cropped (columns and text lost)."""
+    result = run(["show", long_answers, "--columns", columns], env={"COLUMNS": "50"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 50 for line in lines), "\n".join(lines)
+    for i in range(2):
+        assert _flat(LONG_ANSWER.format(i)) in _flat(result.stdout)
+    for name in columns.split(","):
+        assert name in result.stdout

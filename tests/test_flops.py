@@ -113,3 +113,111 @@ def test_from_config_defaults_and_nesting():
     assert LLMDims.from_config(SimpleNamespace(text_config=SimpleNamespace(**QWEN2_CONFIG))) == QWEN2_7B
     with pytest.raises(ValueError, match="hidden_size"):
         LLMDims.from_config({k: v for k, v in QWEN2_CONFIG.items() if k != "hidden_size"})
+
+
+# -- mlb flops for people: units that fit, the input resolution it assumes, --resolution ----------------------
+def test_flops_text_picks_the_unit_that_fits():
+    from mlbcli.engine.flops import flops_text
+
+    assert flops_text(48.8245e12) == "48.82 TFLOPs"
+    assert flops_text(3.1e9) == "3.10 GFLOPs"
+    assert flops_text(2.5e15) == "2.50 PFLOPs"
+    assert flops_text(123.4e6) == "123.40 MFLOPs"
+    assert flops_text(3.2e5) == "3.20e+05 FLOPs"  # below a mega: scientific, never 0.00
+    assert flops_text(0) == "0 FLOPs"
+
+
+def test_parse_resolution():
+    from mlbcli.engine.flops import parse_resolution
+    from mlbcli.errors import UsageError
+
+    assert parse_resolution("1280x720") == (1280, 720)
+    assert parse_resolution(" 640X480 ") == (640, 480)
+    for bad in ("1280", "x720", "1280x0", "12.5x7", "wide"):
+        with pytest.raises(UsageError, match="WIDTHxHEIGHT"):
+            parse_resolution(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tmp_path_factory):
+    from mlbcli.testing.tiny import build_tiny
+
+    return build_tiny("qwen2_vl", tmp_path_factory.mktemp("flops") / "tiny-qwen2_vl")
+
+
+def test_flops_of_a_small_model_prints_a_unit_that_fits(tiny_model_dir):
+    """Before: "vanilla 0.00 TFLOPs" for a small model."""
+    from typer.testing import CliRunner
+
+    from mlbcli.cli.app import app
+
+    result = CliRunner().invoke(app, ["flops", "--model", str(tiny_model_dir), "--frames", "8"])
+    assert result.exit_code == 0, result.output
+    assert "0.00 TFLOPs" not in result.output
+    vanilla = next(line for line in result.output.splitlines() if line.startswith("vanilla"))
+    assert vanilla.split()[-1] in ("FLOPs", "MFLOPs", "GFLOPs") and float(vanilla.split()[1]) > 0
+    assert "resolution     fixed: every frame is resized to" in result.output
+
+
+def test_flops_says_which_resolution_a_dynamic_family_assumes(tiny_qwen2):
+    from mlbcli import api
+
+    plan = api.flops(model=str(tiny_qwen2), frames=32)
+    # 768 tokens per temporal patch of 2 frames at the budget of 768 x 28 x 28 pixels per frame
+    assert plan.visual_tokens == 16 * 768
+    assert "dynamic; assumed frames at the pixel budget, 602112 pixels each" in plan.resolution
+    assert "896x672" in plan.resolution and "--resolution" in plan.resolution
+
+
+def test_flops_at_a_resolution_counts_what_the_adapter_makes_of_such_frames(tiny_qwen2):
+    """--resolution 1280x720 plans what a run on 1280x720 videos gets: the tokens the adapter's own
+    preprocessing makes of such frames (at the processor's default pixel bounds)."""
+    import numpy as np
+
+    from mlbcli import api
+    from mlbcli.models import load_adapter
+
+    plan = api.flops(model=str(tiny_qwen2), frames=4, resolution="1280x720")
+    assert "1280x720 frames, resized to 1008x560" in plan.resolution
+    adapter = load_adapter(str(tiny_qwen2), device="cpu")
+    adapter.preprocess_config = {}  # the processor's default bounds, as `mlb flops` assumes
+    grid = adapter.preprocess(np.zeros((4, 720, 1280, 3), dtype=np.uint8))["video_grid_thw"][0].tolist()
+    merge = 2
+    assert plan.visual_tokens == grid[0] * (grid[1] // merge) * (grid[2] // merge) == 2 * 20 * 36
+    assert plan.visual_tokens < api.flops(model=str(tiny_qwen2), frames=4).visual_tokens
+    assert plan.tokens_per_layer[0] == plan.visual_tokens
+
+
+def test_resolution_does_not_apply_to_a_fixed_resolution_family(tiny_model_dir):
+    from mlbcli import api
+    from mlbcli.errors import UsageError
+
+    with pytest.raises(
+        UsageError, match=r"--resolution does not apply to llava_onevision models \(every frame"
+    ):
+        api.flops(model=str(tiny_model_dir), resolution="1280x720")
+
+
+def _table_has(command: str, name: str) -> bool:
+    from mlbcli.options.table import options_of
+
+    return any(option.name == name for option in options_of(command))
+
+
+@pytest.mark.skipif(
+    not _table_has("flops", "resolution"), reason="--resolution awaits its option-table entry"
+)
+def test_flops_resolution_option(tiny_qwen2, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from mlbcli.cli.app import app
+
+    runner = CliRunner()
+    ok = runner.invoke(
+        app, ["flops", "--model", str(tiny_qwen2), "--frames", "4", "--resolution", "1280x720"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "1440 visual tokens" in ok.output and "resized to 1008x560" in ok.output
+    fixed = runner.invoke(app, ["flops", "--model", str(tiny_model_dir), "--resolution", "1280x720"])
+    assert fixed.exit_code == 2
+    assert "mlb: error: --resolution does not apply to llava_onevision models" in fixed.output

@@ -261,3 +261,26 @@ def test_run_accuracy_covers_resumed_rows(tiny_model_dir, clips_dir, tmp_path):
     rows = pq.read_table(out).to_pylist()
     assert summary.graded == 2  # this run answered one; the file holds two graded rows
     assert summary.accuracy == sum(bool(r["correct"]) for r in rows) / 2
+
+
+# -- nothing to score: which file, why, exit 1 ----------------------------------------------------------------
+def test_score_of_a_file_without_ground_truth_says_so_and_exits_1(tmp_path):
+    """Before: `n=0` in a table and exit 0, as if 0 of 0 were a result."""
+    open_ended = write(
+        tmp_path / "open.parquet",
+        [{"video_id": f"v{i}", "answer": "a dog", "correct": None, "ground_truth": None} for i in range(3)],
+    )
+    result = run(["score", open_ended])
+    assert result.exit_code == 1, result.output
+    assert f"{open_ended}: nothing to score" in result.output
+    assert "none of its 3 answered rows has a ground truth" in result.output
+    assert "n=0" not in result.output
+
+
+def test_score_of_a_file_whose_rows_all_failed_says_so(tmp_path):
+    failed = write(
+        tmp_path / "failed.parquet", [{"video_id": "v0", "correct": None, "error": "DecodeError: x"}]
+    )
+    result = run(["score", failed])
+    assert result.exit_code == 1
+    assert "nothing to score: all 1 rows failed" in result.output

@@ -33,7 +33,7 @@ EXAMPLES = """\
   mlb summarize /srv/cams --out summaries.parquet -q
 
   mlb show answers.parquet        # the results as a table
-  mlb report a.parquet b.parquet  # one HTML page: what each run kept and answered
+  mlb report a.parquet b.parquet  # one HTML page: what runs kept, answered
   mlb methods                     # methods, debiasers, hyperparameters
   mlb doctor                      # offline self-check of the install"""
 

@@ -29,6 +29,9 @@ TEXT_COLUMN = {"answer": "answer", "summarize": "summary"}
 #: Row count up to which `answer`/`summarize` print their results on a terminal after the run.
 SHOW_AFTER_RUN_MAX_ROWS = 20
 DEFAULT_TABLE_ROWS = 20
+#: Columns of free text: they take the room left (and wrap), down to `WIDE_MIN` characters.
+WIDE_COLUMNS = frozenset({"answer", "summary", "question", "error", "segments", "options_json", "prompt"})
+WIDE_MIN = 12
 
 
 class CollectingReporter:
@@ -87,18 +90,46 @@ def print_table(
     caption: str | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """`rows` as a rich table of `columns` (long text wraps inside its column)."""
+    """`rows` as a rich table of `columns` fitted to the terminal: long text wraps inside its column; when
+    the columns cannot all fit side by side, one block per row (name, then the value wrapped), so no
+    column is cropped."""
     from rich.table import Table
 
+    console = _console(stream)
+    cells = [
+        [_cell(row.get(name), None if name in TEXT_COLUMN.values() else 400) for name in columns]
+        for row in rows
+    ]
+    narrowest = [WIDE_MIN if name in WIDE_COLUMNS else len(name) for name in columns]
+    if len(columns) > 1 and sum(narrowest) + 3 * len(columns) + 1 > console.width:
+        _print_records(console, columns, cells, title=title, caption=caption)
+        return
     table = Table(title=title, caption=caption, show_lines=len(rows) > 1)
-    for name in columns:
-        wide = name in ("answer", "summary", "question", "error", "segments", "options_json", "prompt")
-        table.add_column(name, overflow="fold", ratio=3 if wide else 1, min_width=4 if wide else len(name))
-    for row in rows:
-        table.add_row(
-            *(_cell(row.get(name), None if name in TEXT_COLUMN.values() else 400) for name in columns)
-        )
-    _console(stream).print(table)
+    for name, width in zip(columns, narrowest, strict=True):
+        table.add_column(name, overflow="fold", ratio=3 if name in WIDE_COLUMNS else 1, min_width=width)
+    for values in cells:
+        table.add_row(*values)
+    console.print(table)
+
+
+def _print_records(
+    console: Any,
+    columns: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    *,
+    title: str | None,
+    caption: str | None,
+) -> None:
+    """A table too wide for the terminal, one block per row: column names on the left, values wrapped."""
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption, show_header=False, expand=True)
+    table.add_column("column", no_wrap=True, style="bold", width=max(map(len, columns)))
+    table.add_column("value", overflow="fold", ratio=1)
+    for values in cells:
+        for index, (name, value) in enumerate(zip(columns, values, strict=True)):
+            table.add_row(name, value, end_section=index == len(columns) - 1)
+    console.print(table)
 
 
 def print_run_results(kind: str, rows: Sequence[dict[str, Any]], stream: TextIO | None = None) -> bool:

@@ -31,6 +31,7 @@ def flops(values: dict[str, Any]) -> None:
     """`mlb flops` with its parsed option `values` (the table's options of "flops")."""
     setup_logging(False)
     from mlbcli import api
+    from mlbcli.engine.flops import flops_text
     from mlbcli.selection import method_defaults
 
     spec = values_for("flops", "spec", values)  # model, method, keep, layer, frames, debias...
@@ -38,21 +39,23 @@ def flops(values: dict[str, Any]) -> None:
         spec.update(
             method=method_name(spec["method"]), params=method_params(values["param"], values["method_params"])
         )
-        plan = api.flops(**spec)
+        # --resolution WxH: families with dynamic resolution (read when the option table declares it)
+        plan = api.flops(**spec, resolution=values.get("resolution"))
     keep = values["keep"] if values["keep"] is not None else method_defaults(plan.method)["keep"]
     tokens = plan.tokens_per_layer
     cuts = sorted({(i, n) for i, n in enumerate(tokens) if i == 0 or n != tokens[i - 1]})
     typer.echo(f"model          {plan.model} ({plan.family})")
     typer.echo(f"frames         {plan.frames} -> {plan.visual_tokens} visual tokens")
+    typer.echo(f"resolution     {plan.resolution}")
     typer.echo(f"method         {plan.method}, keep {keep}")
     typer.echo("tokens         " + ", ".join(f"{n} from layer {i}" for i, n in cuts))
-    typer.echo(f"vanilla        {plan.flops_vanilla / 1e12:.2f} TFLOPs")
-    typer.echo(f"{plan.method:14s} {plan.flops / 1e12:.2f} TFLOPs")
+    typer.echo(f"vanilla        {flops_text(plan.flops_vanilla)}")
+    typer.echo(f"{plan.method:14s} {flops_text(plan.flops)}")
     typer.echo(f"ratio          {plan.ratio:.4f}")
     if plan.probe_passes:
         sizes = sorted({count for count, _ in plan.probe_passes}, reverse=True)
         typer.echo(
-            f"probe passes   +{plan.flops_probes / 1e12:.2f} TFLOPs ({len(plan.probe_passes)} segment probes "
+            f"probe passes   +{flops_text(plan.flops_probes)} ({len(plan.probe_passes)} segment probes "
             f"of {'/'.join(map(str, sizes))} visual tokens x {plan.probe_passes[0][1]} layers, not in the ratio)"
         )
         typer.echo(f"with probes    {plan.probe_ratio:.4f} (flops_probe_ratio)")
@@ -215,6 +218,9 @@ def score(
     try:
         with usage_errors():
             scores = scoring.score_files(results, by=by, against=against)
+            empty = [reason for reason in map(scoring.nothing_to_score, scores) if reason]
+            if empty:
+                raise MlbError("\nmlb: error: ".join(empty))
             if plot:
                 scoring.plot(scores, plot, scoring.score_file(against) if against else None)
             written = scoring.write_lmms_eval_samples(scores, samples) if samples else []
@@ -236,11 +242,12 @@ def score(
 
 
 def doctor(values: dict[str, Any]) -> None:
-    """`mlb doctor` with its parsed option `values` (--verbose from the table, --keep-files its own)."""
+    """`mlb doctor` with its parsed option `values` (the table's options of "doctor": --verbose,
+    --keep-files; --model when the table declares it for the doctor)."""
     setup_logging(values["verbose"])
     from mlbcli.cli.doctor import run_doctor
 
-    ok = run_doctor(echo=typer.echo, keep_files=values["keep_files"])
+    ok = run_doctor(echo=typer.echo, keep_files=values["keep_files"], model=values.get("model"))
     raise typer.Exit(0 if ok else 1)
 
 

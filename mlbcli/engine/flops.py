@@ -19,7 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TERA", "LLMDims", "flops_ratio", "layer_flops", "tokens_per_layer", "visual_flops"]
+__all__ = [
+    "TERA",
+    "LLMDims",
+    "flops_ratio",
+    "flops_text",
+    "input_resolution",
+    "layer_flops",
+    "parse_resolution",
+    "tokens_per_layer",
+    "visual_flops",
+]
 
 # Papers print TFLOPs with a decimal tera.
 TERA = 1e12
@@ -142,3 +152,82 @@ def flops_ratio(tokens_per_layer: Sequence[float], dims: LLMDims, n_in: float) -
     if vanilla == 0:
         raise ValueError("n_in must be > 0 to compute a FLOPs ratio")
     return visual_flops(tokens_per_layer, dims) / vanilla
+
+
+# -- for people: units that fit, and the input resolution a count assumes ------------------------------------
+_UNITS = ((1e15, "PFLOPs"), (1e12, "TFLOPs"), (1e9, "GFLOPs"), (1e6, "MFLOPs"))
+
+
+def flops_text(value: float) -> str:
+    """`value` FLOPs in the unit that puts it in [1, 1000), two decimals: "48.82 TFLOPs", "3.10 GFLOPs";
+    scientific below a mega or from 1000 peta ("3.2e+05 FLOPs"), so a small model never reads 0.00."""
+    if value == 0:
+        return "0 FLOPs"
+    for scale, unit in _UNITS:
+        if scale <= abs(value) < scale * 1000:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.2e} FLOPs"
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """`--resolution WxH` ("1280x720") as (width, height), both positive; a `UsageError` otherwise."""
+    from mlbcli.errors import UsageError
+
+    width, x, height = text.strip().lower().replace("×", "x").partition("x")
+    if not (x and width.strip().isdigit() and height.strip().isdigit()) or 0 in (int(width), int(height)):
+        raise UsageError(f"--resolution must be WIDTHxHEIGHT in pixels, e.g. 1280x720; got {text!r}")
+    return int(width), int(height)
+
+
+def _example_size(tokens: int, factor: int) -> str:
+    """A frame size of `tokens` merged patches of `factor` pixels, as close to 4:3 as the count allows."""
+    pairs = [
+        (tokens // rows, rows)
+        for rows in range(1, tokens + 1)
+        if tokens % rows == 0 and rows <= tokens // rows
+    ]
+    cols, rows = min(pairs, key=lambda p: abs(p[0] / p[1] - 4 / 3))
+    return f"{cols * factor}x{rows * factor}"
+
+
+def input_resolution(
+    adapter_cls: Any, config: Any, model: str, frames: int, resolution: tuple[int, int] | None
+) -> tuple[int | None, str]:
+    """(visual tokens of `frames` frames of `resolution`, or None for the family's own count; the line
+    that says which input resolution the count assumes).
+
+    Families with dynamic resolution (their adapter sizes frames by the video, `frame_size`) are sized
+    here by the adapter's own rule, built on the config alone with the processor's default pixel bounds;
+    without `resolution`, the family's count assumes frames at the pixel budget (an upper bound). Other
+    families resize every frame to a fixed size: `resolution` is then a `UsageError`.
+    """
+    from types import SimpleNamespace
+
+    from mlbcli.errors import UsageError
+
+    vision = _get(config, "vision_config")
+    if not callable(getattr(adapter_cls, "frame_size", None)):
+        side = _get(vision, "image_size") if vision is not None else None
+        fixed = f"{side}x{side}" if side else "a fixed size"
+        if resolution is not None:
+            raise UsageError(
+                f"--resolution does not apply to {adapter_cls.family} models (every frame is resized to {fixed})"
+            )
+        return None, f"fixed: every frame is resized to {fixed}"
+    factor = int(vision.patch_size) * int(vision.spatial_merge_size)
+    patches = -(-frames // int(vision.temporal_patch_size))  # temporal patches (frames in pairs)
+    if resolution is None:
+        per_patch = adapter_cls.visual_tokens(config, frames) // patches
+        return None, (
+            f"dynamic; assumed frames at the pixel budget, {per_patch * factor * factor} pixels each after "
+            f"resizing (e.g. {_example_size(per_patch, factor)}): an upper bound, smaller videos give fewer "
+            "tokens (--resolution WxH for yours)"
+        )
+    width, height = resolution
+    sizer = adapter_cls(SimpleNamespace(config=config), None, model, {})  # no weights: the size rule only
+    new_height, new_width = sizer.frame_size(max(frames, 1), height, width)
+    tokens = patches * (new_height // factor) * (new_width // factor)
+    return (
+        tokens,
+        f"{width}x{height} frames, resized to {new_width}x{new_height} (the processor's default bounds)",
+    )

@@ -25,6 +25,7 @@ __all__ = [
     "Stats",
     "clustered_stderr",
     "mcnemar_exact",
+    "nothing_to_score",
     "score_file",
     "score_files",
     "wilson_interval",
@@ -272,6 +273,23 @@ def score_files(
 ) -> list[FileScore]:
     baseline = read_answer_rows(against) if against else None
     return [score_rows(read_answer_rows(path), file=str(path), by=by, baseline=baseline) for path in paths]
+
+
+def nothing_to_score(score: FileScore) -> str | None:
+    """Why `score` has no accuracy at all (no rows, every row failed, or no row with a ground truth),
+    as one line naming the file; None when something was graded or held out by the benchmark's policy."""
+    if score.n or score.excluded:
+        return None
+    rows, file = score.rows, score.file or "the results"
+    if not rows:
+        return f"{file}: nothing to score: the file has no rows"
+    answered = [row for row in rows if not row.get("error")]
+    if not answered:
+        return f"{file}: nothing to score: all {len(rows)} rows failed (see `mlb show {file} --failed`)"
+    return (
+        f"{file}: nothing to score: none of its {len(answered)} answered rows has a ground truth (the "
+        "`ground_truth` column is empty: the manifest gave no `answer` values); `mlb show` prints the answers"
+    )
 
 
 # -- output --------------------------------------------------------------------------------------------------
