@@ -16,22 +16,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
-def _table_has(command: str, name: str, **fields: object) -> bool:
-    from mlbcli.options.table import options_of
-
-    found = [option for option in options_of(command) if option.name == name]
-    return bool(found) and all(getattr(found[0], key) == value for key, value in fields.items())
-
-
-NEEDS_MODEL_OPTION = pytest.mark.skipif(
-    not _table_has("doctor", "model"), reason="doctor --model awaits its option-table entry"
-)
-NEEDS_KEEP_DIR = pytest.mark.skipif(
-    not _table_has("doctor", "keep_files", metavar="DIR"),
-    reason="--keep-files DIR awaits its option-table entry",
-)
-
-
 def run(args: list, env: dict | None = None):
     return CliRunner().invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
 
@@ -95,7 +79,6 @@ def test_doctor_keeps_its_tiny_models_in_a_folder_ready_for_model(tmp_path, monk
     assert result.exit_code == 0, result.output
 
 
-@NEEDS_MODEL_OPTION
 def test_mlb_doctor_model_option(tiny_onevision, tmp_path):
     ok = run(["doctor", "--model", tiny_onevision], env=OFFLINE)
     assert ok.exit_code == 0, ok.output
@@ -107,7 +90,6 @@ def test_mlb_doctor_model_option(tiny_onevision, tmp_path):
     )
 
 
-@NEEDS_KEEP_DIR
 def test_readme_offline_path_as_written(tmp_path, monkeypatch):
     """README "Set up", offline: `mlb doctor --keep-files DIR`, then `mlb answer examples/manifest.jsonl
     --model DIR/tiny-llava_onevision`, exactly, with no network."""

@@ -198,15 +198,6 @@ def test_resolution_does_not_apply_to_a_fixed_resolution_family(tiny_model_dir):
         api.flops(model=str(tiny_model_dir), resolution="1280x720")
 
 
-def _table_has(command: str, name: str) -> bool:
-    from mlbcli.options.table import options_of
-
-    return any(option.name == name for option in options_of(command))
-
-
-@pytest.mark.skipif(
-    not _table_has("flops", "resolution"), reason="--resolution awaits its option-table entry"
-)
 def test_flops_resolution_option(tiny_qwen2, tiny_model_dir):
     from typer.testing import CliRunner
 

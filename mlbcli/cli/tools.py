@@ -39,7 +39,7 @@ def flops(values: dict[str, Any]) -> None:
         spec.update(
             method=method_name(spec["method"]), params=method_params(values["param"], values["method_params"])
         )
-        # --resolution WxH: families with dynamic resolution (read when the option table declares it)
+        # --resolution WxH: the frame size a dynamic-resolution family plans for
         plan = api.flops(**spec, resolution=values.get("resolution"))
     keep = values["keep"] if values["keep"] is not None else method_defaults(plan.method)["keep"]
     tokens = plan.tokens_per_layer
@@ -243,11 +243,11 @@ def score(
 
 def doctor(values: dict[str, Any]) -> None:
     """`mlb doctor` with its parsed option `values` (the table's options of "doctor": --verbose,
-    --keep-files; --model when the table declares it for the doctor)."""
+    --keep-files DIR, --model)."""
     setup_logging(values["verbose"])
     from mlbcli.cli.doctor import run_doctor
 
-    ok = run_doctor(echo=typer.echo, keep_files=values["keep_files"], model=values.get("model"))
+    ok = run_doctor(echo=typer.echo, keep_files=values["keep_files"] or False, model=values["model"])
     raise typer.Exit(0 if ok else 1)
 
 

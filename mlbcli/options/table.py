@@ -89,11 +89,23 @@ OPTIONS: tuple[Option, ...] = (
         "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",  # = mlbcli.models.DEFAULT_MODEL (a test checks)
         "Hub id or local checkpoint folder.",
         MODEL,
-        PRUNE_COMMANDS,
+        PRUNE_COMMANDS | {"doctor"},
         owner="spec",
         envvar="MLB_MODEL",
         metavar="ID|PATH",
         recorded=True,
+        # the doctor checks a checkpoint only when asked (never the environment's model: that may be 7B)
+        per_command={
+            "doctor": {
+                "type": str | None,
+                "default": None,
+                "owner": "cli",
+                "envvar": None,
+                "recorded": False,
+                "help": "A checkpoint to check instead of the tiny models: that it loads, its family, "
+                "what the methods do on it, one answer unpruned and one pruned.",
+            }
+        },
     ),
     Option(
         "method",
@@ -396,12 +408,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "keep_files",
-        bool,
-        False,
-        "Keep the generated model and clip.",
+        str | None,
+        None,
+        "Write the tiny checkpoints and clip to this folder and keep them; the doctor prints the "
+        "`mlb answer ... --model` line that uses one.",
         None,
         frozenset({"doctor"}),
         owner="cli",
+        metavar="DIR",
+        show_default=False,
+    ),
+    Option(
+        "resolution",
+        str | None,
+        None,
+        "Families with dynamic resolution: the videos' frame size, WxH (default: frames at the pixel budget).",
+        MODEL,
+        frozenset({"flops"}),
+        owner="cli",
+        metavar="WxH",
+        show_default=False,
     ),
     Option(
         "seed",
