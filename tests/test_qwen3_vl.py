@@ -496,7 +496,7 @@ def test_saved_tokens_keep_deepstack(adapters, frames, tmp_path):
 def test_flops_from_config(model_dirs):
     from mlbcli.api import flops
     from mlbcli.engine.flops import LLMDims
-    from mlbcli.models import _load_config
+    from mlbcli.models import load_config
 
     plan = flops(model=model_dirs["qwen3_vl"], method="uniform", keep=0.5)
     assert plan.family == "qwen3_vl" and plan.frames == 32
@@ -506,7 +506,7 @@ def test_flops_from_config(model_dirs):
     assert flops(model=model_dirs["qwen3_vl"], frames=64).visual_tokens == 32 * 384
     assert flops(model=model_dirs["qwen3_vl"], frames=8).visual_tokens == 4 * 3072
     assert 0 < plan.flops < plan.flops_vanilla
-    moe = LLMDims.from_config(_load_config(model_dirs["qwen3_vl_moe"]))
+    moe = LLMDims.from_config(load_config(model_dirs["qwen3_vl_moe"]))
     assert moe.intermediate == 2 * 32  # top-2 experts of width 32, not the dense intermediate_size
     video = flops(model=model_dirs["llava_video"])
     assert video.family == "llava_video" and video.frames == 64 and video.visual_tokens == 64 * 16
