@@ -2,7 +2,8 @@
 
 Each function takes sources (files, folders, manifests, "-"), runs the batch with bounded decode
 prefetch, writes one row per item through an atomic, resumable `ResultWriter`, and returns a
-`RunSummary`. Nothing here prints: progress goes to an optional `Reporter`, details to `logging`.
+`RunSummary`. Progress goes to the caller's `Reporter` (the CLI's Rich one), else to a `tqdm.auto` bar
+(`progress=False`: none); details go to `logging`.
 The batch harness lives in `mlbcli.runners` (`batch`: writer, resume, rows; `local` and `ray`: the
 model work); this module only says what each command reads, asks and writes.
 
@@ -55,6 +56,7 @@ def answer(
     tokens: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
+    progress: bool = True,
     stdin: TextIO | None = None,
     spec: ModelSpec | None = None,
     **model_options: Any,
@@ -103,7 +105,7 @@ def answer(
         run,
         AnswerTask(max_new_tokens, bench, spec.seed),
         tokens_dir=tokens,
-        reporter=reporter,
+        reporter=_reporter(reporter, progress),
         options=recorded_options(
             "answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens, benchmark=bench and bench.name
         ),
@@ -118,6 +120,7 @@ def compress(
     bias_report: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
+    progress: bool = True,
     stdin: TextIO | None = None,
     spec: ModelSpec | None = None,
     **model_options: Any,
@@ -144,7 +147,7 @@ def compress(
         spec,
         run,
         CompressTask(save_tokens, bias_report),
-        reporter=reporter,
+        reporter=_reporter(reporter, progress),
         options=recorded_options("compress", spec, run, save_tokens=save_tokens, bias_report=bias_report),
     )
 
@@ -156,6 +159,7 @@ def summarize(
     max_new_tokens: int = 96,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
+    progress: bool = True,
     stdin: TextIO | None = None,
     spec: ModelSpec | None = None,
     **model_options: Any,
@@ -183,7 +187,7 @@ def summarize(
         spec,
         run,
         SummarizeTask(prompt, max_new_tokens),
-        reporter=reporter,
+        reporter=_reporter(reporter, progress),
         options=recorded_options("summarize", spec, run, prompt=prompt, max_new_tokens=max_new_tokens),
     )
 
@@ -196,6 +200,7 @@ def sample(
     contact_sheet: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
+    progress: bool = True,
     stdin: TextIO | None = None,
 ) -> RunSummary:
     """Decode and sample frames of every video; one row per video (see schema.SAMPLE). No model."""
@@ -212,7 +217,7 @@ def sample(
         items,
         sample_work(run, num_frames, fps, contact_sheet),
         run=run,
-        reporter=reporter,
+        reporter=_reporter(reporter, progress),
         options=recorded_options(
             "sample", None, run, frames=num_frames, fps=fps, contact_sheet=contact_sheet, **inputs
         ),
@@ -358,3 +363,13 @@ def _check_context(
         else f"{frames} frames give {visual} visual tokens + ~{NOMINAL_TEXT_TOKENS} text tokens, more "
         f"than the model's context of {limit}: a run would fail; use fewer --frames"
     )
+
+
+def _reporter(reporter: Reporter | None, progress: bool) -> Reporter | None:
+    """The run's progress: the caller's reporter (the CLI's Rich one), else a `tqdm.auto` bar for
+    library runs (a widget in Jupyter, a line in a terminal), or none with `progress=False`."""
+    if reporter is not None or not progress:
+        return reporter
+    from mlbcli.runners.progress import TqdmReporter
+
+    return TqdmReporter()

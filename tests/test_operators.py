@@ -164,3 +164,13 @@ def test_tqdm_reporter_shows_library_runs(clips, tmp_path):
     again = io.StringIO()
     api.sample([str(clips)], frames=4, run=run, reporter=TqdmReporter(file=again))
     assert "1/1" in again.getvalue() and "3 already done, skipped" in again.getvalue()
+
+
+def test_library_runs_show_a_tqdm_bar_unless_progress_is_off(clips, tmp_path, capsys):
+    # Issue 22: a notebook's `api.sample(...)` showed no progress; the CLI passes its own reporter.
+    api.sample([str(clips)], frames=4, run=api.RunOptions(out=str(tmp_path / "a.parquet"), workers=0))
+    assert "sample" in capsys.readouterr().err  # the bar, on stderr
+    api.sample(
+        [str(clips)], frames=4, run=api.RunOptions(out=str(tmp_path / "b.parquet"), workers=0), progress=False
+    )
+    assert capsys.readouterr().err == ""

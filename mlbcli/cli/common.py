@@ -150,9 +150,10 @@ def finish(call: Callable[[], tuple[Any, Any]], show_results: bool = False) -> N
         raise fail(error, 1) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP via mlbcli.runners.signals (see main)
         from mlbcli.runners.signals import exit_code_of, reason_of
+        from mlbcli.runners.summary import stopped_text
 
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the status tells
-            typer.echo(f"mlb: {reason_of(interrupt)}; finished rows are saved, rerun to resume", err=True)
+            typer.echo(f"mlb: {reason_of(interrupt)}; {stopped_text(interrupt)}", err=True)
         raise typer.Exit(exit_code_of(interrupt)) from None
     if show_results and summary.out != "-" and not reporter.inner.quiet and stdout_is_terminal():
         from mlbcli.cli.show import print_run_results

@@ -82,7 +82,6 @@ def model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | N
         "model": spec.model,
         "method": spec.method,
         "keep_requested": spec.keep_requested(),
-        "frames": spec.frames,
     }
 
     def work(items: list[Item], emit: Emit, pipe: Any) -> None:
