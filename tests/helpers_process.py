@@ -115,3 +115,19 @@ def marked_decode(task: tuple[int, str]) -> int:
     result = value * 2
     Path(marker_dir, f"done-{value}").touch()
     return result
+
+
+class SummaryCollector:
+    """A progress reporter that keeps the final `RunSummary` of each run (for tests of the counts)."""
+
+    def __init__(self) -> None:
+        self.finished: list = []
+
+    def start(self, kind, *, total, skipped) -> None:
+        pass
+
+    def advance(self, row) -> None:
+        pass
+
+    def finish(self, summary) -> None:
+        self.finished.append(summary)

@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from helpers_process import SummaryCollector
 
 import mlbcli.io.writers as writers
 from mlbcli import api
@@ -66,20 +67,6 @@ def _manifest(folder: Path, count: int, name: str) -> str:
     return str(path)
 
 
-class _Summaries:
-    def __init__(self) -> None:
-        self.finished: list[api.RunSummary] = []
-
-    def start(self, kind, *, total, skipped) -> None:
-        pass
-
-    def advance(self, row) -> None:
-        pass
-
-    def finish(self, summary) -> None:
-        self.finished.append(summary)
-
-
 def test_counts_after_a_disk_full_stop_are_the_committed_rows(tiny_model_dir, tmp_path, monkeypatch):
     # Issue 22: after the disk filled, `graded` (and the accuracy) were the OLD file's (3 rows), next to
     # "ok 2" for this run's committed rows.
@@ -102,7 +89,7 @@ def test_counts_after_a_disk_full_stop_are_the_committed_rows(tiny_model_dir, tm
         return real_write(*args, **kwargs)
 
     monkeypatch.setattr(writers.pq, "write_table", write_table)
-    reporter = _Summaries()
+    reporter = SummaryCollector()
     with pytest.raises(MlbError, match=r"2 row\(s\) of this run are committed"):
         api.answer(
             [_manifest(tmp_path, 6, "m6.jsonl")], model=str(tiny_model_dir), run=run, reporter=reporter
@@ -112,7 +99,7 @@ def test_counts_after_a_disk_full_stop_are_the_committed_rows(tiny_model_dir, tm
     assert summary.graded == 2 and summary.file_score is None
 
 
-class _StopAfter(_Summaries):
+class _StopAfter(SummaryCollector):
     """Stops the run like SIGTERM once `rows` rows were handed to the writer."""
 
     def __init__(self, rows: int) -> None:

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_process import SummaryCollector
 from typer.testing import CliRunner
 
 import mlbcli.io.writers as writers
@@ -280,22 +281,6 @@ def test_output_under_a_regular_file_is_exit_2(clips, tmp_path):
     assert result.output.startswith("mlb: error: cannot write the output") and "is a file" in result.output
 
 
-class _Summaries:
-    """A reporter that keeps the final summary."""
-
-    def __init__(self) -> None:
-        self.finished: list[api.RunSummary] = []
-
-    def start(self, kind, *, total, skipped) -> None:
-        pass
-
-    def advance(self, row) -> None:
-        pass
-
-    def finish(self, summary) -> None:
-        self.finished.append(summary)
-
-
 def test_summary_counts_only_committed_rows_when_the_disk_fills(clips, tmp_path, monkeypatch):
     # R8: "ok 31" was reported while only 16 rows reached disk, then a traceback.
     _parts_every(monkeypatch, 2)
@@ -310,7 +295,7 @@ def test_summary_counts_only_committed_rows_when_the_disk_fills(clips, tmp_path,
 
     monkeypatch.setattr(writers.pq, "write_table", write_table)
     out = tmp_path / "s.parquet"
-    reporter = _Summaries()
+    reporter = SummaryCollector()
     with pytest.raises(MlbError, match=r"No space left on device.*2 row\(s\) of this run are committed"):
         api.sample([str(clips)], frames=4, run=api.RunOptions(out=str(out), workers=0), reporter=reporter)
     (summary,) = reporter.finished
