@@ -90,6 +90,10 @@ class VideoTokens:
     # laid out like `features` (Qwen3-VL's DeepStack); empty for families without them. They travel
     # with their tokens: a pruned token's features leave with it (`ModelInputs.visual_residuals`).
     layer_features: dict[int, torch.Tensor] = field(default_factory=dict)
+    # [T, N] the vision tower's own attention to each frame token (what FastVID, HoliTom and VisionZip
+    # read: `--saliency tower`); None where the tower has nothing to read or it was not captured, and
+    # methods fall back to the pseudo-[CLS] proxy (`selection.ops.clustering.frame_saliency`).
+    saliency: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -121,6 +125,7 @@ class VideoTokens:
             native_fps=self.native_fps,
             sampled_fps=self.sampled_fps,
             layer_features={layer: f[start:stop] for layer, f in self.layer_features.items()},
+            saliency=None if self.saliency is None else self.saliency[start:stop],
         )
 
 

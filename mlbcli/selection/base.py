@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from mlbcli.models.base import Prompt, VideoTokens
-    from mlbcli.selection.plan import PrunePlan
+    from mlbcli.selection.plan import DecodePolicy, PrunePlan
 
 #: Text tokens assumed around the visual block when planning without a tokenizer (`mlb flops`).
 NOMINAL_TEXT_TOKENS = 64
@@ -318,6 +318,11 @@ class Method(abc.ABC):
             schedule = self.nominal_schedule(num_visual, num_frames, context=context)  # type: ignore[call-arg]
             return schedule, list(context.probe_passes)
         return self.nominal_schedule(num_visual, num_frames), []
+
+    def decode_policy(self) -> DecodePolicy | None:
+        """The per-step KV policy the method runs while decoding (`PrunePlan.decode_policy`), None for
+        methods without one; `replay_kv` replays it on recorded attention without a model."""
+        return None
 
     def check_layer(self, num_layers: int) -> None:
         """`--layer K` must name a decoder layer with one before it (scores come from layer K-1):

@@ -34,6 +34,10 @@ class LayerKeep:
     replace: torch.Tensor | None = None  # [k, D] new states for the kept tokens (token merging / pooling)
     append: torch.Tensor | None = None  # [m, D] new tokens right after the visual block (layer 0 only)
     info: dict[str, Any] = field(default_factory=dict)  # method diagnostics (segments, budgets...)
+    # [k] visual ids in the order the method feeds them to the LLM, when that differs from the slots'
+    # ascending order (official peers that concatenate in their own order write the states of this
+    # order into the kept slots via `replace`); None: each kept slot holds its own token.
+    entry_ids: torch.Tensor | None = None
 
 
 LayerPruner = Callable[[LayerContext], LayerKeep]

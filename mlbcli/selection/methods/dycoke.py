@@ -12,7 +12,7 @@ from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
     from mlbcli.models.base import Prompt, VideoTokens
-    from mlbcli.selection.plan import PrunePlan
+    from mlbcli.selection.plan import DecodePolicy, PrunePlan
 
 
 class DyCokeTTM(PeerMethod):
@@ -97,17 +97,21 @@ class DyCokeTTM(PeerMethod):
     def plan(
         self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
     ) -> PrunePlan:
-        from mlbcli.selection.ops.dycoke_kv import DyCokeKV
         from mlbcli.selection.ops.peers import dycoke_plan
 
         if not self._prunes():
             return keep_everything()
-        p = self.params
-        policy = None
-        if p["dycoke_kv"]:
-            policy = DyCokeKV(p["dycoke_kv_layer"], p["dycoke_kv_ratio"], p["dycoke_kv_threshold"])
-        plan = dycoke_plan(video, self.keep, p, self.variant or "paper", policy)
+        plan = dycoke_plan(video, self.keep, self.params, self.variant or "paper", self.decode_policy())
         return self.position_policy(plan, context)
+
+    def decode_policy(self) -> DecodePolicy | None:
+        """Stage 2 (`dycoke_kv`): the per-step KV policy of `ops.dycoke_kv`."""
+        from mlbcli.selection.ops.dycoke_kv import DyCokeKV
+
+        p = self.params
+        if not p["dycoke_kv"]:
+            return None
+        return DyCokeKV(p["dycoke_kv_layer"], p["dycoke_kv_ratio"], p["dycoke_kv_threshold"])
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """The count a run keeps (`dycoke_frame_counts`), assuming every frame has num_visual / T tokens."""
