@@ -451,7 +451,8 @@ def test_policies_batch_equals_one_by_one(adapters, clip):
                 assert a.error is None and b.error is None
                 assert a.token_ids == b.token_ids, (family, name)
                 row_a, row_b = a.stats.as_row(), b.stats.as_row()
-                row_a.pop("attention_per_frame"), row_b.pop("attention_per_frame")
+                for column in ("attention_per_frame", "attention_per_frame_debiased"):
+                    row_a.pop(column), row_b.pop(column)  # float sums: batched differs in the last bits
                 assert row_a == row_b
 
 

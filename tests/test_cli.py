@@ -560,6 +560,10 @@ def test_every_method_end_to_end(tiny_model_dir, clips, tmp_path, method, debias
     assert mask.sum() == row["visual_tokens_kept"] - row["appended_tokens"]
     if method in ("fastv", "adatp", "mlb"):
         assert row["attention_per_frame"] is not None and len(row["attention_per_frame"]) == 6
+        after = row["attention_per_frame_debiased"]  # mass over the kept tokens, after debiasing
+        assert after is not None and len(after) == 6 and sum(after) == pytest.approx(1.0, abs=1e-6)
+        # a frame with no kept token has no mass after selection
+        assert all(a == 0 for a, k in zip(after, row["kept_per_frame"], strict=True) if k == 0)
         assert row["tokens_per_layer"][-1] == row["visual_tokens_kept"]
         if method != "adatp" and "local" not in (debias or ""):  # no deduplication before the LLM
             assert row["tokens_per_layer"][0] >= row["visual_tokens_in"]  # full sequence before layer K=2

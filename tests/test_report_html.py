@@ -146,7 +146,6 @@ def answer_schema() -> pa.Schema:
     from mlbcli.io import schema
 
     extra = [pa.field("correct_lmms_eval", pa.bool_())]  # kept_tokens is in the answer schema
-    extra.append(pa.field("attention_per_frame_debiased", pa.list_(pa.float64())))
     return pa.schema(list(schema.ANSWER) + extra)
 
 

@@ -41,6 +41,9 @@ class TokenStats:
     decode_kv_ratio: float | None = None
     # Which original visual tokens survived, as a bitmap over [frames, grid_h, grid_w] (`io.kept_tokens`)
     kept_tokens: KeptRecord | None = None
+    # The same mass per frame after the method's debiasing, over the tokens its selection kept (attention
+    # methods; None for others): with `attention_per_frame`, the before/after of the bias report.
+    attention_per_frame_debiased: list[float] | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,7 @@ class TokenStats:
             "kept_per_frame": self.kept_per_frame,
             "appended_tokens": self.appended_tokens,
             "attention_per_frame": self.attention_per_frame,
+            "attention_per_frame_debiased": self.attention_per_frame_debiased,
             "kept_tokens": self.kept_tokens,
         }
 
@@ -75,6 +79,9 @@ def token_stats(
     else:  # probe passes outside the final pass (two-stage mlb): their raw field, from the diagnostics
         raw = [i["attention_per_frame_raw"] for i in state.infos.values() if "attention_per_frame_raw" in i]
         attention = list(raw[0]) if raw else None
+    debiased = [
+        i["attention_per_frame_debiased"] for i in state.infos.values() if "attention_per_frame_debiased" in i
+    ]
     note = None
     if method is not None:
         reasons = [str(i["keep_note"]) for i in state.infos.values() if i.get("keep_note")]
@@ -93,6 +100,7 @@ def token_stats(
         kept_per_frame=frames.tolist(),
         appended_tokens=state.appended,
         attention_per_frame=attention,
+        attention_per_frame_debiased=[float(a) for a in debiased[0]] if debiased else None,
         info={str(k): v for k, v in state.infos.items() if v},
         keep_note=note,
         kept_tokens=encode_kept(state.kept_ids.cpu().numpy(), video.num_frames, *video.grid),
