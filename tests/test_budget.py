@@ -531,6 +531,21 @@ def test_mlb_lite_pool_mode_end_to_end(tiny_adapter):
     assert pool.visual_tokens_kept == select.visual_tokens_kept == math.floor(n * 0.5 + 0.5)
     assert pool.keep_note is None and pool.info["2"]["gapool"] == "pool"
     assert not torch.equal(p_state.kept_ids, s_state.kept_ids)  # centres, not the most attended tokens
+    # kept_tokens.merged_into: every pruned token names the cell centre it was pooled into, in its frame;
+    # selection (no pooling) records no merge targets
+    from mlbcli.io.kept_tokens import decode_merged
+
+    assert select.kept_tokens is not None and decode_merged(select.kept_tokens) is None
+    assert pool.kept_tokens is not None
+    targets = decode_merged(pool.kept_tokens)  # [frames, grid_h, grid_w]: flat id merged into, -1
+    assert targets is not None and targets.size == n
+    kept = set(p_state.kept_ids.tolist())
+    N = encoded.tokens.tokens_per_frame
+    for token, target in enumerate(targets.ravel().tolist()):
+        if token in kept:
+            assert target == -1
+        else:
+            assert target in kept and target // N == token // N
 
 
 def test_two_stage_bias_report_draws_the_probe_field(families, tmp_path):

@@ -41,6 +41,7 @@ class PrefillResult:
     # cached there (slots are stable: extending, padding and row selection never move a prefix key).
     visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     decode_policy: DecodePolicy | None = None  # the plan's decode-time KV policy
+    merges: dict[int, int] = field(default_factory=dict)  # pruned visual id -> id it was merged into
 
 
 @dataclass

@@ -19,6 +19,7 @@ from mlbcli.engine.rows import (
     RowSequence,
     apply_keep,
     contiguous_positions,
+    merge_targets,
     pack_rows,
     text_only,
     valid_slots,
@@ -45,6 +46,7 @@ class _Row:
     infos: dict[int, dict[str, Any]] = field(default_factory=dict)
     pending: torch.Tensor | None = None  # [n] probe scores for the next layer's pruner
     visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    merges: dict[int, int] = field(default_factory=dict)  # pruned visual id -> id it was merged into
 
     def result(self, cache: Any, logits: torch.Tensor, seconds: float) -> PrefillResult:
         return PrefillResult(
@@ -60,6 +62,7 @@ class _Row:
             seconds=seconds,
             visual_keys=self.visual_keys,
             decode_policy=self.plan.decode_policy,
+            merges=self.merges,
         )
 
 
@@ -134,6 +137,7 @@ class _Prefill:
                 ctx = LayerContext(i, row.seq.hidden, row.seq.visual_slots, row.seq.visual_ids, row.pending)
                 decision = row.plan.steps[i](ctx)
                 row.infos[i] = decision.info
+                row.merges.update(merge_targets(row.seq.visual_ids, decision))
                 row.seq = apply_keep(row.seq, decision, i)
             except Exception as exc:
                 self.errors[row.index] = exc

@@ -93,6 +93,20 @@ def apply_keep(seq: RowSequence, decision: LayerKeep, layer: int) -> RowSequence
     return seq
 
 
+def merge_targets(visual_ids: torch.Tensor, decision: LayerKeep) -> dict[int, int]:
+    """{visual id of a token pruned at this step: visual id of the kept token it was merged into}
+    from `LayerKeep.merged_into` (empty when the step merged nothing)."""
+    if decision.merged_into is None:
+        return {}
+    ids = visual_ids.cpu()
+    keep = decision.keep.cpu().long()
+    into = decision.merged_into.cpu().long()  # [n] index into keep, -1 = dropped
+    pruned = torch.ones(ids.numel(), dtype=torch.bool)
+    pruned[keep] = False
+    merged = pruned & (into >= 0)
+    return dict(zip(ids[merged].tolist(), ids[keep[into[merged]]].tolist(), strict=True))
+
+
 def contiguous_positions(position_ids: torch.Tensor) -> torch.Tensor:
     """[1, L] positions -> 0..L-1 (`PrunePlan.contiguous_positions`); M-RoPE [3, 1, L] is refused:
     its three axes have no single "next" position to re-sequence to."""

@@ -103,8 +103,33 @@ def token_stats(
         attention_per_frame_debiased=[float(a) for a in debiased[0]] if debiased else None,
         info={str(k): v for k, v in state.infos.items() if v},
         keep_note=note,
-        kept_tokens=encode_kept(state.kept_ids.cpu().numpy(), video.num_frames, *video.grid),
+        kept_tokens=encode_kept(
+            state.kept_ids.cpu().numpy(),
+            video.num_frames,
+            *video.grid,
+            merged_into=final_merge_targets(state.merges, state.kept_ids, n_in),
+        ),
     )
+
+
+def final_merge_targets(merges: dict[int, int], kept_ids: torch.Tensor, n_in: int) -> list[int] | None:
+    """`kept_tokens.merged_into`: per pruned token (ascending id), the surviving token its state ended
+    in, following merges of merges (a token merged into one that a later step merged again), -1 where
+    the chain ends in a dropped token; None when the method merged nothing."""
+    if not merges:
+        return None
+    kept = set(kept_ids.cpu().tolist())
+    out: list[int] = []
+    for token in range(n_in):
+        if token in kept:
+            continue
+        target = merges.get(token, -1)
+        seen = {token}
+        while target >= 0 and target not in kept and target not in seen:
+            seen.add(target)
+            target = merges.get(target, -1)
+        out.append(target if target in kept else -1)
+    return out
 
 
 def decode_kv_ratio(state: PrefillResult, generation: Generation, dims: LLMDims) -> float:

@@ -38,6 +38,10 @@ class LayerKeep:
     # ascending order (official peers that concatenate in their own order write the states of this
     # order into the kept slots via `replace`); None: each kept slot holds its own token.
     entry_ids: torch.Tensor | None = None
+    # [n] for each visual token entering this step, the index in `keep` of the kept token whose new
+    # state took it in (token merging / pooling), -1 where it was simply dropped; None: no merging.
+    # Only where the pruned tokens went is read (`kept_tokens.merged_into`, what `mlb report` draws).
+    merged_into: torch.Tensor | None = None
 
 
 LayerPruner = Callable[[LayerContext], LayerKeep]

@@ -233,10 +233,14 @@ def _at_layer(s: AttentionSettings, debiasers: tuple[Debiaser, ...], job: Debias
         info["layer"] = s.layer
         if raw_field:
             info["attention_per_frame_raw"] = info["attention_per_frame"]
-        replace = None
+        replace = merged_into = None
         if pooling:  # GAPool pool mode: the cell's weighted mean at its centre token's slot
             x = ctx.hidden[0, ctx.visual_slots]  # [n, D] states entering layer K
             replace = D.pooled_states(x, keep.numel(), **pooling)
-        return LayerKeep(keep=keep.to(ctx.visual_slots.device), replace=replace, info=info)
+            merged_into = torch.full((x.shape[0],), -1, dtype=torch.long)  # [n] owner in keep
+            merged_into[pooling["members"]] = pooling["owners"]
+        return LayerKeep(
+            keep=keep.to(ctx.visual_slots.device), replace=replace, info=info, merged_into=merged_into
+        )
 
     return at_layer
