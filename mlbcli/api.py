@@ -83,7 +83,7 @@ def answer(
     bench = get_benchmark(benchmark)
     from mlbcli.eval.grading import resolve_grader
 
-    grader = resolve_grader(grader, bench and bench.name)
+    grader = resolve_grader(grader, bench.name if bench else None)
     if max_new_tokens is None:
         max_new_tokens = (bench.max_new_tokens if bench else None) or 32
     if max_new_tokens < 1:
@@ -113,7 +113,12 @@ def answer(
         tokens_dir=tokens,
         reporter=_reporter(reporter, progress),
         options=recorded_options(
-            "answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens, benchmark=bench and bench.name,
+            "answer",
+            spec,
+            run,
+            max_new_tokens=max_new_tokens,
+            tokens=tokens,
+            benchmark=bench and bench.name,
             # recorded only where it can differ from the old files' grading (resume compares it)
             **({"grader": grader} if bench else {}),
         ),

@@ -144,6 +144,7 @@ def _foreign_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
     for number, record in enumerate(records):
         rows.append(
             {
+                **record,  # other columns stay (`--by` any of them; `--rows` keeps them)
                 "video_id": _text(record.get("video_id")) or str(number),
                 "question_id": _text(record.get("question_id")) or str(number),
                 "question": _text(record.get("question")),

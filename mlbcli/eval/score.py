@@ -495,7 +495,7 @@ def render_tables(
     accuracy = new_table(columns)
     paired_table = new_table(["n paired", "Δ pts", "Δ 95% CI", "McNemar p", "+/−"]) if against else None
     for score in scores:
-        entries = [(score.file, score, score.paired)]
+        entries: list[tuple[str, Stats, Paired | None]] = [(score.file, score, score.paired)]
         entries += [
             (f"  {name}", stats, score.group_paired.get(name)) for name, stats in score.groups.items()
         ]
