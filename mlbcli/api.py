@@ -53,6 +53,7 @@ def answer(
     question: str | None = None,
     max_new_tokens: int | None = None,
     benchmark: str | None = None,
+    grader: str | None = None,
     tokens: str | None = None,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
@@ -69,7 +70,9 @@ def answer(
     encoded again (a stale file, whose video changed since, is ignored).
     `benchmark` (videomme, mvbench, egoschema, nextqa, longvideobench, mlvu): lmms-eval's prompt, parse
     failure policy and aggregation for that benchmark (`mlbcli.eval.benchmarks`); `max_new_tokens` then
-    defaults to the benchmark's generation limit (otherwise 32).
+    defaults to the benchmark's generation limit (otherwise 32). `grader` ("lmms-eval" or "mlb"; default
+    lmms-eval with an lmms-eval benchmark, else mlb) decides whose verdict `choice` / `correct` are; rows
+    record both (`mlbcli.eval.grading`).
     """
     from mlbcli.eval.benchmarks import get_benchmark
     from mlbcli.io import schema
@@ -78,6 +81,9 @@ def answer(
     run = run or RunOptions()
     spec = _model_spec(spec, **model_options)
     bench = get_benchmark(benchmark)
+    from mlbcli.eval.grading import resolve_grader
+
+    grader = resolve_grader(grader, bench.name if bench else None)
     if max_new_tokens is None:
         max_new_tokens = (bench.max_new_tokens if bench else None) or 32
     if max_new_tokens < 1:
@@ -103,11 +109,18 @@ def answer(
         items,
         spec,
         run,
-        AnswerTask(max_new_tokens, bench, spec.seed),
+        AnswerTask(max_new_tokens, bench, spec.seed, grader),
         tokens_dir=tokens,
         reporter=_reporter(reporter, progress),
         options=recorded_options(
-            "answer", spec, run, max_new_tokens=max_new_tokens, tokens=tokens, benchmark=bench and bench.name
+            "answer",
+            spec,
+            run,
+            max_new_tokens=max_new_tokens,
+            tokens=tokens,
+            benchmark=bench and bench.name,
+            # recorded only where it can differ from the old files' grading (resume compares it)
+            **({"grader": grader} if bench else {}),
         ),
     )
 

@@ -123,9 +123,9 @@ def test_family_settings_are_offered_by_the_option_table():
 def test_the_benchmark_prompt_profile_is_an_adapter_attribute():
     profiles = {cls.family: cls.prompt_profile for cls in models.adapter_classes()}
     assert profiles["qwen3_vl"] == profiles["qwen3_vl_moe"] == "qwen3_vl"
+    assert profiles["llava_video"] == "llava_vid"  # lmms-eval's `llava_vid` model (Video-MME)
     assert {family for family, profile in profiles.items() if profile == "default"} == {
         "llava_onevision",
-        "llava_video",
         "llava_next",
         "qwen2_vl",
         "qwen2_5_vl",

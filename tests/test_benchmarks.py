@@ -262,3 +262,29 @@ def test_max_new_tokens_defaults_to_the_benchmarks(tiny_model_dir, clips_dir, tm
     (row,) = read_results(Path(out)).to_pylist()
     assert json.loads(row["options_json"])["max_new_tokens"] == 32  # longvideobench_val_v.yaml
     assert row["generated_tokens"] <= 32
+
+
+def test_videomme_llava_vid_profile_and_the_llava_video_family():
+    # videomme.yaml's llava_vid profile (pre_prompt "", post_prompt "The best answer is:") through
+    # utils.py videomme_doc_to_text: option_prompt + "\n" + question + "\n" + options + "\n" + post_prompt.
+    from mlbcli.models.llava_video import LlavaVideoAdapter
+    from mlbcli.runners.tasks import benchmark_profile
+
+    reference = (
+        "Select the best answer to the following multiple-choice question based on the video and the "
+        "subtitles. Respond with only the letter (A, B, C, or D) of the correct option.\n"
+        "What happens?\n"
+        "A. a man running\nB. a dog jumping\nC. a car driving\nD. nothing moves\n"
+        "The best answer is:"
+    )
+    assert BENCHMARKS["videomme"].prompt(Q, LABELLED, "llava_vid") == reference
+    assert benchmark_profile(LlavaVideoAdapter) == "llava_vid"
+    # Tasks without a llava_vid profile render their default for it.
+    assert BENCHMARKS["mvbench"].prompt(Q, OPTS, "llava_vid") == BENCHMARKS["mvbench"].prompt(Q, OPTS)
+
+
+def test_longvideobench_drops_na_options():
+    # longvideobench_doc_to_text keeps the candidates that are not "N/A" (4-option questions are padded).
+    padded = [*OPTS, "N/A"]
+    assert BENCHMARKS["longvideobench"].prompt(Q, padded) == BENCHMARKS["longvideobench"].prompt(Q, OPTS)
+    assert "E. N/A" not in BENCHMARKS["longvideobench"].prompt(Q, padded)

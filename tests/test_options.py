@@ -50,11 +50,12 @@ def test_recorded_options_come_from_the_table():
         *("model", "method", "keep", "layer", "query", "debias", "params", "variant", "positions"),
         *("strict_keep", "seed", "frames", "fps", "max_new_tokens", "prompt", "benchmark"),
         *("min_pixels", "max_pixels", "temporal_spacing", "inputs", "dtype"),
+        "grader",
     }
     assert REQUIRED_ON_RESUME == ("inputs",)
     assert UNUSED_WHEN_NONE == ("keep", "layer", "query")
     recorded = ModelSpec(model="m", method="fastv").recorded()
-    assert set(RESULT_OPTIONS) - {"max_new_tokens", "prompt", "benchmark"} <= set(recorded)
+    assert set(RESULT_OPTIONS) - {"max_new_tokens", "prompt", "benchmark", "grader"} <= set(recorded)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -206,24 +206,50 @@ def score(
             help="Write per-sample JSONL in lmms-eval's samples format into DIR.",
         ),
     ] = None,
+    grader: Annotated[
+        str | None,
+        typer.Option(
+            "--grader",
+            metavar="NAME",
+            help="Whose verdict the headline accuracy is: lmms-eval or mlb (default: as the rows were graded; "
+            "both are shown).",
+        ),
+    ] = None,
+    rows_out: Annotated[
+        str | None,
+        typer.Option(
+            "--rows",
+            metavar="OUT.parquet",
+            help="Write the graded rows (choice/correct of both graders added) to this Parquet file.",
+        ),
+    ] = None,
 ) -> None:
     """Accuracy of answer files with 95% confidence intervals (clustered by video), parse failures, mean
     realised keep and FLOPs ratio; with --against, a paired comparison against a baseline.
 
-    Benchmark runs (`answer --benchmark`) are aggregated as the benchmark does (MLVU and MVBench: mean
-    over the `category` column). Accuracies are percent in the table, fractions in --json.
+    Any predictions file (JSONL, CSV, Parquet with answer, ground_truth and optionally benchmark,
+    question, options, category, video_id, question_id) and lmms-eval samples files are graded by both
+    graders, lmms-eval's and mlb's. Benchmark runs are aggregated as the benchmark does (MLVU and
+    MVBench: mean over the `category` column). Accuracies are percent in the table, fractions in --json.
     """
     from mlbcli.eval import score as scoring
 
     try:
         with usage_errors():
-            scores = scoring.score_files(results, by=by, against=against)
+            if rows_out and len(results) != 1:
+                raise UsageError("--rows writes the graded rows of one file; give one RESULTS file")
+            scores = scoring.score_files(results, by=by, against=against, grader=grader)
+            written = []
+            if rows_out:
+                from mlbcli.eval.predictions import write_rows
+
+                written.append(write_rows(scores[0].rows, rows_out))
             empty = [reason for reason in map(scoring.nothing_to_score, scores) if reason]
             if empty:
                 raise MlbError("\nmlb: error: ".join(empty))
             if plot:
-                scoring.plot(scores, plot, scoring.score_file(against) if against else None)
-            written = scoring.write_lmms_eval_samples(scores, samples) if samples else []
+                scoring.plot(scores, plot, scoring.score_file(against, grader=grader) if against else None)
+            written += scoring.write_lmms_eval_samples(scores, samples) if samples else []
     except MlbError as error:
         raise fail(error, 1) from None
     if as_json:

@@ -77,6 +77,8 @@ def _options(options: Sequence[str]) -> list[tuple[str, str]]:
 
 #: The key of lmms-eval's Qwen3-VL prompt profile in a task's YAML (`lmms_eval_specific_kwargs`).
 QWEN3_VL_PROFILE = "qwen3_vl"
+#: lmms-eval's LLaVA-Video profile (`--model llava_vid`); only Video-MME defines one.
+LLAVA_VID_PROFILE = "llava_vid"
 
 
 def _require(options: Sequence[str] | None, name: str) -> Sequence[str]:
@@ -94,6 +96,9 @@ def _videomme(question: str, options: Sequence[str] | None, profile: str | None)
     if profile == QWEN3_VL_PROFILE:
         # videomme.yaml qwen3_vl profile: utils.videomme_doc_to_text_qwen3vl.
         return f"Question: {question}\nOptions:\n{opts}\nAnswer with the option letter only."
+    if profile == LLAVA_VID_PROFILE:
+        # videomme.yaml llava_vid profile (LLaVA-Video): post_prompt "The best answer is:", no blank line.
+        return f"{VIDEOMME_INSTRUCTION}\n{question}\n{opts}\nThe best answer is:"
     return f"{VIDEOMME_INSTRUCTION}\n{question}\n{opts}\n\n{LETTER_POST_PROMPT}"
 
 
@@ -122,7 +127,10 @@ def _nextqa(question: str, options: Sequence[str] | None, profile: str | None) -
 def _longvideobench(question: str, options: Sequence[str] | None, profile: str | None) -> str:
     # longvideobench_val_v.yaml: post_prompt "Answer with the option's letter from the given choices
     # directly.\n"; utils.longvideobench_doc_to_text: question + "\n" + "A. c0\nB. c1..." + "\n" + post.
-    opts = "\n".join(f"{letter}. {text}" for letter, text in _options(_require(options, "longvideobench")))
+    # utils.longvideobench_doc_to_text keeps only the candidates that are not "N/A" (questions with fewer
+    # than five options are padded with "N/A" in the dataset).
+    kept = [opt for opt in _require(options, "longvideobench") if str(opt) != "N/A"]
+    opts = "\n".join(f"{letter}. {text}" for letter, text in _options(kept))
     return f"{question}\n{opts}\n{LETTER_POST_PROMPT}\n"
 
 

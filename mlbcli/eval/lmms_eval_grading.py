@@ -59,6 +59,7 @@ __all__ = [
     "mvbench_read",
     "nextqa_parse",
     "seeded_guess",
+    "truth_letter",
 ]
 
 LMMS_EVAL_VERSION = "0.7.3"
@@ -509,6 +510,13 @@ def grade_lmms_eval(
         raise ValueError(f"{task.name}: lmms-eval's grader needs the options, and none were given")
     truth = _truth_letter(task.name, task.style, ground_truth, opts)
     return task.grade(reply, opts, truth, rng_seed_key)
+
+
+def truth_letter(benchmark: str, ground_truth: object, options: Sequence[str]) -> str:
+    """The ground truth as a letter, read as `benchmark` stores it (letter; 0-based index, '2' is C; MVBench
+    option text; a letter is accepted everywhere); ValueError with the reason when it is none of these."""
+    task = _TASKS[canonical_benchmark(benchmark)]
+    return _truth_letter(task.name, task.style, ground_truth, [str(option) for option in options])
 
 
 def aggregate_lmms_eval(benchmark: str, rows: Iterable[Mapping[str, Any]]) -> float:

@@ -31,28 +31,6 @@ __all__ = [
     "wilson_interval",
 ]
 
-# Columns `mlb score` reads (missing ones, in files of older versions, read as null).
-_COLUMNS = (
-    "video_id",
-    "question_id",
-    "question",
-    "options",
-    "ground_truth",
-    "category",
-    "benchmark",
-    "prompt",
-    "answer",
-    "choice",
-    "correct",
-    "parse_failed",
-    "method",
-    "keep_requested",
-    "keep_realized",
-    "flops_ratio",
-    "model",
-    "error",
-)
-
 
 # -- results -------------------------------------------------------------------------------------------------
 @dataclass
@@ -72,6 +50,10 @@ class Stats:
     keep: float | None = None  # mean realised keep over answered rows
     flops_ratio: float | None = None  # mean FLOPs ratio over answered rows
     aggregation: str = "micro"  # or "macro over K categories"
+    accuracy_mlb: float | None = None  # mlb's grader, the same aggregation (null: rows lack the column)
+    accuracy_lmms_eval: float | None = None  # lmms-eval's grader, the same aggregation
+    unreliable: str | None = None  # why the interval cannot be trusted (too few videos, one cluster)
+    notes: list[str] = field(default_factory=list)  # rows left out of a macro mean, and why
 
 
 @dataclass
@@ -85,6 +67,8 @@ class Paired:
     p_value: float | None = None  # exact McNemar
     flipped_to_correct: int = 0  # wrong in the baseline, right here
     flipped_to_wrong: int = 0  # right in the baseline, wrong here
+    aggregation: str = "micro"  # the benchmark's averaging the delta is in
+    note: str | None = None  # e.g. no row flipped: no interval to give
 
 
 @dataclass
@@ -101,24 +85,11 @@ class FileScore(Stats):
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
-def read_answer_rows(path: str, fmt: str | None = None) -> list[dict[str, Any]]:
-    """The rows of an `mlb answer` output file (only the columns scoring needs)."""
-    from mlbcli.io.writers import KEY_KIND, read_results, schema_metadata
+def read_answer_rows(path: str, fmt: str | None = None, extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The graded rows of a results, predictions or lmms-eval samples file (`mlbcli.eval.predictions`)."""
+    from mlbcli.eval.predictions import read_rows
 
-    if not Path(path).is_file():
-        raise UsageError(f"{path}: no such results file")
-    kind = schema_metadata(path, fmt).get(KEY_KIND)
-    if kind not in (None, "answer"):
-        raise UsageError(f"{path} holds `mlb {kind}` results; `mlb score` reads `mlb answer` files")
-    table = read_results(path, fmt)
-    if "correct" not in table.column_names:
-        raise UsageError(f"{path} has no 'correct' column: not an `mlb answer` results file")
-    names = [name for name in _COLUMNS if name in table.column_names]
-    rows = table.select(names).to_pylist()
-    for row in rows:
-        for name in _COLUMNS:
-            row.setdefault(name, None)
-    return rows
+    return read_rows(path, fmt, extra)
 
 
 def _mean(values: Iterable[Any]) -> float | None:
@@ -126,9 +97,35 @@ def _mean(values: Iterable[Any]) -> float | None:
     return sum(numbers) / len(numbers) if numbers else None
 
 
+#: Below this many videos an interval from a normal or Wilson approximation undercovers (simulated).
+MIN_VIDEOS = 10
+
+
+def _failed(row: dict[str, Any]) -> bool:
+    """An error row: the item failed (no reply) or could not be graded (unreadable ground truth)."""
+    return bool(row.get("error") or row.get("grade_error"))
+
+
+def _graded(rows: list[dict[str, Any]], column: str = "correct") -> list[dict[str, Any]]:
+    return [row for row in rows if not _failed(row) and row.get(column) is not None]
+
+
+def _unreliable(videos: int) -> str | None:
+    if videos <= 1:
+        return "one video (cluster): the interval is unreliable"
+    if videos < MIN_VIDEOS:
+        return f"{videos} videos (< {MIN_VIDEOS}): the interval is unreliable"
+    return None
+
+
+def _accuracy(rows: list[dict[str, Any]], column: str) -> float | None:
+    graded = _graded(rows, column)
+    return sum(bool(row[column]) for row in graded) / len(graded) if graded else None
+
+
 def _micro(rows: list[dict[str, Any]]) -> Stats:
-    answered = [row for row in rows if not row.get("error")]
-    graded = [row for row in answered if row.get("correct") is not None]
+    answered = [row for row in rows if not _failed(row)]
+    graded = _graded(rows)
     values = [1.0 if row["correct"] else 0.0 for row in graded]
     videos = [row.get("video_id") for row in graded]
     stats = Stats(
@@ -144,25 +141,47 @@ def _micro(rows: list[dict[str, Any]]) -> Stats:
         errors=len(rows) - len(answered),
         keep=_mean(row.get("keep_realized") for row in answered),
         flops_ratio=_mean(row.get("flops_ratio") for row in answered),
+        accuracy_mlb=_accuracy(rows, "correct_mlb"),
+        accuracy_lmms_eval=_accuracy(rows, "correct_lmms_eval"),
     )
     if graded:
         stats.accuracy = stats.correct / stats.n
         stats.se = clustered_stderr(values, videos)
         stats.ci_low, stats.ci_high = wilson_interval(stats.accuracy, effective_n(values, videos))
+        stats.unreliable = _unreliable(stats.videos)
     return stats
 
 
+def _category_accuracies(rows: list[dict[str, Any]], key: str, column: str) -> dict[str, list[float]]:
+    """category -> the 0/1 outcomes of its graded rows (rows without a category left out)."""
+    out: dict[str, list[float]] = {}
+    for row in _graded(rows, column):
+        if row.get(key) is not None:
+            out.setdefault(str(row[key]), []).append(1.0 if row[column] else 0.0)
+    return out
+
+
+def _macro_of(rows: list[dict[str, Any]], key: str, column: str) -> float | None:
+    groups = _category_accuracies(rows, key, column)
+    return sum(sum(v) / len(v) for v in groups.values()) / len(groups) if groups else None
+
+
 def _macro(rows: list[dict[str, Any]], key: str) -> Stats:
-    """The mean of per-category accuracies (categories with graded rows), with its interval."""
+    """The mean of per-category accuracies over the categorised rows, with its interval; uncategorised
+    rows are left out of the mean (a note says how many), never turning it into a micro accuracy."""
     stats = _micro(rows)
-    groups = _group(rows, key)
-    if len(groups) < 2 or None in groups:
-        return stats  # no categories (or rows without one): micro
+    uncategorised = [row for row in _graded(rows) if row.get(key) is None]
+    categorised = [row for row in rows if row.get(key) is not None]
+    if uncategorised:
+        stats.notes.append(
+            f"{len(uncategorised)} graded rows without a {key} are left out of the macro mean "
+            "(shown as the group '(no category)')"
+        )
+    if stats.errors:
+        stats.notes.append(f"{stats.errors} error rows are not in any accuracy (column 'errors')")
     accuracies, variance = [], 0.0
-    for group in groups.values():
-        graded = [row for row in group if not row.get("error") and row.get("correct") is not None]
-        if not graded:
-            continue
+    for name in sorted(_category_accuracies(categorised, key, "correct")):
+        graded = [row for row in _graded(categorised) if str(row.get(key)) == name]
         values = [1.0 if row["correct"] else 0.0 for row in graded]
         accuracy = sum(values) / len(values)
         n_eff = effective_n(values, [row.get("video_id") for row in graded])
@@ -174,8 +193,10 @@ def _macro(rows: list[dict[str, Any]], key: str) -> Stats:
         return stats
     stats.accuracy = sum(accuracies) / k
     stats.se = math.sqrt(variance) / k
-    stats.ci_low = max(0.0, stats.accuracy - Z95 * stats.se)
-    stats.ci_high = min(1.0, stats.accuracy + Z95 * stats.se)
+    stats.ci_low = max(0.0, min(stats.accuracy, stats.accuracy - Z95 * stats.se))
+    stats.ci_high = min(1.0, max(stats.accuracy, stats.accuracy + Z95 * stats.se))
+    stats.accuracy_mlb = _macro_of(categorised, key, "correct_mlb")
+    stats.accuracy_lmms_eval = _macro_of(categorised, key, "correct_lmms_eval")
     stats.aggregation = f"macro over {k} {key} values"
     return stats
 
@@ -193,39 +214,54 @@ def _only(values: Iterable[Any]) -> Any:
     return found.pop() if len(found) == 1 else None
 
 
+def _is_macro(benchmark: str | None) -> bool:
+    from mlbcli.eval.benchmarks import BENCHMARKS
+    from mlbcli.eval.grading import mlb_benchmark
+
+    bench = BENCHMARKS.get(mlb_benchmark(benchmark) or "")
+    return bench is not None and bench.aggregation == "macro"
+
+
 def summarize(rows: list[dict[str, Any]], benchmark: str | None = None) -> Stats:
     """The accuracy of `rows` as `benchmark` aggregates it (macro over `category`, or micro)."""
-    from mlbcli.eval.benchmarks import BENCHMARKS
-
-    bench = BENCHMARKS.get(benchmark or "")
-    if bench is not None and bench.aggregation == "macro":
-        return _macro(rows, "category")
-    return _micro(rows)
+    return _macro(rows, "category") if _is_macro(benchmark) else _micro(rows)
 
 
-def paired(rows: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> Paired:
-    """Paired comparison of `rows` against `baseline` on their shared graded (video_id, question_id)."""
+def _outcomes(table: list[dict[str, Any]]) -> dict[tuple[Any, Any], tuple[bool, Any]]:
+    return {
+        (row.get("video_id"), row.get("question_id")): (bool(row["correct"]), row.get("category"))
+        for row in _graded(table)
+    }
 
-    def graded(table: list[dict[str, Any]]) -> dict[tuple[Any, Any], bool]:
-        return {
-            (row.get("video_id"), row.get("question_id")): bool(row["correct"])
-            for row in table
-            if not row.get("error") and row.get("correct") is not None
-        }
 
-    here, there = graded(rows), graded(baseline)
-    shared = [key for key in here if key in there]
+def paired(rows: list[dict[str, Any]], baseline: list[dict[str, Any]], *, macro: bool = False) -> Paired:
+    """Paired comparison of `rows` against `baseline` on their shared graded (video_id, question_id); with
+    `macro`, the delta is the mean over categories of the per-category deltas (the benchmark's averaging)."""
+    here, there = _outcomes(rows), _outcomes(baseline)
+    shared = [key for key in here if key in there and (not macro or here[key][1] is not None)]
     result = Paired(n=len(shared))
     if not shared:
         return result
-    diffs = [float(here[key]) - float(there[key]) for key in shared]
+    diffs = [float(here[key][0]) - float(there[key][0]) for key in shared]
     result.flipped_to_correct = sum(1 for d in diffs if d > 0)
     result.flipped_to_wrong = sum(1 for d in diffs if d < 0)
-    result.delta = sum(diffs) / len(diffs)
-    se = clustered_stderr(diffs, [video for video, _ in shared])
-    if se is not None:
-        result.delta_ci_low, result.delta_ci_high = result.delta - Z95 * se, result.delta + Z95 * se
     result.p_value = mcnemar_exact(result.flipped_to_correct, result.flipped_to_wrong)
+    if macro:
+        by_category: dict[Any, list[tuple[float, Any]]] = defaultdict(list)
+        for key, d in zip(shared, diffs, strict=True):
+            by_category[here[key][1]].append((d, key[0]))
+        deltas = [sum(d for d, _ in pairs) / len(pairs) for pairs in by_category.values()]
+        ses = [clustered_stderr([d for d, _ in p], [v for _, v in p]) for p in by_category.values()]
+        result.delta = sum(deltas) / len(deltas)
+        se = math.sqrt(sum((x or 0.0) ** 2 for x in ses)) / len(deltas)
+        result.aggregation = f"macro over {len(deltas)} category values"
+    else:
+        result.delta = sum(diffs) / len(diffs)
+        se = clustered_stderr(diffs, [video for video, _ in shared]) or 0.0
+    if not (result.flipped_to_correct or result.flipped_to_wrong):
+        result.note = "no row flipped: the files agree on every shared row, so there is no interval"
+    elif se > 0:
+        result.delta_ci_low, result.delta_ci_high = result.delta - Z95 * se, result.delta + Z95 * se
     return result
 
 
@@ -237,7 +273,10 @@ def score_rows(
     baseline: list[dict[str, Any]] | None = None,
 ) -> FileScore:
     """Score answer rows (see `score_file`)."""
-    benchmark = _only(row.get("benchmark") for row in rows)
+    from mlbcli.eval.grading import mlb_benchmark
+
+    benchmark = _only(mlb_benchmark(row.get("benchmark")) or row.get("benchmark") for row in rows)
+    macro = _is_macro(benchmark)
     overall = summarize(rows, benchmark)
     score = FileScore(
         **asdict(overall),
@@ -255,24 +294,48 @@ def score_rows(
             score.groups[name] = _micro(group)
             if baseline is not None:
                 score.group_paired[name] = paired(group, baseline)
+    elif macro:  # what the macro mean leaves out, as groups of their own
+        left_out = {
+            "(no category)": [row for row in rows if not _failed(row) and row.get("category") is None],
+            "(errors)": [row for row in rows if _failed(row)],
+        }
+        score.groups.update({name: _micro(group) for name, group in left_out.items() if group})
     if baseline is not None:
-        score.paired = paired(rows, baseline)
+        score.paired = paired(rows, baseline, macro=macro)
     return score
 
 
 def score_file(
-    path: str, *, fmt: str | None = None, by: str | None = None, against: str | None = None
+    path: str,
+    *,
+    fmt: str | None = None,
+    by: str | None = None,
+    against: str | None = None,
+    grader: str | None = None,
 ) -> FileScore:
-    """Score one `mlb answer` results file, optionally per `by` column and against a baseline file."""
-    baseline = read_answer_rows(against) if against else None
-    return score_rows(read_answer_rows(path, fmt), file=str(path), by=by, baseline=baseline)
+    """Score one results (or predictions, or lmms-eval samples) file, optionally per `by` column, against a
+    baseline file, and with the headline of `grader` (None: as the rows were graded)."""
+    return score_files([path], by=by, against=against, grader=grader, fmt=fmt)[0]
 
 
 def score_files(
-    paths: Sequence[str], *, by: str | None = None, against: str | None = None
+    paths: Sequence[str],
+    *,
+    by: str | None = None,
+    against: str | None = None,
+    grader: str | None = None,
+    fmt: str | None = None,
 ) -> list[FileScore]:
-    baseline = read_answer_rows(against) if against else None
-    return [score_rows(read_answer_rows(path), file=str(path), by=by, baseline=baseline) for path in paths]
+    from mlbcli.eval.predictions import apply_grader
+
+    extra = (by,) if by else ()
+    baseline = apply_grader(read_answer_rows(against), grader) if against else None
+    return [
+        score_rows(
+            apply_grader(read_answer_rows(path, fmt, extra), grader), file=str(path), by=by, baseline=baseline
+        )
+        for path in paths
+    ]
 
 
 def nothing_to_score(score: FileScore) -> str | None:
@@ -307,6 +370,10 @@ _STATS_KEYS = (
     "keep",
     "flops_ratio",
     "aggregation",
+    "accuracy_mlb",
+    "accuracy_lmms_eval",
+    "unreliable",
+    "notes",
 )
 
 
@@ -356,6 +423,59 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _accuracy_cells(stats: Stats) -> list[str]:
+    """n, acc %, mlb %, lmms-eval %, 95% CI (†: unreliable), unparsed, errors, keep, FLOPs."""
+    macro = "ᵐ" if stats.aggregation.startswith("macro") else ""
+    interval = "-" if stats.ci_low is None else f"{_pct(stats.ci_low)}–{_pct(stats.ci_high)}"
+    return [
+        str(stats.n),
+        _pct(stats.accuracy) + macro,
+        _pct(stats.accuracy_mlb),
+        _pct(stats.accuracy_lmms_eval),
+        interval + ("†" if stats.unreliable and stats.ci_low is not None else ""),
+        str(stats.parse_failures),
+        str(stats.errors),
+        "-" if stats.keep is None else f"{stats.keep:.3f}",
+        "-" if stats.flops_ratio is None else f"{stats.flops_ratio:.3f}",
+    ]
+
+
+def _paired_cells(pair: Paired | None) -> list[str]:
+    if pair is None or pair.delta is None or pair.p_value is None:
+        return ["0", "-", "-", "-", "-"]
+    low, high = pair.delta_ci_low, pair.delta_ci_high
+    interval = (
+        "no flips"
+        if pair.note
+        else "-"
+        if low is None or high is None
+        else f"{100 * low:+.1f} … {100 * high:+.1f}"
+    )
+    return [
+        str(pair.n),
+        f"{100 * pair.delta:+.1f}" + ("ᵐ" if pair.aggregation.startswith("macro") else ""),
+        interval,
+        f"{pair.p_value:.3g}",
+        f"{pair.flipped_to_correct}/{pair.flipped_to_wrong}",
+    ]
+
+
+def _captions(scores: Sequence[FileScore]) -> list[str]:
+    captions = [
+        "acc %: the headline grader's (each row's `grader`); mlb % and lmms-eval %: each grader's, the same "
+        "averaging. 95% CI: Wilson, clustered by video; unparsed: replies naming no single option; errors: "
+        "rows that failed or whose ground truth cannot be read (in no accuracy)"
+    ]
+    notes = sorted({s.aggregation for s in scores if s.aggregation.startswith("macro")})
+    if notes:
+        captions.append("ᵐ " + "; ".join(notes) + " (the benchmark's aggregation)")
+    for s in scores:
+        captions += [f"{s.file}: {note}" for note in s.notes]
+        if s.unreliable:
+            captions.append(f"† {s.file}: {s.unreliable}")
+    return captions
+
+
 def render_tables(
     scores: Sequence[FileScore], by: str | None = None, against: str | None = None
 ) -> list[Any]:
@@ -371,47 +491,26 @@ def render_tables(
             table.add_column(name, justify="right", no_wrap=True)
         return table
 
-    accuracy = new_table(["n", "acc %", "95% CI", "unparsed", "keep", "FLOPs"])
+    columns = ["n", "acc %", "mlb %", "lmms-eval %", "95% CI", "unparsed", "errors", "keep", "FLOPs"]
+    accuracy = new_table(columns)
     paired_table = new_table(["n paired", "Δ pts", "Δ 95% CI", "McNemar p", "+/−"]) if against else None
-
-    def add(label: str, stats: Stats, pair: Paired | None) -> None:
-        accuracy.add_row(
-            label,
-            str(stats.n),
-            _pct(stats.accuracy) + ("ᵐ" if stats.aggregation.startswith("macro") else ""),
-            "-" if stats.ci_low is None else f"{_pct(stats.ci_low)}–{_pct(stats.ci_high)}",
-            str(stats.parse_failures),
-            "-" if stats.keep is None else f"{stats.keep:.3f}",
-            "-" if stats.flops_ratio is None else f"{stats.flops_ratio:.3f}",
-        )
-        if paired_table is None:
-            return
-        if pair is None or pair.delta is None or pair.p_value is None:
-            paired_table.add_row(label, "0", "-", "-", "-", "-")
-            return
-        low, high = pair.delta_ci_low, pair.delta_ci_high
-        paired_table.add_row(
-            label,
-            str(pair.n),
-            f"{100 * pair.delta:+.1f}",
-            "-" if low is None or high is None else f"{100 * low:+.1f} … {100 * high:+.1f}",
-            f"{pair.p_value:.3g}",
-            f"{pair.flipped_to_correct}/{pair.flipped_to_wrong}",
-        )
-
     for score in scores:
-        add(score.file, score, score.paired)
-        for name, stats in score.groups.items():
-            add(f"  {name}", stats, score.group_paired.get(name))
-    notes = sorted({s.aggregation for s in scores if s.aggregation.startswith("macro")})
-    captions = ["95% CI: Wilson, clustered by video; unparsed: replies naming no single option"]
-    if notes:
-        captions.append("ᵐ " + "; ".join(notes) + " (the benchmark's aggregation)")
-    accuracy.caption = "\n".join(captions)
+        entries: list[tuple[str, Stats, Paired | None]] = [(score.file, score, score.paired)]
+        entries += [
+            (f"  {name}", stats, score.group_paired.get(name)) for name, stats in score.groups.items()
+        ]
+        for label, stats, pair in entries:
+            accuracy.add_row(label, *_accuracy_cells(stats))
+            if paired_table is not None:
+                paired_table.add_row(label, *_paired_cells(pair))
+    accuracy.caption = "\n".join(_captions(scores))
     if paired_table is None:
         return [accuracy]
     paired_table.title = f"against {against} (shared video_id, question_id)"
-    paired_table.caption = "Δ: accuracy minus the baseline's; +/−: rows flipped to correct / to wrong"
+    paired_table.caption = (
+        "Δ: accuracy minus the baseline's (ᵐ: the benchmark's macro averaging); +/−: rows flipped to correct / "
+        "to wrong; no flips: the files agree on every shared row"
+    )
     return [accuracy, paired_table]
 
 
@@ -439,8 +538,9 @@ def plot(scores: Sequence[FileScore], path: str, baseline: FileScore | None = No
         accuracy, flops = s.accuracy, s.flops_ratio
         if accuracy is None or flops is None:
             raise UsageError(f"--plot: {s.file} has no flops_ratio (no answered rows)")
-        low = accuracy - (s.ci_low if s.ci_low is not None else accuracy)
-        high = (s.ci_high if s.ci_high is not None else accuracy) - accuracy
+        # (clamped: an interval always contains its estimate, rounding must not make an error bar negative)
+        low = max(0.0, accuracy - (s.ci_low if s.ci_low is not None else accuracy))
+        high = max(0.0, (s.ci_high if s.ci_high is not None else accuracy) - accuracy)
         style = {"marker": "s", "color": "black"} if s is baseline else {"marker": "o"}
         axes.errorbar([flops], [100 * accuracy], yerr=[[100 * low], [100 * high]], capsize=3, **style)
         label = _label(s) + (" (baseline)" if s is baseline else "")
@@ -458,85 +558,11 @@ def plot(scores: Sequence[FileScore], path: str, baseline: FileScore | None = No
     return out
 
 
-# -- lmms-eval samples ---------------------------------------------------------------------------------------
-def _task_of(row: dict[str, Any]) -> str:
-    from mlbcli.eval.benchmarks import BENCHMARKS
-
-    bench = BENCHMARKS.get(row.get("benchmark") or "")
-    if bench is None:
-        return "mlb_answer"
-    if bench.name == "mvbench" and row.get("category"):  # lmms-eval has one task per MVBench subtask
-        return f"mvbench_{row['category']}"
-    return bench.lmms_eval_task
-
-
-def _sample(doc_id: int, row: dict[str, Any]) -> dict[str, Any]:
-    """One row as an lmms-eval per-sample record (`{date}_samples_{task}.jsonl` line)."""
-    import hashlib
-
-    from mlbcli.eval.benchmarks import BENCHMARKS
-    from mlbcli.eval.prompting import answer_letter
-
-    doc = {
-        "video_id": row.get("video_id"),
-        "question_id": row.get("question_id"),
-        "question": row.get("question"),
-        "options": row.get("options"),
-        "answer": row.get("ground_truth"),
-        "category": row.get("category"),
-    }
-    bench = BENCHMARKS.get(row.get("benchmark") or "")
-    options = row.get("options")
-    truth = row.get("ground_truth")
-    target = answer_letter(truth, options) if options and truth else truth
-    reply = row.get("answer") or ""
-    correct = row.get("correct")
-    metric = {
-        "question_id": row.get("question_id"),
-        "videoID": row.get("video_id"),
-        "category": row.get("category"),
-        "pred_answer": row.get("choice"),
-        "answer": target,
-        "score": None if correct is None else float(bool(correct)),
-        "parse_failed": row.get("parse_failed"),
-    }
-    gen_kwargs: dict[str, Any] = {"temperature": 0, "do_sample": False}
-    if bench is not None and bench.max_new_tokens:
-        gen_kwargs["max_new_tokens"] = bench.max_new_tokens
-    return {
-        "doc_id": doc_id,
-        "doc": doc,
-        "target": target,
-        "arguments": [row.get("prompt"), gen_kwargs],
-        "resps": [[reply]],
-        "filtered_resps": [reply],
-        "doc_hash": hashlib.sha256(json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")).hexdigest(),
-        "input": row.get("prompt"),
-        bench.lmms_eval_metric if bench else "mlb_accuracy": metric,
-    }
-
-
 def write_lmms_eval_samples(scores: Sequence[FileScore], folder: str) -> list[Path]:
-    """`<folder>/<results stem>_samples_<task>.jsonl` per file and task, in lmms-eval's samples format.
+    """lmms-eval saved-samples files of `scores` (`mlbcli.eval.samples`)."""
+    from mlbcli.eval.samples import write_lmms_eval_samples as write
 
-    Error rows (no reply) are left out, as lmms-eval has no sample without a response.
-    """
-    out_dir = Path(folder)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for score in scores:
-        by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        answered = [row for row in score.rows if not row.get("error")]
-        for doc_id, row in enumerate(answered):
-            by_task[_task_of(row)].append(_sample(doc_id, row))
-        for task, samples in by_task.items():
-            target = out_dir / f"{Path(score.file).stem}_samples_{task}.jsonl"
-            tmp = target.with_name(target.name + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(s, ensure_ascii=False, default=str) + "\n" for s in samples)
-            tmp.replace(target)
-            written.append(target)
-    return written
+    return write(scores, folder)
 
 
 def letter_distribution(rows: Iterable[dict[str, Any]]) -> Counter:

@@ -41,7 +41,8 @@ def wilson_interval(p: float, n: float, z: float = Z95) -> tuple[float, float]:
     denominator = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denominator
     half = z / denominator * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0))
-    return (max(0.0, center - half), min(1.0, center + half))
+    # Rounding puts `center - half` a hair above 0 at p = 0 (2.8e-17): the interval must contain p.
+    return (max(0.0, min(p, center - half)), min(1.0, max(p, center + half)))
 
 
 def clustered_stderr(values: Sequence[float], clusters: Sequence[Any]) -> float | None:

@@ -82,6 +82,17 @@ ANSWER = pa.schema(
         pa.field("choice", pa.string()),
         pa.field("correct", pa.bool_()),  # null without ground truth, or excluded by the benchmark's policy
         pa.field("parse_failed", pa.bool_()),  # multiple choice: the reply named no single option
+        # both graders (mlbcli/eval/grading.py); choice/correct above are the `grader` column's
+        pa.field("choice_mlb", pa.string()),
+        pa.field("correct_mlb", pa.bool_()),
+        pa.field("parse_failed_mlb", pa.bool_()),
+        pa.field("choice_lmms_eval", pa.string()),  # lmms-eval's reading; its seeded guess where it guesses
+        pa.field("correct_lmms_eval", pa.bool_()),  # null without an lmms-eval benchmark or ground truth
+        pa.field(
+            "parse_failed_lmms_eval", pa.bool_()
+        ),  # lmms-eval read no letter (it guessed, where it does)
+        pa.field("grader", pa.string()),  # "lmms-eval" or "mlb": whose verdict choice/correct are
+        pa.field("grade_error", pa.string()),  # why the row could not be graded (unreadable ground truth)
     ]
     + _TOKENS
     + _GENERATED

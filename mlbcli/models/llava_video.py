@@ -33,6 +33,7 @@ class LlavaVideoAdapter(LlavaOnevisionAdapter):
     family = "llava_video"
     model_types = ("llava_onevision",)
     default_frames = 64
+    prompt_profile = "llava_vid"  # lmms-eval's `llava_vid` model: Video-MME ends "The best answer is:"
 
     @classmethod
     def detect(cls, config: Any) -> bool:

@@ -279,6 +279,18 @@ OPTIONS: tuple[Option, ...] = (
         recorded=True,
     ),
     Option(
+        "grader",
+        str | None,
+        None,
+        "Whose verdict `choice`/`correct` are: lmms-eval (what lmms-eval's task reads and counts) or mlb "
+        "(mlb's parser); rows record both. Default: lmms-eval with an lmms-eval --benchmark, else mlb.",
+        INPUT,
+        frozenset({"answer"}),
+        metavar="NAME",
+        choices=("lmms-eval", "mlb"),
+        recorded=True,
+    ),
+    Option(
         "device",
         str,
         "auto",

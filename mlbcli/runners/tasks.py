@@ -120,6 +120,7 @@ class AnswerTask:
     max_new_tokens: int = 32
     benchmark: Any = None
     seed: int = 0
+    grader: str | None = None  # "lmms-eval" / "mlb" (`mlbcli.eval.grading`); None: the benchmark's default
 
     def prompt(self, pipe: Pipeline, item: Item) -> str:
         """The text given to the model (inside the family's chat template)."""
@@ -137,29 +138,23 @@ class AnswerTask:
     def row(
         self, pipe: Pipeline, item: Item, decoded: DecodedVideo, video: EncodedVideo, result: Result
     ) -> dict[str, Any]:
-        from mlbcli.eval.benchmarks import judge, options_for
-        from mlbcli.eval.prompting import grade
+        from mlbcli.eval.grading import grade_reply
 
         text = result.text or ""
-        options = options_for(self.benchmark, item.question, item.options)
-        if options:
-            verdict = judge(
-                text,
-                options,
-                item.answer,
-                self.benchmark,
-                seed=self.seed,
-                video_id=item.video_id,
-                question_id=item.question_id,
-            )
-            choice, correct, parse_failed = verdict.choice, verdict.correct, verdict.parse_failed
-        else:
-            choice, correct, parse_failed = None, grade(text, None, item.answer, None), None
+        graded = grade_reply(
+            text,
+            question=item.question,
+            options=item.options,
+            ground_truth=item.answer,
+            benchmark=self.benchmark.name if self.benchmark is not None else None,
+            grader=self.grader,
+            seed=self.seed,
+            video_id=item.video_id,
+            question_id=item.question_id,
+        )
         return {
             "answer": text,
-            "choice": choice,
-            "correct": correct,
-            "parse_failed": parse_failed,
+            **graded,
             "prompt": self.prompt(pipe, item),
             **token_columns(pipe, decoded, video, result),
             "generate_s": result.generate_s,
