@@ -41,7 +41,6 @@ def run_layer(
     )
 
 
-
 def last_logits(adapter: Adapter, hidden: torch.Tensor) -> torch.Tensor:
     """[B, V] float logits of `hidden` [B, D] (final norm, then the LM head)."""
     return adapter.lm_head(adapter.decoder.norm(hidden)).float()

@@ -207,12 +207,12 @@ class _Prefill:
         probe_ctx = (
             attention_probe(layer.self_attn, self.adapter.apply_rotary) if probing else nullcontext(None)
         )
-        extra = self.adapter.layer_kwargs(i, self.cos_sin, self.cache, self.token_inputs)
+        kwargs = self.adapter.layer_kwargs(i, self.cos_sin, self.cache, self.token_inputs)
         with probe_ctx as probe:
             if probe is not None:
                 probe.window = self.adapter.attention_window(i)
             mask = self.window_mask(self.adapter.attention_window(i))
-            hidden = run_layer(layer, self.hidden, self.positions, self.cos_sin, self.cache, mask, extra)
+            hidden = run_layer(layer, self.hidden, self.positions, self.cos_sin, self.cache, mask, kwargs)
         self.key_valid.append(valid_slots(self.lengths, hidden.shape[1]))
         if any(i in row.residuals for row in self.rows):
             hidden = hidden.clone()

@@ -101,7 +101,9 @@ class Gemma4Adapter(ModelAdapter):
     model_types = ("gemma4",)
     default_frames = PROCESSOR_FRAMES
 
-    def __init__(self, model: Any, tokenizer: Any, model_id: str, preprocess_config: dict[str, Any], **options: Any):
+    def __init__(
+        self, model: Any, tokenizer: Any, model_id: str, preprocess_config: dict[str, Any], **options: Any
+    ):
         super().__init__(model, tokenizer, model_id, preprocess_config, **options)
         text = model.config.get_text_config()
         if getattr(text, "use_bidirectional_attention", None):
@@ -305,7 +307,9 @@ class Gemma4Adapter(ModelAdapter):
 
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> Any:
         """{layer type: (cos, sin)}: sliding and global layers rotate with their own frequencies."""
-        return {kind: self.decoder.rotary_emb(hidden, position_ids, kind) for kind in sorted(set(self._types))}
+        return {
+            kind: self.decoder.rotary_emb(hidden, position_ids, kind) for kind in sorted(set(self._types))
+        }
 
     @property
     def apply_rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -316,7 +320,7 @@ class Gemma4Adapter(ModelAdapter):
         return lambda q, k, cos, sin: (rotate(q, cos, sin), rotate(k, cos, sin))
 
     @functools.cached_property
-    def lm_head(self) -> Any:  # type: ignore[override]
+    def lm_head(self) -> Any:
         return _SoftcappedHead(self.model.lm_head, self.text_config.final_logit_softcapping)
 
     def layer_kwargs(self, index: int, cos_sin: Any, cache: Any, token_inputs: Any) -> dict[str, Any]:

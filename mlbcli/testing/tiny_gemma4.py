@@ -118,8 +118,17 @@ def build_tiny_gemma4(
         position_embedding_size=256,
         initializer_range=0.5,
     )
-    ids = {name: tok.convert_tokens_to_ids(_MULTIMODAL[name.replace("_id", "")]) for name in
-           ("image_token_id", "video_token_id", "audio_token_id", "boi_token_id", "eoi_token_id", "boa_token_id")}
+    ids = {
+        name: tok.convert_tokens_to_ids(_MULTIMODAL[name.replace("_id", "")])
+        for name in (
+            "image_token_id",
+            "video_token_id",
+            "audio_token_id",
+            "boi_token_id",
+            "eoi_token_id",
+            "boa_token_id",
+        )
+    }
     cfg: Any = Gemma4Config(text_config=text, vision_config=vision, audio_config=None, **ids)
     cfg.initializer_range = 0.5
     torch.manual_seed(seed)
