@@ -78,10 +78,47 @@ class Batch:
 
 
 def make_cache(text_config: Any) -> Any:
-    """An empty `DynamicCache` with the layer types of `text_config` (imported lazily: transformers)."""
-    from transformers import DynamicCache
+    """An empty `DynamicCache` with the layer types of `text_config` (imported lazily: transformers).
 
-    return DynamicCache(config=text_config)
+    Two layer kinds differ from transformers' own cache, by transformers' cache contract (the config's
+    `layer_types` and `kv_sharing_modes`): a sliding-window layer keeps every key (the engine masks the
+    window itself, `rows.window_mask`: slots never move, as the bookkeeping here needs), and a layer that
+    reuses another's KV ("reuse") holds the very cache layer object of its source, so that every edit
+    of that cache (rows selected, dropped, padded) is the edit of all its readers.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    cache = DynamicCache(config=text_config)
+    sources = kv_sources(text_config)
+    for i, layer in enumerate(cache.layers):
+        if isinstance(layer, DynamicSlidingWindowLayer):
+            cache.layers[i] = DynamicLayer()
+    for i, source in enumerate(sources):
+        if source != i:
+            cache.layers[i] = cache.layers[source]
+    return cache
+
+
+def kv_sources(text_config: Any) -> list[int]:
+    """Per decoder layer, the layer whose KV cache it reads: itself, or for a "reuse" layer of
+    `kv_sharing_modes` the "store" layer of its layer type (transformers' KV-sharing contract)."""
+    modes = list(getattr(text_config, "kv_sharing_modes", None) or [])
+    types = list(getattr(text_config, "layer_types", None) or [])
+    count = int(getattr(text_config, "num_hidden_layers", len(modes)) or len(modes))
+    sources = list(range(count))
+    for i, mode in enumerate(modes):
+        if mode == "reuse":
+            sources[i] = next(j for j, m in enumerate(modes) if m == "store" and types[j] == types[i])
+    return sources
+
+
+def unique_layers(cache: Any) -> list[Any]:
+    """The cache's layer objects, each once (layers that share a KV cache hold one object)."""
+    seen: dict[int, Any] = {}
+    for layer in cache.layers:
+        seen.setdefault(id(layer), layer)
+    return list(seen.values())
 
 
 def set_layer(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -96,7 +133,7 @@ def set_layer(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
 
 def drop_rows(cache: Any, key_valid: list[torch.Tensor], keep: torch.Tensor) -> list[torch.Tensor]:
     """Keep only batch rows `keep` [b'] in the cache (in place) and in `key_valid` (returned)."""
-    for layer in cache.layers:
+    for layer in unique_layers(cache):  # a shared cache layer is edited once
         if getattr(layer, "keys", None) is not None and layer.keys.numel():
             layer.keys = layer.keys.index_select(0, keep)
             layer.values = layer.values.index_select(0, keep)

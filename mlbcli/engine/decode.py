@@ -19,6 +19,7 @@ import torch
 from mlbcli.engine.cache import Batch, PrefillResult, drop_rows, one_row_batch
 from mlbcli.engine.forward import last_logits, run_layer
 from mlbcli.engine.probe import ProbeCapture, attention_probe
+from mlbcli.engine.rows import window_mask
 from mlbcli.selection.plan import DecodeContext
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class _DecodeLoop:
     def step(self, step: int, next_tokens: torch.Tensor) -> torch.Tensor:
         """One decode step of the live rows: [A] tokens in, [A, V] logits of the next tokens out."""
         hidden = self.adapter.decoder.embed_tokens(next_tokens[:, None])  # [A, 1, D]
+        token_inputs = self.adapter.token_inputs(next_tokens[:, None], hidden)  # [A, 1, ...] or None
         positions = self.first + step  # [..., A, 1]
         cos_sin = self.adapter.rotary(hidden, positions)
         hidden_slots: HiddenSlots = {}
@@ -125,8 +127,9 @@ class _DecodeLoop:
             probe_ctx = (
                 attention_probe(layer.self_attn, self.adapter.apply_rotary) if scoring else nullcontext()
             )
+            extra = self.adapter.layer_kwargs(i, cos_sin, self.cache, token_inputs)
             with probe_ctx as probe:
-                hidden = run_layer(layer, hidden, positions, cos_sin, self.cache, mask)
+                hidden = run_layer(layer, hidden, positions, cos_sin, self.cache, mask, extra)
             for slot, row in scoring:
                 self.decide_from_attention(step, i, slot, row, probe, mask, hidden_slots)
         self.account(hidden_slots)
@@ -136,11 +139,15 @@ class _DecodeLoop:
         """[A, 1, 1, W_i + step + 1] keys visible at layer `i`; None (no mask, as `generate`) when the
         layer has no padding and no policy hides a key there."""
         masked = [(slot, row) for slot, row in enumerate(self.live) if i in hidden_slots.get(row, {})]
-        if not (self.padded[i] or masked):
-            return None
         valid = self.key_valid[i]  # [A, W_i]
+        window = self.adapter.attention_window(i)
+        slides = window is not None and valid.shape[1] + step + 1 > window
+        if not (self.padded[i] or masked or slides):
+            return None
         new = torch.ones(len(self.live), step + 1, dtype=torch.bool, device=valid.device)
         visible = torch.cat([valid, new], dim=1)  # [A, W_i + step + 1]
+        if window is not None:  # the last `window` real keys (a policy's hidden keys still count)
+            visible = window_mask(visible, window)
         for slot, row in masked:
             visible[slot, hidden_slots[row][i]] = False
         return visible[:, None, None, :]
@@ -153,7 +160,11 @@ class _DecodeLoop:
         if hide is None or not hide.numel():
             return
         per_layer = {}
-        for j in range(policy.layer, len(self.layers)):
+        # Hidden from every layer that reads a cache of a layer >= policy.layer (a layer sharing another's
+        # KV loses a key exactly when its source does: one cache, one decision).
+        for j in range(len(self.layers)):
+            if self.adapter.kv_source(j) < policy.layer:
+                continue
             slots, ids = self.batch.rows[row].visual_keys[j]
             per_layer[j] = slots[torch.isin(ids, hide.to(ids.device))]
         hidden_slots[row] = per_layer

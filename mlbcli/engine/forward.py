@@ -21,19 +21,23 @@ def run_layer(
     cos_sin: Any,
     cache: Any,
     mask: torch.Tensor | None,
+    extra: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """`hidden` [B, q, D] through one decoder layer, its keys and values appended to `cache`.
 
     attention_mask=None: SDPA applies its own causal mask (prefill; right padding is never seen by a
     real token) and none for a 1-token decode step without padding. Otherwise `mask` [B, 1, q, k] bool.
+    `extra`: the adapter's `layer_kwargs` (they replace `position_embeddings` when they name it).
     """
+    kwargs: dict[str, Any] = {"position_embeddings": cos_sin}
+    kwargs.update(extra or {})
     return layer(
         hidden,
         attention_mask=mask,
-        position_embeddings=cos_sin,
         position_ids=positions,
         past_key_values=cache,
         use_cache=True,
+        **kwargs,
     )
 
 

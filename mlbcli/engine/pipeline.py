@@ -253,6 +253,8 @@ class Pipeline:
         plan, prompt = planned.plan, planned.prompt
         if not self.share_prefix or not planned.request.generate or planned.context.probe_passes:
             return None
+        if planned.inputs.token_inputs is not None:  # per-token layer inputs: the suffix would need them
+            return None
         if plan.contiguous_positions:  # the suffix would continue the original numbering
             return None
         if plan.steps and (planned.method.query_aware or set(plan.steps) != {0} or plan.needs_scores):

@@ -21,8 +21,10 @@ from mlbcli.engine.rows import (
     contiguous_positions,
     merge_targets,
     pack_rows,
+    pack_token_inputs,
     text_only,
     valid_slots,
+    window_mask,
 )
 from mlbcli.models.inputs import ModelInputs
 from mlbcli.selection.plan import LayerContext, PrunePlan
@@ -66,11 +68,22 @@ class _Row:
         )
 
 
-def _plan_error(plan: PrunePlan, num_layers: int) -> ValueError | None:
-    """Why `plan` cannot run on a decoder of `num_layers` layers, or None."""
+def _plan_error(plan: PrunePlan, num_layers: int, sources: Sequence[int] = ()) -> ValueError | None:
+    """Why `plan` cannot run on a decoder of `num_layers` layers, or None. `sources[j]`: the layer
+    whose KV cache layer j reads (`Adapter.kv_source`)."""
     last_step = max(plan.steps, default=-1)
     if last_step >= num_layers:
         return ValueError(f"pruning layer {last_step} does not exist: the model has {num_layers} layers")
+    for step in plan.steps:
+        # A token pruned before layer K must be gone from every layer that reads a cache it is in; a
+        # layer >= K reading the KV of a layer < K would still see it (and its slots would not line up).
+        shared = [j for j in range(step, len(sources)) if sources[j] < step]
+        if step > 0 and shared:
+            return ValueError(
+                f"pruning before layer {step} is impossible on this model: layer {shared[0]} reads the KV "
+                f"cache of layer {sources[shared[0]]}, which holds every token (prune at layer <= "
+                f"{min(sources[j] for j in shared)})"
+            )
     policy = plan.decode_policy
     if policy is not None and not (int(policy.needs_attention) <= policy.layer < num_layers):
         return ValueError(
@@ -94,6 +107,7 @@ def _start_row(index: int, inputs: ModelInputs, plan: PrunePlan, reserve: int) -
         visual_ids=torch.arange(n_in, device=device),
         appended_slots=torch.zeros(0, dtype=torch.long, device=device),
         query_slots=query.to(device),
+        token_inputs=inputs.token_inputs,
     )
     return _Row(index, plan, reserve, seq, n_in, dict(inputs.visual_residuals))
 
@@ -114,7 +128,9 @@ class _Prefill:
         self.hidden: torch.Tensor | None = None  # None = repack from the rows
         self.positions: torch.Tensor | None = None
         self.lengths: torch.Tensor | None = None
+        self.token_inputs: torch.Tensor | None = None  # [B, L, ...] packed per-token layer inputs
         self.cos_sin: Any = None
+        self.masks: dict[int, torch.Tensor] = {}  # window -> [B, 1, L, L] mask of the packed rows
 
     def fail(self, failed: list[int]) -> None:
         """Take rows (indices into `rows`) out of the batch, cache included."""
@@ -134,11 +150,19 @@ class _Prefill:
         for r in stepping:
             row = self.rows[r]
             try:
+                row.pending = None
+                if i in row.plan.needs_scores:  # the probe layer's scores, by visual id, of the survivors
+                    read = self.adapter.probe_layer(i - 1)
+                    row.pending = row.scores[read][row.seq.visual_ids]
                 ctx = LayerContext(i, row.seq.hidden, row.seq.visual_slots, row.seq.visual_ids, row.pending)
                 decision = row.plan.steps[i](ctx)
                 row.infos[i] = decision.info
+                if i in row.plan.needs_scores and read != i - 1:
+                    row.infos[i] = {**decision.info, "probe_layer": read}  # the layer actually read
                 row.merges.update(merge_targets(row.seq.visual_ids, decision))
-                row.seq = apply_keep(row.seq, decision, i)
+                row.seq = apply_keep(
+                    row.seq, decision, i, lambda embeds: self.adapter.token_inputs(None, embeds)
+                )
             except Exception as exc:
                 self.errors[row.index] = exc
                 failed.append(r)
@@ -148,7 +172,9 @@ class _Prefill:
             self.fail(sorted(set(failed)))
         if self.rows:
             self.hidden, self.positions, self.lengths = pack_rows([row.seq for row in self.rows])
+            self.token_inputs = pack_token_inputs([row.seq for row in self.rows])
             self.cos_sin = None
+            self.masks = {}
 
     def _enter_llm(self, failed: list[int]) -> list[int]:
         """Positions of the sequences entering the LLM (after pruning before it) and the context
@@ -177,12 +203,20 @@ class _Prefill:
             row.visual_keys.append((row.seq.visual_slots, row.seq.visual_ids))
         if self.cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
             self.cos_sin = self.adapter.rotary(self.hidden, self.positions)
-        probing = [r for r, row in enumerate(self.rows) if (i + 1) in row.plan.needs_scores]
+        probing = [
+            r
+            for r, row in enumerate(self.rows)
+            if any(self.adapter.probe_layer(k - 1) == i for k in row.plan.needs_scores)
+        ]
         probe_ctx = (
             attention_probe(layer.self_attn, self.adapter.apply_rotary) if probing else nullcontext(None)
         )
+        kwargs = self.adapter.layer_kwargs(i, self.cos_sin, self.cache, self.token_inputs)
         with probe_ctx as probe:
-            hidden = run_layer(layer, self.hidden, self.positions, self.cos_sin, self.cache, None)
+            if probe is not None:
+                probe.window = self.adapter.attention_window(i)
+            mask = self.window_mask(self.adapter.attention_window(i))
+            hidden = run_layer(layer, self.hidden, self.positions, self.cos_sin, self.cache, mask, kwargs)
         self.key_valid.append(valid_slots(self.lengths, hidden.shape[1]))
         if any(i in row.residuals for row in self.rows):
             hidden = hidden.clone()
@@ -193,16 +227,27 @@ class _Prefill:
         self.hidden = hidden
         self._record_scores(i, probing, probe)
 
+    def window_mask(self, window: int | None) -> torch.Tensor | None:
+        """[B, 1, L, L] mask of a sliding-window layer over the packed rows (causal, the last `window`
+        tokens of each row's sequence: kept tokens count); None where the window covers every token
+        (SDPA's own causal mask, as stock attention on a sequence no longer than its window)."""
+        assert self.hidden is not None
+        length = self.hidden.shape[1]
+        if window is None or length <= window:
+            return None
+        if window not in self.masks:
+            causal = torch.ones(length, length, dtype=torch.bool, device=self.hidden.device).tril()
+            self.masks[window] = window_mask(causal, window)[None, None].expand(len(self.rows), 1, -1, -1)
+        return self.masks[window]
+
     def _record_scores(self, i: int, probing: list[int], probe: ProbeCapture | None) -> None:
-        """Probe scores of layer `i` by visual id (NaN where dropped), for the next layer's pruner."""
+        """Probe scores of layer `i` by visual id (NaN where dropped), for the pruner that reads it."""
         for r, row in enumerate(self.rows):
-            row.pending = None
             if r in probing:
                 assert probe is not None
                 received = probe.received(r, row.seq.query_slots, row.seq.length)  # [L_r]
-                row.pending = received[row.seq.visual_slots].float()
                 full = torch.full((row.visual_in,), float("nan"), device=received.device)
-                full[row.seq.visual_ids] = row.pending
+                full[row.seq.visual_ids] = received[row.seq.visual_slots].float()
                 row.scores[i] = full
 
 
@@ -231,7 +276,7 @@ def prefill_batch(
     errors: dict[int, Exception] = {}
     for index, (row_inputs, plan) in enumerate(zip(inputs, plans, strict=True)):
         plan = plan or PrunePlan()
-        error = _plan_error(plan, len(layers))
+        error = _plan_error(plan, len(layers), [adapter.kv_source(j) for j in range(len(layers))])
         if error is not None:
             errors[index] = error
         else:
@@ -347,7 +392,11 @@ def extend_batch(
     for i, layer in enumerate(adapter.layers):
         cached = batch.key_valid[i][:, None, :].expand(-1, m, -1)  # [B, M, W]
         mask = torch.cat([cached, suffix_keys], dim=2)[:, None]  # [B, 1, M, W + M]
-        hidden = run_layer(layer, hidden, positions, cos_sin, batch.cache, mask)
+        window = adapter.attention_window(i)
+        if window is not None:
+            mask = window_mask(mask, window)
+        extra = adapter.layer_kwargs(i, cos_sin, batch.cache, None)
+        hidden = run_layer(layer, hidden, positions, cos_sin, batch.cache, mask, extra)
         batch.key_valid[i] = torch.cat([batch.key_valid[i], suffix_valid], dim=1)
     logits = row_logits(adapter, hidden, lengths)  # [B, V]
     share = (time.perf_counter() - started) / max(1, len(batch))

@@ -28,6 +28,9 @@ class ProbeCapture:
         self.q: torch.Tensor | None = None  # Hq heads
         self.k: torch.Tensor | None = None  # Hkv heads
         self.cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None  # [..., B, L, d] each
+        # A sliding-window layer's window (a query sees itself and the window - 1 tokens before it), so
+        # that the probe reads the attention the layer computes; None: a global layer.
+        self.window: int | None = None
 
     def probabilities(self, row: int, query_slots: torch.Tensor, length: int) -> torch.Tensor:
         """[1, H, q, length] attention probabilities (causal, fp32) of batch row `row`'s query rows
@@ -46,6 +49,8 @@ class ProbeCapture:
         k = k.repeat_interleave(groups, dim=1)  # GQA: [1, Hq, L, d]
         logits = (q.float() @ k.float().transpose(-1, -2)) * self.attn.scaling  # [1, Hq, q, L]
         future = torch.arange(length, device=rows.device)[None, :] > rows[:, None]  # [q, L] causal mask
+        if self.window is not None:  # keys that slid out of the window: [q, L]
+            future |= rows[:, None] - torch.arange(length, device=rows.device)[None, :] >= self.window
         logits = logits.masked_fill(future, float("-inf"))
         return logits.softmax(dim=-1)
 

@@ -9,7 +9,7 @@ the rows' sequences right-padded into one `[B, Lmax, D]` batch (`pack_rows`, see
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +27,8 @@ class RowSequence:
     visual_ids: torch.Tensor  # [n]
     appended_slots: torch.Tensor  # [m]
     query_slots: torch.Tensor  # [q]
+    # [1, L, ...] per-token layer inputs (`ModelInputs.token_inputs`), sliced with the tokens; or None
+    token_inputs: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -55,6 +57,7 @@ class RowSequence:
             visual_ids=self.visual_ids[visual_alive],
             appended_slots=remap(self.appended_slots),
             query_slots=remap(self.query_slots),
+            token_inputs=None if self.token_inputs is None else self.token_inputs[:, order],
         )
 
 
@@ -65,9 +68,15 @@ def text_only(embeds: torch.Tensor, positions: torch.Tensor) -> RowSequence:
     return RowSequence(embeds, positions.to(device), empty, empty, empty, empty)
 
 
-def apply_keep(seq: RowSequence, decision: LayerKeep, layer: int) -> RowSequence:
+def apply_keep(
+    seq: RowSequence,
+    decision: LayerKeep,
+    layer: int,
+    token_inputs_of: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+) -> RowSequence:
     """The sequence after a pruner's decision at `layer`: kept tokens (replaced, if it says so) in
-    their order, then its appended tokens right after the visual block (layer 0 only)."""
+    their order, then its appended tokens right after the visual block (layer 0 only).
+    `token_inputs_of(embeds [1, m, D])` gives appended tokens their per-token layer inputs."""
     keep = decision.keep.to(seq.visual_slots.device)
     n = seq.visual_slots.numel()
     if keep.numel() == n and decision.replace is None and decision.append is None:
@@ -89,7 +98,10 @@ def apply_keep(seq: RowSequence, decision: LayerKeep, layer: int) -> RowSequence
             raise ValueError(
                 "tokens can only be appended before the LLM (layer 0): earlier KV would miss them"
             )
-        seq = insert_after_visual(seq, decision.append)
+        extra_inputs = None
+        if seq.token_inputs is not None and token_inputs_of is not None:
+            extra_inputs = token_inputs_of(decision.append[None].to(seq.hidden.dtype))
+        seq = insert_after_visual(seq, decision.append, extra_inputs)
     return seq
 
 
@@ -115,8 +127,11 @@ def contiguous_positions(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.arange(position_ids.shape[-1], device=position_ids.device)[None]
 
 
-def insert_after_visual(seq: RowSequence, extra: torch.Tensor) -> RowSequence:
-    """Insert `extra` [m, D] right after the last visual slot; later tokens' positions shift by m."""
+def insert_after_visual(
+    seq: RowSequence, extra: torch.Tensor, extra_inputs: torch.Tensor | None = None
+) -> RowSequence:
+    """Insert `extra` [m, D] right after the last visual slot; later tokens' positions shift by m.
+    `extra_inputs` [1, m, ...]: their per-token layer inputs (required when the sequence has them)."""
     m = extra.shape[0]
     at = int(seq.visual_slots.max()) + 1 if seq.visual_slots.numel() else int(seq.query_slots.min())
     first_pos = seq.position_ids[..., at : at + 1]  # position the inserted block starts at
@@ -128,6 +143,12 @@ def insert_after_visual(seq: RowSequence, extra: torch.Tensor) -> RowSequence:
         return torch.where(slots >= at, slots + m, slots)
 
     appended = torch.arange(at, at + m, device=seq.visual_slots.device)
+    token_inputs = seq.token_inputs
+    if token_inputs is not None:
+        if extra_inputs is None:
+            raise ValueError("appended tokens need their per-token layer inputs in this family")
+        extra_inputs = extra_inputs.to(token_inputs.device, token_inputs.dtype)
+        token_inputs = torch.cat([token_inputs[:, :at], extra_inputs, token_inputs[:, at:]], dim=1)
     return RowSequence(
         hidden,
         pos,
@@ -135,6 +156,7 @@ def insert_after_visual(seq: RowSequence, extra: torch.Tensor) -> RowSequence:
         seq.visual_ids,
         torch.cat([shift(seq.appended_slots), appended]),
         shift(seq.query_slots),
+        token_inputs,
     )
 
 
@@ -164,6 +186,24 @@ def pack_rows(seqs: Sequence[RowSequence]) -> tuple[torch.Tensor, torch.Tensor, 
     positions = torch.cat([pad_to(seq.position_ids, longest, -1) for seq in seqs], dim=-2)
     lengths = torch.tensor([seq.length for seq in seqs], device=hidden.device)
     return hidden, positions, lengths
+
+
+def pack_token_inputs(seqs: Sequence[RowSequence]) -> torch.Tensor | None:
+    """Right-padded `[B, Lmax, ...]` per-token layer inputs of `seqs` (None when they have none)."""
+    if seqs[0].token_inputs is None:
+        return None
+    if len(seqs) == 1:
+        return seqs[0].token_inputs
+    longest = max(seq.length for seq in seqs)
+    return torch.cat([pad_to(seq.token_inputs, longest, 1) for seq in seqs if seq.token_inputs is not None])
+
+
+def window_mask(visible: torch.Tensor, window: int) -> torch.Tensor:
+    """`visible` [..., q, k] (causal, padding hidden) restricted to the last `window` visible keys of
+    each query: a sliding-window layer's mask over the sequence as it is (kept tokens count, pruned
+    and padding ones do not), which is stock attention's window on the pruned sequence."""
+    from_right = visible.flip(-1).int().cumsum(-1).flip(-1)  # visible keys at or after each key
+    return visible & (from_right <= window)
 
 
 def valid_slots(lengths: torch.Tensor, width: int) -> torch.Tensor:

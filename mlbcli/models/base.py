@@ -420,6 +420,31 @@ class ModelAdapter(abc.ABC):
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder.rotary_emb(hidden, position_ids)
 
+    # -- per-layer traits the engine asks for (defaults: a plain decoder of global layers) --------------
+    def layer_kwargs(self, index: int, cos_sin: Any, cache: Any, token_inputs: Any) -> dict[str, Any]:
+        """Keyword arguments of decoder layer `index`'s call besides hidden states, mask, positions and
+        cache: `position_embeddings` from `rotary`'s output, plus what the family's layers take (Gemma 4:
+        its per-layer inputs, `token_inputs[:, :, index]`, and the KV it shares)."""
+        return {"position_embeddings": cos_sin}
+
+    def attention_window(self, index: int) -> int | None:
+        """Keys a query of layer `index` sees (itself included; a sliding-window layer), or None (global)."""
+        return None
+
+    def kv_source(self, index: int) -> int:
+        """The layer whose KV cache layer `index` reads (itself, unless it shares another's)."""
+        return index
+
+    def probe_layer(self, layer: int) -> int:
+        """The layer whose attention an attention method reads in place of `layer`'s (K-1)."""
+        return layer
+
+    def token_inputs(self, input_ids: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor | None:
+        """Per-token inputs [B, q, ...] of the decoder layers that travel with their tokens (Gemma 4's
+        per-layer embeddings), for tokens `input_ids` [B, q] (None: visual or appended tokens) with input
+        embeddings `embeds` [B, q, D]; None for families without them."""
+        return None
+
     def model_inputs(self, prompt: Prompt, video: VideoTokens) -> ModelInputs:
         """One request as the engine takes it: embeddings, positions, visual slots and query rows."""
         from mlbcli.models.inputs import ModelInputs

@@ -119,6 +119,21 @@ class Adapter(Protocol):
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each [B, L, d_head], of positions [..., B, L] (`hidden` [B, L, D] gives dtype)."""
 
+    def layer_kwargs(self, index: int, cos_sin: Any, cache: Any, token_inputs: Any) -> dict[str, Any]:
+        """Keyword arguments of layer `index`'s call: `position_embeddings` and the family's own."""
+
+    def attention_window(self, index: int) -> int | None:
+        """Keys a query of layer `index` sees (sliding window, itself included), or None (global)."""
+
+    def kv_source(self, index: int) -> int:
+        """The layer whose KV cache layer `index` reads (itself unless it shares another's)."""
+
+    def probe_layer(self, layer: int) -> int:
+        """The layer an attention method reads in place of `layer` (a global one where `layer` slides)."""
+
+    def token_inputs(self, input_ids: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor | None:
+        """Per-token layer inputs [B, q, ...] that travel with their tokens, or None."""
+
     # -- positions policy --------------------------------------------------------------------------------
     def positions_after_input_pruning(self, position_ids: torch.Tensor) -> torch.Tensor:
         """[..., 1, L'] positions of the sequence entering the LLM after pruning before it: unchanged

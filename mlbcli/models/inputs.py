@@ -18,6 +18,9 @@ class ModelInputs:
     # Per decoder layer l: [n, D] features added to the output of layer l at the visual tokens, by
     # visual id (Qwen3-VL's DeepStack). A pruned token's features go with it; appended tokens get none.
     visual_residuals: dict[int, torch.Tensor] = field(default_factory=dict)
+    # [1, L, ...] per-token inputs of the decoder layers (`ModelAdapter.token_inputs`: Gemma 4's per-layer
+    # embeddings); they travel with their tokens through pruning. None for most families.
+    token_inputs: torch.Tensor | None = None
 
     @property
     def length(self) -> int:

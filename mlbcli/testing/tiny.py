@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlbcli.testing.tiny_gemma4 import build_tiny_gemma4
 from mlbcli.testing.tiny_llava import (
     build_tiny_llava_next,
     build_tiny_llava_onevision,
@@ -36,6 +37,7 @@ _BUILDERS: dict[str, Callable[..., Path]] = {
     "qwen3_vl_moe": lambda out, **options: build_tiny_qwen3_vl(out, moe=True, **options),
     # its folder must name it (`build_tiny_llava_video`): `tiny-llava_video` does
     "llava_video": build_tiny_llava_video,
+    "gemma4": build_tiny_gemma4,
 }
 
 #: Every family a tiny checkpoint can be built for (all built-in adapter families).
