@@ -37,7 +37,10 @@ class FlashVID(Method):
             0.7, "share of a frame's vision-side tokens chosen by ADTS (attention x diversity).", 0.0, 1.0
         )
         flashvid_temporal_threshold: float = param(
-            0.8, "TSTM; a token joins its most similar token of the previous frame above this cosine.", -1.0, 1.0
+            0.8,
+            "TSTM; a token joins its most similar token of the previous frame above this cosine.",
+            -1.0,
+            1.0,
         )
         flashvid_segment_threshold: float = param(
             0.9, "DySeg; a segment cut where adjacent frame means have cosine < this.", -1.0, 1.0
@@ -52,7 +55,7 @@ class FlashVID(Method):
     name = "flashvid"
     description = (
         "FlashVID: attention/diversity selection + spatio-temporal tree merging at 1.25 x --keep before "
-        "the LLM, then the top 30% by attention before --layer (official defaults)."
+        "the LLM, then the top 30% by attention before --layer (official: Fanziyang-v/FlashVID 1d37422c)."
     )
     query_aware = True
     prune_point = "layer"

@@ -47,7 +47,8 @@ class FrameFusion(Method):
     name = "framefusion"
     description = (
         "FrameFusion: merge tokens similar to the same patch of the previous frame over the first "
-        "layers, then prune by attention so the visual tokens average --keep over the layers (cost)."
+        "layers, then prune by attention so the visual tokens average --keep over the layers (cost; "
+        "official: thu-nics/FrameFusion fbec1d2e)."
     )
     query_aware = True
     prune_point = "layer"
@@ -60,7 +61,9 @@ class FrameFusion(Method):
 
     def check_layer(self, num_layers: int) -> None:
         if num_layers < 2:
-            raise UsageError(f"--method {self.name} needs an LLM of at least 2 layers, this one has {num_layers}")
+            raise UsageError(
+                f"--method {self.name} needs an LLM of at least 2 layers, this one has {num_layers}"
+            )
         self.depth = num_layers
 
     def plan(

@@ -116,7 +116,7 @@ def temporal_merge(
     best = F.pad(best, (0, 0, 1, 0), value=-1.0)  # frame 0 merges nowhere
     anchor = F.pad(anchor, (0, 0, 1, 0), value=-1)
     merged = best > threshold
-    if int((~merged).sum()) < lower_bound and L * N > lower_bound:
+    if int((~merged).sum()) < lower_bound and lower_bound < L * N:
         # keep at least `lower_bound` tokens: the (L N - lower_bound)-th largest similarity decides
         soft = float(best.reshape(-1).topk(L * N - lower_bound).values[-1])
         merged = best > max(soft, -1.0 + 1e-6)
@@ -129,7 +129,9 @@ def temporal_merge(
             # the accumulated sums move on, but the anchor counts each direct member once (official)
             members = merged[t].nonzero().squeeze(1)
             x[t - 1].index_add_(0, anchor[t, members], x[t, members])
-            counts[t - 1].index_add_(0, anchor[t, members], torch.ones(members.numel(), dtype=x.dtype, device=x.device))
+            counts[t - 1].index_add_(
+                0, anchor[t, members], torch.ones(members.numel(), dtype=x.dtype, device=x.device)
+            )
             counts[t, members] = 0
     return x, ~merged & free
 
@@ -148,9 +150,7 @@ def dpc_knn(x: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]
     return assign, centres
 
 
-def spatial_merge(
-    states: torch.Tensor, ids: torch.Tensor, ratio: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def spatial_merge(states: torch.Tensor, ids: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One frame's TSTM survivors [m, D] -> ceil(m * ratio) cluster means at their centres' ids."""
     clusters = math.ceil(states.shape[0] * ratio)
     if clusters <= 0 or ratio >= 1.0:
@@ -167,9 +167,7 @@ def compress(
     """The vision side: [T, N, D], [T, N] -> (kept flat ids ascending [k], states [k, D], info)."""
     T, N, D = features.shape
     n_sel, n_merge = frame_budget(N, keep, params["flashvid_expansion"], params["flashvid_alpha"])
-    bounds = segments(
-        features.mean(1), params["flashvid_segment_threshold"], params["flashvid_min_segments"]
-    )
+    bounds = segments(features.mean(1), params["flashvid_segment_threshold"], params["flashvid_min_segments"])
     ids, states = [], []
     flat = torch.arange(T * N, device=features.device).view(T, N)
     for a, b in bounds:

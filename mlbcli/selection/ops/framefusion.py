@@ -58,7 +58,9 @@ def pruning_ratio(sparsity: list[float], cost: float, depth: int) -> float | Non
     return 0.0 if share > 1 else 1 - share
 
 
-def chain_similarity(states: torch.Tensor, patch: torch.Tensor, patches: int) -> tuple[torch.Tensor, torch.Tensor]:
+def chain_similarity(
+    states: torch.Tensor, patch: torch.Tensor, patches: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[n, D] states, [n] patch types -> (similarity [n] to the chain predecessor in chain order,
     chain order [n]: indices sorted by (patch, sequence))."""
     order = torch.where(patch == torch.arange(patches, device=patch.device)[:, None])[1]  # [n]

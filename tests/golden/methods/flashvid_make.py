@@ -40,7 +40,10 @@ def official(git_dir: str):
     (root / "flashvid" / "__init__.py").write_text("")
     for path in FILES:
         text = subprocess.run(
-            ["git", f"--git-dir={git_dir}", "show", f"{COMMIT}:{path}"], check=True, capture_output=True, text=True
+            ["git", f"--git-dir={git_dir}", "show", f"{COMMIT}:{path}"],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         (root / path).write_text(text)
     sys.path.insert(0, str(root))
@@ -65,7 +68,9 @@ def video(kind: str, T: int, N: int, D: int, g: torch.Generator) -> torch.Tensor
         return base.expand(T, N, D) + 0.01 * torch.randn(T, N, D, generator=g)
     if kind == "drifting":
         drift = torch.randn(N, D, generator=g)
-        return torch.stack([base + 0.12 * t * drift for t in range(T)]) + 0.05 * torch.randn(T, N, D, generator=g)
+        return torch.stack([base + 0.12 * t * drift for t in range(T)]) + 0.05 * torch.randn(
+            T, N, D, generator=g
+        )
     other = torch.randn(N, D, generator=g) + 1.0  # cut: two scenes, the change in the middle
     scenes = [base if t < T // 2 else other for t in range(T)]
     return torch.stack(scenes) + 0.1 * torch.randn(T, N, D, generator=g)
@@ -75,7 +80,9 @@ def main() -> None:
     FlashVidConfig, flashvid_compression, fastv_prune, segment = official(os.environ["FLASHVID_GIT"])
     noise = os.environ.get("NOISE") == "1"
     if not noise:
-        torch.rand_like = zero_noise  # this generator process only (the official module reads torch.rand_like)
+        torch.rand_like = (
+            zero_noise  # this generator process only (the official module reads torch.rand_like)
+        )
     cases, skipped, single = [], 0, 0
     seed = 0
     for kind in ("random", "static", "drifting", "cut"):
@@ -101,16 +108,37 @@ def main() -> None:
                 config.visual_token_start_index, config.visual_token_length = 0, K
                 cos = ids.float().view(1, K, 1)
                 hidden, _, _, _, _, keep_idx = fastv_prune(
-                    states[None].clone(), None, attention.view(1, 1, 1, K), None, None, (cos, cos.clone()), config
+                    states[None].clone(),
+                    None,
+                    attention.view(1, 1, 1, K),
+                    None,
+                    None,
+                    (cos, cos.clone()),
+                    config,
                 )
-                cases.append({
-                    "kind": kind, "keep": keep, "features": features, "saliency": saliency,
-                    "ids": ids.clone(), "states": states.clone(), "attention": attention,
-                    "inner_ids": ids[keep_idx].clone(), "inner_states": hidden[0].clone(),
-                })
-    meta = {"repository": "Fanziyang-v/FlashVID", "commit": COMMIT, "files": FILES,
-            "params": {"flashvid_min_segments": 2}, "skipped_duplicate_adts": skipped, "skipped_one_frame_segment": single,
-            "torch": str(torch.__version__), "density_noise": noise}
+                cases.append(
+                    {
+                        "kind": kind,
+                        "keep": keep,
+                        "features": features,
+                        "saliency": saliency,
+                        "ids": ids.clone(),
+                        "states": states.clone(),
+                        "attention": attention,
+                        "inner_ids": ids[keep_idx].clone(),
+                        "inner_states": hidden[0].clone(),
+                    }
+                )
+    meta = {
+        "repository": "Fanziyang-v/FlashVID",
+        "commit": COMMIT,
+        "files": FILES,
+        "params": {"flashvid_min_segments": 2},
+        "skipped_duplicate_adts": skipped,
+        "skipped_one_frame_segment": single,
+        "torch": str(torch.__version__),
+        "density_noise": noise,
+    }
     torch.save({"meta": meta, "cases": cases}, OUT if not noise else OUT.with_suffix(".noise.pt"))
     print(f"{len(cases)} cases, {skipped} + {single} skipped -> {OUT}")
 
