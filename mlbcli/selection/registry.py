@@ -53,6 +53,8 @@ BUILTIN_METHODS: dict[str, str] = {
     "holitom": f"{_M}.holitom:HoliTom",
     "prunevid": f"{_M}.prunevid:PruneVid",
     "slowfast": f"{_M}.slowfast:SlowFast",
+    "flashvid": f"{_M}.flashvid:FlashVID",
+    "framefusion": f"{_M}.framefusion:FrameFusion",
 }
 METHOD_REGISTRY: Registry[type[Method]] = Registry("mlb.methods", BUILTIN_METHODS)
 
