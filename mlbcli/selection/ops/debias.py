@@ -391,4 +391,3 @@ def as_slots(ids_in_order: torch.Tensor, states_in_order: torch.Tensor) -> tuple
     so the LLM sees exactly the peer's sequence. Orders must stay frame-major (per-frame counts hold).
     """
     return ids_in_order.sort().values, states_in_order
-

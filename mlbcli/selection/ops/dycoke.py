@@ -138,6 +138,8 @@ def dycoke_frame_counts(
     for t, share in zip(compared, shares, strict=True):
         counts[t] = share
     reason = None
+    if dropped and rest > len(compared) * N:  # the compared frames are full; the dropped one is gone
+        reason = f"DyCoke's code drops frame {dropped[0]} (the last of an odd number of frames)"
     if rest < 0:
         reason = (
             f"DyCoke keeps {len(whole)} reference frame(s) whole ({len(whole) * N} tokens, "

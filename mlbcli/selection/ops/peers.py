@@ -32,4 +32,3 @@ def visionzip_plan(video: VideoTokens, keep: float, ratio: float, variant: str) 
         )
 
     return PrunePlan(steps={0: prune})
-

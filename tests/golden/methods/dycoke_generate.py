@@ -46,7 +46,10 @@ OUT = Path(__file__).resolve().parent
 def source(git_dir: str, spec: tuple[str, int, int]) -> str:
     path, first, last = spec
     text = subprocess.run(
-        ["git", f"--git-dir={git_dir}", "show", f"{COMMIT}:{path}"], capture_output=True, text=True, check=True
+        ["git", f"--git-dir={git_dir}", "show", f"{COMMIT}:{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return "\n".join(text.splitlines()[first - 1 : last]) + "\n"
 
@@ -157,7 +160,9 @@ class StandInLayer:
     def __init__(self, index: int, weights: dict[int, torch.Tensor], seen: dict[int, list[int]]):
         self.index, self.weights, self.seen = index, weights, seen
 
-    def __call__(self, hidden_states: torch.Tensor, *, past_key_value: Any, position_ids: torch.Tensor, **_: Any):
+    def __call__(
+        self, hidden_states: torch.Tensor, *, past_key_value: Any, position_ids: torch.Tensor, **_: Any
+    ):
         q = position_ids.shape[1]
         key = position_ids.to(torch.float32).view(1, 1, q, 1)  # [B, Hkv, q, 1]: each key holds its index
         keys, _ = past_key_value.update(key, key, self.index)
@@ -266,7 +271,8 @@ def kv_cases(official: types.SimpleNamespace) -> tuple[dict[str, np.ndarray], li
             arrays[f"{name}_visible"] = np.concatenate([np.asarray(v, dtype=np.int64) for v in visible])
             arrays[f"{name}_counts"] = np.asarray([len(v) for v in visible], dtype=np.int64)
             sims = [None] + [
-                float(F.cosine_similarity(video[s, : n - 1], video[s - 1, : n - 1], dim=0)) for s in range(1, len(modes))
+                float(F.cosine_similarity(video[s, : n - 1], video[s - 1, : n - 1], dim=0))
+                for s in range(1, len(modes))
             ]
             case.update(name=name, similarity=sims, pruned=[len(v) < n for v in visible])
             cases.append(case)
