@@ -369,6 +369,16 @@ def test_dycoke_kv_is_on_by_default_and_switchable(tiny_adapter, clip):
     assert on.stats.flops_ratio == off.stats.flops_ratio  # prefill untouched
 
 
+def test_dycoke_official_runs_end_to_end_with_its_decode_policy(tiny_adapter, clip):
+    video = Pipeline(tiny_adapter).encode(clip)
+    pipe = Pipeline(tiny_adapter, method="dycoke", keep=0.5, variant="official")
+    result = pipe.run([Request(video, QUESTION, 6)])[0]
+    assert result.error is None and result.stats.visual_tokens_kept < result.stats.visual_tokens_in
+    off = Pipeline(tiny_adapter, method="dycoke", keep=0.5, variant="official", params={"dycoke_kv": False})
+    static = off.run([Request(video, QUESTION, 6)])[0].stats.decode_kv_ratio
+    assert result.stats.decode_kv_ratio < static  # the first decode step prunes at least
+
+
 def test_dycoke_kv_layer_out_of_range_is_a_clear_row_error(tiny_adapter, clip):
     video = Pipeline(tiny_adapter).encode(clip)
     pipe = Pipeline(tiny_adapter, method="dycoke", keep=0.5, params={"dycoke_kv_layer": 9})
