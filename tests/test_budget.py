@@ -26,6 +26,7 @@ from mlbcli.errors import MlbError, UsageError
 from mlbcli.models.base import Prompt, VideoTokens
 from mlbcli.selection import METHODS, MethodOptions, get_method, method_option_rules
 from mlbcli.selection.ops import debias as D
+from mlbcli.selection.ops.dycoke import dycoke_dropped, dycoke_frame_counts, dycoke_references, dycoke_select
 from mlbcli.selection.ops.slowfast import slow_frame_indices
 from mlbcli.selection.plan import LayerContext
 
@@ -315,29 +316,41 @@ def test_dedup_backfill_restores_the_least_similar_duplicates():
 
 # -- peer variants on hand-computed cases ------------------------------------------------------------------
 def test_dycoke_reference_pairs_paper_and_official():
-    paper = D.dycoke_references(8, 4, "paper")
+    paper = dycoke_references(8, 4, "paper")
     assert paper == [None, (0, 1), (0, 2), (2, 3), None, (4, 5), (4, 6), (6, 7)]
-    official = D.dycoke_references(8, 4, "official")
-    # frame 1: the previous pair, wrapping to the last (6, 7); frame 3: pair (0, 1); frame 5: pair (2, 3);
-    # frame 2 vs frame 0 (first window); frame 6 (the last window's frame 2) whole; frame 7: pair (4, 5)
-    assert official == [None, (6, 7), (0, 2), (0, 1), None, (2, 3), None, (4, 5)]
+    official = dycoke_references(8, 4, "official")
+    # dd746349: frame i+1 vs frame i; frame a+2 vs frame a, but the last window's frame 6 stays whole
+    assert official == [None, (0, 1), (0, 2), (2, 3), None, (4, 5), None, (6, 7)]
+    # an odd T: the code's loops stop at T-1, so the last frame is dropped (paper: a window head);
+    # with T = 9 the window at 4 is not the last one (range(0, T-4, 4)), so frame 6 is compared
+    assert dycoke_dropped(9, "official") == [8] and dycoke_dropped(9, "paper") == []
+    _, official_counts, _ = dycoke_frame_counts(9, 4, 1.0, 4, 0.5, "official")
+    _, paper_counts, _ = dycoke_frame_counts(9, 4, 1.0, 4, 0.5, "paper")
+    assert official_counts == [4, 2, 2, 2, 4, 2, 2, 2, 0] and paper_counts == [4, 2, 2, 2, 4, 2, 2, 2, 4]
+
+
+def test_dycoke_official_counts_with_the_codes_float_arithmetic():
+    # (1 - 0.9) * 30 = 2.9999999999999996: the code's int() gives 2, the paper's floor((1-K)N) 3
+    _, official, _ = dycoke_frame_counts(8, 30, 1.0, 4, 0.9, "official")
+    _, paper, _ = dycoke_frame_counts(8, 30, 1.0, 4, 0.9, "paper")
+    assert official[1] == 2 and paper[1] == 3
 
 
 def test_dycoke_official_keeps_other_tokens_in_its_own_order():
-    T, N = 4, 4
-    features = torch.zeros(T, N, 4)
+    T, N = 8, 4
+    features = torch.zeros(T, N, 3)
     features[:, :, 0] = 1.0
-    # pair (2, 3) differs at position 3, pair (0, 1) at position 1: frame 1 keeps 3 (official: the
-    # wrapped last pair (2, 3)) or 1 (paper: vs frame 0); frame 3 the reverse
-    features[1, 1, 1] = 2.0
-    features[3, 3, 2] = 2.0
-    features[0, :, 3] = torch.tensor([0.0, 0.0, 0.0, 0.5])  # frame 2 vs 0 differs most at position 3
-    counts = [N, 1, 2, 1]
-    paper = D.dycoke_select(features, counts, D.dycoke_references(T, 4, "paper"))
-    official = D.dycoke_select(features, counts, D.dycoke_references(T, 4, "official"))
-    assert paper[1].tolist() == [1] and official[1].tolist() == [3]
-    assert paper[3].tolist() == [3] and official[3].tolist() == [1]
-    assert paper[2].tolist() == [3, 0] and official[2].tolist() == list(range(N))  # last window: whole
+    features[1, 3] = torch.tensor([0.0, 1.0, 0.0])  # cosine 0 with frame 0 at position 3
+    features[1, 1] = torch.tensor([1.0, 0.5, 0.0])  # cosine 0.89 at position 1
+    features[6, 2] = torch.tensor([0.0, 0.0, 1.0])  # frame 6 differs from frame 4 at position 2
+    picked = {}
+    for variant in ("paper", "official"):  # K = 0.5: 2 of 4 tokens per compared frame
+        refs, counts, _ = dycoke_frame_counts(T, N, 1.0, 4, 0.5, variant)
+        picked[variant] = dycoke_select(features, counts, refs, variant)
+    paper, official = picked["paper"], picked["official"]
+    assert paper[1].tolist() == official[1].tolist() == [3, 1]  # ascending similarity, not position
+    assert paper[6].tolist() == [2, 0]  # paper compares the last window's frame 2 (ties: lower index)
+    assert official[6].tolist() == list(range(N))  # the code keeps it whole
 
 
 def test_visionzip_official_order_and_merge():

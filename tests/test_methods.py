@@ -19,6 +19,7 @@ from mlbcli.selection import MethodOptions, get_method
 from mlbcli.selection.debiasers import Debiaser, GlobalSegments, GridCells, SummaryTail, parse_debias
 from mlbcli.selection.ops import debias as D
 from mlbcli.selection.ops.attention import attention_select
+from mlbcli.selection.ops.dycoke import dycoke_keep, dycoke_ratio
 from mlbcli.selection.parameters import resolve
 from mlbcli.selection.params import parameter_declarations
 
@@ -328,7 +329,7 @@ def test_visionzip_frame_budget(N, budget, ratio, seed):
 @pytest.mark.parametrize("keep", [0.25, 0.5, 1.0])
 def test_dycoke_retention(T, keep):
     N = 16
-    mask = D.dycoke_keep(torch.randn(T, N, 8), D.dycoke_ratio(keep, 4), 4)
+    mask = dycoke_keep(torch.randn(T, N, 8), dycoke_ratio(keep, 4), 4)
     per_frame = mask.sum(1)
     assert bool(per_frame[::4].eq(N).all())  # window heads kept whole
     if T % 4 == 0:

@@ -16,23 +16,29 @@ if TYPE_CHECKING:
 
 
 class DyCokeTTM(PeerMethod):
-    """DyCoke temporal token merging (TTM), prefill only, before the LLM (spec §5.4).
+    """DyCoke: temporal token merging (TTM) before the LLM, then dynamic KV pruning while decoding.
 
     [C] windows of 4 frames; the first frame of a window is kept whole; the other frames keep the
-        tokens least similar (same position) to a reference frame.
-    [R] --keep is the budget: token_budget(T*N, keep) tokens in all, the window heads whole and the
-        rest split evenly over the other frames. Below the heads' share (1/window of the tokens;
-        25% with 4-frame windows, DyCoke's minimum) the heads alone are kept and the row's `keep_note`
-        says so. `merge_ratio` instead sets DyCoke's K directly (floor((1-K)N) per compared frame;
-        then --keep does not apply).
-    Variants (`--variant`, `dycoke_references`):
-    - paper (default): frames 1 and 2 vs frame 0, frame 3 vs frame 2; the trailing partial window
-      likewise; original position ids.
-    - official (`dycole_ttm` @26dc6f4): frame 1 ranked by the previous pair's similarity (wrapping to
-      the last pair), frame 3 by the pair (0, 1), frame 2 of the last window kept whole; tokens in
-      the code's order (ascending similarity) and positions re-sequenced (it concatenates).
-    Stage 2, dynamic KV-cache pruning while decoding, is on by default (`dycoke_kv`, --no-dycoke-kv):
-    see `mlbcli.selection.ops.dycoke_kv`; it shows in the `decode_kv_ratio` column, not in `flops_ratio`.
+        tokens least similar (same position) to a reference frame; nothing is merged (kept tokens are
+        copied), so "merging" is pruning.
+    [R] --keep is the budget: token_budget(T*N, keep) tokens in all, the whole frames kept whole and the
+        rest over the compared frames. Below the whole frames' share (25% with 4-frame windows,
+        DyCoke's minimum) they alone are kept and the row's `keep_note` says so. `merge_ratio` instead
+        sets DyCoke's K directly (then --keep does not apply).
+    Variants (`--variant`; `ops.dycoke` has the details):
+    - official: KD-TAO/DyCoke at dd746349 (HEAD), `dycole_ttm` [C]: frame i+1 vs frame i; frame a+2
+      vs frame a except in the last window (kept whole); an odd T drops its last frame; int((1-K)N)
+      per compared frame (--keep: one count for all, round(rest / compared)); tokens in the code's
+      order (a compared frame's by ascending similarity) and positions re-sequenced (it concatenates).
+      Stage 2 as `PrunableDynamicCache` at that commit (`ops.dycoke_kv`) [C].
+    - paper (default): DyCoke §3.2: frames 1 and 2 vs frame 0, frame 3 vs frame 2 in every window,
+      the last one and a trailing partial window included (no frame dropped); floor((1-K)N) per
+      compared frame (--keep: the rest split evenly); original position ids. Stage 2 scores every video
+      key (the code's span stops one key short).
+    Stage 2, on by default (`dycoke_kv`, --no-dycoke-kv): at every decode step whose layer L-1 video
+    attention moved (cosine with the previous step's < 0.9; the first step always), layers >= L see
+    only that step's top (1-P) video keys; other steps see the whole cache. It shows in the
+    `decode_kv_ratio` column, not in `flops_ratio`.
     """
 
     @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class DyCokeTTM(PeerMethod):
         merge_window: int = param(4, "frames per temporal-merging window (DyCoke TTM uses 4).", 2)
         merge_ratio: float | None = param(
             None,
-            "DyCoke's pruning ratio K in [0, 1]: every compared frame keeps floor((1-K)N) tokens (then "
+            "DyCoke's pruning ratio K in [0, 1]: every compared frame keeps (1-K)N tokens, rounded down (then "
             "--keep does not apply); unset = --keep is the budget, the window heads kept whole.",
             0.0,
             1.0,
@@ -56,14 +62,14 @@ class DyCokeTTM(PeerMethod):
         )
         dycoke_kv_ratio: float = param(
             0.7,
-            "P, the share of the visual KV entries hidden at each decode step (DyCoke's README: 0.7).",
+            "P, the share of the visual KV entries hidden at a pruning decode step (DyCoke's README: 0.7).",
             0.0,
             1.0,
         )
         dycoke_kv_threshold: float = param(
             0.9,
-            "a decode step re-chooses the kept video keys when the cosine between its video attention "
-            "and the previous step's is < this (DyCoke: 0.9).",
+            "a decode step prunes (keeps its top video keys) when the cosine between its video attention "
+            "and the previous step's is < this, else it sees the whole cache (DyCoke: 0.9).",
             -1.0,
             1.0,
         )
@@ -97,7 +103,7 @@ class DyCokeTTM(PeerMethod):
     def plan(
         self, video: VideoTokens, prompt: Prompt | None, context: PlanContext | None = None
     ) -> PrunePlan:
-        from mlbcli.selection.ops.peers import dycoke_plan
+        from mlbcli.selection.ops.dycoke import dycoke_plan
 
         if not self._prunes():
             return keep_everything()
@@ -105,17 +111,22 @@ class DyCokeTTM(PeerMethod):
         return self.position_policy(plan, context)
 
     def decode_policy(self) -> DecodePolicy | None:
-        """Stage 2 (`dycoke_kv`): the per-step KV policy of `ops.dycoke_kv`."""
+        """Stage 2 (`dycoke_kv`): the per-step KV policy of `ops.dycoke_kv` (official: the code's span)."""
         from mlbcli.selection.ops.dycoke_kv import DyCokeKV
 
         p = self.params
         if not p["dycoke_kv"]:
             return None
-        return DyCokeKV(p["dycoke_kv_layer"], p["dycoke_kv_ratio"], p["dycoke_kv_threshold"])
+        return DyCokeKV(
+            p["dycoke_kv_layer"],
+            p["dycoke_kv_ratio"],
+            p["dycoke_kv_threshold"],
+            last_key_visible=self.variant == "official",
+        )
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         """The count a run keeps (`dycoke_frame_counts`), assuming every frame has num_visual / T tokens."""
-        from mlbcli.selection.ops.peers import dycoke_frame_counts
+        from mlbcli.selection.ops.dycoke import dycoke_frame_counts
 
         if not self._prunes():
             return {}
