@@ -90,12 +90,12 @@ def test_realised_keep_is_requested_up_to_rounding(adapters, clip, family, keep)
             assert any(
                 why in stats.keep_note
                 for why in (
-                        "first frame",
-                        "one token per frame",
-                        "merging left fewer",
-                        "static window",
-                        "official",
-                    )
+                    "first frame",
+                    "one token per frame",
+                    "merging left fewer",
+                    "static window",
+                    "official",
+                )
             ), stats.keep_note
         assert 0 < stats.flops_ratio < 1
 
@@ -108,9 +108,7 @@ def test_keep_notes_name_the_reason(tiny_adapter, clip):
         .stats
     )
     assert stats.keep_realized == 1 / video.tokens.num_frames and "whole first frame" in stats.keep_note
-    inner = Pipeline(
-        tiny_adapter, method="holitom", keep=0.5, variant="exact", params={"holitom_layer": 2}
-    )
+    inner = Pipeline(tiny_adapter, method="holitom", keep=0.5, variant="exact", params={"holitom_layer": 2})
     stats = inner.run([Request(video, QUESTION, 2)])[0].stats
     n = video.tokens.num_visual
     assert stats.visual_tokens_kept == round(round(n * 0.5) * 0.5) and "inner merge" in stats.keep_note

@@ -40,11 +40,12 @@ class PreLLMMethod(Method):
 
 
 class PeerMethod(PreLLMMethod):
-    """Pre-LLM peers with an official-code reading (`--variant official`, the default: the peer's
-    budget rounding, token order and positions, see each class) and mlb's own reading(s)."""
+    """Pre-LLM peers with an official-code reading (`--variant official`: the peer's budget rounding,
+    token order and positions, see each class) and mlb's own reading(s); each class names its default
+    first (the peers of issue 19 default to `official`)."""
 
     options_used = frozenset({"keep", "variant", "positions"})
-    variants: ClassVar[tuple[str, ...]] = ("official", "paper")
+    variants: ClassVar[tuple[str, ...]] = ("paper", "official")
     #: The positions the official code gives the kept tokens: "contiguous" where it concatenates them
     #: into a fresh sequence, "original" where it keeps their position ids.
     official_positions: ClassVar[str] = "contiguous"

@@ -74,13 +74,13 @@ class PruneVid(PreLLMMethod):
 
     def __init__(self, options: MethodOptions | None = None):
         super().__init__(options)
-        if self.options.keep is not None and "prunevid_alpha" not in self.given_params:
-            if self.variant == "official":
-                raise UsageError(
-                    "--keep does not apply to --method prunevid --variant official (PruneVid's "
-                    "prunevid_alpha, 0.4 by default, sets the retention): give prunevid_alpha, or "
-                    "--variant exact for a --keep budget"
-                )
+        given_alpha = "prunevid_alpha" in self.given_params
+        if self.options.keep is not None and not given_alpha and self.variant == "official":
+            raise UsageError(
+                "--keep does not apply to --method prunevid --variant official (PruneVid's "
+                "prunevid_alpha, 0.4 by default, sets the retention): give prunevid_alpha, or "
+                "--variant exact for a --keep budget"
+            )
         if self.options.keep is not None and self.params["prunevid_alpha"] is not None:
             raise UsageError(
                 "--keep does not apply to --method prunevid with prunevid_alpha (alpha sets the "

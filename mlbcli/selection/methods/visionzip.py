@@ -44,6 +44,7 @@ class VisionZipStar(PeerMethod):
             1.0,
         )
 
+    variants = ("official", "paper")
     name = "visionzip"
     description = (
         "VisionZip* (after pooling, before the LLM): dominant tokens + merged contextual tokens. "

@@ -162,7 +162,9 @@ def fastvid_plan(video: VideoTokens, keep: float, params: dict[str, Any], varian
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
         frames = video.frame_features if video.frame_features is not None else x.float().mean(1)
         ids, states, info = fastvid_select(x, frames.to(x.device), per_frame, params, video.saliency)
-        note = missed(int(ids.numel()), token_budget(T * N, keep), T, "FastVID's official int(N * keep) per frame")
+        note = missed(
+            int(ids.numel()), token_budget(T * N, keep), T, "FastVID's official int(N * keep) per frame"
+        )
         if note:
             info["keep_note"] = note
         return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)

@@ -38,9 +38,8 @@ before the LLM, and (optional) token merging inside it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import torch
 
@@ -212,7 +211,9 @@ def holitom_outer_official(
         for t in range(s, e + 1):
             if count == 0:
                 continue
-            index, state = official_dynamic(x[t, pos_dynamic], saliency[t, pos_dynamic], count, contextual, beta)
+            index, state = official_dynamic(
+                x[t, pos_dynamic], saliency[t, pos_dynamic], count, contextual, beta
+            )
             ids.append(t * N + pos_dynamic[index])
             states.append(state)
     info: dict[str, Any] = {

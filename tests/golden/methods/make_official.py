@@ -101,21 +101,33 @@ def saliency_for(features: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 # -- FastVID --------------------------------------------------------------------------------------------
-def run_fastvid(module_src: str, x: torch.Tensor, attn: torch.Tensor, frames: torch.Tensor, keep: float,
-                params: dict[str, Any], grid: tuple[int, int], folder: Path) -> dict[str, torch.Tensor]:
+def run_fastvid(
+    module_src: str,
+    x: torch.Tensor,
+    attn: torch.Tensor,
+    frames: torch.Tensor,
+    keep: float,
+    params: dict[str, Any],
+    grid: tuple[int, int],
+    folder: Path,
+) -> dict[str, torch.Tensor]:
     """The official block runs on LLaVA-Video's layout: each row of w tokens followed by a newline
     token; its constants (64 frames of 13x13, a newline every 14) are set to this input's."""
     T, N, D = x.shape
     h, w = grid
     src = textwrap.dedent(module_src)
-    src = src.replace("64 * 13 * 13", f"{T * N}").replace("% 14", f"% {w + 1}").replace("// 14", f"// {w + 1}")
+    src = (
+        src.replace("64 * 13 * 13", f"{T * N}").replace("% 14", f"% {w + 1}").replace("// 14", f"// {w + 1}")
+    )
     src = src.replace("* 14 - 1", f"* {w + 1} - 1")
     body = "def block(self, hidden_states, seq_length, F):\n" + textwrap.indent(src, "    ")
     body += "    return hidden_states, keep_indexs\n"
     module = load_module("fastvid_official", "import torch\n" + body, folder)
     newline = torch.randn(1, D, generator=torch.Generator().manual_seed(99))
     rows = x.reshape(T * h, w, D)
-    with_newlines = torch.cat([rows, newline.expand(T * h, 1, D)], dim=1).reshape(1, -1, D)  # [1, T*h*(w+1), D]
+    with_newlines = torch.cat([rows, newline.expand(T * h, 1, D)], dim=1).reshape(
+        1, -1, D
+    )  # [1, T*h*(w+1), D]
     settings = types.SimpleNamespace(
         video_start_idx=0,
         video_token_len=with_newlines.shape[1],
@@ -139,8 +151,13 @@ def fastvid_cases(mirror: Path, folder: Path) -> tuple[list[dict[str, Any]], dic
     src = official_source(mirror, FASTVID)
     cases = []
     for seed, (T, h, w, D) in enumerate([(8, 4, 4, 16), (6, 5, 5, 12), (8, 7, 7, 8)]):
-        params = {"fastvid_segments": 3, "fastvid_threshold": 0.9, "fastvid_contextual": 0.4,
-                  "fastvid_anchor_every": 4, "fastvid_beta": 0.6}
+        params = {
+            "fastvid_segments": 3,
+            "fastvid_threshold": 0.9,
+            "fastvid_contextual": 0.4,
+            "fastvid_anchor_every": 4,
+            "fastvid_beta": 0.6,
+        }
         for kind, x in videos(T, h * w, D, seed).items():
             attn = saliency_for(x, seed)
             frames = x.mean(dim=1)
@@ -149,16 +166,30 @@ def fastvid_cases(mirror: Path, folder: Path) -> tuple[list[dict[str, Any]], dic
                 try:
                     out = run_fastvid(src, x, attn, frames, keep, params, (h, w), folder)
                 except (RuntimeError, ValueError) as error:  # the official code fails (no anchor, overflow)
-                    print(f"fastvid {kind} T{T} {h}x{w} keep {keep}: official code failed: {error}",
-                          file=sys.stderr)
+                    print(
+                        f"fastvid {kind} T{T} {h}x{w} keep {keep}: official code failed: {error}",
+                        file=sys.stderr,
+                    )
                     continue
-                cases.append({"name": f"{kind}-T{T}-{h}x{w}-D{D}-keep{keep}", "features": x, "saliency": attn,
-                              "frame_features": frames, "grid": [h, w], "keep": keep, "params": params,
-                              "ordered": True, **out})
-    how = ("the block cut from Qwen2Model.forward, dedented into a function of (self, hidden_states, "
-           "seq_length); `self` holds the settings; LLaVA-Video's hard-coded layout (64 frames of 13x13 "
-           "with a newline token after each row) replaced by the input's (T frames of h x w, newline "
-           "after each row); ids mapped back from that layout; newline tokens dropped")
+                cases.append(
+                    {
+                        "name": f"{kind}-T{T}-{h}x{w}-D{D}-keep{keep}",
+                        "features": x,
+                        "saliency": attn,
+                        "frame_features": frames,
+                        "grid": [h, w],
+                        "keep": keep,
+                        "params": params,
+                        "ordered": True,
+                        **out,
+                    }
+                )
+    how = (
+        "the block cut from Qwen2Model.forward, dedented into a function of (self, hidden_states, "
+        "seq_length); `self` holds the settings; LLaVA-Video's hard-coded layout (64 frames of 13x13 "
+        "with a newline token after each row) replaced by the input's (T frames of h x w, newline "
+        "after each row); ids mapped back from that layout; newline tokens dropped"
+    )
     return cases, {**FASTVID, "how": how}
 
 
@@ -168,8 +199,9 @@ def holitom_module(mirror: Path, folder: Path) -> types.ModuleType:
     return load_module("holitom_official", src, folder)
 
 
-def run_holitom(module: types.ModuleType, x: torch.Tensor, attn: torch.Tensor, keep: float,
-                settings: dict[str, Any]) -> dict[str, torch.Tensor]:
+def run_holitom(
+    module: types.ModuleType, x: torch.Tensor, attn: torch.Tensor, keep: float, settings: dict[str, Any]
+) -> dict[str, torch.Tensor]:
     """The driver is the reference's `prepare_inputs_labels_for_multimodal` L367-406 (read, not run:
     it needs the model), restated on one video; the methods it calls are the official ones."""
     official = module.Official()
@@ -180,8 +212,8 @@ def run_holitom(module: types.ModuleType, x: torch.Tensor, attn: torch.Tensor, k
     windows, reduced = official.select_static_windows(feature_sim, T, tau, max_window)
     total = T * N
     retain = min(keep / ((total - reduced) / total), 1)
-    static_feat, dynamic_feat, _, dynamic_attn, static_pos, dynamic_pos = official.get_static_dynamic_features(
-        x, attn, windows, feature_sim, tau
+    static_feat, dynamic_feat, _, dynamic_attn, static_pos, dynamic_pos = (
+        official.get_static_dynamic_features(x, attn, windows, feature_sim, tau)
     )
     # the ids each output token stands for, in the official order ("one_token": static then dynamic)
     ids: list[torch.Tensor] = []
@@ -193,14 +225,28 @@ def run_holitom(module: types.ModuleType, x: torch.Tensor, attn: torch.Tensor, k
         )
         frames = torch.arange(start, end + 1)[:, None]
         if size > 1:
-            sta, sta_pos = official.merge_tokens_by_density(static_feat[i].unsqueeze(0), static_pos[i], retain, beta, k)
+            sta, sta_pos = official.merge_tokens_by_density(
+                static_feat[i].unsqueeze(0), static_pos[i], retain, beta, k
+            )
             ids.append((start * N + sta_pos.long()).reshape(-1))
             states.append(sta.flatten(0, 1))
         ids.append((frames * N + dyn_pos.long()).reshape(-1))
         states.append(dyn.flatten(0, 1))
         # cross-check with the official `holitom` (the states it returns, "one_token" layout)
-        whole = official.holitom(static_feat[i], dynamic_feat[i], dynamic_attn[i], static_pos[i], dynamic_pos[i],
-                                 size, retain, contextual, beta, k, x.dtype, "one_token")
+        whole = official.holitom(
+            static_feat[i],
+            dynamic_feat[i],
+            dynamic_attn[i],
+            static_pos[i],
+            dynamic_pos[i],
+            size,
+            retain,
+            contextual,
+            beta,
+            k,
+            x.dtype,
+            "one_token",
+        )
         assert torch.allclose(whole, torch.cat(states[-2:] if size > 1 else states[-1:]))
     kept = torch.cat(ids)
     return {"ids": kept, "states": torch.cat(states), "positions": torch.arange(kept.numel())}
@@ -218,12 +264,23 @@ def holitom_cases(mirror: Path, folder: Path) -> tuple[list[dict[str, Any]], dic
                     torch.manual_seed(0)
                     out = run_holitom(module, x, attn, keep, {**settings, "D": contextual})
                     params = {"holitom_threshold": 0.8, "holitom_beta": 0.6, "holitom_contextual": contextual}
-                    cases.append({"name": f"{kind}-T{T}-N{N}-D{D}-keep{keep}-ctx{contextual}", "features": x,
-                                  "saliency": attn, "keep": keep, "params": params, "ordered": True, **out})
-    how = ("the methods of LlavaMetaForCausalLM (L29-312) cut into a class `Official` and called as the "
-           "reference's prepare_inputs_labels_for_multimodal L367-406 calls them on one video (features "
-           "after the projector and 2x2 pooling = the input, attention = the given saliency); NO_BETA unset "
-           "(beta merge, the merge's default), mm_newline_position 'one_token' (LLaVA-OneVision video)")
+                    cases.append(
+                        {
+                            "name": f"{kind}-T{T}-N{N}-D{D}-keep{keep}-ctx{contextual}",
+                            "features": x,
+                            "saliency": attn,
+                            "keep": keep,
+                            "params": params,
+                            "ordered": True,
+                            **out,
+                        }
+                    )
+    how = (
+        "the methods of LlavaMetaForCausalLM (L29-312) cut into a class `Official` and called as the "
+        "reference's prepare_inputs_labels_for_multimodal L367-406 calls them on one video (features "
+        "after the projector and 2x2 pooling = the input, attention = the given saliency); NO_BETA unset "
+        "(beta merge, the merge's default), mm_newline_position 'one_token' (LLaVA-OneVision video)"
+    )
     return cases, {**HOLITOM, "how": how}
 
 
@@ -239,7 +296,9 @@ def visionzip_cases(mirror: Path, folder: Path) -> tuple[list[dict[str, Any]], d
             for keep in KEEPS:
                 budget = math.floor(N * keep + 0.5)  # the per-frame count mlb's official variant passes
                 dominant = int(budget * ratio)
-                out = module.visionzip(x, attn, x, dominant, budget - dominant, x.dtype, "one_token")  # [T, b, D]
+                out = module.visionzip(
+                    x, attn, x, dominant, budget - dominant, x.dtype, "one_token"
+                )  # [T, b, D]
                 ids = []
                 for t in range(T):  # the ids: dominant (top attention, position order), then the targets
                     top = attn[t].topk(dominant).indices.sort().values
@@ -250,15 +309,30 @@ def visionzip_cases(mirror: Path, folder: Path) -> tuple[list[dict[str, Any]], d
                     targets = rest_idx[torch.arange(0, rest_idx.numel(), step)[: budget - dominant]]
                     ids.append(torch.cat([top, targets]) + t * N)
                 kept = torch.cat(ids)
-                assert torch.allclose(out[:, :dominant].reshape(-1, D), x.reshape(-1, D)[kept.view(T, -1)[:, :dominant].reshape(-1)])
-                cases.append({"name": f"{kind}-T{T}-N{N}-D{D}-keep{keep}", "features": x, "saliency": attn,
-                              "keep": keep, "params": {}, "ordered": True, "ids": kept,
-                              "states": out.reshape(-1, D), "positions": torch.arange(kept.numel())})
-    how = ("the nested function `visionzip` (L88-181) dedented and called per video with hidden_states = the "
-           "features, attention = the given saliency, metric = the features (the reference: the last layer's "
-           "keys), dominant_num = int(b * 54/64) with b = round(N * keep), mm_newline_position 'one_token'; "
-           "the ids of its output restated from its own rule (dominant: topk then position order; targets: "
-           "arange(0, R, R // n_ctx)) and checked against its dominant states")
+                assert torch.allclose(
+                    out[:, :dominant].reshape(-1, D),
+                    x.reshape(-1, D)[kept.view(T, -1)[:, :dominant].reshape(-1)],
+                )
+                cases.append(
+                    {
+                        "name": f"{kind}-T{T}-N{N}-D{D}-keep{keep}",
+                        "features": x,
+                        "saliency": attn,
+                        "keep": keep,
+                        "params": {},
+                        "ordered": True,
+                        "ids": kept,
+                        "states": out.reshape(-1, D),
+                        "positions": torch.arange(kept.numel()),
+                    }
+                )
+    how = (
+        "the nested function `visionzip` (L88-181) dedented and called per video with hidden_states = the "
+        "features, attention = the given saliency, metric = the features (the reference: the last layer's "
+        "keys), dominant_num = int(b * 54/64) with b = round(N * keep), mm_newline_position 'one_token'; "
+        "the ids of its output restated from its own rule (dominant: topk then position order; targets: "
+        "arange(0, R, R // n_ctx)) and checked against its dominant states"
+    )
     return cases, {**VISIONZIP, "how": how}
 
 
@@ -272,8 +346,13 @@ def main() -> None:
         for name in args.only:
             cases, provenance = builders[name](args.mirror, Path(tmp))
             torch.save(cases, HERE / f"{name}.pt")
-            provenance.update({"cases": len(cases), "torch": torch.__version__,
-                               "generator": "tests/golden/methods/make_official.py"})
+            provenance.update(
+                {
+                    "cases": len(cases),
+                    "torch": torch.__version__,
+                    "generator": "tests/golden/methods/make_official.py",
+                }
+            )
             (HERE / f"{name}.json").write_text(json.dumps(provenance, indent=2) + "\n")
             print(f"{name}: {len(cases)} cases")
 
