@@ -18,6 +18,7 @@ from mlbcli.engine import batch as engine
 from mlbcli.engine.pipeline import Pipeline, Request
 from mlbcli.errors import UsageError
 from mlbcli.selection import MethodOptions, get_method
+from mlbcli.selection.ops.baselines import frame_budgets
 from mlbcli.selection.ops.dycoke_kv import DyCokeKV
 from mlbcli.selection.ops.evs import evs_count, evs_keep
 from mlbcli.selection.ops.fastvid import dynamic_segments, fastvid_select, segment_plan
@@ -88,7 +89,13 @@ def test_realised_keep_is_requested_up_to_rounding(adapters, clip, family, keep)
         else:  # only the documented reasons
             assert any(
                 why in stats.keep_note
-                for why in ("first frame", "one token per frame", "merging left fewer", "static window")
+                for why in (
+                    "first frame",
+                    "one token per frame",
+                    "merging left fewer",
+                    "static window",
+                    "official",
+                )
             ), stats.keep_note
         assert 0 < stats.flops_ratio < 1
 
@@ -101,7 +108,7 @@ def test_keep_notes_name_the_reason(tiny_adapter, clip):
         .stats
     )
     assert stats.keep_realized == 1 / video.tokens.num_frames and "whole first frame" in stats.keep_note
-    inner = Pipeline(tiny_adapter, method="holitom", keep=0.5, params={"holitom_layer": 2})
+    inner = Pipeline(tiny_adapter, method="holitom", keep=0.5, variant="exact", params={"holitom_layer": 2})
     stats = inner.run([Request(video, QUESTION, 2)])[0].stats
     n = video.tokens.num_visual
     assert stats.visual_tokens_kept == round(round(n * 0.5) * 0.5) and "inner merge" in stats.keep_note
@@ -186,7 +193,7 @@ def test_fastvid_hand_case_salient_anchors_and_merge():
     x = torch.randn(T, N, D, generator=g)
     frames = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
     params = {**FASTVID, "fastvid_segments": 2, "fastvid_threshold": -1.0, "fastvid_contextual": 0.5}
-    ids, states, info = fastvid_select(x, frames, 8, params)
+    ids, states, info = fastvid_select(x, frames, frame_budgets(8, x.shape[0]), params)
     assert ids.numel() == 8 and bool((ids[1:] > ids[:-1]).all())
     # segments (0,2), (2,4); 4 tokens each: 2 salient (1 per frame), 2 anchors on the segment's last frame
     assert info["segments"] == [
@@ -222,7 +229,7 @@ def test_fastvid_exact_budget(T, N, keep, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, N, 5, generator=g)
     budget = token_budget(T * N, keep)
-    ids, states, _ = fastvid_select(x, x.mean(1), budget, FASTVID)
+    ids, states, _ = fastvid_select(x, x.mean(1), frame_budgets(budget, T), FASTVID)
     assert ids.numel() == states.shape[0] == budget
     assert bool((ids[1:] > ids[:-1]).all()) and int(ids.max()) < T * N
 
@@ -506,7 +513,9 @@ def test_bool_parameter_coercion():
 @pytest.mark.parametrize("keep", [0.5, 0.25, 0.1])
 def test_nominal_schedule_matches_the_measured_count(tiny_adapter, clip, name, keep):
     video = Pipeline(tiny_adapter).encode(clip)
-    method = get_method(name, MethodOptions(keep=keep))
+    # HoliTom's official counts depend on the static windows: its nominal count is exact under `exact`
+    variant = "exact" if name == "holitom" else None
+    method = get_method(name, MethodOptions(keep=keep, variant=variant))
     stats = Pipeline(tiny_adapter, method=method).run([Request(video, QUESTION, generate=False)])[0].stats
     (count,) = method.nominal_schedule(video.tokens.num_visual, video.tokens.num_frames).values()
     assert count == stats.visual_tokens_kept

@@ -382,7 +382,7 @@ def test_official_variants_resequence_positions(tiny_adapter, families):
             encoded, QUESTION
         )
         assert torch.equal(state.position_ids[0], torch.arange(state.position_ids.shape[-1]))
-        _, paper = Pipeline(tiny_adapter, method=method, keep=0.5).reduce(encoded, QUESTION)
+        _, paper = Pipeline(tiny_adapter, method=method, keep=0.5, variant="paper").reduce(encoded, QUESTION)
         assert not torch.equal(paper.position_ids[0], torch.arange(paper.position_ids.shape[-1]))
     # --positions contiguous on any pre-LLM method; M-RoPE families refuse it (no 1-D renumbering)
     _, state = Pipeline(tiny_adapter, method="uniform", keep=0.5, positions="contiguous").reduce(

@@ -89,7 +89,8 @@ def test_a_registered_debiaser_acts_through_its_hooks(tiny_adapter, encoded, mon
 @pytest.mark.parametrize("keep", [0.5, 0.25])
 def test_text_kept_and_positions_preserved(tiny_adapter, encoded, method, keep):
     name, _, debias = method.partition(":")
-    options = MethodOptions(keep=keep, debias=tuple(debias.split(",")) if debias else None)
+    variant = "paper" if name == "visionzip" else None  # original positions (official re-sequences)
+    options = MethodOptions(keep=keep, debias=tuple(debias.split(",")) if debias else None, variant=variant)
     video = encoded.tokens
     prompt, state = _prefill(tiny_adapter, video, get_method(name, options))
     n, start = video.num_visual, prompt.visual_start

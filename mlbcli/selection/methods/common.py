@@ -11,7 +11,7 @@ hyperparameters (`Params`), and return an empty plan at --keep 1.0 (the output i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from mlbcli.selection.base import Method, PlanContext, keep_everything
 
@@ -40,14 +40,19 @@ class PreLLMMethod(Method):
 
 
 class PeerMethod(PreLLMMethod):
-    """Pre-LLM peers with a paper reading (default) and an official-code reading (`--variant official`:
-    the peer's token order and re-sequenced positions, see each class)."""
+    """Pre-LLM peers with an official-code reading (`--variant official`: the peer's budget rounding,
+    token order and positions, see each class) and mlb's own reading(s); each class names its default
+    first (the peers of issue 19 default to `official`)."""
 
     options_used = frozenset({"keep", "variant", "positions"})
-    variants = ("paper", "official")
+    variants: ClassVar[tuple[str, ...]] = ("paper", "official")
+    #: The positions the official code gives the kept tokens: "contiguous" where it concatenates them
+    #: into a fresh sequence, "original" where it keeps their position ids.
+    official_positions: ClassVar[str] = "contiguous"
 
     @property
     def positions(self) -> str:
-        """The official code concatenates the kept tokens: contiguous positions unless asked otherwise."""
-        default = "contiguous" if self.variant == "official" else "original"
+        """The official variant's positions (`official_positions`) unless asked otherwise; mlb's own
+        readings keep the original positions."""
+        default = self.official_positions if self.variant == "official" else "original"
         return self.options.positions or default

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlbcli.selection.methods.common import PreLLMMethod
+from mlbcli.selection.base import token_budget
+from mlbcli.selection.methods.common import PeerMethod
 from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
@@ -14,8 +15,18 @@ if TYPE_CHECKING:
     from mlbcli.selection.plan import PrunePlan
 
 
-class FastVID(PreLLMMethod):
-    """FastVID: DySeg segments, then per segment salient tokens + density-peak anchors (DTM)."""
+class FastVID(PeerMethod):
+    """FastVID: DySeg segments, then per segment salient tokens + density-peak anchors (DTM).
+
+    Variants (`--variant`), both [C] against LunarShen/FastVID a40a109c
+    (`fastvid_llavavideo/LLaVA-NeXT/llava/model/language_model/modeling_qwen2.py` L893-1081):
+    - official (default): the reference's budget int(N * keep) per frame (T * int(N * keep) in all);
+      kept tokens in position order at their original positions (the reference's `keep_indexs`).
+    - exact: mlb's budget contract, exactly token_budget(T*N, keep) split evenly over the frames.
+    """
+
+    variants = ("official", "exact")
+    official_positions = "original"
 
     @dataclass(frozen=True)
     class Params:
@@ -46,10 +57,18 @@ class FastVID(PreLLMMethod):
     name = "fastvid"
     description = (
         "FastVID: dynamic temporal segmentation, then per segment salient tokens + density-peak "
-        "anchors that merge the rest (before the LLM)."
+        "anchors that merge the rest (before the LLM). official: LunarShen/FastVID a40a109c."
     )
+
+    def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
+        if self.keep >= 1.0:
+            return {}
+        if self.variant != "official":
+            return {0: token_budget(num_visual, self.keep)}
+        per_frame = max(1, num_visual // max(1, num_frames))
+        return {0: num_frames * max(1, int(per_frame * self.keep))}
 
     def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.fastvid import fastvid_plan
 
-        return fastvid_plan(video, self.keep, self.params)
+        return fastvid_plan(video, self.keep, self.params, self.variant or "official")

@@ -4,11 +4,12 @@ optional merging inside it. The algorithm, its sources and where we differ are i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mlbcli.selection.base import token_budget
-from mlbcli.selection.methods.common import PreLLMMethod
+from mlbcli.selection.methods.common import PeerMethod
 from mlbcli.selection.parameters import param
 
 if TYPE_CHECKING:
@@ -16,8 +17,17 @@ if TYPE_CHECKING:
     from mlbcli.selection.plan import PrunePlan
 
 
-class HoliTom(PreLLMMethod):
-    """HoliTom: static windows (DP) merged by density peaks, dynamic tokens by attention."""
+class HoliTom(PeerMethod):
+    """HoliTom: static windows (DP) merged by density peaks, dynamic tokens by attention.
+
+    Variants (`--variant`), [C] against cokeshao/HoliTom e9b2972f (`holitom/llava_arch.py`):
+    - official (default): the reference's counts (ceil per frame's dynamic tokens, round per static
+      group, after raising the ratio by the tokens the static windows removed), its entry order and
+      contiguous positions (it concatenates; M-RoPE families keep the original ones).
+    - exact: mlb's budget contract, exactly token_budget(T*N, keep) tokens at original positions.
+    """
+
+    variants = ("official", "exact")
 
     @dataclass(frozen=True)
     class Params:
@@ -56,18 +66,22 @@ class HoliTom(PreLLMMethod):
     name = "holitom"
     description = (
         "HoliTom: global static-window segmentation (DP), static tokens merged by density peaks, "
-        "dynamic tokens by attention (before the LLM); optional inner-LLM merge at holitom_layer."
+        "dynamic tokens by attention (before the LLM); optional inner-LLM merge at holitom_layer. "
+        "official: cokeshao/HoliTom e9b2972f."
     )
 
     def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.holitom import holitom_plan
 
-        return holitom_plan(video, self.keep, self.params)
+        return holitom_plan(video, self.keep, self.params, self.variant or "official")
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:
         if self.keep >= 1.0:
             return {}
         budget = token_budget(num_visual, self.keep)
+        if self.variant == "official":  # content-dependent: no static window, ceil per frame
+            per_frame = max(1, num_visual // max(1, num_frames))
+            budget = num_frames * math.ceil(per_frame * self.keep)
         schedule = {0: budget}
         inner_layer = self.params["holitom_layer"]
         if inner_layer > 0:

@@ -17,7 +17,23 @@ if TYPE_CHECKING:
 
 
 class PruneVid(PreLLMMethod):
-    """PruneVid: DPC-kNN merging per temporal segment, then top tokens per group at layer K."""
+    """PruneVid: DPC-kNN merging per temporal segment, then top tokens per group at layer K.
+
+    Variants (`--variant`), [C] against Visual-AI/PruneVid b12600c6 (`models/pllava/`):
+    - exact (default): mlb's budget contract: --keep gives exactly token_budget(T*N, keep) tokens at
+      layer K (default 2), original positions. The default because the reference has no budget (its
+      retention is alpha of each merged group, content-dependent) and every method answers --keep.
+    - official: the reference's settings: alpha 0.4 (`prunevid_alpha`; --keep does not
+      apply, alpha sets the retention), selection after its `selected_layer` 10, i.e. before decoder
+      layer 11 (`--layer 11`), per segment the static tokens then each frame's dynamic ones (the
+      order PLLaVA concatenates them) at contiguous positions.
+    [R] the reference aggregates the attention by max over heads and over the text rows; the engine's
+    probe gives the mean (--query question), so the scores differ while the selection rule is the same.
+    """
+
+    variants = ("exact", "official")
+    variant_params = {"official": {"prunevid_alpha": 0.4}}
+    official_layer = 11
 
     @dataclass(frozen=True)
     class Params:
@@ -48,20 +64,41 @@ class PruneVid(PreLLMMethod):
     name = "prunevid"
     description = (
         "PruneVid: static/dynamic DPC-kNN token merging per temporal segment before the LLM, then "
-        "question-guided selection at layer K (decode sees only the kept tokens)."
+        "question-guided selection at layer K (decode sees only the kept tokens). official: "
+        "Visual-AI/PruneVid b12600c6."
     )
     query_aware = True
     prune_point = "layer"
-    options_used = frozenset({"keep", "layer", "query", "positions"})
+    options_used = frozenset({"keep", "layer", "query", "variant", "positions"})
     default_query = "question"
 
     def __init__(self, options: MethodOptions | None = None):
         super().__init__(options)
+        given_alpha = "prunevid_alpha" in self.given_params
+        if self.options.keep is not None and not given_alpha and self.variant == "official":
+            raise UsageError(
+                "--keep does not apply to --method prunevid --variant official (PruneVid's "
+                "prunevid_alpha, 0.4 by default, sets the retention): give prunevid_alpha, or "
+                "--variant exact for a --keep budget"
+            )
         if self.options.keep is not None and self.params["prunevid_alpha"] is not None:
             raise UsageError(
                 "--keep does not apply to --method prunevid with prunevid_alpha (alpha sets the "
                 "retention): give one of them"
             )
+
+    @property
+    def layer(self) -> int:
+        """The official variant selects where PruneVid does (after its layer 10: before layer 11)."""
+        if self.options.layer is None and self.variant == "official":
+            return self.official_layer
+        return super().layer
+
+    @property
+    def positions(self) -> str:
+        """PLLaVA concatenates the merged tokens: contiguous under the official variant."""
+        default = "contiguous" if self.variant == "official" else "original"
+        return self.options.positions or default
 
     def target_tokens(self, num_visual: int, num_frames: int = 1) -> int | None:
         if self.params["prunevid_alpha"] is not None:
@@ -77,7 +114,9 @@ class PruneVid(PreLLMMethod):
             return keep_everything()
         if self.layer < 1:
             raise UsageError(f"--method {self.name} selects inside the LLM by attention: use --layer >= 1")
-        plan = prunevid_plan(video, self.keep, self.layer, self.query, self.params)
+        plan = prunevid_plan(
+            video, self.keep, self.layer, self.query, self.params, official=self.variant == "official"
+        )
         return self.position_policy(plan, context)
 
     def nominal_schedule(self, num_visual: int, num_frames: int = 1) -> dict[int, int]:

@@ -16,18 +16,22 @@ if TYPE_CHECKING:
 class VisionZipStar(PeerMethod):
     """VisionZip* (FastVID's post-pooling VisionZip), pre-LLM, per frame: dominant + contextual tokens.
 
-    [C] 54:10 dominant:contextual ratio of each frame's budget (even split of the total over frames);
-        contextual targets uniformly spaced among the non-dominant tokens, others assigned by cosine.
-    [R] SigLIP has no [CLS]: the dominant signal is a pseudo-[CLS] attention, softmax over the frame of
-        <mean token, token>/sqrt(D) on the projector outputs (cheap, no vision-tower change).
+    [C] 54:10 dominant:contextual ratio of each frame's budget; contextual targets uniformly spaced
+        among the non-dominant tokens, others assigned by cosine.
+    [R] the dominant signal: the vision tower's attention (`VideoTokens.saliency`) where the family
+        gives it, else a pseudo-[CLS] attention, softmax over the frame of <mean token, token>/sqrt(D)
+        on the projector outputs (SigLIP has no [CLS]).
     [R] assignment by cosine of projector outputs (VisionZip uses attention keys).
     Variants (`--variant`):
-    - paper (default): a contextual token is the *mean* of its target and members (keeps the
+    - official (default; [C] cokeshao/HoliTom e9b2972f `visionzip/llava_arch.py`, the OneVision port of
+      dvlab-research/VisionZip 3151f6df): per frame round(N * keep) tokens, int(b * 54/64) dominant
+      (floored), contextual = target + mean(members); per frame the dominant tokens (position order)
+      then the contextual ones; positions re-sequenced (the code concatenates); targets at
+      arange(0, R, R // n_ctx)[:n_ctx].
+    - paper (mlb's reading): a contextual token is the *mean* of its target and members (keeps the
       embedding scale the LLM expects), at the target's position; tokens in position order, original
-      position ids; targets at int(i * R / n_ctx).
-    - official (VisionZip's code): contextual = target + mean(members); per frame the dominant tokens
-      (position order) then the contextual ones; positions re-sequenced (the code concatenates);
-      targets at arange(0, R, R // n_ctx)[:n_ctx].
+      position ids; targets at int(i * R / n_ctx); round(b * ratio) dominant; even frame budgets
+      summing to token_budget(T*N, keep).
     """
 
     @dataclass(frozen=True)
@@ -40,10 +44,14 @@ class VisionZipStar(PeerMethod):
             1.0,
         )
 
+    variants = ("official", "paper")
     name = "visionzip"
-    description = "VisionZip* (after pooling, before the LLM): dominant tokens + merged contextual tokens."
+    description = (
+        "VisionZip* (after pooling, before the LLM): dominant tokens + merged contextual tokens. "
+        "official: cokeshao/HoliTom e9b2972f (VisionZip's OneVision port)."
+    )
 
     def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.peers import visionzip_plan
 
-        return visionzip_plan(video, self.keep, self.params["dominant_ratio"], self.variant or "paper")
+        return visionzip_plan(video, self.keep, self.params["dominant_ratio"], self.variant or "official")

@@ -15,12 +15,16 @@ pruning, before the LLM, no LLM attention.
       anchors joins its most cosine-similar anchor, and an anchor becomes
       w * anchor + (1 - w) * mean(members), w = max(beta, 1 / (members + 1)), beta = 0.6;
     - kept tokens keep their original positions (`position_ids = keep_indexs`).
+[C] `--variant official` (the default): the reference's budget, int(N * keep) tokens per frame (floored),
+    segment_retain = that * L (so T * int(N * keep) in all, up to T fewer than token_budget: the row's
+    `keep_note` says so when it misses by more than the contract's rounding); saliency = the vision
+    tower's attention (`VideoTokens.saliency`, `--saliency tower`) where the family gives it.
 [R] global frame feature: `VideoTokens.frame_features` (vision-tower mean) where the family has them,
     else the frame's mean visual token (the reference: SigLIP's pooling head on LLaVA; the mean of the
-    merger outputs on Qwen2.5-VL). Saliency: the pseudo-[CLS] proxy of `visionzip` (no ViT attention
-    in `VideoTokens`; the reference reads SigLIP's head / last-block attention).
-[R] budget: exactly token_budget(T*N, keep), split evenly over frames and summed per segment (the
-    reference: T * int(N * keep)); anchor budgets are capped at the non-salient tokens of their frame,
+    merger outputs on Qwen2.5-VL). Saliency without `VideoTokens.saliency`: the pseudo-[CLS] proxy
+    (`clustering.frame_saliency`; the reference reads SigLIP's head / last-block attention).
+[R] `--variant exact`: exactly token_budget(T*N, keep), split evenly over frames and summed per
+    segment (+0-1 token per frame against the reference). Both variants: anchor budgets are capped at the non-salient tokens of their frame,
     the excess going to salient tokens of the segment (the reference overflows at high keep).
 [R] c-1 is capped at T-1 boundaries. Deterministic density ties (see `clustering`).
 [R] not built: the Qwen2.5-VL tree's `DySeg_ignore` frame folding (budget only on the last frame of
@@ -37,7 +41,7 @@ import torch
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
-from mlbcli.selection.ops.baselines import frame_budgets, layer0_features
+from mlbcli.selection.ops.baselines import frame_budgets, layer0_features, missed
 from mlbcli.selection.ops.clustering import (
     cosine_assign,
     density_peaks,
@@ -83,18 +87,27 @@ def segment_plan(length: int, retain: int, tokens: int, d: float, p: int) -> tup
     return sal, ctx
 
 
+def official_frame_budgets(num_frames: int, tokens: int, keep: float) -> list[int]:
+    """The reference's per-frame retention: int(N * keep) every frame (at least one token: the
+    reference would keep none and fail)."""
+    return [max(1, int(tokens * keep))] * num_frames
+
+
 def fastvid_select(
     features: torch.Tensor,
     frame_vectors: torch.Tensor,
-    budget: int,
+    per_frame: list[int],
     params: dict[str, Any],
+    saliency: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """[T, N, D] -> (kept flat ids ascending [k], their states [k, D], info); k = budget exactly."""
+    """[T, N, D] -> (kept flat ids ascending [k], their states [k, D], info); k = sum(per_frame).
+
+    `per_frame` [T]: the tokens each frame contributes to its segment's budget; `saliency` [T, N]:
+    the vision tower's attention (None: the pseudo-[CLS] proxy)."""
     T, N, _ = features.shape
     x = features
-    saliency = frame_saliency(x)  # [T, N]
+    saliency = frame_saliency(x) if saliency is None else saliency.float().to(x.device)  # [T, N]
     segments = dynamic_segments(frame_vectors, params["fastvid_segments"], params["fastvid_threshold"])
-    per_frame = frame_budgets(budget, T)
     kept_ids: list[torch.Tensor] = []
     states: list[torch.Tensor] = []
     plans = []
@@ -136,15 +149,24 @@ def fastvid_select(
     return ids[order], merged[order], {"segments": plans}
 
 
-def fastvid_plan(video: VideoTokens, keep: float, params: dict[str, Any]) -> PrunePlan:
-    """FastVID before the LLM, exactly token_budget(T*N, keep) tokens (keep < 1)."""
+def fastvid_plan(video: VideoTokens, keep: float, params: dict[str, Any], variant: str) -> PrunePlan:
+    """FastVID before the LLM (keep < 1): T * int(N * keep) tokens (`official`) or exactly
+    token_budget(T*N, keep) (`exact`)."""
     T, N = video.num_frames, video.tokens_per_frame
-    budget = token_budget(T * N, keep)
+    if variant == "official":
+        per_frame = official_frame_budgets(T, N, keep)
+    else:
+        per_frame = frame_budgets(token_budget(T * N, keep), T)
 
     def prune(ctx: LayerContext) -> LayerKeep:
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
         frames = video.frame_features if video.frame_features is not None else x.float().mean(1)
-        ids, states, info = fastvid_select(x, frames.to(x.device), budget, params)
+        ids, states, info = fastvid_select(x, frames.to(x.device), per_frame, params, video.saliency)
+        note = missed(
+            int(ids.numel()), token_budget(T * N, keep), T, "FastVID's official int(N * keep) per frame"
+        )
+        if note:
+            info["keep_note"] = note
         return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
 
     return PrunePlan(steps={0: prune})

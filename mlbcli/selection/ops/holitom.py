@@ -17,20 +17,28 @@ before the LLM, and (optional) token merging inside it.
       "w/o M" rows): before layer k, by the last prompt token's layer-(k-1) attention (head mean), the
       top round(n * (1 - r)) visual tokens stay; every other one is averaged, in index order, into its
       most cosine-similar survivor: s <- (s + x) / 2.
-[R] budget: exactly token_budget(T*N, keep) before the LLM: the groups (each window's static tokens,
+[C] `--variant official` (the default; e9b2972f `holitom/llava_arch.py` L29-312, L360-410 with
+    `mm_newline_position` "one_token", LLaVA-OneVision's video setting): r' = min(1, r / ((T*N -
+    removed) / (T*N))); a frame's dynamic group keeps ceil(#dynamic * r') tokens, round(that * (1 - D))
+    of them dominant; a window's static group keeps round(#static * r') (Python's round, half to even);
+    the LLM receives, window by window, the static centres (position order), then frame by frame the
+    dominant tokens (position order) and the contextual centres (position order), at contiguous
+    positions (the code concatenates); saliency = `VideoTokens.saliency` (the tower's attention, the
+    reference pools it like the features) where the family gives it.
+[R] `--variant exact`: exactly token_budget(T*N, keep) before the LLM: the groups (each window's static tokens,
     each frame's dynamic tokens) get their counts in proportion to their sizes (largest remainder),
     which is r' up to the reference's per-group round/ceil. The inner merge (`holitom_layer` K > 0)
     then keeps round(budget * (1 - holitom_merge_ratio)) from layer K on (`keep_note` says so).
-[R] attention: the `visionzip` pseudo-[CLS] proxy (no ViT attention in `VideoTokens`; the reference
-    patches SigLIP to return its last layer's attention).
-[R] a static token takes the position of its centre in the window's first frame (the reference
-    places static tokens with the window's first frame as well); all survivors keep original positions
-    (the reference re-sequences after the inner merge).
+[R] attention without `VideoTokens.saliency`: the pseudo-[CLS] proxy (`clustering.frame_saliency`;
+    the reference patches SigLIP to return its last layer's attention).
+[R] a static token stands for its centre in the window's first frame (the reference places static
+    tokens with the window's first frame as well); `exact` keeps original positions.
 [R] deterministic density ties (see `clustering`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -100,15 +108,15 @@ def merge_by_density(x: torch.Tensor, count: int, beta: float) -> tuple[torch.Te
 
 
 def holitom_outer(
-    features: torch.Tensor, budget: int, params: dict[str, Any]
+    features: torch.Tensor, budget: int, params: dict[str, Any], saliency: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Before the LLM: [T, N, D] -> (kept ids ascending [budget], states, info)."""
+    """Before the LLM (`exact`): [T, N, D] -> (kept ids ascending [budget], states, info)."""
     T, N, _ = features.shape
     x = features
     unit = torch.nn.functional.normalize(x.float(), dim=-1)
     similarity = (unit[:-1] * unit[1:]).sum(-1) if T > 1 else torch.zeros(0, N)  # [T-1, N]
     windows, removed = static_windows(similarity, params["holitom_threshold"], params["holitom_max_window"])
-    saliency = frame_saliency(x)
+    saliency = frame_saliency(x) if saliency is None else saliency.float().to(x.device)  # [T, N]
     positions = torch.arange(N, device=x.device)
     groups = []  # (kind, frame, positions [g]) in order
     for s, e in windows:
@@ -157,6 +165,65 @@ def holitom_outer(
     return kept[order], torch.cat(states)[order], info
 
 
+def official_dynamic(
+    x: torch.Tensor, attn: torch.Tensor, count: int, contextual: float, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame's dynamic tokens x [g, D], attention [g] -> (indices into g, states) in the order the
+    reference feeds them: round(count * (1 - D)) dominant (position order), then the contextual
+    density centres (position order) merged with their members."""
+    dominant_count = round(count * (1 - contextual))
+    dominant = stable_top(attn, dominant_count).sort().values
+    rest = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    rest[dominant] = False
+    rest_index = rest.nonzero().squeeze(1)
+    centres, merged = merge_by_density(x[rest_index], count - dominant_count, beta)
+    return torch.cat([dominant, rest_index[centres]]), torch.cat([x[dominant], merged])
+
+
+def holitom_outer_official(
+    features: torch.Tensor, keep: float, params: dict[str, Any], saliency: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Before the LLM (`official`): [T, N, D] -> (kept ids [k] in the reference's entry order, their
+    states [k, D], info); counts by the reference's rounding (module docstring)."""
+    T, N, _ = features.shape
+    x = features
+    unit = torch.nn.functional.normalize(x.float(), dim=-1)
+    similarity = (unit[:-1] * unit[1:]).sum(-1) if T > 1 else torch.zeros(0, N)  # [T-1, N]
+    tau, beta, contextual = params["holitom_threshold"], params["holitom_beta"], params["holitom_contextual"]
+    windows, removed = static_windows(similarity, tau, params["holitom_max_window"])
+    total = T * N
+    retain = min(keep / ((total - removed) / total), 1.0)
+    saliency = frame_saliency(x) if saliency is None else saliency.float().to(x.device)  # [T, N]
+    ids: list[torch.Tensor] = []
+    states: list[torch.Tensor] = []
+    for s, e in windows:
+        static = torch.zeros(N, dtype=torch.bool, device=x.device)
+        if e > s:
+            static = (similarity[s:e] > tau).all(dim=0)
+        pos_static = static.nonzero().squeeze(1)
+        pos_dynamic = (~static).nonzero().squeeze(1)
+        if pos_static.numel():
+            group = x[s : e + 1, pos_static].float().mean(dim=0).to(x.dtype)  # [g, D]
+            centres, merged = merge_by_density(group, round(pos_static.numel() * retain), beta)
+            ids.append(s * N + pos_static[centres])
+            states.append(merged)
+        count = math.ceil(pos_dynamic.numel() * retain)  # per frame of the window
+        for t in range(s, e + 1):
+            if count == 0:
+                continue
+            index, state = official_dynamic(
+                x[t, pos_dynamic], saliency[t, pos_dynamic], count, contextual, beta
+            )
+            ids.append(t * N + pos_dynamic[index])
+            states.append(state)
+    info: dict[str, Any] = {
+        "windows": [[s, e + 1] for s, e in windows],
+        "static_removed": int(removed),
+        "retain_after_static": round(retain, 6),
+    }
+    return torch.cat(ids), torch.cat(states), info
+
+
 def inner_merge(hidden: torch.Tensor, scores: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[n, D] states, [n] attention -> (kept indices ascending [keep], their merged states [keep, D]).
 
@@ -185,9 +252,12 @@ def inner_merge(hidden: torch.Tensor, scores: torch.Tensor, keep: int) -> tuple[
     return kept, states.to(hidden.dtype)
 
 
-def holitom_plan(video: VideoTokens, keep: float, params: dict[str, Any]) -> PrunePlan:
-    """The outer merge before the LLM (exactly token_budget(T*N, keep) tokens, keep < 1) and, with
-    `holitom_layer` K > 0, the inner merge before decoder layer K."""
+def holitom_plan(
+    video: VideoTokens, keep: float, params: dict[str, Any], variant: str = "official"
+) -> PrunePlan:
+    """The outer merge before the LLM (keep < 1: the reference's counts, or exactly
+    token_budget(T*N, keep) tokens with `exact`) and, with `holitom_layer` K > 0, the inner merge
+    before decoder layer K."""
     T, N = video.num_frames, video.tokens_per_frame
     budget = token_budget(T * N, keep)
     inner_layer = params["holitom_layer"]
@@ -195,7 +265,18 @@ def holitom_plan(video: VideoTokens, keep: float, params: dict[str, Any]) -> Pru
 
     def outer(ctx: LayerContext) -> LayerKeep:
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
-        ids, states, info = holitom_outer(x, budget, params)
+        if variant == "official":
+            order, states, info = holitom_outer_official(x, keep, params, video.saliency)
+            note = missed(int(order.numel()), budget, T, "HoliTom's official counts (ceil per frame)")
+            if note:
+                info["keep_note"] = note
+            return LayerKeep(
+                keep=order.sort().values.to(ctx.visual_slots.device),
+                replace=states,  # [k, D] in the reference's entry order, written into the kept slots
+                entry_ids=order,
+                info=info,
+            )
+        ids, states, info = holitom_outer(x, budget, params, video.saliency)
         return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
 
     steps: dict[int, LayerPruner] = {0: outer}

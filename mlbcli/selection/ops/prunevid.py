@@ -23,8 +23,10 @@ question-guided selection inside it.
 [R] the layer: `--layer K` prunes before decoder layer K with layer K-1's attention (the reference's
     `selected_layer` 10 is `--layer 11`); attention = mean over heads and question rows (the
     reference: max over heads and over all text rows after the visual block).
-[R] a merged token takes the position of its cluster centre (a static one: in the segment's first
-    frame); the reference re-sequences PLLaVA's positions and orders static before dynamic tokens.
+[R] a merged token stands for its cluster centre (a static one: in the segment's first frame).
+[C] `--variant official`: alpha 0.4 at `--layer 11`, per segment the static tokens then each frame's
+    dynamic ones (PLLaVA's `merge_frames_dynamic` order, `LayerKeep.entry_ids`) at contiguous
+    positions; `exact` keeps ascending order and original positions.
 [R] decode: the reference's KV-cache pruning of layers 0..K-1 is a decode-time key mask here
     (`engine.DecodePolicy`), so decoding sees what the reference's decoding sees; the prefill's own
     text tokens keep the attention they computed over the full cache (as in the reference).
@@ -116,8 +118,11 @@ def cluster_group(x: torch.Tensor, ids: torch.Tensor, ratio: float) -> tuple[tor
     return (sums / counts).to(x.dtype), ids[centres]
 
 
-def prunevid_merge(features: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """Before the LLM: [T, N, D] -> (ids ascending [m], states [m, D], groups [(kind, ids)])."""
+def prunevid_merge(
+    features: torch.Tensor, params: dict[str, Any], official: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Before the LLM: [T, N, D] -> (ids [m], states [m, D], groups [(kind, ids)]); ids ascending, or
+    with `official` in PLLaVA's order (per segment the static tokens, then each frame's dynamic ones)."""
     T, N, _ = features.shape
     x = features
     segments = temporal_segments(x.float().mean(dim=1), params["prunevid_segment_ratio"])
@@ -151,6 +156,8 @@ def prunevid_merge(features: torch.Tensor, params: dict[str, Any]) -> tuple[torc
                 groups.append(("dynamic", t, ids))
     ids = torch.cat(ids_out)
     states = torch.cat(states_out)
+    if official:
+        return ids, states, groups
     order = ids.argsort()
     return ids[order], states[order], groups
 
@@ -170,7 +177,7 @@ class EvictDropped(DecodePolicy):
 
 
 def prunevid_plan(
-    video: VideoTokens, keep: float, layer: int, query: str, params: dict[str, Any]
+    video: VideoTokens, keep: float, layer: int, query: str, params: dict[str, Any], official: bool = False
 ) -> PrunePlan:
     """Merge before the LLM, select before decoder `layer` (token_budget(T*N, keep) tokens, or
     int(size * prunevid_alpha) of every group when alpha is set); decoding sees only the kept ones."""
@@ -181,13 +188,18 @@ def prunevid_plan(
 
     def merge(ctx: LayerContext) -> LayerKeep:
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
-        ids, states, groups = prunevid_merge(x, params)
+        ids, states, groups = prunevid_merge(x, params, official)
         state["groups"] = groups
         info = {
             "merged": int(ids.numel()),
             "segments": sorted({g[1] for g in groups if g[0] == "static"}),
         }
-        return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+        return LayerKeep(
+            keep=ids.sort().values.to(ctx.visual_slots.device),
+            replace=states,  # [m, D] in `ids` order, written into the kept slots
+            entry_ids=ids if official else None,
+            info=info,
+        )
 
     def select(ctx: LayerContext) -> LayerKeep:
         assert ctx.scores is not None
