@@ -174,3 +174,80 @@ def test_guessing_benchmarks_samples(
     else:
         aggregated = utils.longvideobench_aggregate_results(records)
     assert aggregated == pytest.approx(whole["accuracy_lmms_eval"], abs=1e-5)
+
+
+# -- `lmms-eval --model mlb`: the plugin ----------------------------------------------------------------------
+# Tested on the model class with lmms-eval's own registry and Instance objects: lmms-eval's CLI loads every
+# task's dataset through the HF hub, which an offline test cannot reach.
+
+
+def test_the_entry_point_registers_model_mlb(lmms_tasks) -> None:
+    import tomllib
+
+    registry = importlib.import_module("lmms_eval.models.registry_v2")
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    target = project["project"]["entry-points"]["lmms_eval.models"]["mlb"]
+    module, attr = target.split(":")
+    fresh = registry.ModelRegistryV2()
+    for manifest in fresh._coerce_payload_to_manifests(getattr(importlib.import_module(module), attr)):
+        fresh.register_manifest(manifest)
+    from mlbcli.eval.lmms_eval_model import MlbLmms
+
+    assert fresh.get_model_class("mlb") is MlbLmms  # lmms-eval checks: an `lmms` subclass, a simple model
+    assert project["project"]["optional-dependencies"]["lmms-eval"][0].startswith("lmms-eval>=0.7.3")
+
+
+def test_model_args_are_checked(lmms_tasks) -> None:
+    from mlbcli.errors import UsageError
+    from mlbcli.eval.lmms_eval_model import MlbLmms
+
+    with pytest.raises(UsageError, match="does not take bogus"):
+        MlbLmms.create_from_arg_string("pretrained=m,bogus=1", {"batch_size": 1})
+    with pytest.raises(UsageError, match="pretrained=MODEL"):
+        MlbLmms.create_from_arg_string("method=fastv", {})
+    with pytest.raises(UsageError, match="keep"):  # mlb's own option checks, before any model loads
+        MlbLmms.create_from_arg_string("pretrained=m,method=none,keep=0.5", {})
+    model = MlbLmms.create_from_arg_string("pretrained=m,method=fastv,keep=0.5", {"batch_size": 1})
+    with pytest.raises(NotImplementedError, match="log-likelihood"):
+        model.loglikelihood([])
+
+
+def test_generate_until_answers_with_mlbs_engine(lmms_tasks, tiny_model_dir: Path, clips_dir: Path) -> None:
+    """lmms-eval's requests (context, generation kwargs, doc_to_visual, doc id, task, split) answered by the
+    pruning engine: the same replies `mlb answer` gives for the same prompt text, method and keep."""
+    from lmms_eval.api.instance import Instance
+
+    from mlbcli import api
+    from mlbcli.eval.lmms_eval_model import MlbLmms
+
+    docs = [
+        {"video": str(clips_dir / "a.mp4"), "q": "What moves?"},
+        {"video": str(clips_dir / "b.mp4"), "q": "Why?"},
+    ]
+    model = MlbLmms.create_from_arg_string(
+        f"pretrained={tiny_model_dir},method=fastv,keep=0.5,frames=4,device=cpu",
+        {"batch_size": 1, "max_batch_size": None},
+    )
+    model.task_dict = {"toy": {"test": docs}}
+    requests = [
+        Instance(
+            request_type="generate_until",
+            arguments=(doc["q"] + "\nAnswer briefly.", {"max_new_tokens": 3, "until": ["\n\n"]},
+                       lambda d: [d["video"]], doc_id, "toy", "test"),
+            idx=0,
+            metadata={"task": "toy", "doc_id": doc_id, "repeats": 1},
+        )
+        for doc_id, doc in enumerate(docs)
+    ]  # fmt: skip
+    replies = model.generate_until(requests)
+    assert len(replies) == 2 and all(isinstance(reply, str) and reply for reply in replies)
+    Path("m.jsonl").write_text(
+        "".join(
+            json.dumps({"video": d["video"], "question": d["q"] + "\nAnswer briefly."}) + "\n" for d in docs
+        )
+    )
+    api.answer(["m.jsonl"], max_new_tokens=3, run=api.RunOptions(out="a.jsonl", workers=0), progress=False,
+               model=str(tiny_model_dir), method="fastv", keep=0.5, frames=4, device="cpu")  # fmt: skip
+    direct = {Path(r["video_path"]).name: r for r in api.iter_rows("a.jsonl")}
+    assert replies == [direct["a.mp4"]["answer"].split("\n\n")[0], direct["b.mp4"]["answer"].split("\n\n")[0]]
+    assert direct["a.mp4"]["keep_realized"] < 1.0  # the tokens were pruned
