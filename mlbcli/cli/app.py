@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from mlbcli import __version__
+from mlbcli.cli import manifest as manifest_cli
 from mlbcli.cli import tools
 from mlbcli.cli.declared import Command, Group, MethodCommand, declared_command
 from mlbcli.cli.run_commands import DOCS, EPILOGS, run_batch
@@ -82,6 +83,7 @@ app.command(cls=Command, epilog="Example: mlb show answers.parquet --columns vid
 )
 app.command(cls=Command, epilog=tools.SCORE_EPILOG)(tools.score)
 app.command(cls=Command, epilog=tools.REPORT_EPILOG)(tools.report)
+app.command(cls=Command, epilog=manifest_cli.MANIFEST_EPILOG)(manifest_cli.manifest)
 app.command()(
     declared_command(
         "doctor",
