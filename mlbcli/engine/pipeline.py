@@ -211,7 +211,8 @@ class Pipeline:
             )
             if errors:
                 raise errors[0]
-            return batch.rows[0].scores[step_layer - 1]
+            scores = batch.rows[0].scores  # {the layer read: scores}: K - 1, or a hybrid's full layer
+            return scores[max(scores)]
 
         return PlanContext(
             image_llm=bool(adapter.renumber_input_positions),

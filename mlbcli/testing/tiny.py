@@ -24,6 +24,7 @@ from mlbcli.testing.tiny_llava import (
     build_tiny_llava_video,
 )
 from mlbcli.testing.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
+from mlbcli.testing.tiny_qwen3_5 import build_tiny_qwen3_5
 from mlbcli.testing.tokenizer import build_tokenizer
 
 #: Adapter family (`ModelAdapter.family`) -> the builder of its tiny checkpoint, in the doctor's order.
@@ -36,6 +37,7 @@ _BUILDERS: dict[str, Callable[..., Path]] = {
     "qwen3_vl_moe": lambda out, **options: build_tiny_qwen3_vl(out, moe=True, **options),
     # its folder must name it (`build_tiny_llava_video`): `tiny-llava_video` does
     "llava_video": build_tiny_llava_video,
+    "qwen3_5": build_tiny_qwen3_5,
 }
 
 #: Every family a tiny checkpoint can be built for (all built-in adapter families).
@@ -62,5 +64,6 @@ __all__ = [
     "build_tiny_llava_video",
     "build_tiny_qwen2_vl",
     "build_tiny_qwen3_vl",
+    "build_tiny_qwen3_5",
     "build_tokenizer",
 ]
