@@ -41,6 +41,8 @@ class TokenStats:
     decode_kv_ratio: float | None = None
     # Which original visual tokens survived, as a bitmap over [frames, grid_h, grid_w] (`io.kept_tokens`)
     kept_tokens: KeptRecord | None = None
+    # Decoder layers whose attention the pruners read (None: none in this pass)
+    attention_layers: list[int] | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,7 @@ class TokenStats:
             "kept_per_frame": self.kept_per_frame,
             "appended_tokens": self.appended_tokens,
             "attention_per_frame": self.attention_per_frame,
+            "attention_layers": self.attention_layers,
             "kept_tokens": self.kept_tokens,
         }
 
@@ -96,6 +99,7 @@ def token_stats(
         info={str(k): v for k, v in state.infos.items() if v},
         keep_note=note,
         kept_tokens=encode_kept(state.kept_ids.cpu().numpy(), video.num_frames, *video.grid),
+        attention_layers=sorted(state.scores) or None,
     )
 
 
