@@ -286,3 +286,40 @@ def test_dycoke_hides_keys_at_full_layers_only(adapter, frames):
     static = sum(stats.tokens_per_layer[i] for i in full) / (stats.visual_tokens_in * len(full))
     assert len(result.token_ids) > 1 and stats.decode_kv_ratio is not None
     assert stats.decode_kv_ratio < static
+
+
+# -- flops ------------------------------------------------------------------------------------------------
+def test_flops_follow_the_layer_kinds(model_dir):
+    """Linear layers cost O(n): the hybrid's unpruned count is below the same decoder all full attention,
+    and the saving of a pruning step grows less than quadratically on linear layers."""
+    from mlbcli.api import flops
+    from mlbcli.engine.flops import LLMDims, layer_flops, visual_flops
+    from mlbcli.models import load_config
+
+    text = load_config(model_dir).text_config
+    hybrid = LLMDims.from_config(text, KINDS)
+    dense = LLMDims.from_config(text)
+    assert visual_flops([1000] * 8, hybrid) < visual_flops([1000] * 8, dense)
+    # no n^2 term: twice the tokens, twice the cost, on a linear layer only
+    assert layer_flops(2000, hybrid, "linear") == pytest.approx(2 * layer_flops(1000, hybrid, "linear"))
+    assert layer_flops(2000, hybrid, "full") > 2 * layer_flops(1000, hybrid, "full")
+    plan = flops(model=model_dir, method="uniform", keep=0.5, frames=8)
+    assert plan.family == "qwen3_5"
+    assert plan.flops_vanilla == pytest.approx(visual_flops([plan.visual_tokens] * 8, hybrid))
+    assert plan.flops_vanilla < visual_flops([plan.visual_tokens] * 8, dense)
+    assert 0 < plan.flops < plan.flops_vanilla
+
+
+def test_row_flops_ratio_is_the_hybrids(adapter, frames):
+    """The row's FLOPs ratio weighs each layer by its kind (a pruning step after layer 3 saves less on
+    the linear layers than a full-attention count would say)."""
+    from mlbcli.engine.flops import LLMDims, visual_flops
+
+    pipe = Pipeline(adapter, method="fastv", keep=0.5)
+    stats = pipe.answer(pipe.encode(frames), QUESTION, max_new_tokens=2).stats
+    dims = LLMDims.from_config(adapter.text_config, KINDS)
+    n = stats.visual_tokens_in
+    expected = visual_flops(stats.tokens_per_layer, dims) / visual_flops([n] * 8, dims)
+    assert stats.flops_ratio == pytest.approx(expected)
+    dense = LLMDims.from_config(adapter.text_config)
+    assert stats.flops_ratio != pytest.approx(visual_flops(stats.tokens_per_layer, dense) / visual_flops([n] * 8, dense))
