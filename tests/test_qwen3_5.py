@@ -143,8 +143,14 @@ def test_fastv_keep_one_equals_none(adapter, frames):
 # -- batched == batch 1 -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("method", "options"),
-    [("none", {}), ("fastv", {"keep": 0.5}), ("adatp", {"keep": 0.5}), ("visionzip", {"keep": 0.5}),
-     ("dycoke", {"keep": 0.5}), ("uniform", {"keep": 0.5})],
+    [
+        ("none", {}),
+        ("fastv", {"keep": 0.5}),
+        ("adatp", {"keep": 0.5}),
+        ("visionzip", {"keep": 0.5}),
+        ("dycoke", {"keep": 0.5}),
+        ("uniform", {"keep": 0.5}),
+    ],
 )
 def test_batch_equals_one_by_one(adapter, clips, method, options):
     """Rows of different lengths (padded batch; video 0 asked twice: a shared prefix for the
@@ -248,8 +254,22 @@ def test_scores_from_the_full_layer_are_what_eager_attention_gives(adapter, fram
 
 
 # -- every method, budgets --------------------------------------------------------------------------------
-METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast", "evs",
-           "vidcom2", "fastvid", "holitom", "prunevid"]
+METHODS = [
+    "none",
+    "uniform",
+    "random",
+    "fastv",
+    "adatp",
+    "mlb",
+    "visionzip",
+    "dycoke",
+    "slowfast",
+    "evs",
+    "vidcom2",
+    "fastvid",
+    "holitom",
+    "prunevid",
+]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -322,4 +342,45 @@ def test_row_flops_ratio_is_the_hybrids(adapter, frames):
     expected = visual_flops(stats.tokens_per_layer, dims) / visual_flops([n] * 8, dims)
     assert stats.flops_ratio == pytest.approx(expected)
     dense = LLMDims.from_config(adapter.text_config)
-    assert stats.flops_ratio != pytest.approx(visual_flops(stats.tokens_per_layer, dense) / visual_flops([n] * 8, dense))
+    assert stats.flops_ratio != pytest.approx(
+        visual_flops(stats.tokens_per_layer, dense) / visual_flops([n] * 8, dense)
+    )
+
+
+# -- the CLI and the doctor -------------------------------------------------------------------------------
+def test_cli_answer_with_the_checkpoint(model_dir, clips_dir, tmp_path):
+    """`mlb answer ... --model <Qwen3.5 checkpoint>` end to end (decode -> encode -> prune -> Parquet)."""
+    from typer.testing import CliRunner
+
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
+
+    out = tmp_path / "answers.parquet"
+    args = ["answer", str(clips_dir / "a.mp4"), "--question", QUESTION, "--model", model_dir]
+    args += [
+        "--method",
+        "fastv",
+        "--keep",
+        "0.5",
+        "--frames",
+        "6",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = read_results(out).to_pylist()
+    assert row["error"] is None and row["answer"] is not None
+    assert len(row["kept_per_frame"]) == 3  # 6 frames = 3 temporal patches
+    assert row["visual_tokens_kept"] < row["visual_tokens_in"]
+    assert row["attention_layers"] == [3]  # FastV's K - 1 = 1 is linear: it read full layer 3
+    assert row["tokens_per_layer"][3] == row["visual_tokens_in"] > row["tokens_per_layer"][4]
+
+
+def test_doctor_lists_the_family():
+    from mlbcli.models import supported_model_types
+    from mlbcli.testing.tiny import TINY_FAMILIES
+
+    assert "qwen3_5" in supported_model_types() and "qwen3_5" in TINY_FAMILIES

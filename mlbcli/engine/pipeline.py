@@ -134,7 +134,9 @@ class Pipeline:
             self.method = method
         else:
             self.method = get_method(method, MethodOptions(**method_options))
-        self.dims = LLMDims.from_config(self.adapter.text_config, self.adapter.layer_kinds(self.adapter.text_config))
+        self.dims = LLMDims.from_config(
+            self.adapter.text_config, self.adapter.layer_kinds(self.adapter.text_config)
+        )
         self.share_prefix = share_prefix
         # A row whose method missed its budget (a `keep_note`) becomes an error row, before decoding.
         self.strict_keep = strict_keep

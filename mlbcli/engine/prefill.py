@@ -80,9 +80,7 @@ def _plan_error(plan: PrunePlan, num_layers: int) -> ValueError | None:
     return None
 
 
-def _start_row(
-    index: int, inputs: ModelInputs, plan: PrunePlan, reserve: int, reads: dict[int, int]
-) -> _Row:
+def _start_row(index: int, inputs: ModelInputs, plan: PrunePlan, reserve: int, reads: dict[int, int]) -> _Row:
     """The row of one request as it enters layer 0: every visual token, ids 0..n-1 in slot order."""
     device = inputs.embeds.device
     query = inputs.query_slots
@@ -186,7 +184,14 @@ class _Prefill:
             self.cos_sin = self.adapter.rotary(self.hidden, self.positions)
         if linear:  # a recurrent state, no attention to read; padding must not run through a row's state
             hidden = run_linear_layer(
-                layer, i, self.hidden, self.positions, self.cos_sin, self.cache, self.lengths, self.adapter.text_config
+                layer,
+                i,
+                self.hidden,
+                self.positions,
+                self.cos_sin,
+                self.cache,
+                self.lengths,
+                self.adapter.text_config,
             )
             self.key_valid.append(valid_slots(self.lengths, 0))  # [B, 0]
             self.hidden = self._add_residuals(i, hidden)

@@ -55,7 +55,7 @@ class Qwen3_5Adapter(Qwen3VLAdapter):  # noqa: N801 (the transformers spelling)
 
     @classmethod
     def layer_kinds(cls, text_config: Any) -> tuple[str, ...]:
-        """"linear" for the Gated DeltaNet layers of `layer_types`, "full" for the attention layers."""
+        """ "linear" for the Gated DeltaNet layers of `layer_types`, "full" for the attention layers."""
         if isinstance(text_config, dict):
             types = text_config.get("layer_types")
             count = int(text_config["num_hidden_layers"])

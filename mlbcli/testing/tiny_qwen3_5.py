@@ -74,7 +74,8 @@ def build_tiny_qwen3_5(
         num_position_embeddings=16,
         initializer_range=0.5,
     )
-    cfg: Any = Qwen3_5Config(
+    config_class: Any = Qwen3_5Config  # its dataclass fields type `**ids` too strictly for mypy
+    cfg: Any = config_class(
         text_config=_qwen3_5_text(tok, hidden_size, num_layers),
         vision_config=vision,
         tie_word_embeddings=True,
