@@ -301,8 +301,8 @@ def flops(
     from mlbcli.engine.flops import (
         LLMDims,
         input_resolution,
-        layer_flops,
         parse_resolution,
+        probe_flops,
         tokens_per_layer,
         visual_flops,
     )
@@ -326,7 +326,7 @@ def flops(
     adapter_cls = adapter_class_for(config)
     frames = adapter_cls.frame_rule.frame_count(spec.frames or adapter_cls.default_frames)
     text_config = config.text_config if hasattr(config, "text_config") else config
-    dims = LLMDims.from_config(text_config)
+    dims = LLMDims.from_config(text_config, adapter_cls.layer_kinds(text_config))  # hybrids: per kind
     chosen = get_method(spec.method, spec.method_options())
     chosen.check_layer(dims.num_layers)
     size = parse_resolution(resolution) if isinstance(resolution, str) else resolution
@@ -348,7 +348,7 @@ def flops(
         flops=visual_flops(schedule, dims),
         flops_vanilla=visual_flops([n] * dims.num_layers, dims),
         probe_passes=probes,
-        flops_probes=sum(layers * layer_flops(count, dims) for count, layers in probes),
+        flops_probes=sum(probe_flops(count, layers, dims) for count, layers in probes),
         resolution=assumed,
     )
 

@@ -3,7 +3,9 @@ the batched loop needs (select, drop, pad and concatenate rows).
 
 `cache.layers[l].keys` is `[B, Hkv, W_l, d]` (values alike); `key_valid[l]` `[B, W_l]` is False at
 padding. A key's slot never moves once cached: extending appends, padding goes after, and selecting
-rows keeps each row's slots (`PrefillResult.visual_keys` relies on it).
+rows keeps each row's slots (`PrefillResult.visual_keys` relies on it). A linear-attention layer of a
+hybrid decoder (Qwen3.5) caches a fixed-size state instead (`engine.linear`): its `key_valid` is
+`[B, 0]`, and row edits select or stack its states.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import torch
 
+from mlbcli.engine.linear import concat_states, is_linear_cache, select_state
 from mlbcli.engine.rows import pad_to
 from mlbcli.selection.plan import DecodePolicy
 
@@ -67,6 +70,9 @@ class Batch:
         picked = torch.tensor(list(rows), dtype=torch.long, device=device)
         cache = make_cache(self.text_config)
         for source, target in zip(self.cache.layers, cache.layers, strict=True):
+            if is_linear_cache(source):
+                select_state(source, target, picked)
+                continue
             set_layer(target, source.keys.index_select(0, picked), source.values.index_select(0, picked))
         return Batch(
             cache=cache,
@@ -134,15 +140,17 @@ def set_layer(layer: Any, keys: torch.Tensor, values: torch.Tensor) -> None:
 def drop_rows(cache: Any, key_valid: list[torch.Tensor], keep: torch.Tensor) -> list[torch.Tensor]:
     """Keep only batch rows `keep` [b'] in the cache (in place) and in `key_valid` (returned)."""
     for layer in unique_layers(cache):  # a shared cache layer is edited once
-        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+        if is_linear_cache(layer):
+            select_state(layer, layer, keep)
+        elif getattr(layer, "keys", None) is not None and layer.keys.numel():
             layer.keys = layer.keys.index_select(0, keep)
             layer.values = layer.values.index_select(0, keep)
     return [valid.index_select(0, keep) for valid in key_valid]
 
 
 def cache_lengths(cache: Any) -> list[int]:
-    """Cached tokens per decoder layer."""
-    return [int(layer.keys.shape[-2]) for layer in cache.layers]
+    """Cached tokens per decoder layer (0 for a linear-attention layer: a state, no keys)."""
+    return [0 if is_linear_cache(layer) else int(layer.keys.shape[-2]) for layer in cache.layers]
 
 
 def one_row_batch(state: PrefillResult, text_config: Any) -> Batch:
@@ -163,6 +171,10 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
     cache = make_cache(batches[0].text_config)
     key_valid = []
     for i, target in enumerate(cache.layers):
+        if is_linear_cache(target):
+            concat_states([batch.cache.layers[i] for batch in batches], target)
+            key_valid.append(torch.cat([batch.key_valid[i] for batch in batches]))
+            continue
         width = max(int(batch.cache.layers[i].keys.shape[-2]) for batch in batches)
         keys = torch.cat([pad_to(batch.cache.layers[i].keys, width, -2) for batch in batches])
         values = torch.cat([pad_to(batch.cache.layers[i].values, width, -2) for batch in batches])

@@ -18,6 +18,7 @@ import torch
 
 from mlbcli.engine.cache import Batch, PrefillResult, drop_rows, one_row_batch
 from mlbcli.engine.forward import last_logits, run_layer
+from mlbcli.engine.linear import LINEAR, kinds_of, probe_layer
 from mlbcli.engine.probe import ProbeCapture, attention_probe
 from mlbcli.engine.rows import window_mask
 from mlbcli.selection.plan import DecodeContext
@@ -74,7 +75,27 @@ class _DecodeLoop:
         self.padded = [not bool(valid.all()) for valid in self.key_valid]  # per layer; changes as rows leave
         self.policies = [row.decode_policy for row in batch.rows]
         self.states = [policy.start() if policy is not None else None for policy in self.policies]
-        self.static_reads = [sum(row.visual_per_layer) for row in batch.rows]  # visual keys a step reads
+        # Only full-attention layers cache keys (a hybrid's linear layers read a state: `engine.linear`).
+        self.kinds = kinds_of(adapter)
+        self.full_layers = [i for i, kind in enumerate(self.kinds) if kind != LINEAR]
+        self.static_reads = [  # visual keys a step reads
+            sum(row.visual_per_layer[i] for i in self.full_layers) for row in batch.rows
+        ]
+        # Per row with a policy: the layer whose attention it reads (its layer - 1, or the nearest full
+        # layer), and the first layer whose keys it may hide (after that read, at or after its layer).
+        self.reads = [self._read_layer(policy) for policy in self.policies]
+        self.hide_from = [
+            max(policy.layer, read + 1) if policy is not None else 0
+            for policy, read in zip(self.policies, self.reads, strict=True)
+        ]
+
+    def _read_layer(self, policy: Any) -> int:
+        if policy is None:
+            return -1
+        if not policy.needs_attention:  # no attention read: the ids cached at its first full layer
+            return next((i for i in self.full_layers if i >= policy.layer), len(self.layers)) - 1
+        # the nearest full layer on a hybrid decoder, then the family's choice (Gemma 4: a global layer)
+        return self.adapter.probe_layer(probe_layer(self.kinds, policy.layer - 1))
 
     def emit(self, next_tokens: torch.Tensor, logits: torch.Tensor) -> list[int]:
         """Append each live row's token [A]; the slots of the rows that go on (not EOS, under limit)."""
@@ -113,7 +134,8 @@ class _DecodeLoop:
             policy = self.policies[row]
             if policy is not None and not policy.needs_attention:
                 state = self.batch.rows[row]
-                ctx = DecodeContext(step, state.visual_keys[policy.layer][1], None, state.kept_ids)
+                ids = state.visual_keys[min(self.hide_from[row], len(self.layers) - 1)][1]
+                ctx = DecodeContext(step, ids, None, state.kept_ids)
                 self.decide(row, ctx, hidden_slots)
         for i, layer in enumerate(self.layers):
             mask = self.mask(i, step, hidden_slots)
@@ -122,7 +144,7 @@ class _DecodeLoop:
                 for slot, row in enumerate(self.live)
                 if (policy := self.policies[row]) is not None
                 and policy.needs_attention
-                and policy.layer - 1 == i
+                and self.reads[row] == i
             ]
             probe_ctx = (
                 attention_probe(layer.self_attn, self.adapter.apply_rotary) if scoring else nullcontext()
@@ -160,10 +182,11 @@ class _DecodeLoop:
         if hide is None or not hide.numel():
             return
         per_layer = {}
-        # Hidden from every layer that reads a cache of a layer >= policy.layer (a layer sharing another's
-        # KV loses a key exactly when its source does: one cache, one decision).
+        # Hidden from every attention layer that reads a cache of a layer >= the policy's first (a layer
+        # sharing another's KV loses a key exactly when its source does: one cache, one decision); a
+        # linear layer has no keys to hide: its state is what it is.
         for j in range(len(self.layers)):
-            if self.adapter.kv_source(j) < policy.layer:
+            if self.adapter.kv_source(j) < self.hide_from[row] or self.kinds[j] == LINEAR:
                 continue
             slots, ids = self.batch.rows[row].visual_keys[j]
             per_layer[j] = slots[torch.isin(ids, hide.to(ids.device))]
@@ -179,7 +202,8 @@ class _DecodeLoop:
         mask: torch.Tensor | None,
         hidden_slots: HiddenSlots,
     ) -> None:
-        """`decide` for a policy that reads the attention of layer `i` (= its layer - 1)."""
+        """`decide` for a policy that reads the attention of layer `i` (its layer - 1, or the nearest
+        full-attention layer)."""
         keys = self.cache.layers[i].keys  # [A, Hkv, W_i + step + 1, d], this step's key included
         seen = mask[slot, 0, 0] if mask is not None else torch.ones(keys.shape[-2], dtype=torch.bool)
         attention = _decode_attention(probe, keys, slot, seen.to(keys.device))
@@ -192,7 +216,7 @@ class _DecodeLoop:
         for row in self.live:
             hidden_count = sum(int(slots.numel()) for slots in hidden_slots.get(row, {}).values())
             self.results[row].visual_keys_read += self.static_reads[row] - hidden_count
-            self.results[row].visual_keys_full += self.batch.rows[row].visual_in * len(self.layers)
+            self.results[row].visual_keys_full += self.batch.rows[row].visual_in * len(self.full_layers)
 
 
 @torch.inference_mode()

@@ -5,6 +5,16 @@ The per-layer count (research/algorithms.md §2.1) is
     FLOPs_layer(n) = 2·n·D²  +  2·n·D·(h_kv·d)  +  2·n²·D  +  3·n·D·D'
                      Q and O    K and V (GQA)    QKᵀ, A·V   SwiGLU gate/up/down
 
+A linear-attention layer of a hybrid decoder (Qwen3.5's Gated DeltaNet, `LLMDims.layer_kinds`) has no
+n² term: its token mixer is a recurrent state, O(n):
+
+    FLOPs_linear(n) = n·D·(2·k + 2·v + 2·h_v)  +  n·v·D  +  3·n·h_v·d_k·d_v  +  3·n·D·D'
+                      q/k/v, gate z, a/b in     out      delta rule (read,   SwiGLU
+                                                         update, output)
+
+(k = key heads x d_k, v = value heads x d_v; the depthwise conv, k_conv MACs per channel, is left out
+like the norms). So the FLOPs ratio of a hybrid follows its layer kinds.
+
 It counts one multiply-accumulate as one FLOP and only the visual tokens (text tokens and the vision
 encoder are excluded). That is not "real" hardware FLOPs, but it is the number the published tables
 print, so reporting it makes our ratios directly comparable with them. In-LLM pruning at layer K is
@@ -27,6 +37,7 @@ __all__ = [
     "input_resolution",
     "layer_flops",
     "parse_resolution",
+    "probe_flops",
     "tokens_per_layer",
     "visual_flops",
 ]
@@ -51,6 +62,15 @@ class LLMDims:
     num_heads: int
     num_kv_heads: int  # h_kv (== num_heads without GQA)
     head_dim: int  # d
+    # Per layer "full" or "linear" (`ModelAdapter.layer_kinds`); empty = every layer full attention.
+    layer_kinds: tuple[str, ...] = ()
+    linear_key_dim: int = 0  # k = linear_num_key_heads x linear_key_head_dim
+    linear_value_dim: int = 0  # v = linear_num_value_heads x linear_value_head_dim
+    linear_value_heads: int = 0  # h_v
+    linear_key_head_dim: int = 0  # d_k
+
+    def kind(self, layer: int) -> str:
+        return self.layer_kinds[layer] if self.layer_kinds else "full"
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden", "intermediate", "num_heads", "num_kv_heads", "head_dim"):
@@ -59,8 +79,9 @@ class LLMDims:
                 raise ValueError(f"LLMDims.{name} must be a positive int, got {value!r}")
 
     @classmethod
-    def from_config(cls, text_config: Any) -> LLMDims:
-        """Build from a transformers-style text config object or a plain dict of the same keys.
+    def from_config(cls, text_config: Any, layer_kinds: Sequence[str] = ()) -> LLMDims:
+        """Build from a transformers-style text config object or a plain dict of the same keys;
+        `layer_kinds` (the adapter's `layer_kinds`) charges linear-attention layers O(n).
 
         A full VLM config (with a `text_config` inside and no `num_hidden_layers` of its own) is
         accepted too, because callers easily pass `model.config` instead of `model.config.text_config`.
@@ -95,14 +116,31 @@ class LLMDims:
             # Configs without GQA omit num_key_value_heads (or set it to None): that means MHA.
             num_kv_heads=int(_get(text_config, "num_key_value_heads", heads)),
             head_dim=int(_get(text_config, "head_dim", hidden // heads)),
+            layer_kinds=tuple(layer_kinds),
+            linear_key_dim=int(_get(text_config, "linear_num_key_heads", 0))
+            * int(_get(text_config, "linear_key_head_dim", 0)),
+            linear_value_dim=int(_get(text_config, "linear_num_value_heads", 0))
+            * int(_get(text_config, "linear_value_head_dim", 0)),
+            linear_value_heads=int(_get(text_config, "linear_num_value_heads", 0)),
+            linear_key_head_dim=int(_get(text_config, "linear_key_head_dim", 0)),
         )
 
 
-def layer_flops(n: float, dims: LLMDims) -> float:
-    """FLOPs (MACs) of one decoder layer for `n` visual tokens. `n` may be fractional (an average)."""
+def layer_flops(n: float, dims: LLMDims, kind: str = "full") -> float:
+    """FLOPs (MACs) of one decoder layer of `kind` ("full" or "linear") for `n` visual tokens. `n` may
+    be fractional (an average)."""
     if n < 0:
         raise ValueError(f"token count must be >= 0, got {n}")
     d_model = float(dims.hidden)
+    if kind == "linear":
+        k, v, hv = float(dims.linear_key_dim), float(dims.linear_value_dim), float(dims.linear_value_heads)
+        state = hv * dims.linear_key_head_dim * (v / hv if hv else 0.0)  # h_v x d_k x d_v
+        return (
+            n * d_model * (2.0 * k + 2.0 * v + 2.0 * hv)
+            + n * v * d_model
+            + 3.0 * n * state
+            + 3.0 * n * d_model * float(dims.intermediate)
+        )
     kv_width = float(dims.num_kv_heads * dims.head_dim)
     return (
         2.0 * n * d_model * d_model
@@ -118,7 +156,12 @@ def visual_flops(tokens_per_layer: Sequence[float], dims: LLMDims) -> float:
         raise ValueError(
             f"need one token count per decoder layer ({dims.num_layers}), got {len(tokens_per_layer)}"
         )
-    return sum(layer_flops(n, dims) for n in tokens_per_layer)
+    return sum(layer_flops(n, dims, dims.kind(i)) for i, n in enumerate(tokens_per_layer))
+
+
+def probe_flops(n: float, layers: int, dims: LLMDims) -> float:
+    """FLOPs of a probe pass of `n` visual tokens through decoder layers 0..layers-1."""
+    return sum(layer_flops(n, dims, dims.kind(i)) for i in range(int(layers)))
 
 
 def tokens_per_layer(n_in: int, schedule: Mapping[int, int], num_layers: int) -> list[int]:

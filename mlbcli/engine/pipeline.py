@@ -134,7 +134,9 @@ class Pipeline:
             self.method = method
         else:
             self.method = get_method(method, MethodOptions(**method_options))
-        self.dims = LLMDims.from_config(self.adapter.text_config)
+        self.dims = LLMDims.from_config(
+            self.adapter.text_config, self.adapter.layer_kinds(self.adapter.text_config)
+        )
         self.share_prefix = share_prefix
         # A row whose method missed its budget (a `keep_note`) becomes an error row, before decoding.
         self.strict_keep = strict_keep
@@ -211,7 +213,8 @@ class Pipeline:
             )
             if errors:
                 raise errors[0]
-            return batch.rows[0].scores[step_layer - 1]
+            scores = batch.rows[0].scores  # {the layer read: scores}: K - 1, or a hybrid's full layer
+            return scores[max(scores)]
 
         return PlanContext(
             image_llm=bool(adapter.renumber_input_positions),

@@ -14,6 +14,7 @@ import torch
 
 from mlbcli.engine.cache import Batch, PrefillResult, drop_rows, make_cache, one_row_batch
 from mlbcli.engine.forward import row_logits, run_layer
+from mlbcli.engine.linear import LINEAR, kinds_of, resolve_reads, run_linear_layer
 from mlbcli.engine.probe import ProbeCapture, attention_probe
 from mlbcli.engine.rows import (
     RowSequence,
@@ -46,7 +47,9 @@ class _Row:
     visual_per_layer: list[int] = field(default_factory=list)
     scores: dict[int, torch.Tensor] = field(default_factory=dict)
     infos: dict[int, dict[str, Any]] = field(default_factory=dict)
-    pending: torch.Tensor | None = None  # [n] probe scores for the next layer's pruner
+    # pruning layer K -> the layer whose attention its pruner reads (K - 1, or on a hybrid decoder the
+    # nearest full-attention layer: `engine.linear.resolve_reads`)
+    reads: dict[int, int] = field(default_factory=dict)
     visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     merges: dict[int, int] = field(default_factory=dict)  # pruned visual id -> id it was merged into
 
@@ -93,7 +96,7 @@ def _plan_error(plan: PrunePlan, num_layers: int, sources: Sequence[int] = ()) -
     return None
 
 
-def _start_row(index: int, inputs: ModelInputs, plan: PrunePlan, reserve: int) -> _Row:
+def _start_row(index: int, inputs: ModelInputs, plan: PrunePlan, reserve: int, reads: dict[int, int]) -> _Row:
     """The row of one request as it enters layer 0: every visual token, ids 0..n-1 in slot order."""
     device = inputs.embeds.device
     query = inputs.query_slots
@@ -109,7 +112,7 @@ def _start_row(index: int, inputs: ModelInputs, plan: PrunePlan, reserve: int) -
         query_slots=query.to(device),
         token_inputs=inputs.token_inputs,
     )
-    return _Row(index, plan, reserve, seq, n_in, dict(inputs.visual_residuals))
+    return _Row(index, plan, reserve, seq, n_in, dict(inputs.visual_residuals), reads=reads)
 
 
 class _Prefill:
@@ -124,6 +127,7 @@ class _Prefill:
         self.rows = rows
         self.errors = errors
         self.cache = make_cache(adapter.text_config)
+        self.kinds = kinds_of(adapter)  # "full" / "linear" per decoder layer
         self.key_valid: list[torch.Tensor] = []
         self.hidden: torch.Tensor | None = None  # None = repack from the rows
         self.positions: torch.Tensor | None = None
@@ -150,15 +154,13 @@ class _Prefill:
         for r in stepping:
             row = self.rows[r]
             try:
-                row.pending = None
-                if i in row.plan.needs_scores:  # the probe layer's scores, by visual id, of the survivors
-                    read = self.adapter.probe_layer(i - 1)
-                    row.pending = row.scores[read][row.seq.visual_ids]
-                ctx = LayerContext(i, row.seq.hidden, row.seq.visual_slots, row.seq.visual_ids, row.pending)
+                # [n] the scores of the layer this pruner reads, for the tokens alive now (by visual id)
+                scores = row.scores[row.reads[i]][row.seq.visual_ids] if i in row.reads else None
+                ctx = LayerContext(i, row.seq.hidden, row.seq.visual_slots, row.seq.visual_ids, scores)
                 decision = row.plan.steps[i](ctx)
                 row.infos[i] = decision.info
-                if i in row.plan.needs_scores and read != i - 1:
-                    row.infos[i] = {**decision.info, "probe_layer": read}  # the layer actually read
+                if i in row.reads and row.reads[i] != i - 1:
+                    row.infos[i] = {**decision.info, "probe_layer": row.reads[i]}  # the layer actually read
                 row.merges.update(merge_targets(row.seq.visual_ids, decision))
                 row.seq = apply_keep(
                     row.seq, decision, i, lambda embeds: self.adapter.token_inputs(None, embeds)
@@ -195,19 +197,32 @@ class _Prefill:
         return more
 
     def run(self, i: int, layer: Any) -> None:
-        """Decoder layer `i` over the packed batch, with the probe of the rows whose next pruner needs
-        scores, and the layer's DeepStack residuals added at the surviving visual tokens."""
+        """Decoder layer `i` over the packed batch, with the probe of the rows whose pruner reads this
+        layer's attention, and the layer's DeepStack residuals added at the surviving visual tokens."""
         assert self.hidden is not None and self.positions is not None and self.lengths is not None
+        linear = self.kinds[i] == LINEAR
         for row in self.rows:
             row.visual_per_layer.append(row.seq.alive)
-            row.visual_keys.append((row.seq.visual_slots, row.seq.visual_ids))
+            empty = row.seq.visual_slots[:0]  # a linear layer caches no keys
+            keys = (empty, row.seq.visual_ids[:0]) if linear else (row.seq.visual_slots, row.seq.visual_ids)
+            row.visual_keys.append(keys)
         if self.cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
             self.cos_sin = self.adapter.rotary(self.hidden, self.positions)
-        probing = [
-            r
-            for r, row in enumerate(self.rows)
-            if any(self.adapter.probe_layer(k - 1) == i for k in row.plan.needs_scores)
-        ]
+        if linear:  # a recurrent state, no attention to read; padding must not run through a row's state
+            hidden = run_linear_layer(
+                layer,
+                i,
+                self.hidden,
+                self.positions,
+                self.cos_sin,
+                self.cache,
+                self.lengths,
+                self.adapter.text_config,
+            )
+            self.key_valid.append(valid_slots(self.lengths, 0))  # [B, 0]
+            self.hidden = self._add_residuals(i, hidden)
+            return
+        probing = [r for r, row in enumerate(self.rows) if i in row.reads.values()]
         probe_ctx = (
             attention_probe(layer.self_attn, self.adapter.apply_rotary) if probing else nullcontext(None)
         )
@@ -218,14 +233,19 @@ class _Prefill:
             mask = self.window_mask(self.adapter.attention_window(i))
             hidden = run_layer(layer, self.hidden, self.positions, self.cos_sin, self.cache, mask, kwargs)
         self.key_valid.append(valid_slots(self.lengths, hidden.shape[1]))
+        self.hidden = self._add_residuals(i, hidden)
+        self._record_scores(i, probing, probe)
+
+    def _add_residuals(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
+        """`hidden` [B, L, D] leaving layer `i` with its DeepStack residuals added at the surviving
+        visual tokens (a copy when there are any)."""
         if any(i in row.residuals for row in self.rows):
             hidden = hidden.clone()
             for r, row in enumerate(self.rows):
                 if i in row.residuals:  # [n, D] by visual id -> the surviving tokens' slots
                     extra = row.residuals[i].to(hidden.device, hidden.dtype)[row.seq.visual_ids]
                     hidden[r, row.seq.visual_slots] += extra
-        self.hidden = hidden
-        self._record_scores(i, probing, probe)
+        return hidden
 
     def window_mask(self, window: int | None) -> torch.Tensor | None:
         """[B, 1, L, L] mask of a sliding-window layer over the packed rows (causal, the last `window`
@@ -241,14 +261,14 @@ class _Prefill:
         return self.masks[window]
 
     def _record_scores(self, i: int, probing: list[int], probe: ProbeCapture | None) -> None:
-        """Probe scores of layer `i` by visual id (NaN where dropped), for the pruner that reads it."""
-        for r, row in enumerate(self.rows):
-            if r in probing:
-                assert probe is not None
-                received = probe.received(r, row.seq.query_slots, row.seq.length)  # [L_r]
-                full = torch.full((row.visual_in,), float("nan"), device=received.device)
-                full[row.seq.visual_ids] = received[row.seq.visual_slots].float()
-                row.scores[i] = full
+        """Probe scores of layer `i` by visual id (NaN where dropped), for the pruners that read it."""
+        for r in probing:
+            row = self.rows[r]
+            assert probe is not None
+            received = probe.received(r, row.seq.query_slots, row.seq.length)  # [L_r]
+            full = torch.full((row.visual_in,), float("nan"), device=received.device)
+            full[row.seq.visual_ids] = received[row.seq.visual_slots].float()
+            row.scores[i] = full
 
 
 @torch.inference_mode()
@@ -272,17 +292,28 @@ def prefill_batch(
     started = time.perf_counter()
     reserves = [reserve_tokens] * len(inputs) if isinstance(reserve_tokens, int) else list(reserve_tokens)
     layers = list(adapter.layers)
+    kinds = kinds_of(adapter)
     rows: list[_Row] = []
     errors: dict[int, Exception] = {}
     for index, (row_inputs, plan) in enumerate(zip(inputs, plans, strict=True)):
         plan = plan or PrunePlan()
+        try:  # where attention pruners read and run: moved on a hybrid decoder (`resolve_reads`)
+            steps, reads = resolve_reads(plan.steps, plan.needs_scores, kinds)
+        except ValueError as exc:
+            errors[index] = exc
+            continue
+        # a family may read another layer in place of K-1 (Gemma 4: the nearest global layer)
+        reads = {k: adapter.probe_layer(r) for k, r in reads.items()}
+        plan = dataclasses.replace(plan, steps=steps, needs_scores=frozenset(reads))
         error = _plan_error(plan, len(layers), [adapter.kv_source(j) for j in range(len(layers))])
         if error is not None:
             errors[index] = error
         else:
-            rows.append(_start_row(index, row_inputs, plan, reserves[index]))
+            rows.append(_start_row(index, row_inputs, plan, reserves[index], reads))
     state = _Prefill(adapter, rows, errors)
     last_step = max((max(row.plan.steps, default=-1) for row in rows), default=-1)
+    if stop_before_layer is not None:  # a probe pass runs through its (possibly moved) pruning step
+        stop_before_layer = max(stop_before_layer, last_step)
     for i, layer in enumerate(layers):
         if not state.rows:
             break
@@ -389,7 +420,12 @@ def extend_batch(
     # A padding query attends to its own row's keys too (never to nothing: no NaN rows).
     suffix_keys = causal[None] & (suffix_valid[:, None, :] | ~suffix_valid[:, :, None])  # [B, M, M]
     cos_sin = adapter.rotary(hidden, positions)
+    kinds = kinds_of(adapter)
     for i, layer in enumerate(adapter.layers):
+        if kinds[i] == LINEAR:  # each row's state continues over its own suffix tokens only
+            config = batch.text_config
+            hidden = run_linear_layer(layer, i, hidden, positions, cos_sin, batch.cache, lengths, config)
+            continue
         cached = batch.key_valid[i][:, None, :].expand(-1, m, -1)  # [B, M, W]
         mask = torch.cat([cached, suffix_keys], dim=2)[:, None]  # [B, 1, M, W + M]
         window = adapter.attention_window(i)

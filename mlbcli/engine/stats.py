@@ -10,7 +10,7 @@ import torch
 
 from mlbcli.engine.cache import PrefillResult
 from mlbcli.engine.decode import Generation
-from mlbcli.engine.flops import LLMDims, layer_flops, visual_flops
+from mlbcli.engine.flops import LLMDims, probe_flops, visual_flops
 from mlbcli.io.kept_tokens import KeptRecord, encode_kept
 from mlbcli.selection.base import keep_note
 
@@ -44,6 +44,8 @@ class TokenStats:
     # The same mass per frame after the method's debiasing, over the tokens its selection kept (attention
     # methods; None for others): with `attention_per_frame`, the before/after of the bias report.
     attention_per_frame_debiased: list[float] | None = None
+    # Decoder layers whose attention the pruners read (None: none in this pass)
+    attention_layers: list[int] | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class TokenStats:
             "appended_tokens": self.appended_tokens,
             "attention_per_frame": self.attention_per_frame,
             "attention_per_frame_debiased": self.attention_per_frame_debiased,
+            "attention_layers": self.attention_layers,
             "kept_tokens": self.kept_tokens,
         }
 
@@ -89,7 +92,7 @@ def token_stats(
         note = keep_note(kept, n_in, target, video.num_frames, "; ".join(reasons) or None)
     full = visual_flops([n_in] * dims.num_layers, dims)
     final = visual_flops(per_layer, dims)
-    probes = sum(layers * layer_flops(n, dims) for n, layers in state.probe_passes)
+    probes = sum(probe_flops(n, layers, dims) for n, layers in state.probe_passes)
     return TokenStats(
         visual_tokens_in=n_in,
         visual_tokens_kept=kept,
@@ -109,6 +112,7 @@ def token_stats(
             *video.grid,
             merged_into=final_merge_targets(state.merges, state.kept_ids, n_in),
         ),
+        attention_layers=sorted(state.scores) or None,
     )
 
 
@@ -137,5 +141,6 @@ def decode_kv_ratio(state: PrefillResult, generation: Generation, dims: LLMDims)
     model's; with no decode step (one token, taken from the prefill), what a step would attend to."""
     if generation.visual_keys_full:
         return generation.visual_keys_read / generation.visual_keys_full
-    full = state.visual_in * dims.num_layers
-    return sum(state.visual_per_layer) / full if full else 1.0
+    keyed = [i for i in range(dims.num_layers) if dims.kind(i) != "linear"]  # layers that cache keys
+    full = state.visual_in * len(keyed)
+    return sum(state.visual_per_layer[i] for i in keyed) / full if full else 1.0

@@ -50,6 +50,9 @@ _TOKENS = [
     pa.field("appended_tokens", pa.int64()),
     pa.field("attention_per_frame", pa.list_(pa.float64())),
     pa.field("attention_per_frame_debiased", pa.list_(pa.float64())),
+    # decoder layers whose attention the method read (K - 1; on a hybrid decoder such as Qwen3.5 the
+    # nearest full-attention layer, linear layers have none); null when it read none in this pass
+    pa.field("attention_layers", pa.list_(pa.int64())),
     pa.field("segments", pa.string()),  # method diagnostics, JSON (segment bounds and budgets...)
     pa.field("decode_warning", pa.string()),  # e.g. a truncated file: only part of it could be decoded
     pa.field("decode_s", pa.float64()),

@@ -229,6 +229,14 @@ class ModelAdapter(abc.ABC):
         return num_frames * cls.tokens_per_frame(config)
 
     @classmethod
+    def layer_kinds(cls, text_config: Any) -> tuple[str, ...]:
+        """Per decoder layer, how it mixes tokens: "full" (attention over every earlier token, keys and
+        values cached) or "linear" (a recurrent state, O(L): Qwen3.5's Gated DeltaNet layers). The
+        engine carries a linear layer's state instead of its keys and reads attention at full layers
+        only (`engine.linear`); `mlb flops` charges each layer by its kind."""
+        return ("full",) * int(text_config.num_hidden_layers)
+
+    @classmethod
     def detect(cls, config: Any) -> bool:
         """Whether `config` is a checkpoint of this variant (`register_adapter(..., variant=True)`):
         a variant shares its `model_type` with another family and differs in defaults (LLaVA-Video)."""

@@ -112,6 +112,9 @@ class Adapter(Protocol):
     def lm_head(self) -> nn.Module:
         """[B, D] normed hidden states -> [B, V] logits."""
 
+    def layer_kinds(self, text_config: Any) -> tuple[str, ...]:
+        """Per decoder layer, "full" (attention, KV cache) or "linear" (a recurrent state, no keys)."""
+
     @property
     def apply_rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         """`apply_rotary_pos_emb(q, k, cos, sin)` of the decoder's modelling file (the probe rotates q, k)."""
@@ -193,6 +196,9 @@ class AdapterClass(Protocol):
 
     def tokens_per_frame(self, config: Any) -> int:
         """N, from the checkpoint config alone."""
+
+    def layer_kinds(self, text_config: Any) -> tuple[str, ...]:
+        """Per decoder layer, "full" or "linear" (`mlb flops` charges linear layers O(L))."""
 
     def visual_tokens(self, config: Any, num_frames: int) -> int:
         """n for T = `num_frames` frames, from the config alone (a whole-video budget may lower N)."""

@@ -38,6 +38,7 @@ MODEL_ADAPTERS: Registry[type[ModelAdapter]] = Registry(
         "qwen3_vl": "mlbcli.models.qwen3_vl:Qwen3VLAdapter",
         "qwen3_vl_moe": "mlbcli.models.qwen3_vl:Qwen3VLMoeAdapter",
         "gemma4": "mlbcli.models.gemma4:Gemma4Adapter",
+        "qwen3_5": "mlbcli.models.qwen3_5:Qwen3_5Adapter",
     },
 )
 
