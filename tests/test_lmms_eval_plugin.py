@@ -191,7 +191,7 @@ def test_the_entry_point_registers_model_mlb(lmms_tasks) -> None:
     fresh = registry.ModelRegistryV2()
     for manifest in fresh._coerce_payload_to_manifests(getattr(importlib.import_module(module), attr)):
         fresh.register_manifest(manifest)
-    from mlbcli.eval.lmms_eval_model import MlbLmms
+    from mlbcli.lmms_eval_plugin import MlbLmms
 
     assert fresh.get_model_class("mlb") is MlbLmms  # lmms-eval checks: an `lmms` subclass, a simple model
     assert project["project"]["optional-dependencies"]["lmms-eval"][0].startswith("lmms-eval>=0.7.3")
@@ -199,7 +199,7 @@ def test_the_entry_point_registers_model_mlb(lmms_tasks) -> None:
 
 def test_model_args_are_checked(lmms_tasks) -> None:
     from mlbcli.errors import UsageError
-    from mlbcli.eval.lmms_eval_model import MlbLmms
+    from mlbcli.lmms_eval_plugin import MlbLmms
 
     with pytest.raises(UsageError, match="does not take bogus"):
         MlbLmms.create_from_arg_string("pretrained=m,bogus=1", {"batch_size": 1})
@@ -218,7 +218,7 @@ def test_generate_until_answers_with_mlbs_engine(lmms_tasks, tiny_model_dir: Pat
     from lmms_eval.api.instance import Instance
 
     from mlbcli import api
-    from mlbcli.eval.lmms_eval_model import MlbLmms
+    from mlbcli.lmms_eval_plugin import MlbLmms
 
     docs = [
         {"video": str(clips_dir / "a.mp4"), "q": "What moves?"},

@@ -14,8 +14,8 @@ One that mlb does not know is an error. Each `generate_until` call answers all i
 task built it (mlb adds only the family's chat template), its video comes from the task's `doc_to_visual`.
 Log-likelihood requests (multiple-choice-by-perplexity tasks) are not supported: mlb generates text.
 
-This is the one module of `eval` that calls `mlbcli.api` (it sits above the API, as a notebook does); it
-imports it inside its methods, and nothing imports this module.
+It sits above `mlbcli.api`, as a notebook does (it calls the API inside its methods), which is why it
+lives beside `api.py` and not in `eval/`; nothing in the package imports it.
 """
 
 from __future__ import annotations
