@@ -52,18 +52,26 @@ def _counting(monkeypatch) -> dict[str, list[int]]:
 
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
 @pytest.mark.parametrize(
-    ("method", "keep"),
-    [("none", None), ("uniform", 0.5), ("random", 0.3), ("visionzip", 0.5), ("slowfast", None)],
+    ("method", "keep", "variant"),
+    [
+        ("none", None, None),
+        ("uniform", 0.5, None),
+        ("random", 0.3, None),
+        ("visionzip", 0.5, "paper"),  # official re-sequences positions: no shared prefix (below)
+        ("slowfast", None, None),
+    ],
 )
 def test_shared_prefix_matches_full_prefill(
-    tiny_adapter, qwen_adapter, frames, family, method, keep, monkeypatch
+    tiny_adapter, qwen_adapter, frames, family, method, keep, variant, monkeypatch
 ):
     adapter = tiny_adapter if family == "llava_onevision" else qwen_adapter
     calls = _counting(monkeypatch)
-    shared = _answers(Pipeline(adapter, method=method, keep=keep), frames)
+    shared = _answers(Pipeline(adapter, method=method, keep=keep, variant=variant), frames)
     # one prefix for the video (one row), then only each question's own tokens
     assert calls == {"prefill": [1], "extend": [1, 1, 1]}
-    full = _answers(Pipeline(adapter, method=method, keep=keep, share_prefix=False), frames)
+    full = _answers(
+        Pipeline(adapter, method=method, keep=keep, variant=variant, share_prefix=False), frames
+    )
     for a, b in zip(shared, full, strict=True):
         assert a.token_ids == b.token_ids
         assert a.stats.as_row() == b.stats.as_row()
@@ -80,6 +88,16 @@ def test_shared_prefix_inside_one_batch(tiny_adapter, frames, monkeypatch):
     for a, b in zip(batched, alone, strict=True):
         assert a.token_ids == b.token_ids
         assert a.stats.as_row() == b.stats.as_row()
+
+
+def test_contiguous_positions_do_not_share(tiny_adapter, frames, monkeypatch):
+    """Official VisionZip re-sequences positions: a question's suffix cannot continue a cached prefix's
+    original numbering, so every question runs its own prefill (and still answers as alone)."""
+    calls = _counting(monkeypatch)
+    shared = _answers(Pipeline(tiny_adapter, method="visionzip", keep=0.5), frames)
+    assert calls == {"prefill": [1, 1, 1], "extend": []}
+    full = _answers(Pipeline(tiny_adapter, method="visionzip", keep=0.5, share_prefix=False), frames)
+    assert [a.token_ids for a in shared] == [b.token_ids for b in full]
 
 
 def test_attention_methods_do_not_share(tiny_adapter, frames, monkeypatch):
