@@ -23,6 +23,7 @@ from mlbcli.testing.tiny_llava import (
     build_tiny_llava_onevision,
     build_tiny_llava_video,
 )
+from mlbcli.testing.tiny_llava_next_video import build_tiny_llava_next_video
 from mlbcli.testing.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
 from mlbcli.testing.tokenizer import build_tokenizer
 
@@ -36,6 +37,7 @@ _BUILDERS: dict[str, Callable[..., Path]] = {
     "qwen3_vl_moe": lambda out, **options: build_tiny_qwen3_vl(out, moe=True, **options),
     # its folder must name it (`build_tiny_llava_video`): `tiny-llava_video` does
     "llava_video": build_tiny_llava_video,
+    "llava_next_video": build_tiny_llava_next_video,
 }
 
 #: Every family a tiny checkpoint can be built for (all built-in adapter families).

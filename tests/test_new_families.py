@@ -1,0 +1,240 @@
+"""The 2026 families (issue 21) against their stock transformers models, on tiny checkpoints in the real
+repositories' layouts: LLaVA-NeXT-Video (and, as they land, SmolVLM2, InternVL3.5, GLM-4.1V/4.6V).
+
+For each family: the engine with an empty schedule is the stock `generate()` logit for logit (batch 1),
+a batch of 4 rows gives the stock batched `generate()`'s tokens (left padding), `--method fastv --keep
+1.0` is `--method none` token for token, a batch equals one-by-one under every method, every method meets
+its budget or says why, and `mlb answer` runs through the CLI on a synthetic clip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers_engine import engine_generate, stock_generate
+
+from mlbcli.engine.pipeline import Pipeline, Request
+from mlbcli.selection import method_option_rules
+
+QUESTION = "What is happening in the video?"
+QUESTIONS = [QUESTION, "Which colour is the square?", "How many objects are there?", "Describe the video."]
+FAMILIES = ["llava_next_video"]
+METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast"]
+BUDGET_METHODS = ["uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke"]
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from mlbcli.testing.tiny import build_tiny
+
+    return {name: str(build_tiny(name, tmp_path_factory.mktemp(f"tiny-{name}"))) for name in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def adapters(model_dirs):
+    from mlbcli.models import load_adapter
+
+    return {name: load_adapter(path, device="cpu") for name, path in model_dirs.items()}
+
+
+def _clip(frames: int = 6, seed: int = 0, size: tuple[int, int] = (90, 120)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (frames, *size, 3), dtype=np.uint8)
+
+
+# -- the stock inputs of each family, as its official processor builds them ----------------------------------
+
+
+def _next_video_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts) -> dict[str, Any]:
+    return {"pixel_values_videos": torch.cat([p["pixel_values_videos"] for p in pixels])}  # [B, T, 3, S, S]
+
+
+#: family -> (adapter, its pixel inputs per row, prompts) -> the visual kwargs of stock `generate()`.
+STOCK_VISUAL: dict[str, Callable[..., dict[str, Any]]] = {
+    "llava_next_video": _next_video_inputs,
+}
+
+
+def _stock_batch(adapter, name: str, clips: list[np.ndarray], questions: list[str]):
+    """Stock `generate()` on the rows left-padded into one batch, as a processor with padding_side="left"
+    builds them: (prompts, output)."""
+    pixels = [adapter.preprocess(clip) for clip in clips]
+    videos = [adapter.encode(p) for p in pixels]
+    prompts = [adapter.build_prompt(q, v) for q, v in zip(questions, videos, strict=True)]
+    width = max(p.length for p in prompts)
+    pad = adapter.tokenizer.pad_token_id
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - prompt.length :] = prompt.input_ids[0]
+        mask[row, width - prompt.length :] = 1
+    visual = STOCK_VISUAL[name](adapter, pixels, prompts)
+    out = stock_generate(adapter, 6, input_ids=ids, attention_mask=mask, **visual)
+    return prompts, out, width
+
+
+# -- parity with stock generate --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_empty_schedule_reproduces_stock_generate(adapters, name):
+    adapter = adapters[name]
+    clip = _clip(7)
+    pixel = adapter.preprocess(clip)
+    video = adapter.encode(pixel)
+    prompt, _, gen = engine_generate(adapter, video, QUESTION, 10)
+    visual = STOCK_VISUAL[name](adapter, [pixel], [prompt])
+    out = stock_generate(adapter, 10, input_ids=prompt.input_ids, **visual)
+    assert gen.token_ids == out.sequences[0, prompt.length :].tolist()
+    for ours, theirs in zip(gen.logits, out.logits, strict=True):
+        assert torch.equal(ours, theirs[0].float())  # identical, not merely close
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_output_depends_on_video(adapters, name):
+    """Guards the tiny model itself: a model that ignores the video would make the tests vacuous."""
+    adapter = adapters[name]
+    a = engine_generate(adapter, adapter.encode(adapter.preprocess(_clip(6))), QUESTION, 6)[2].token_ids
+    same = np.full_like(_clip(6), 200)
+    b = engine_generate(adapter, adapter.encode(adapter.preprocess(same)), QUESTION, 6)[2].token_ids
+    assert a != b
+
+
+@pytest.mark.parametrize("method", ["none", "fastv"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_batch_of_four_equals_stock_batched_generate(adapters, name, method):
+    """Four rows (different videos and question lengths) in one `Pipeline.run` give the tokens of the
+    stock batched `generate()` on the same rows, left-padded; `fastv --keep 1.0` prunes nothing."""
+    adapter = adapters[name]
+    clips = [_clip(6, seed=s) for s in range(4)]
+    prompts, out, width = _stock_batch(adapter, name, clips, QUESTIONS)
+    keep = {"keep": 1.0} if method == "fastv" else {}
+    pipe = Pipeline(adapter, method=method, **keep)
+    results = pipe.run([Request(pipe.encode(clip), q, 6) for clip, q in zip(clips, QUESTIONS, strict=True)])
+    for row, result in enumerate(results):
+        assert result.error is None, result.error
+        assert result.token_ids == out.sequences[row, width:].tolist(), row
+        assert result.stats.keep_realized == 1.0
+    assert len({tuple(r.token_ids) for r in results}) > 1  # the rows really differ
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_fastv_keep_one_equals_none(adapters, name):
+    adapter = adapters[name]
+    encoded = Pipeline(adapter).encode(_clip(6, seed=5))
+    none = Pipeline(adapter, method="none").answer(encoded, QUESTION, max_new_tokens=6)
+    full = Pipeline(adapter, method="fastv", keep=1.0).answer(encoded, QUESTION, max_new_tokens=6)
+    assert full.token_ids == none.token_ids and full.stats.keep_realized == 1.0
+    pruned = Pipeline(adapter, method="fastv", keep=0.25).answer(encoded, QUESTION, max_new_tokens=6)
+    assert pruned.stats.visual_tokens_kept < none.stats.visual_tokens_kept  # guards the comparison
+
+
+# -- batched == one by one, every method ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_batch_equals_one_by_one_under_pruning(adapters, name, method):
+    adapter = adapters[name]
+    keep = {"keep": 0.5} if "keep" in method_option_rules(method)[0] else {}  # none/slowfast refuse it
+    pipe = Pipeline(adapter, method=method, **keep)
+    videos = [
+        pipe.encode(_clip(f, seed=f, size=s)) for f, s in [(6, (90, 120)), (4, (64, 64)), (8, (72, 96))]
+    ]
+    requests = [
+        Request(videos[o], q, m) for o, q, m in zip([0, 1, 0, 2], QUESTIONS, [4, 2, 5, 3], strict=True)
+    ]
+    batched = pipe.run(requests)
+    alone = [Pipeline(adapter, method=method, **keep).run([r])[0] for r in requests]
+    for a, b in zip(batched, alone, strict=True):
+        assert a.error is None and b.error is None, (a.error, b.error)
+        assert a.token_ids == b.token_ids
+        row_a, row_b = a.stats.as_row(), b.stats.as_row()
+        attention_a, attention_b = row_a.pop("attention_per_frame"), row_b.pop("attention_per_frame")
+        assert row_a == row_b  # counts, per-layer tokens, kept per frame, FLOPs: exact
+        if attention_b is not None:
+            assert attention_a == pytest.approx(attention_b, rel=1e-4, abs=1e-6)
+
+
+# -- every method: runs, measures, meets the budget or says why ---------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [1, 3, 8])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_budget_met_or_explained_for_every_method(adapters, name, frames):
+    from mlbcli.errors import UsageError
+
+    adapter = adapters[name]
+    encoded = Pipeline(adapter).encode(_clip(frames, seed=frames, size=(56, 56)))
+    video = encoded.tokens
+    T, n = video.num_frames, video.num_visual
+    budget = math.floor(n * 0.25 + 0.5)
+    explained = {}
+    for method in BUDGET_METHODS:
+        if method == "mlb" and budget <= T and not adapter.renumber_input_positions:
+            with pytest.raises(UsageError, match="summary tail"):
+                Pipeline(adapter, method=method, keep=0.25).reduce(encoded, QUESTION)
+            continue
+        stats, _ = Pipeline(adapter, method=method, keep=0.25).reduce(encoded, QUESTION)
+        if stats.keep_note is None:
+            assert 2 * abs(stats.visual_tokens_kept - budget) <= max(1, T), (method, stats.visual_tokens_kept)
+        else:
+            explained[method] = stats.keep_note
+            assert f"budget {budget}" in stats.keep_note
+    assert set(explained) <= {"dycoke"}, explained
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_method_end_to_end(adapters, name, method):
+    adapter = adapters[name]
+    keep = {"keep": 0.5} if "keep" in method_option_rules(method)[0] else {}
+    pipe = Pipeline(adapter, method=method, **keep)
+    encoded = pipe.encode(_clip(6))
+    result = pipe.answer(encoded, QUESTION, max_new_tokens=3)
+    stats, video = result.stats, encoded.tokens
+    assert 1 <= len(result.token_ids) <= 3
+    assert stats.visual_tokens_in == video.num_visual
+    assert stats.visual_tokens_kept == stats.tokens_per_layer[-1]
+    assert len(stats.kept_per_frame) == video.num_frames
+    assert sum(stats.kept_per_frame) + stats.appended_tokens == stats.visual_tokens_kept
+    if method == "none":
+        assert stats.keep_realized == 1.0 and stats.flops_ratio == 1.0
+    elif method not in ("slowfast", "mlb"):
+        assert stats.flops_ratio < 1.0
+
+
+# -- config-only cost, CLI ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_flops_from_config_counts_the_tokens_a_run_sees(model_dirs, adapters, name):
+    from mlbcli.api import flops
+
+    plan = flops(model=model_dirs[name], method="uniform", keep=0.5, frames=8)
+    assert plan.family == name
+    run = Pipeline(adapters[name]).encode(_clip(8, size=(112, 112))).tokens
+    assert plan.visual_tokens == run.num_visual
+    assert 0 < plan.flops < plan.flops_vanilla
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cli_answer_with_the_checkpoint(model_dirs, clips_dir, tmp_path, name):
+    """`mlb answer clip --model <checkpoint>` end to end (decode -> encode -> prune -> answer -> Parquet)."""
+    from typer.testing import CliRunner
+
+    from mlbcli.cli.app import app
+    from mlbcli.io.writers import read_results
+
+    out = tmp_path / "answers.parquet"
+    args = ["answer", str(clips_dir / "a.mp4"), "--question", QUESTION, "--model", model_dirs[name]]
+    args += ["--method", "fastv", "--keep", "0.5", "--frames", "6", "--max-new-tokens", "3"]
+    result = CliRunner().invoke(app, [*args, "--workers", "0", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = read_results(out).to_pylist()
+    assert row["error"] is None and row["answer"] is not None
+    assert row["visual_tokens_kept"] < row["visual_tokens_in"]
