@@ -130,6 +130,7 @@ def test_the_benchmark_prompt_profile_is_an_adapter_attribute():
         "qwen2_vl",
         "qwen2_5_vl",
         "llava_next_video",
+        "smolvlm",
     }
 
 

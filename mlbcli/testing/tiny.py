@@ -25,6 +25,7 @@ from mlbcli.testing.tiny_llava import (
 )
 from mlbcli.testing.tiny_llava_next_video import build_tiny_llava_next_video
 from mlbcli.testing.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
+from mlbcli.testing.tiny_smolvlm import build_tiny_smolvlm
 from mlbcli.testing.tokenizer import build_tokenizer
 
 #: Adapter family (`ModelAdapter.family`) -> the builder of its tiny checkpoint, in the doctor's order.
@@ -38,6 +39,7 @@ _BUILDERS: dict[str, Callable[..., Path]] = {
     # its folder must name it (`build_tiny_llava_video`): `tiny-llava_video` does
     "llava_video": build_tiny_llava_video,
     "llava_next_video": build_tiny_llava_next_video,
+    "smolvlm": build_tiny_smolvlm,
 }
 
 #: Every family a tiny checkpoint can be built for (all built-in adapter families).
