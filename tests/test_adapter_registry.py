@@ -131,6 +131,7 @@ def test_the_benchmark_prompt_profile_is_an_adapter_attribute():
         "qwen2_5_vl",
         "llava_next_video",
         "smolvlm",
+        "internvl",
     }
 
 

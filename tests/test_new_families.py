@@ -23,7 +23,7 @@ from mlbcli.selection import method_option_rules
 
 QUESTION = "What is happening in the video?"
 QUESTIONS = [QUESTION, "Which colour is the square?", "How many objects are there?", "Describe the video."]
-FAMILIES = ["llava_next_video", "smolvlm"]
+FAMILIES = ["llava_next_video", "smolvlm", "internvl"]
 METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast"]
 BUDGET_METHODS = ["uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke"]
 
@@ -57,10 +57,15 @@ def _smolvlm_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts) -> 
     return {"pixel_values": torch.cat([p["pixel_values"] for p in pixels])}  # [B, T, 3, S, S]
 
 
+def _internvl_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts) -> dict[str, Any]:
+    return {"pixel_values": torch.cat([p["pixel_values"] for p in pixels])}  # [sum T, 3, S, S]
+
+
 #: family -> (adapter, its pixel inputs per row, prompts) -> the visual kwargs of stock `generate()`.
 STOCK_VISUAL: dict[str, Callable[..., dict[str, Any]]] = {
     "llava_next_video": _next_video_inputs,
     "smolvlm": _smolvlm_inputs,
+    "internvl": _internvl_inputs,
 }
 
 

@@ -39,6 +39,7 @@ MODEL_ADAPTERS: Registry[type[ModelAdapter]] = Registry(
         "qwen3_vl_moe": "mlbcli.models.qwen3_vl:Qwen3VLMoeAdapter",
         "llava_next_video": "mlbcli.models.llava_next_video:LlavaNextVideoAdapter",
         "smolvlm": "mlbcli.models.smolvlm:SmolVLMAdapter",
+        "internvl": "mlbcli.models.internvl:InternVLAdapter",
     },
 )
 

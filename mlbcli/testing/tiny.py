@@ -23,6 +23,7 @@ from mlbcli.testing.tiny_llava import (
     build_tiny_llava_onevision,
     build_tiny_llava_video,
 )
+from mlbcli.testing.tiny_internvl import build_tiny_internvl
 from mlbcli.testing.tiny_llava_next_video import build_tiny_llava_next_video
 from mlbcli.testing.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
 from mlbcli.testing.tiny_smolvlm import build_tiny_smolvlm
@@ -40,6 +41,7 @@ _BUILDERS: dict[str, Callable[..., Path]] = {
     "llava_video": build_tiny_llava_video,
     "llava_next_video": build_tiny_llava_next_video,
     "smolvlm": build_tiny_smolvlm,
+    "internvl": build_tiny_internvl,
 }
 
 #: Every family a tiny checkpoint can be built for (all built-in adapter families).
