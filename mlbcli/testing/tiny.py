@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlbcli.testing.tiny_internvl import build_tiny_internvl
 from mlbcli.testing.tiny_llava import (
     build_tiny_llava_next,
     build_tiny_llava_onevision,
     build_tiny_llava_video,
 )
-from mlbcli.testing.tiny_internvl import build_tiny_internvl
 from mlbcli.testing.tiny_llava_next_video import build_tiny_llava_next_video
 from mlbcli.testing.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
 from mlbcli.testing.tiny_smolvlm import build_tiny_smolvlm
