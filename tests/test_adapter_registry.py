@@ -132,6 +132,8 @@ def test_the_benchmark_prompt_profile_is_an_adapter_attribute():
         "llava_next_video",
         "smolvlm",
         "internvl",
+        "glm4v",
+        "glm46v",
     }
 
 

@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers_engine import engine_generate, stock_generate
+from helpers_engine import no_eos, stock_generate
 
+from mlbcli.engine import batch as engine
 from mlbcli.engine.pipeline import Pipeline, Request
 from mlbcli.selection import method_option_rules
 
 QUESTION = "What is happening in the video?"
 QUESTIONS = [QUESTION, "Which colour is the square?", "How many objects are there?", "Describe the video."]
-FAMILIES = ["llava_next_video", "smolvlm", "internvl"]
+FAMILIES = ["llava_next_video", "smolvlm", "internvl", "glm4v", "glm46v"]
 METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast"]
 BUDGET_METHODS = ["uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke"]
 
@@ -42,6 +43,16 @@ def adapters(model_dirs):
     return {name: load_adapter(path, device="cpu") for name, path in model_dirs.items()}
 
 
+def engine_generate(adapter, video, question, max_new_tokens, plan=None):
+    """Prefill with the adapter's own model inputs (interleaved visual slots) + greedy decode with logits."""
+    prompt = adapter.build_prompt(question, video)
+    batch, errors = engine.prefill_batch(adapter, [adapter.model_inputs(prompt, video)], [plan])
+    assert not errors, errors
+    with no_eos(adapter):
+        gen = engine.greedy_decode(adapter, batch.rows[0], max_new_tokens=max_new_tokens, keep_logits=True)
+    return prompt, batch.rows[0], gen
+
+
 def _clip(frames: int = 6, seed: int = 0, size: tuple[int, int] = (90, 120)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (frames, *size, 3), dtype=np.uint8)
 
@@ -49,16 +60,27 @@ def _clip(frames: int = 6, seed: int = 0, size: tuple[int, int] = (90, 120)) -> 
 # -- the stock inputs of each family, as its official processor builds them ----------------------------------
 
 
-def _next_video_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts) -> dict[str, Any]:
+def _next_video_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts, ids=None) -> dict[str, Any]:
     return {"pixel_values_videos": torch.cat([p["pixel_values_videos"] for p in pixels])}  # [B, T, 3, S, S]
 
 
-def _smolvlm_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts) -> dict[str, Any]:
+def _smolvlm_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts, ids=None) -> dict[str, Any]:
     return {"pixel_values": torch.cat([p["pixel_values"] for p in pixels])}  # [B, T, 3, S, S]
 
 
-def _internvl_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts) -> dict[str, Any]:
+def _internvl_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts, ids=None) -> dict[str, Any]:
     return {"pixel_values": torch.cat([p["pixel_values"] for p in pixels])}  # [sum T, 3, S, S]
+
+
+def _glm_inputs(adapter, pixels: list[dict[str, torch.Tensor]], prompts, ids=None) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    ids = prompts[0].input_ids if ids is None else ids  # [B, L], left-padded for a batch
+    return {
+        "pixel_values_videos": torch.cat([p["pixel_values_videos"] for p in pixels]),
+        "video_grid_thw": torch.cat([p["video_grid_thw"] for p in pixels]),
+        "mm_token_type_ids": adapter.mm_token_type_ids(SimpleNamespace(input_ids=ids)),
+    }
 
 
 #: family -> (adapter, its pixel inputs per row, prompts) -> the visual kwargs of stock `generate()`.
@@ -66,6 +88,8 @@ STOCK_VISUAL: dict[str, Callable[..., dict[str, Any]]] = {
     "llava_next_video": _next_video_inputs,
     "smolvlm": _smolvlm_inputs,
     "internvl": _internvl_inputs,
+    "glm4v": _glm_inputs,
+    "glm46v": _glm_inputs,
 }
 
 
@@ -82,7 +106,7 @@ def _stock_batch(adapter, name: str, clips: list[np.ndarray], questions: list[st
     for row, prompt in enumerate(prompts):
         ids[row, width - prompt.length :] = prompt.input_ids[0]
         mask[row, width - prompt.length :] = 1
-    visual = STOCK_VISUAL[name](adapter, pixels, prompts)
+    visual = STOCK_VISUAL[name](adapter, pixels, prompts, ids)
     out = stock_generate(adapter, 6, input_ids=ids, attention_mask=mask, **visual)
     return prompts, out, width
 
@@ -225,9 +249,18 @@ def test_every_method_end_to_end(adapters, name, method):
 def test_flops_from_config_counts_the_tokens_a_run_sees(model_dirs, adapters, name):
     from mlbcli.api import flops
 
-    plan = flops(model=model_dirs[name], method="uniform", keep=0.5, frames=8)
+    dynamic = callable(getattr(type(adapters[name]), "frame_size", None))  # GLM: sized by the video
+    size = {"resolution": "112x112"} if dynamic else {}
+    plan = flops(model=model_dirs[name], method="uniform", keep=0.5, frames=8, **size)
     assert plan.family == name
-    run = Pipeline(adapters[name]).encode(_clip(8, size=(112, 112))).tokens
+    adapter = adapters[name]
+    saved = dict(adapter.preprocess_config)
+    if dynamic:  # `mlb flops` knows the config alone: the processor's default pixel bounds
+        adapter.preprocess_config.pop("size")
+    try:
+        run = Pipeline(adapter).encode(_clip(8, size=(112, 112))).tokens
+    finally:
+        adapter.preprocess_config.update(saved)
     assert plan.visual_tokens == run.num_visual
     assert 0 < plan.flops < plan.flops_vanilla
 

@@ -40,6 +40,8 @@ MODEL_ADAPTERS: Registry[type[ModelAdapter]] = Registry(
         "llava_next_video": "mlbcli.models.llava_next_video:LlavaNextVideoAdapter",
         "smolvlm": "mlbcli.models.smolvlm:SmolVLMAdapter",
         "internvl": "mlbcli.models.internvl:InternVLAdapter",
+        "glm4v": "mlbcli.models.glm4v:Glm4vAdapter",
+        "glm46v": "mlbcli.models.glm4v:Glm46VAdapter",
     },
 )
 

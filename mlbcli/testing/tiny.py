@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlbcli.testing.tiny_glm4v import build_tiny_glm4v
 from mlbcli.testing.tiny_internvl import build_tiny_internvl
 from mlbcli.testing.tiny_llava import (
     build_tiny_llava_next,
@@ -42,6 +43,8 @@ _BUILDERS: dict[str, Callable[..., Path]] = {
     "llava_next_video": build_tiny_llava_next_video,
     "smolvlm": build_tiny_smolvlm,
     "internvl": build_tiny_internvl,
+    "glm4v": build_tiny_glm4v,
+    "glm46v": lambda out, **options: build_tiny_glm4v(out, version="4.6", **options),
 }
 
 #: Every family a tiny checkpoint can be built for (all built-in adapter families).
