@@ -211,7 +211,12 @@ class SmolVLMAdapter(ModelAdapter):
             times = list(video.timestamps_s[:count])
         else:
             times = [index / DEFAULT_FPS for index in range(count)]
-        duration = count / video.sampled_fps if video.sampled_fps else times[-1]
+        duration = times[-1]  # the processor's fallback without a duration
+        if video.sampled_fps and fps:
+            # k frames sampled of N at `fps`: sampled_fps = k / N x fps, so N = k x fps / sampled_fps (rounded:
+            # 7 / 3.5 x 25 is 49.999...) and the duration N / fps, as HF's decoders give it
+            sampled = len(video.frame_indices) or count
+            duration = round(sampled * fps / video.sampled_fps) / fps
         return times, duration
 
     def video_text(self, video: VideoTokens) -> str:
