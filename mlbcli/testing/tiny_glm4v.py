@@ -103,6 +103,21 @@ def build_tiny_glm4v(
     cfg.initializer_range = 0.5  # type: ignore[attr-defined]  # large random weights: visible pruning effects
     torch.manual_seed(seed)
     model = model_cls(cfg)
+    return save_checkpoint(out, model, tok, _preprocessing(version, max_video_pixels))
+
+
+_TOKEN_IDS = {
+    "image_token_id": "<|image|>",
+    "video_token_id": "<|video|>",
+    "image_start_token_id": "<|begin_of_image|>",
+    "image_end_token_id": "<|end_of_image|>",
+    "video_start_token_id": "<|begin_of_video|>",
+    "video_end_token_id": "<|end_of_video|>",
+}
+
+
+def _preprocessing(version: str, max_video_pixels: int) -> dict[str, dict]:
+    """The repo's image and video processor configs (the video's pixel bounds, CLIP mean/std)."""
     name = "Glm46V" if version == "4.6" else "Glm4v"
     video = {
         "video_processor_type": f"{name}VideoProcessor",
@@ -122,16 +137,4 @@ def build_tiny_glm4v(
     image = {k: v for k, v in video.items() if k not in ("video_processor_type", "do_sample_frames", "fps")}
     image["image_processor_type"] = f"{name}ImageProcessor"
     image["size"] = {"shortest_edge": 112 * 112, "longest_edge": 28 * 28 * 64}
-    return save_checkpoint(
-        out, model, tok, {"preprocessor_config.json": image, "video_preprocessor_config.json": video}
-    )
-
-
-_TOKEN_IDS = {
-    "image_token_id": "<|image|>",
-    "video_token_id": "<|video|>",
-    "image_start_token_id": "<|begin_of_image|>",
-    "image_end_token_id": "<|end_of_image|>",
-    "video_start_token_id": "<|begin_of_video|>",
-    "video_end_token_id": "<|end_of_video|>",
-}
+    return {"preprocessor_config.json": image, "video_preprocessor_config.json": video}

@@ -83,6 +83,11 @@ def build_tiny_internvl(
     cfg.initializer_range = 0.5  # large random weights: visible attention and pruning effects
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(cfg)
+    return save_checkpoint(out, model, tok, _preprocessing(image_size))
+
+
+def _preprocessing(image_size: int) -> dict[str, dict]:
+    """The repo's image, video and processor configs (frames squashed to `image_size`, ImageNet mean/std)."""
     image = {
         "image_processor_type": "GotOcr2ImageProcessorFast",
         "crop_to_patches": False,
@@ -102,13 +107,8 @@ def build_tiny_internvl(
     video["video_processor_type"] = "InternVLVideoProcessor"
     del video["image_processor_type"]
     processor = {"processor_class": "InternVLProcessor", "image_seq_length": (image_size // 28) ** 2}
-    return save_checkpoint(
-        out,
-        model,
-        tok,
-        {
-            "preprocessor_config.json": image,
-            "video_preprocessor_config.json": video,
-            "processor_config.json": processor,
-        },
-    )
+    return {
+        "preprocessor_config.json": image,
+        "video_preprocessor_config.json": video,
+        "processor_config.json": processor,
+    }

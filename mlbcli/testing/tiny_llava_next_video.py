@@ -44,16 +44,7 @@ def build_tiny_llava_next_video(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_family_tokenizer(
-        ["<unk>", "<s>", "</s>", "<video>", "<image>"],
-        LLAVA_NEXT_VIDEO_CHAT_TEMPLATE,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<unk>",
-        unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
-        add_bos=True,
-    )
+    tok = _tokenizer()
     cfg = LlavaNextVideoConfig(
         vision_config=CLIPVisionConfig(
             hidden_size=32,
@@ -88,6 +79,25 @@ def build_tiny_llava_next_video(
     torch.manual_seed(seed)
     model = LlavaNextVideoForConditionalGeneration(cfg)
     model.generation_config.bos_token_id = tok.bos_token_id
+    return save_checkpoint(out, model, tok, _preprocessing(image_size, cfg.image_grid_pinpoints))
+
+
+def _tokenizer():
+    """Llama-style BPE with BOS added, `<video>` and `<image>`, the llava-hf template."""
+    return build_family_tokenizer(
+        ["<unk>", "<s>", "</s>", "<video>", "<image>"],
+        LLAVA_NEXT_VIDEO_CHAT_TEMPLATE,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<unk>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        add_bos=True,
+    )
+
+
+def _preprocessing(image_size: int, pinpoints: list) -> dict[str, dict]:
+    """The repo's image, video and processor configs: short edge then center crop to `image_size`."""
     image = {
         "image_processor_type": "LlavaNextImageProcessor",
         "size": {"shortest_edge": image_size},
@@ -97,7 +107,7 @@ def build_tiny_llava_next_video(
         "image_std": OPENAI_CLIP_STD,
         "rescale_factor": 1 / 255,
         "resample": 3,
-        "image_grid_pinpoints": cfg.image_grid_pinpoints,
+        "image_grid_pinpoints": pinpoints,
         "do_convert_rgb": True,
     }
     video = {k: v for k, v in image.items() if k not in ("image_processor_type", "image_grid_pinpoints")}
@@ -108,13 +118,8 @@ def build_tiny_llava_next_video(
         "vision_feature_select_strategy": "default",
         "num_additional_image_tokens": 1,
     }
-    return save_checkpoint(
-        out,
-        model,
-        tok,
-        {
-            "preprocessor_config.json": image,
-            "video_preprocessor_config.json": video,
-            "processor_config.json": processor,
-        },
-    )
+    return {
+        "preprocessor_config.json": image,
+        "video_preprocessor_config.json": video,
+        "processor_config.json": processor,
+    }

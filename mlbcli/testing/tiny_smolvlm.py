@@ -82,6 +82,11 @@ def build_tiny_smolvlm(
     cfg.initializer_range = 0.5  # large random weights: visible attention and pruning effects
     torch.manual_seed(seed)
     model = SmolVLMForConditionalGeneration(cfg)
+    return save_checkpoint(out, model, tok, _preprocessing(image_size, patch_size, scale_factor))
+
+
+def _preprocessing(image_size: int, patch_size: int, scale_factor: int) -> dict[str, dict]:
+    """The repo's preprocessor config (image and video rules, `video_sampling`) and processor config."""
     preprocessor = {
         "image_processor_type": "SmolVLMImageProcessor",
         "processor_class": "SmolVLMProcessor",
@@ -103,6 +108,4 @@ def build_tiny_smolvlm(
         "processor_class": "SmolVLMProcessor",
         "image_seq_len": (image_size // patch_size // scale_factor) ** 2,
     }
-    return save_checkpoint(
-        out, model, tok, {"preprocessor_config.json": preprocessor, "processor_config.json": processor}
-    )
+    return {"preprocessor_config.json": preprocessor, "processor_config.json": processor}
