@@ -96,7 +96,7 @@ def _tokenizer():
     )
 
 
-def _preprocessing(image_size: int, pinpoints: list) -> dict[str, dict]:
+def _preprocessing(image_size: int, pinpoints: list | None) -> dict[str, dict]:
     """The repo's image, video and processor configs: short edge then center crop to `image_size`."""
     image = {
         "image_processor_type": "LlavaNextImageProcessor",
