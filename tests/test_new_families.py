@@ -265,19 +265,29 @@ def test_flops_from_config_counts_the_tokens_a_run_sees(model_dirs, adapters, na
     assert 0 < plan.flops < plan.flops_vanilla
 
 
+@pytest.mark.parametrize("command", ["answer", "compress", "summarize"])
 @pytest.mark.parametrize("name", FAMILIES)
-def test_cli_answer_with_the_checkpoint(model_dirs, clips_dir, tmp_path, name):
-    """`mlb answer clip --model <checkpoint>` end to end (decode -> encode -> prune -> answer -> Parquet)."""
+def test_cli_commands_with_the_checkpoint(model_dirs, clips_dir, tmp_path, name, command):
+    """`mlb answer|compress|summarize clip --model <checkpoint>` end to end (decode -> encode -> prune ->
+    answer -> Parquet), with `--batch-size 2` over two clips."""
     from typer.testing import CliRunner
 
     from mlbcli.cli.app import app
     from mlbcli.io.writers import read_results
 
-    out = tmp_path / "answers.parquet"
-    args = ["answer", str(clips_dir / "a.mp4"), "--question", QUESTION, "--model", model_dirs[name]]
-    args += ["--method", "fastv", "--keep", "0.5", "--frames", "6", "--max-new-tokens", "3"]
-    result = CliRunner().invoke(app, [*args, "--workers", "0", "--out", str(out)], catch_exceptions=False)
+    out = tmp_path / "rows.parquet"
+    args = [command, str(clips_dir / "a.mp4"), str(clips_dir / "b.mp4"), "--model", model_dirs[name]]
+    args += ["--method", "fastv", "--keep", "0.5", "--frames", "6", "--batch-size", "2", "--workers", "0"]
+    if command != "summarize":
+        args += ["--question", QUESTION]
+    if command != "compress":
+        args += ["--max-new-tokens", "3"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    (row,) = read_results(out).to_pylist()
-    assert row["error"] is None and row["answer"] is not None
-    assert row["visual_tokens_kept"] < row["visual_tokens_in"]
+    rows = read_results(out).to_pylist()
+    assert len(rows) == 2
+    for row in rows:
+        assert row["error"] is None
+        assert row["visual_tokens_kept"] < row["visual_tokens_in"]
+        text = {"answer": "answer", "summarize": "summary"}.get(command)
+        assert text is None or row[text] is not None
