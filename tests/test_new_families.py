@@ -20,12 +20,13 @@ from helpers_engine import no_eos, stock_generate
 
 from mlbcli.engine import batch as engine
 from mlbcli.engine.pipeline import Pipeline, Request
+from mlbcli.selection import METHODS as BUILTIN_METHODS
 from mlbcli.selection import method_option_rules
 
 QUESTION = "What is happening in the video?"
 QUESTIONS = [QUESTION, "Which colour is the square?", "How many objects are there?", "Describe the video."]
 FAMILIES = ["llava_next_video", "smolvlm", "internvl", "glm4v", "glm46v"]
-METHODS = ["none", "uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke", "slowfast"]
+METHODS = list(BUILTIN_METHODS)  # every registered method (the method table, no plugin needed)
 BUDGET_METHODS = ["uniform", "random", "fastv", "adatp", "mlb", "visionzip", "dycoke"]
 
 
