@@ -168,6 +168,40 @@ def test_fastv_keep_one_equals_none(adapters, name):
     assert pruned.stats.visual_tokens_kept < none.stats.visual_tokens_kept  # guards the comparison
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_pruning_removes_frame_tokens_only_and_keeps_positions(adapters, name):
+    """Uniform pruning before the LLM: the text between frames (labels, timestamps, delimiters) stays, the
+    survivors keep their own positions (never renumbered), and the first logits equal the stock model
+    fed exactly those embeddings at those positions. A wrong slot map or renumbering fails here."""
+    from mlbcli.selection import MethodOptions, get_method
+
+    adapter = adapters[name]
+    video = adapter.encode(adapter.preprocess(_clip(6, seed=9)))
+    prompt = adapter.build_prompt(QUESTION, video)
+    plan = get_method("random", MethodOptions(keep=0.3, seed=1)).plan(video, prompt)
+    _, state, gen = engine_generate(adapter, video, QUESTION, 2, plan)
+    slots = prompt.visual_slots()
+    kept = torch.ones(prompt.length, dtype=torch.bool)
+    kept[slots] = False
+    kept[slots[state.kept_ids]] = True
+    keep = torch.nonzero(kept).flatten()
+    assert 0 < state.kept_ids.numel() < video.num_visual
+    assert (
+        state.position_ids.shape[-1]
+        == keep.numel()
+        == prompt.length - video.num_visual + state.kept_ids.numel()
+    )
+    full = adapter.position_ids(prompt, video)
+    assert torch.equal(state.position_ids, full[..., keep])
+    with torch.inference_mode():
+        out = adapter.model(
+            inputs_embeds=adapter.embed(prompt, video)[:, keep],
+            position_ids=full[..., keep],
+            logits_to_keep=1,
+        )
+    assert torch.equal(out.logits[:, -1].float(), gen.logits[0][None])
+
+
 # -- batched == one by one, every method ------------------------------------------------------------------------
 
 
