@@ -130,6 +130,11 @@ def test_the_benchmark_prompt_profile_is_an_adapter_attribute():
         "qwen2_vl",
         "qwen2_5_vl",
         "gemma4",
+        "llava_next_video",
+        "smolvlm",
+        "internvl",
+        "glm4v",
+        "glm46v",
     }
 
 

@@ -69,9 +69,7 @@ def test_shared_prefix_matches_full_prefill(
     shared = _answers(Pipeline(adapter, method=method, keep=keep, variant=variant), frames)
     # one prefix for the video (one row), then only each question's own tokens
     assert calls == {"prefill": [1], "extend": [1, 1, 1]}
-    full = _answers(
-        Pipeline(adapter, method=method, keep=keep, variant=variant, share_prefix=False), frames
-    )
+    full = _answers(Pipeline(adapter, method=method, keep=keep, variant=variant, share_prefix=False), frames)
     for a, b in zip(shared, full, strict=True):
         assert a.token_ids == b.token_ids
         assert a.stats.as_row() == b.stats.as_row()

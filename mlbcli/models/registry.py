@@ -39,6 +39,11 @@ MODEL_ADAPTERS: Registry[type[ModelAdapter]] = Registry(
         "qwen3_vl_moe": "mlbcli.models.qwen3_vl:Qwen3VLMoeAdapter",
         "gemma4": "mlbcli.models.gemma4:Gemma4Adapter",
         "qwen3_5": "mlbcli.models.qwen3_5:Qwen3_5Adapter",
+        "llava_next_video": "mlbcli.models.llava_next_video:LlavaNextVideoAdapter",
+        "smolvlm": "mlbcli.models.smolvlm:SmolVLMAdapter",
+        "internvl": "mlbcli.models.internvl:InternVLAdapter",
+        "glm4v": "mlbcli.models.glm4v:Glm4vAdapter",
+        "glm46v": "mlbcli.models.glm4v:Glm46VAdapter",
     },
 )
 

@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from mlbcli.testing.tiny_gemma4 import build_tiny_gemma4
+from mlbcli.testing.tiny_glm4v import build_tiny_glm4v
+from mlbcli.testing.tiny_internvl import build_tiny_internvl
 from mlbcli.testing.tiny_llava import (
     build_tiny_llava_next,
     build_tiny_llava_onevision,
     build_tiny_llava_video,
 )
+from mlbcli.testing.tiny_llava_next_video import build_tiny_llava_next_video
 from mlbcli.testing.tiny_qwen import build_tiny_qwen2_vl, build_tiny_qwen3_vl
 from mlbcli.testing.tiny_qwen3_5 import build_tiny_qwen3_5
+from mlbcli.testing.tiny_smolvlm import build_tiny_smolvlm
 from mlbcli.testing.tokenizer import build_tokenizer
 
 #: Adapter family (`ModelAdapter.family`) -> the builder of its tiny checkpoint, in the doctor's order.
@@ -40,6 +44,11 @@ _BUILDERS: dict[str, Callable[..., Path]] = {
     "llava_video": build_tiny_llava_video,
     "gemma4": build_tiny_gemma4,
     "qwen3_5": build_tiny_qwen3_5,
+    "llava_next_video": build_tiny_llava_next_video,
+    "smolvlm": build_tiny_smolvlm,
+    "internvl": build_tiny_internvl,
+    "glm4v": build_tiny_glm4v,
+    "glm46v": lambda out, **options: build_tiny_glm4v(out, version="4.6", **options),
 }
 
 #: Every family a tiny checkpoint can be built for (all built-in adapter families).
