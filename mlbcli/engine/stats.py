@@ -44,6 +44,9 @@ class TokenStats:
     # The same mass per frame after the method's debiasing, over the tokens its selection kept (attention
     # methods; None for others): with `attention_per_frame`, the before/after of the bias report.
     attention_per_frame_debiased: list[float] | None = None
+    # What a method that reads saliency read: "tower" (the vision tower's attention) or "proxy"
+    # (`--saliency proxy`, or a family with nothing captured); None for methods that read none.
+    saliency: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class TokenStats:
             "attention_per_frame": self.attention_per_frame,
             "attention_per_frame_debiased": self.attention_per_frame_debiased,
             "kept_tokens": self.kept_tokens,
+            "saliency": self.saliency,
         }
 
 
@@ -103,6 +107,7 @@ def token_stats(
         attention_per_frame_debiased=[float(a) for a in debiased[0]] if debiased else None,
         info={str(k): v for k, v in state.infos.items() if v},
         keep_note=note,
+        saliency=None if method is None else method.saliency_used(video),
         kept_tokens=encode_kept(
             state.kept_ids.cpu().numpy(),
             video.num_frames,
