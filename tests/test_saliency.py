@@ -45,7 +45,9 @@ def test_siglip_tower_saliency_equals_the_eager_attention_of_the_feature_layer(t
     index = layer % (len(getattr(tower, "vision_model", tower).encoder.layers) + 1) - 1
     received = out.attentions[index].float().mean(dim=1).mean(dim=1)  # [T, g*g]
     side = math.isqrt(received.shape[1])
-    expected = F.interpolate(received.view(-1, 1, side, side), size=[math.ceil(side / 2)] * 2, mode="bilinear")
+    expected = F.interpolate(
+        received.view(-1, 1, side, side), size=[math.ceil(side / 2)] * 2, mode="bilinear"
+    )
     assert video.saliency is not None
     assert video.saliency.shape == (video.num_frames, video.tokens_per_frame)
     torch.testing.assert_close(video.saliency, expected.reshape(video.num_frames, -1), atol=1e-6, rtol=1e-5)
@@ -106,9 +108,7 @@ def test_qwen_tower_saliency_equals_the_eager_attention_of_the_last_block(qwen_a
     if window is not None:  # Qwen2.5-VL: blocks in window order; the capture puts tokens back in raster order
         tokens = tokens[torch.argsort(window)]
     assert video.saliency is not None
-    torch.testing.assert_close(
-        video.saliency, tokens.view(video.num_frames, -1), atol=1e-6, rtol=1e-5
-    )
+    torch.testing.assert_close(video.saliency, tokens.view(video.num_frames, -1), atol=1e-6, rtol=1e-5)
     assert torch.allclose(video.saliency.sum(dim=1), video.saliency.sum(dim=1)[0])  # per frame, one mass
 
 
@@ -168,14 +168,14 @@ def test_saliency_proxy_reproduces_the_rows_of_the_proxy(tiny_adapter):
     bare = tiny_adapter.encode(tiny_adapter.preprocess(_frames(count=6)))
     assert video.saliency is not None and bare.saliency is None
 
-    def kept(options: MethodOptions, tokens) -> tuple[object, object]:
+    def kept(name: str, options: MethodOptions, tokens) -> tuple[object, object]:
         pipe = Pipeline(tiny_adapter, method=get_method(name, options))
         (result,) = pipe.run([Request(EncodedVideo(tokens, 0.0), "What happens?", generate=False)])
         assert result.error is None and result.stats is not None
         return result.stats.kept_tokens, result.stats.saliency
 
     for name in ("fastvid", "holitom", "visionzip"):
-        before = kept(MethodOptions(keep=0.25), bare)  # nothing captured: the proxy, as before
-        assert kept(MethodOptions(keep=0.25, saliency="proxy"), video) == (before[0], "proxy")
+        before = kept(name, MethodOptions(keep=0.25), bare)  # nothing captured: the proxy, as before
+        assert kept(name, MethodOptions(keep=0.25, saliency="proxy"), video) == (before[0], "proxy")
         assert before[1] == "proxy"
-        assert kept(MethodOptions(keep=0.25), video)[1] == "tower"
+        assert kept(name, MethodOptions(keep=0.25), video)[1] == "tower"

@@ -54,7 +54,9 @@ class AttentionCapture:
         return torch.cat([row.reshape(-1) for row in self.rows])
 
 
-_ACTIVE: contextvars.ContextVar[AttentionCapture | None] = contextvars.ContextVar("mlb_saliency", default=None)
+_ACTIVE: contextvars.ContextVar[AttentionCapture | None] = contextvars.ContextVar(
+    "mlb_saliency", default=None
+)
 _REQUESTED: contextvars.ContextVar[bool] = contextvars.ContextVar("mlb_saliency_requested", default=False)
 
 

@@ -77,7 +77,9 @@ def evs_cases(module: Any) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--vllm-evs", type=Path, required=True, help="vllm/multimodal/evs.py at EVS['commit']")
+    parser.add_argument(
+        "--vllm-evs", type=Path, required=True, help="vllm/multimodal/evs.py at EVS['commit']"
+    )
     args = parser.parse_args()
     cases = evs_cases(load_evs(args.vllm_evs))
     torch.save(cases, HERE / "evs.pt")
