@@ -286,6 +286,7 @@ def flops(
     params: dict[str, Any] | None = None,
     variant: str | None = None,
     positions: str | None = None,
+    saliency: str | None = None,
     resolution: tuple[int, int] | str | None = None,
 ) -> FlopsPlan:
     """Plan the visual-token LLM FLOPs of `method` (algorithms.md §2) from the checkpoint config.
@@ -321,6 +322,7 @@ def flops(
         frames=frames,
         variant=variant,
         positions=positions,
+        saliency=saliency,
     )  # --frames 0, bad --keep, options the method does not use: the run's own UsageErrors
     config = load_config(model)
     adapter_cls = adapter_class_for(config)

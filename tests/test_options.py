@@ -48,7 +48,7 @@ def test_spec_dataclasses_have_exactly_the_tables_fields_and_defaults(cls, owner
 def test_recorded_options_come_from_the_table():
     assert set(RESULT_OPTIONS) == {
         *("model", "method", "keep", "layer", "query", "debias", "params", "variant", "positions"),
-        *("strict_keep", "seed", "frames", "fps", "max_new_tokens", "prompt", "benchmark"),
+        *("saliency", "strict_keep", "seed", "frames", "fps", "max_new_tokens", "prompt", "benchmark"),
         *("min_pixels", "max_pixels", "temporal_spacing", "inputs", "dtype"),
         "grader",
     }

@@ -22,6 +22,7 @@ from mlbcli.engine import batch as engine
 from mlbcli.engine.flops import LLMDims
 from mlbcli.engine.stats import TokenStats, decode_kv_ratio, token_stats
 from mlbcli.errors import MlbError, UsageError
+from mlbcli.models import saliency as tower_saliency
 from mlbcli.models.base import sampled_fps
 from mlbcli.selection import Method, MethodOptions, get_method
 from mlbcli.selection.base import PlanContext
@@ -167,7 +168,9 @@ class Pipeline:
         arrays = [frames if isinstance(frames, np.ndarray) else frames.array for frames in videos]
         started = time.perf_counter()
         inputs = [self.adapter.preprocess(array) for array in arrays]
-        tokens = self.adapter.encode_batch(inputs)
+        # the tower's attention only for a method that reads it (`--saliency tower`, its default)
+        with tower_saliency.requested(self.method.saliency == "tower"):
+            tokens = self.adapter.encode_batch(inputs)
         seconds = time.perf_counter() - started
         total = sum(len(array) for array in arrays) or 1
         encoded = []
@@ -238,7 +241,7 @@ class Pipeline:
             diagnostics=not request.generate,  # `compress`: attention methods probe even at keep 1.0
             mrope=inputs.position_ids.dim() == 3,
         )
-        plan = method.plan_with_context(video, prompt, context)
+        plan = method.plan_with_context(method.saliency_view(video), prompt, context)
         return _Planned(index, request, method, prompt, context, plan, inputs)
 
     def _prefix_split(self, planned: _Planned) -> int | None:

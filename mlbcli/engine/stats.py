@@ -46,6 +46,9 @@ class TokenStats:
     attention_per_frame_debiased: list[float] | None = None
     # Decoder layers whose attention the pruners read (None: none in this pass)
     attention_layers: list[int] | None = None
+    # What a method that reads saliency read: "tower" (the vision tower's attention) or "proxy"
+    # (`--saliency proxy`, or a family with nothing captured); None for methods that read none.
+    saliency: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class TokenStats:
             "attention_per_frame_debiased": self.attention_per_frame_debiased,
             "attention_layers": self.attention_layers,
             "kept_tokens": self.kept_tokens,
+            "saliency": self.saliency,
         }
 
 
@@ -106,6 +110,7 @@ def token_stats(
         attention_per_frame_debiased=[float(a) for a in debiased[0]] if debiased else None,
         info={str(k): v for k, v in state.infos.items() if v},
         keep_note=note,
+        saliency=None if method is None else method.saliency_used(video),
         kept_tokens=encode_kept(
             state.kept_ids.cpu().numpy(),
             video.num_frames,

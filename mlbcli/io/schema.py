@@ -37,6 +37,8 @@ _TOKENS = [
     pa.field("keep_realized", pa.float64()),  # measured kept / in
     # null when the method met its --keep budget (up to per-frame rounding) or has none; else why not
     pa.field("keep_note", pa.string()),
+    # what fastvid/holitom/visionzip/flashvid read as saliency: "tower" or "proxy"; null for other methods
+    pa.field("saliency", pa.string()),
     pa.field("flops_ratio", pa.float64()),  # visual-token LLM FLOPs vs unpruned (algorithms.md §2)
     # the same, with a method's attention probe passes added (two-stage mlb); = flops_ratio otherwise
     pa.field("flops_probe_ratio", pa.float64()),

@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlbcli.models import saliency as tower_saliency
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
 
 if TYPE_CHECKING:
@@ -71,12 +72,19 @@ class LlavaOnevisionAdapter(ModelAdapter):
 
         counts = [int(inputs["pixel_values_videos"].shape[1]) for inputs in pixel_inputs]
         pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs], dim=1)
-        out = self.model.model.get_video_features(pixel_values_videos=pixel, return_dict=True)
+        # `--saliency tower`: the feature layer's attention, mean over heads and query patches
+        layer = tower_saliency.siglip_feature_attention(
+            self.model.model.vision_tower, self.model.config.vision_feature_layer
+        )
+        with tower_saliency.maybe_capture(layer) as capture:
+            out = self.model.model.get_video_features(pixel_values_videos=pixel, return_dict=True)
         total = sum(counts)
         pooled = out.pooler_output[0]  # [sum T * N + 1, D]: frames then image_newline
         n = (pooled.shape[0] - 1) // total
         side = math.isqrt(n)
         features = pooled[:-1].reshape(total, n, -1)  # [sum T, N, D]
+        g = self.model.config.vision_config.image_size // self.model.config.vision_config.patch_size
+        saliency = tower_saliency.siglip_token_saliency(capture, total, g)  # [sum T, N] or None
         # One global vector per frame from the tower's last hidden state ([T, g*g, Dv]), mean-pooled:
         # cheap (already computed) and what segment detection compares between adjacent frames.
         frame_features = (
@@ -90,6 +98,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
                     grid=(side, n // side),
                     extra=pooled[-1:],
                     frame_features=None if frame_features is None else frame_features[start : start + count],
+                    saliency=None if saliency is None else saliency[start : start + count],
                 )
             )
             start += count

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.errors import UsageError
 from mlbcli.io.sampling import FrameRule
+from mlbcli.models import saliency as tower_saliency
 from mlbcli.models.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ModelAdapter, Prompt, VideoTokens
 
 if TYPE_CHECKING:
@@ -161,10 +162,16 @@ class QwenVideoAdapter(ModelAdapter):
 
         grid_thw = torch.cat([inputs["video_grid_thw"] for inputs in pixel_inputs])  # [B, 3]
         pixel = torch.cat([inputs["pixel_values_videos"] for inputs in pixel_inputs])
-        out = self.model.model.get_video_features(
-            pixel_values_videos=pixel, video_grid_thw=grid_thw, return_dict=True
-        )
+        visual = self.model.model.visual
+        # `--saliency tower`: the last block's attention inside each temporal patch (FlashVID's reading)
+        with tower_saliency.maybe_capture(tower_saliency.qwen_last_block_attention(visual)) as capture:
+            out = self.model.model.get_video_features(
+                pixel_values_videos=pixel, video_grid_thw=grid_thw, return_dict=True
+            )
         M = self._vision.spatial_merge_size
+        window = tower_saliency.qwen_window_index(visual, grid_thw) if capture is not None else None
+        saliency = tower_saliency.qwen_token_saliency(capture, M, window)  # [sum t*n] or None
+        offset = 0
         hidden = out.last_hidden_state  # [sum t*h*w, Dv], grouped by video then temporal patch
         videos, start = [], 0
         for index, (gt, gh, gw) in enumerate(grid_thw.tolist()):
@@ -182,8 +189,10 @@ class QwenVideoAdapter(ModelAdapter):
                     extra=None,
                     frame_features=frame_features,
                     layer_features=self.layer_features(out, index, (gt, n)),
+                    saliency=None if saliency is None else saliency[offset : offset + gt * n].view(gt, n),
                 )
             )
+            offset += gt * n
         return videos
 
     def layer_features(

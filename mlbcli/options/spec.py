@@ -97,6 +97,7 @@ class ModelSpec:
     params: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None  # "paper" / "official" (peers), "budget" / "paper" (mlb)
     positions: str | None = None  # "original" / "contiguous" ids of tokens kept before the LLM
+    saliency: str | None = None  # "tower" / "proxy": what methods that read saliency read
     strict_keep: bool = False  # a row whose method missed its budget is an error row
     seed: int = 0
     frames: int | None = None
@@ -144,6 +145,7 @@ class ModelSpec:
             params=dict(self.params),
             variant=self.variant,
             positions=self.positions,
+            saliency=self.saliency,
         )
 
     def method_options(self) -> MethodOptions:

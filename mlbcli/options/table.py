@@ -189,6 +189,20 @@ OPTIONS: tuple[Option, ...] = (
         recorded=True,
     ),
     Option(
+        "saliency",
+        str | None,
+        None,
+        "What fastvid, holitom, visionzip and flashvid read as token saliency: 'tower' (default: the "
+        "vision tower's own attention; the proxy where the family has none to read, and the row's "
+        "saliency column says so) or 'proxy' (the pseudo-[CLS] similarity of the features).",
+        PRUNING,
+        PRUNE_COMMANDS,
+        owner="spec",
+        metavar="tower|proxy",
+        show_default=False,
+        recorded=True,
+    ),
+    Option(
         "strict_keep",
         bool,
         False,

@@ -76,9 +76,11 @@ OPTION_FLAGS: dict[str, str] = {
     "debias": "--debias",
     "variant": "--variant",
     "positions": "--positions",
+    "saliency": "--saliency",
 }
 QUERIES = ("question", "last")
 POSITIONS = ("original", "contiguous")
+SALIENCIES = ("tower", "proxy")  # the vision tower's attention, or the pseudo-[CLS] proxy
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class MethodOptions:
     params: Mapping[str, Any] = field(default_factory=dict)
     variant: str | None = None  # "paper" / "official" reading of a peer method (see `Method.variants`)
     positions: str | None = None  # "original" / "contiguous" position ids for the surviving tokens
+    saliency: str | None = None  # "tower" / "proxy": what methods that read saliency read
 
     def __post_init__(self) -> None:
         if self.keep is not None and not (0.0 < self.keep <= 1.0):
@@ -108,6 +111,8 @@ class MethodOptions:
             raise UsageError(f"--query must be 'question' or 'last', got {self.query!r}")
         if self.positions is not None and self.positions not in POSITIONS:
             raise UsageError(f"--positions must be 'original' or 'contiguous', got {self.positions!r}")
+        if self.saliency is not None and self.saliency not in SALIENCIES:
+            raise UsageError(f"--saliency must be 'tower' or 'proxy', got {self.saliency!r}")
 
     def given(self) -> list[str]:
         """The options (of `OPTION_FLAGS`) set by the caller, in flag order."""
@@ -250,6 +255,29 @@ class Method(abc.ABC):
     @property
     def variant(self) -> str | None:
         return self.options.variant or (self.variants[0] if self.variants else None)
+
+    @property
+    def saliency(self) -> str | None:
+        """What a method that reads saliency reads: "tower" (the default: the vision tower's attention,
+        where the family captures it) or "proxy" (`--saliency proxy`); None for other methods."""
+        if "saliency" not in self.options_used:
+            return None
+        return self.options.saliency or "tower"
+
+    def saliency_used(self, video: VideoTokens) -> str | None:
+        """The row's `saliency` column: "tower" when the method read the tower's attention of `video`,
+        "proxy" when it fell back (asked for, or nothing captured), None for methods that read none."""
+        if self.saliency is None:
+            return None
+        return "tower" if self.saliency == "tower" and video.saliency is not None else "proxy"
+
+    def saliency_view(self, video: VideoTokens) -> VideoTokens:
+        """`video` as the method may read it: without the tower's saliency under `--saliency proxy`."""
+        if self.saliency == "proxy" and video.saliency is not None:
+            import dataclasses
+
+            return dataclasses.replace(video, saliency=None)
+        return video
 
     @property
     def positions(self) -> str:

@@ -26,6 +26,7 @@ class FastVID(PeerMethod):
     """
 
     variants = ("official", "exact")
+    options_used = frozenset({"keep", "variant", "positions", "saliency"})  # --saliency tower|proxy
     official_positions = "original"
 
     @dataclass(frozen=True)

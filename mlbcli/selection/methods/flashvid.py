@@ -59,7 +59,7 @@ class FlashVID(Method):
     )
     query_aware = True
     prune_point = "layer"
-    options_used = frozenset({"keep", "layer", "variant", "positions"})
+    options_used = frozenset({"keep", "layer", "variant", "positions", "saliency"})
     variants = ("official",)
     default_layer = OFFICIAL_LAYER
     default_query = "last"

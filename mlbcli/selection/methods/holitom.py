@@ -28,6 +28,7 @@ class HoliTom(PeerMethod):
     """
 
     variants = ("official", "exact")
+    options_used = frozenset({"keep", "variant", "positions", "saliency"})  # --saliency tower|proxy
 
     @dataclass(frozen=True)
     class Params:

@@ -45,6 +45,7 @@ class VisionZipStar(PeerMethod):
         )
 
     variants = ("official", "paper")
+    options_used = frozenset({"keep", "variant", "positions", "saliency"})  # --saliency tower|proxy
     name = "visionzip"
     description = (
         "VisionZip* (after pooling, before the LLM): dominant tokens + merged contextual tokens. "
