@@ -40,6 +40,7 @@ from mlbcli.engine import batch as engine  # noqa: E402
 from mlbcli.engine.flops import LLMDims  # noqa: E402
 from mlbcli.engine.stats import token_stats  # noqa: E402
 from mlbcli.models.base import Prompt, VideoTokens  # noqa: E402
+from mlbcli.models.traits import DecoderTraits  # noqa: E402
 from mlbcli.selection import (  # noqa: E402
     MethodOptions,
     get_method,
@@ -56,7 +57,7 @@ ARCHS = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class BenchAdapter:
+class BenchAdapter(DecoderTraits):
     """The slice of `ModelAdapter` the engine uses, over a bare Qwen2ForCausalLM."""
 
     renumber_input_positions = False  # LLaVA-OneVision keeps original position ids

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.io.sampling import GENERIC, FrameRule
+from mlbcli.models.traits import DecoderTraits
 
 if TYPE_CHECKING:
     import numpy as np
@@ -156,7 +157,7 @@ class Prompt:
         return torch.arange(self.visual_start, self.visual_start + self.num_visual)
 
 
-class ModelAdapter(abc.ABC):
+class ModelAdapter(DecoderTraits, abc.ABC):
     """One subclass per model family. Instances wrap a loaded model and its tokenizer."""
 
     family: ClassVar[str]  # e.g. "llava_onevision"
@@ -227,14 +228,6 @@ class ModelAdapter(abc.ABC):
         Qwen3-VL) override this.
         """
         return num_frames * cls.tokens_per_frame(config)
-
-    @classmethod
-    def layer_kinds(cls, text_config: Any) -> tuple[str, ...]:
-        """Per decoder layer, how it mixes tokens: "full" (attention over every earlier token, keys and
-        values cached) or "linear" (a recurrent state, O(L): Qwen3.5's Gated DeltaNet layers). The
-        engine carries a linear layer's state instead of its keys and reads attention at full layers
-        only (`engine.linear`); `mlb flops` charges each layer by its kind."""
-        return ("full",) * int(text_config.num_hidden_layers)
 
     @classmethod
     def detect(cls, config: Any) -> bool:
@@ -427,31 +420,6 @@ class ModelAdapter(abc.ABC):
 
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder.rotary_emb(hidden, position_ids)
-
-    # -- per-layer traits the engine asks for (defaults: a plain decoder of global layers) --------------
-    def layer_kwargs(self, index: int, cos_sin: Any, cache: Any, token_inputs: Any) -> dict[str, Any]:
-        """Keyword arguments of decoder layer `index`'s call besides hidden states, mask, positions and
-        cache: `position_embeddings` from `rotary`'s output, plus what the family's layers take (Gemma 4:
-        its per-layer inputs, `token_inputs[:, :, index]`, and the KV it shares)."""
-        return {"position_embeddings": cos_sin}
-
-    def attention_window(self, index: int) -> int | None:
-        """Keys a query of layer `index` sees (itself included; a sliding-window layer), or None (global)."""
-        return None
-
-    def kv_source(self, index: int) -> int:
-        """The layer whose KV cache layer `index` reads (itself, unless it shares another's)."""
-        return index
-
-    def probe_layer(self, layer: int) -> int:
-        """The layer whose attention an attention method reads in place of `layer`'s (K-1)."""
-        return layer
-
-    def token_inputs(self, input_ids: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor | None:
-        """Per-token inputs [B, q, ...] of the decoder layers that travel with their tokens (Gemma 4's
-        per-layer embeddings), for tokens `input_ids` [B, q] (None: visual or appended tokens) with input
-        embeddings `embeds` [B, q, D]; None for families without them."""
-        return None
 
     def model_inputs(self, prompt: Prompt, video: VideoTokens) -> ModelInputs:
         """One request as the engine takes it: embeddings, positions, visual slots and query rows."""
