@@ -69,7 +69,10 @@ def test_keep_one_reproduces_none_on_every_family(adapters, clip, family):
         ours = Pipeline(adapter, method=name, keep=1.0, params=params).run([Request(video, QUESTION, 5)])[0]
         assert ours.error is None, (name, ours.error)
         assert ours.token_ids == reference.token_ids, name
-        assert ours.stats.as_row() == reference.stats.as_row(), name
+        ours_row, reference_row = ours.stats.as_row(), reference.stats.as_row()
+        assert ours_row.pop("saliency") in (None, "tower", "proxy")  # what the method read; none reads none
+        assert reference_row.pop("saliency") is None
+        assert ours_row == reference_row, name
         assert ours.stats.decode_kv_ratio == 1.0
 
 

@@ -223,10 +223,14 @@ def test_batch_equals_one_by_one_under_pruning(adapters, name, method):
         assert a.error is None and b.error is None, (a.error, b.error)
         assert a.token_ids == b.token_ids
         row_a, row_b = a.stats.as_row(), b.stats.as_row()
-        attention_a, attention_b = row_a.pop("attention_per_frame"), row_b.pop("attention_per_frame")
+        attention = [
+            (row_a.pop(column), row_b.pop(column))
+            for column in ("attention_per_frame", "attention_per_frame_debiased")
+        ]
         assert row_a == row_b  # counts, per-layer tokens, kept per frame, FLOPs: exact
-        if attention_b is not None:
-            assert attention_a == pytest.approx(attention_b, rel=1e-4, abs=1e-6)
+        for attention_a, attention_b in attention:
+            if attention_b is not None:
+                assert attention_a == pytest.approx(attention_b, rel=1e-4, abs=1e-6)
 
 
 # -- every method: runs, measures, meets the budget or says why ---------------------------------------------------

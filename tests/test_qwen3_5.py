@@ -207,6 +207,10 @@ def test_probe_layer_is_the_nearest_full_layer():
     assert steps == {4: "p"} and reads == {4: 3}  # no attention before layer 2: runs after layer 3
     steps, reads = resolve_reads({0: "a", 6: "p"}, frozenset({6}), KINDS)
     assert steps == {0: "a", 6: "p"} and reads == {6: 3}
+    # a step before every layer (FrameFusion): those with no attention before them stay, without scores
+    every = {k: f"s{k}" for k in range(8)}
+    steps, reads = resolve_reads(every, frozenset(range(1, 8)), KINDS)
+    assert steps == every and reads == {4: 3, 5: 3, 6: 3, 7: 3}
 
 
 @pytest.mark.parametrize(("layer", "read", "pruned_at"), [(2, 3, 4), (5, 3, 5), (6, 3, 6), (4, 3, 4)])

@@ -145,8 +145,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, list
 def answer_schema() -> pa.Schema:
     from mlbcli.io import schema
 
-    extra = [pa.field("correct_lmms_eval", pa.bool_())]  # kept_tokens is in the answer schema
-    return pa.schema(list(schema.ANSWER) + extra)
+    return pa.schema(list(schema.ANSWER))  # kept_tokens, both graders, attention before/after: all in it
 
 
 def make_row(

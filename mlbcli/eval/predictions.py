@@ -212,10 +212,17 @@ def read_rows(path: str, fmt: str | None = None, extra: tuple[str, ...] = ()) ->
         names = set(table.column_names)
         wanted = [name for name in (*SCORE_COLUMNS, *extra, "options_json") if name in names]
         rows = table.select(list(dict.fromkeys(wanted))).to_pylist()
-        if "correct_mlb" not in names:  # written before both graders: grade again
-            answered = [row for row in rows if not row.get("error")]
-            _regrade(answered, _run_seed(rows, rows[0].get("options_json") if rows else None))
-            names |= set(GRADE_COLUMNS)
+        # rows written before both graders (no column, or null where a ground truth exists): grade again
+        stale = [
+            row
+            for row in rows
+            if not row.get("error")
+            and row.get("correct_mlb") is None
+            and (("correct_mlb" not in names) or row.get("ground_truth") not in (None, ""))
+        ]
+        if stale:
+            _regrade(stale, _run_seed(rows, rows[0].get("options_json") if rows else None))
+        names |= set(GRADE_COLUMNS)
     for name in extra:
         if rows and name not in names:
             raise UsageError(f"--by {name}: {path} has no column {name!r}")

@@ -176,8 +176,8 @@ def framefusion_plan(settings: FusionSettings) -> PrunePlan:
         if ctx.layer == 0:
             state = FusionState()  # a plan may be run again (a batch split after running out of memory)
         if state.merging_done:
-            if ctx.layer > 0 and not state.pruning_done:
-                assert ctx.scores is not None
+            # no attention before this layer (a hybrid decoder's linear layers): prune at the next one
+            if ctx.layer > 0 and not state.pruning_done and ctx.scores is not None:
                 kept, info = prune_step(ctx.scores, state, settings)
                 return LayerKeep(keep=kept.to(device), info=info)
             return LayerKeep(keep=torch.arange(n, device=device))
