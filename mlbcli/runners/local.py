@@ -36,13 +36,11 @@ def load_pipeline(spec: ModelSpec, run: RunOptions) -> Prepare:
 
     def prepare(items: list[Item], reporter: Reporter) -> Any:
         if run.runner == "ray":
-            from mlbcli.models import adapter_class_for, load_config
             from mlbcli.runners.ray import require_ray
 
             require_ray()
-            adapter_cls = adapter_class_for(load_config(spec.model))
-            adapter_cls.check_options(spec.adapter_options())
-            return adapter_cls
+            return check_model(spec)
+        check_model(spec)  # exit 2 in a second, before the weights load (minutes on a real checkpoint)
         import torch
 
         from mlbcli.runners.progress import model_loading_text, report_status
@@ -52,6 +50,38 @@ def load_pipeline(spec: ModelSpec, run: RunOptions) -> Prepare:
         return spec.pipeline()
 
     return prepare
+
+
+def check_model(spec: ModelSpec) -> Any:
+    """What the model's config (not its weights) can tell is wrong with `spec`, as a `UsageError`;
+    returns the family's adapter class.
+
+    The family's own options (`check_options`), `--layer` against the decoder's depth, and the method
+    planned once on a nominal video with the family's traits (`PlanContext`): a variant the family has
+    no layout for (`mlb --variant paper` on a video LLM) or a `--positions` it cannot honour would
+    otherwise make every row an error row after the model has loaded.
+    """
+    from mlbcli.engine.flops import LLMDims
+    from mlbcli.models import adapter_class_for, load_config
+    from mlbcli.selection import get_method
+    from mlbcli.selection.base import PlanContext
+    from mlbcli.selection.plan import PrunePlan
+
+    config = load_config(spec.model)
+    adapter_cls = adapter_class_for(config)
+    adapter_cls.check_options(spec.adapter_options())
+    text_config = getattr(config, "text_config", config)
+    method = get_method(spec.method, spec.method_options())
+    method.check_layer(LLMDims.from_config(text_config).num_layers)
+    rope = getattr(text_config, "rope_parameters", None) or getattr(text_config, "rope_scaling", None)
+    context = PlanContext(
+        image_llm=bool(adapter_cls.renumber_input_positions),
+        mrope=isinstance(rope, dict) and "mrope_section" in rope,  # as `inputs.position_ids.dim() == 3`
+    )
+    frames = adapter_cls.frame_rule.frame_count(spec.frames or adapter_cls.default_frames)
+    method.nominal_with_context(adapter_cls.visual_tokens(config, frames), frames, context)
+    method.position_policy(PrunePlan(), context)
+    return adapter_cls
 
 
 def _frame_count(spec: ModelSpec, pipe: Any) -> int | None:
