@@ -8,7 +8,10 @@ decoded ahead in background processes, or loaded from saved tokens), or hands th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,11 +133,36 @@ def model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | N
         worker = ModelWorker(pipe, task, asked, run.batch_size)
         saved, groups = saved_videos(groups, tokens_dir, pipe, spec) if tokens_dir else ([], groups)
         videos = decoded_videos(groups, run, num_frames, spec.fps, pipe.frame_rule)
-        for batch in worker.batches([*saved, *videos]):
-            for item, row in worker.process(batch):
-                emit(item, row)
+        with cpu_threads_beside_decoders(pipe.adapter.device.type, run.workers):
+            for batch in worker.batches([*saved, *videos]):
+                for item, row in worker.process(batch):
+                    emit(item, row)
 
     return work
+
+
+@contextlib.contextmanager
+def cpu_threads_beside_decoders(device: str, workers: int) -> Iterator[None]:
+    """On CPU, torch's threads leave the decode processes their cores: max(1, cores - workers).
+
+    torch takes every core by default, and its threads spin while they wait; beside `workers` decode
+    processes on the same cores they fight over them. On 2 cores with 2 workers a tiny model ran 256
+    videos in 70-77 s, and in 11-12 s with one thread (`bench/bench_runners.py`, CHANGELOG). A thread
+    count the user chose (OMP_NUM_THREADS, MKL_NUM_THREADS) is kept; the old count is restored after.
+    """
+    import torch
+
+    chosen = any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+    if device != "cpu" or workers < 1 or chosen:
+        yield
+        return
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, min(before, cores - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sample_work(
