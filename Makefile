@@ -86,8 +86,12 @@ completions: install
 readme: install
 	$(BIN)/python docs/update_readme.py
 
+# The demo clips, made again into an ignored folder: the encoder stamps each file, so writing over the
+# committed examples/clips would leave the tree dirty. `make examples EXAMPLE_CLIPS=examples/clips`
+# replaces the committed ones (then commit them).
+EXAMPLE_CLIPS ?= build/examples/clips
 examples: install
-	$(BIN)/python examples/make_clips.py examples/clips
+	$(BIN)/python examples/make_clips.py $(EXAMPLE_CLIPS)
 
 bench: install
 	$(BIN)/python bench/bench_prefill.py

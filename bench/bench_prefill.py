@@ -35,6 +35,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_line, spread_text  # noqa: E402
 
 from mlbcli.engine import batch as engine  # noqa: E402
 from mlbcli.engine.flops import LLMDims  # noqa: E402
@@ -327,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    before = machine_line()
+    print(before, flush=True)
     adapter = build_model(args.arch, args.device, DTYPES[args.dtype], args.seed)
     req = make_request(adapter, args.frames, args.grid, args.seed)
     dims = LLMDims.from_config(adapter.text_config)
@@ -367,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((m, k, stats[(m, k)], statistics.median(times[(m, k)]), memory[(m, k)]))
     _table(args, req, rows)
     print("\n" + probe_line)
+    print()
+    for key, seconds in times.items():  # the spread behind each median, so a reader can judge it
+        name = key if isinstance(key, str) else f"{key[0]} keep {key[1]}"
+        print(f"- {name}: prefill {spread_text([1000 * t for t in seconds], 'ms', 0)}")
+    print(f"\n{before}\n{machine_line().replace('machine:', 'after:  ')}")
     return 0
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_prefill import peak_memory, sync  # noqa: E402  (one memory/timing helper for every bench)
+from machine import machine_line, spread_text  # noqa: E402
 
 from mlbcli.engine.pipeline import Pipeline, Request  # noqa: E402
 from mlbcli.selection import MethodOptions, get_method  # noqa: E402
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    before = machine_line()
+    print(before, flush=True)
     rng = np.random.default_rng(0)
     px = ARCHS[args.arch][-1]
     clips = [rng.integers(0, 255, (args.frames, px, px, 3), dtype=np.uint8) for _ in range(args.videos)]
@@ -213,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['workload']} | {row['method']} | {row['batch_size']} | {row['videos_per_s']:.2f} | "
             f"{row['speedup_vs_batch_1']:.2f}x | {row['peak_mib']:.0f} |"
         )
+    print()
+    for row in results:  # the spread of the time behind each videos/s, so a reader can judge it
+        label = f"{row['workload']}, {row['method']}, batch {row['batch_size']}"
+        print(f"- {label}: {spread_text(row['seconds'])} for {len(clips)} videos")
+    print(f"\n{before}\n{machine_line().replace('machine:', 'after:  ')}")
     if args.json:
         meta = {"arch": args.arch, "device": args.device, "dtype": args.dtype, "frames": args.frames}
+        meta["machine"] = before
         if args.device.startswith("cuda"):
             meta["gpu"] = torch.cuda.get_device_name()
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,10 @@
 """Generate the small demo clips used by examples/manifest.jsonl (committed; about 0.3 MB in all).
 
-    python examples/make_clips.py examples/clips
+    python examples/make_clips.py build/examples/clips   # `make examples`: an ignored folder
+    python examples/make_clips.py examples/clips         # replace the committed clips
+
+The encoder stamps each file, so the bytes differ from the committed ones at every run even though the
+frames are the same: writing into examples/clips leaves the tree dirty until they are committed.
 
 The clips are synthetic (PyAV, H.264) so the examples run anywhere without downloading media:
 a yellow disc and a red square moving over a gradient, a clip with four hard scene cuts, and a
@@ -23,7 +27,7 @@ CLIPS = {
 }
 
 
-def main(folder: str = "examples/clips") -> None:
+def main(folder: str = "build/examples/clips") -> None:
     root = Path(folder)
     for name, kwargs in CLIPS.items():
         path = make_test_video(root / name, width=320, height=240, fps=16, **kwargs)

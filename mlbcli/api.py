@@ -170,6 +170,7 @@ def summarize(
     *,
     prompt: str = DEFAULT_SUMMARY_PROMPT,
     max_new_tokens: int = 96,
+    retry_failed: bool = False,
     run: RunOptions | None = None,
     reporter: Reporter | None = None,
     progress: bool = True,
@@ -179,7 +180,10 @@ def summarize(
 ) -> RunSummary:
     """Summarise every video not yet summarised, or changed since (size/mtime), for nightly cron runs.
 
-    One row per video (see schema.SUMMARIZE); a changed video's new row replaces its old one.
+    One row per video (see schema.SUMMARIZE); a changed video's new row replaces its old one. A video
+    whose row is an error row and that has not changed since (same size and mtime) is skipped and
+    counted in `RunSummary.skipped_failed`, so a broken file is not retried every night;
+    `retry_failed=True` tries such videos again.
     """
     from mlbcli.io import schema
     from mlbcli.runners.tasks import SummarizeTask
@@ -195,7 +199,14 @@ def summarize(
         return {"fingerprint": prints.get(item.video_path), "prompt": prompt}
 
     return run_model_batch(
-        Rows("summarize", schema.SUMMARIZE, ("video_id", "fingerprint"), identity, unique_key=("video_id",)),
+        Rows(
+            "summarize",
+            schema.SUMMARIZE,
+            ("video_id", "fingerprint"),
+            identity,
+            unique_key=("video_id",),
+            skip_failed=not retry_failed,
+        ),
         items,
         spec,
         run,

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -161,7 +162,11 @@ def test_a_worker_that_dies_on_one_video_leaves_an_error_row(manifest, tiny_mode
     run = RunOptions(runner="ray", batch_size=4, ray=RayOptions(task_retries=0))
     emitted: list[tuple] = []
     work = ray_work(spec, run, _DiesOnVideo("b.mp4"), {"model": spec.model}, 4)
-    work(list(groups.values()), lambda item, row: emitted.append((item.video_id, item.question_id, row)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        work(list(groups.values()), lambda item, row: emitted.append((item.video_id, item.question_id, row)))
+    # the retries are bounded without Ray Data's deprecated `ray_remote_args` (gone in Ray 2.64)
+    assert not [w for w in caught if "ray_remote_args" in str(w.message)]
     assert sorted((v, q) for v, q, _ in emitted) == sorted((i.video_id, i.question_id) for i in items)
     by_video = {v: row for v, _, row in emitted}
     assert "worker process died" in by_video["b.mp4"]["error"]
@@ -182,12 +187,60 @@ def test_resume_after_the_driver_is_killed(manifest, tmp_path, tiny_model_dir):
     while time.monotonic() < deadline and proc.poll() is None and not lock.exists():
         time.sleep(0.1)
     time.sleep(3)  # somewhere inside the Ray run (any moment is a valid test)
+    while time.monotonic() < deadline and proc.poll() is None and not _descendants(proc.pid):
+        time.sleep(0.1)
+    helpers = _descendants(proc.pid)  # the local Ray instance the driver started, and its workers
+    assert helpers, "the driver started no Ray processes before it was killed"
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _alive(helpers):
+        time.sleep(0.5)
+    assert not _alive(helpers), "Ray helper processes outlived the killed driver"
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 1, rerun.stderr  # the broken video and line fail again, nothing else
+    # -q: only mlb's lines (failed items, the last line); Ray's warnings and progress stay off. Ray's
+    # C++ core worker prints one line of its own (not Python logging) when Ray Data hands an actor its
+    # constructor through the object store; that one is Ray's to remove (ray-project/ray#53727).
+    foreign = [
+        line
+        for line in rerun.stderr.splitlines()
+        if not line.startswith(("[mlb ", "mlb:")) and "core_worker.cc" not in line
+    ]
+    assert foreign == [], rerun.stderr
     rows = read_results(out).to_pylist()
     keys = [(row["video_id"], row["question_id"]) for row in rows]
     assert len(keys) == len(set(keys)) == 6
     assert sum(1 for row in rows if row["error"]) == 2
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Linux /proc), found now."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> list[int]:
+    """The `pids` still running (a zombie, dead but not yet reaped by its new parent, is not)."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive

@@ -78,6 +78,7 @@ def ray_options(values: dict[str, Any]) -> Any:
         address=values["ray_address"],
         gpus_per_worker=values["gpus_per_worker"],
         workers_per_node=values["workers_per_node"] or 1,
+        quiet=bool(values.get("quiet")),
     )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from mlbcli.errors import DecodeTimeout, VideoDecodeError
+from mlbcli.io.spawning import needs_main, without_main
 
 __all__ = ["prefetch"]
 
@@ -178,6 +179,8 @@ class _Pool(Generic[T, R]):
         self._max_workers = workers
         self._timeout_s = timeout_s
         self._ctx = multiprocessing.get_context("spawn")
+        # mlb's own decode functions need nothing from the caller's script: workers do not re-run it
+        self._needs_main = needs_main(decode)
         self._workers: list[_Worker] = []
         self._start_failures = 0
         self._inline = False  # workers cannot start here: decode in the dispatcher thread instead
@@ -316,7 +319,8 @@ class _Pool(Generic[T, R]):
             name="mlb-decode",
             daemon=True,
         )
-        process.start()
+        with without_main(not self._needs_main):
+            process.start()
         child_conn.close()  # the child has its own copy; closing ours lets us see EOF when it dies
         self._workers.append(_Worker(process=process, conn=parent_conn, started_at=time.monotonic()))
         logger.debug("started decode worker pid %s", process.pid)
@@ -361,10 +365,17 @@ class _Pool(Generic[T, R]):
         if not worker.ready:
             self._start_failures += 1
             if self._start_failures >= _MAX_START_FAILURES:
+                # Only a decode function from the caller's script makes workers re-run it (`spawning`)
+                hint = (
+                    " The decode function comes from your script, which each worker re-runs: guard "
+                    "its top level with `if __name__ == '__main__':`."
+                    if self._needs_main
+                    else ""
+                )
                 logger.warning(
-                    "decode workers keep dying at start-up (%s); decoding in the main process instead. "
-                    "If you call mlbcli from a script, guard it with `if __name__ == '__main__':`.",
+                    "decode workers keep dying at start-up (%s); decoding in the main process instead.%s",
                     _describe_exit(code),
+                    hint,
                 )
                 self._inline = True
         self._retire(worker)

@@ -142,6 +142,7 @@ class ResultWriter:
         self._written = 0
         self._committed = 0
         self._done: set[tuple] = set()
+        self._failed: set[tuple] = set()  # keys whose last row is an error row
         self._closed = False
         self._total_rows: int | None = None
         self._last_flush = time.monotonic()
@@ -226,6 +227,10 @@ class ResultWriter:
         Failed rows are not done: a resumed run retries them, and the new row replaces the old one.
         """
         return set(self._done)
+
+    def failed_keys(self) -> set[tuple]:
+        """`skip_key` tuples whose last row is an error row (what `summarize` remembers as failed)."""
+        return set(self._failed)
 
     def write(self, row: Mapping[str, Any]) -> None:
         """Add one result row; missing columns are null, unknown columns raise ValueError."""
@@ -436,8 +441,10 @@ class ResultWriter:
         key = tuple(row.get(k) for k in self.skip_key)
         if self._result_schema.has_error and row.get(ERROR_COLUMN) is not None:
             self._done.discard(key)  # the last row for a key decides, as in the merge
+            self._failed.add(key)
         else:
             self._done.add(key)
+            self._failed.discard(key)
 
     def _account_done(self, table: pa.Table) -> None:
         for row in table.to_pylist():

@@ -120,11 +120,14 @@ class ModelSpec:
         # notebook, `dedup_threshold` from the CLI): what `recorded()` stores and resume compares
         object.__setattr__(self, "params", _normalized_params(self.params))
         check_choices("spec", asdict(self))  # e.g. --temporal-spacing; the family check is the adapter's
-        from mlbcli.selection import validate_method_options
+        from mlbcli.selection import get_method, validate_method_options
 
         # UsageError on bad --keep/--layer/--query, or one the method does not use, before any work
         # (torch-free: the CLI checks before loading anything)
         validate_method_options(self._method_name, self.method_options())
+        # Building the method checks its hyperparameters (ranges, relations between them) here too,
+        # not only once the model has loaded (`--dedup-threshold 7` is exit 2 in a second, not minutes).
+        get_method(self.method, self.method_options())
 
     @functools.cached_property
     def _method_name(self) -> str:

@@ -413,6 +413,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("fail_fast", bool, False, "Stop at the first failed item.", RUN, BATCH_COMMANDS, owner="run"),
     Option(
+        "retry_failed",
+        bool,
+        False,
+        "Try again the videos whose last run failed and that have not changed since (size, mtime); "
+        "without it they are skipped and counted on the last line.",
+        RUN,
+        frozenset({"summarize"}),
+    ),
+    Option(
         "quiet",
         bool,
         False,

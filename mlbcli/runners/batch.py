@@ -52,6 +52,9 @@ class Rows:
     key: tuple[str, ...]
     identity: Callable[[Item], dict[str, Any]]
     unique_key: tuple[str, ...] | None = None
+    # Skip an item whose last row is an error row with the same key (summarize: the same video, size
+    # and mtime): a broken video is not retried at every cron run; `--retry-failed` sets it False.
+    skip_failed: bool = False
 
     def columns(self, item: Item) -> dict[str, Any]:
         """The columns every row of `item` starts with: its base columns, then its identity."""
@@ -221,6 +224,10 @@ def run_batch(
             done = writer.done_keys()
             pending = [item for item in items if rows.key_of(item) not in done]
             summary.skipped = len(items) - len(pending)
+            if rows.skip_failed:
+                failed = writer.failed_keys()
+                pending = [item for item in pending if rows.key_of(item) not in failed]
+                summary.skipped_failed = len(items) - summary.skipped - len(pending)
             counted = True
             good = [item for item in pending if not item.error]
             prepared = prepare(good, reporter) if prepare is not None and good else None

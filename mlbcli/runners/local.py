@@ -8,7 +8,10 @@ decoded ahead in background processes, or loaded from saved tokens), or hands th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +39,11 @@ def load_pipeline(spec: ModelSpec, run: RunOptions) -> Prepare:
 
     def prepare(items: list[Item], reporter: Reporter) -> Any:
         if run.runner == "ray":
-            from mlbcli.models import adapter_class_for, load_config
             from mlbcli.runners.ray import require_ray
 
             require_ray()
-            adapter_cls = adapter_class_for(load_config(spec.model))
-            adapter_cls.check_options(spec.adapter_options())
-            return adapter_cls
+            return check_model(spec)
+        check_model(spec)  # exit 2 in a second, before the weights load (minutes on a real checkpoint)
         import torch
 
         from mlbcli.runners.progress import model_loading_text, report_status
@@ -52,6 +53,38 @@ def load_pipeline(spec: ModelSpec, run: RunOptions) -> Prepare:
         return spec.pipeline()
 
     return prepare
+
+
+def check_model(spec: ModelSpec) -> Any:
+    """What the model's config (not its weights) can tell is wrong with `spec`, as a `UsageError`;
+    returns the family's adapter class.
+
+    The family's own options (`check_options`), `--layer` against the decoder's depth, and the method
+    planned once on a nominal video with the family's traits (`PlanContext`): a variant the family has
+    no layout for (`mlb --variant paper` on a video LLM) or a `--positions` it cannot honour would
+    otherwise make every row an error row after the model has loaded.
+    """
+    from mlbcli.engine.flops import LLMDims
+    from mlbcli.models import adapter_class_for, load_config
+    from mlbcli.selection import get_method
+    from mlbcli.selection.base import PlanContext
+    from mlbcli.selection.plan import PrunePlan
+
+    config = load_config(spec.model)
+    adapter_cls = adapter_class_for(config)
+    adapter_cls.check_options(spec.adapter_options())
+    text_config = getattr(config, "text_config", config)
+    method = get_method(spec.method, spec.method_options())
+    method.check_layer(LLMDims.from_config(text_config).num_layers)
+    rope = getattr(text_config, "rope_parameters", None) or getattr(text_config, "rope_scaling", None)
+    context = PlanContext(
+        image_llm=bool(adapter_cls.renumber_input_positions),
+        mrope=isinstance(rope, dict) and "mrope_section" in rope,  # as `inputs.position_ids.dim() == 3`
+    )
+    frames = adapter_cls.frame_rule.frame_count(spec.frames or adapter_cls.default_frames)
+    method.nominal_with_context(adapter_cls.visual_tokens(config, frames), frames, context)
+    method.position_policy(PrunePlan(), context)
+    return adapter_cls
 
 
 def _frame_count(spec: ModelSpec, pipe: Any) -> int | None:
@@ -100,11 +133,36 @@ def model_work(spec: ModelSpec, run: RunOptions, task: Task, tokens_dir: str | N
         worker = ModelWorker(pipe, task, asked, run.batch_size)
         saved, groups = saved_videos(groups, tokens_dir, pipe, spec) if tokens_dir else ([], groups)
         videos = decoded_videos(groups, run, num_frames, spec.fps, pipe.frame_rule)
-        for batch in worker.batches([*saved, *videos]):
-            for item, row in worker.process(batch):
-                emit(item, row)
+        with cpu_threads_beside_decoders(pipe.adapter.device.type, run.workers):
+            for batch in worker.batches([*saved, *videos]):
+                for item, row in worker.process(batch):
+                    emit(item, row)
 
     return work
+
+
+@contextlib.contextmanager
+def cpu_threads_beside_decoders(device: str, workers: int) -> Iterator[None]:
+    """On CPU, torch's threads leave the decode processes their cores: max(1, cores - workers).
+
+    torch takes every core by default, and its threads spin while they wait; beside `workers` decode
+    processes on the same cores they fight over them. On 2 cores with 2 workers a tiny model ran 256
+    videos in 70-77 s, and in 11-12 s with one thread (`bench/bench_runners.py`, CHANGELOG). A thread
+    count the user chose (OMP_NUM_THREADS, MKL_NUM_THREADS) is kept; the old count is restored after.
+    """
+    import torch
+
+    chosen = any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+    if device != "cpu" or workers < 1 or chosen:
+        yield
+        return
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, min(before, cores - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sample_work(

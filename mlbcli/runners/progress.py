@@ -288,6 +288,8 @@ def summary_fields(summary: RunSummary) -> list[tuple[str, str]]:
         ("failed", str(summary.failed)),
         ("skipped (resume)", str(summary.skipped)),
     ]
+    if summary.skipped_failed:  # remembered failures (cron): said on the last line, even with -q
+        fields.append(("skipped (failed before, unchanged; --retry-failed)", str(summary.skipped_failed)))
     if summary.not_done:  # a stopped run (signal, disk full): what the next run does
         fields.append(("not done", str(summary.not_done)))
     # keep_realized > 0 on every row that has it (at least one token is kept), so keep_sum == 0 means

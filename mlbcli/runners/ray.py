@@ -12,10 +12,11 @@ the schema, metadata, error rows, exit codes and resume are the local runner's b
       -> iter_rows() on the driver  streaming: rows are written as they arrive (bounded memory)
 
 A worker process that dies (a crash in native code, an out-of-memory kill, a lost node) makes Ray retry
-its task on a restarted actor (`RayOptions.task_retries`); a block that still fails is skipped
-(`DataContext.max_errored_blocks`) and its videos get a second pass, one video per call, so one bad
-video cannot take its batch-mates down. A video that still kills its worker becomes an error row; the
-batch completes.
+its task on a restarted actor (Ray Data's defaults: actors restart, tasks retry). The retries are
+bounded here, not through Ray's deprecated `ray_remote_args` (`max_task_retries`): a small counter actor
+(`_Attempts`) counts each call's runs, and a call past `RayOptions.task_retries` retries gives its
+videos up; they get a second pass, one video per call, so one bad video cannot take its batch-mates
+down. A video that still kills its worker becomes an error row; the batch completes.
 """
 
 from __future__ import annotations
@@ -50,18 +51,25 @@ def require_ray() -> Any:
     return ray
 
 
+#: Ray's hint that its progress bars are off: mlb turns them off on purpose (its reporter shows progress).
+_PROGRESS_HINT_LOGGER = "ray.data._internal.progress"
+
+
 def _connect(ray: Any, options: RayOptions) -> None:
-    # Ray Data's own INFO lines (plans, "execution finished") would interleave with our progress.
+    # Ray Data's own INFO lines (plans, "execution finished") would interleave with our progress; with
+    # -q its warnings too (a token-authentication notice at every start), as quiet means quiet.
+    level = logging.ERROR if options.quiet else logging.WARNING
     if not log.isEnabledFor(logging.DEBUG):
         for name in ("ray", "ray.data"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(level)
+        logging.getLogger(_PROGRESS_HINT_LOGGER).setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     address = options.address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
-        "logging_level": logging.WARNING,
+        "logging_level": level,
     }
     if address is None:  # a local instance, for one machine (several GPUs) or a laptop
         ray.init(**kwargs)
@@ -126,6 +134,27 @@ def _decode_row(row: dict[str, Any], inputs: VideoInputs, timeout_s: float | Non
     }
 
 
+class _Attempts:
+    """How many times each model call has started, across the restarts of the actors that ran it (a Ray
+    actor of its own, created per run: Ray retries a call whose worker died, and the count bounds that)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[int, ...], int] = {}
+
+    def start(self, key: tuple[int, ...]) -> int:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """The retry bound of one pass: its counter actor, the pass, and the runs a call may start."""
+
+    attempts: Any  # an `_Attempts` actor handle
+    pass_index: int
+    runs: int  # 1 + RayOptions.task_retries
+
+
 class ModelActor:
     """One model load per actor; each call runs its videos through `ModelWorker`, like the local runner."""
 
@@ -136,18 +165,31 @@ class ModelActor:
         asked: dict[str, Any],
         batch_size: int | None,
         tokens_dir: str | None = None,
+        bound: _Bound | None = None,
     ):
         import torch
 
         from mlbcli.runners.tasks import ModelWorker
 
         torch.manual_seed(spec.seed)
-        self.spec, self.tokens_dir = spec, tokens_dir
+        self.spec, self.tokens_dir, self.bound = spec, tokens_dir, bound
         self.worker = ModelWorker(spec.pipeline(), task, asked, batch_size)
+
+    def _given_up(self, groups: list[int]) -> bool:
+        """Whether this call has already killed its worker `runs` times: its videos are given up (no
+        rows), so the driver retries them one per call, or reports them lost."""
+        if self.bound is None:
+            return False
+        import ray
+
+        key = (self.bound.pass_index, *sorted(groups))
+        return bool(ray.get(self.bound.attempts.start.remote(key)) > self.bound.runs)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
         from mlbcli.runners.tasks import DecodedVideo
 
+        if self._given_up([int(group) for group in batch["group"]]):
+            return {"rows": [pickle.dumps([])]}
         videos, where = [], {}
         for group, items_blob, decoded_blob, decode_s in zip(
             batch["group"], batch["items"], batch["decoded"], batch["decode_s"], strict=True
@@ -223,13 +265,15 @@ def ray_work(
         context.enable_progress_bars = False  # the driver's own reporter shows progress
         context.max_errored_blocks = -1  # a block whose worker keeps dying is skipped, then retried alone
         plan = _Pass(spec, run, task, asked, inputs, options, *_pool_size(ray, options))
+        attempts = ray.remote(num_cpus=0)(_Attempts).remote()
         pending = dict(enumerate(groups))
         emitted: dict[int, set[int]] = {}  # group -> positions whose row was emitted
         for attempt in range(2):  # all videos batched, then the ones whose worker died, one per call
             if not pending:
                 return
             videos_per_call = 1 if attempt else max(1, run.batch_size or 1)
-            for group, position, row in _run_once(ray, plan, pending, videos_per_call):
+            bound = _Bound(attempts, attempt, 1 + options.task_retries)
+            for group, position, row in _run_once(ray, plan, pending, videos_per_call, bound):
                 done = emitted.setdefault(group, set())
                 if group in pending and position not in done:
                     emit(pending[group][position], row)
@@ -252,7 +296,7 @@ def ray_work(
 
 
 def _run_once(
-    ray: Any, plan: _Pass, groups: dict[int, list[Item]], videos_per_call: int
+    ray: Any, plan: _Pass, groups: dict[int, list[Item]], videos_per_call: int, bound: _Bound
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """One pass of the pipeline over `groups`; yields (group, position in group, row) as rows arrive."""
     rows = [{"group": index, "items": pickle.dumps(items)} for index, items in groups.items()]
@@ -270,6 +314,7 @@ def _run_once(
             "asked": plan.asked,
             "batch_size": plan.run.batch_size,
             "tokens_dir": plan.inputs.tokens_dir,
+            "bound": bound,
         },
         batch_size=videos_per_call,
         batch_format="numpy",
@@ -282,9 +327,8 @@ def _run_once(
         # Actors reserve no CPU: the pool size is set above, and an actor still restarting from an
         # earlier pass must never hold the CPU the decode tasks or the next pass need (a deadlock on
         # small machines).
+        # (Ray Data restarts dead actors and retries their calls by default; `_Attempts` bounds that.)
         num_cpus=0,
-        max_restarts=-1,
-        max_task_retries=plan.options.task_retries,
     )
     for out in answered.iter_rows():
         yield from pickle.loads(out["rows"])

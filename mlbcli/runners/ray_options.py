@@ -19,6 +19,7 @@ class RayOptions:
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0 (CPU actors)
     workers_per_node: int = 1  # model actors per node
     task_retries: int = 2  # Ray retries of a task whose worker died (on a restarted actor)
+    quiet: bool = False  # `-q`: Ray's own warnings stay off the terminal too (errors still show)
 
     def __post_init__(self) -> None:
         if self.task_retries < 0:

@@ -19,6 +19,7 @@ class RunSummary:
     kind: str
     total: int = 0  # items found in the sources
     skipped: int = 0  # already done (resume)
+    skipped_failed: int = 0  # failed before and unchanged since (`summarize` without --retry-failed)
     ok: int = 0
     failed: int = 0
     graded: int = 0  # items with ground truth
@@ -47,7 +48,7 @@ class RunSummary:
     def not_done(self) -> int:
         """Items this run should have done but did not commit (a stop, a disk-full error): the next run
         does them."""
-        return max(0, self.total - self.skipped - self.committed)
+        return max(0, self.total - self.skipped - self.skipped_failed - self.committed)
 
     @property
     def mean_keep(self) -> float | None:
