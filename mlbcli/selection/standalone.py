@@ -47,6 +47,10 @@ class Selection:
     keep_note: str | None = None  # None when the --keep budget was met, else why not (as the rows say)
     layers: list[int] = field(default_factory=list)  # the steps applied: 0 = before the LLM, K = in the LLM
     info: dict[int, dict[str, Any]] = field(default_factory=dict)  # per step: the method's diagnostics
+    # [T*N] long, for each original token t * N + n the id of the kept token its state ended in (a kept
+    # token: its own id; one simply dropped: -1), following merges of merges over the steps; None when
+    # the method merges nothing (its steps record no `LayerKeep.merged_into`)
+    merged_into: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.ids.numel())
@@ -142,6 +146,7 @@ def select_tokens(
     pos = torch.arange(T * N)  # [L] position of each slot from the first visual token
     applied: list[int] = []
     info: dict[int, dict[str, Any]] = {}
+    merges: dict[int, int] | None = None  # {pruned id: id of the token it merged into}, over the steps
     for step in sorted(plan.steps):
         scores = None
         if step > 0:
@@ -156,6 +161,8 @@ def select_tokens(
                 layer=step, hidden=hidden, visual_slots=visual, visual_ids=ids[visual], scores=scores
             )
         )
+        if decision.merged_into is not None:
+            merges = {**(merges or {}), **_merge_targets(ids[visual], decision)}
         hidden, ids, pos = _apply(decision, hidden, ids, pos, visual, step)
         if step == 0 and plan.contiguous_positions:
             pos = torch.arange(ids.numel())
@@ -174,6 +181,7 @@ def select_tokens(
         keep_note=note,
         layers=applied,
         info=info,
+        merged_into=None if merges is None else _final_targets(merges, ids, T * N),
     )
 
 
@@ -211,6 +219,32 @@ def _apply(
         new_ids = torch.cat([new_ids[:at], torch.full((m,), APPENDED), new_ids[at:]])
         pos = torch.cat([pos[:at], start + torch.arange(m), pos[at:] + m])
     return states[None], new_ids, pos
+
+
+def _merge_targets(visual_ids: torch.Tensor, decision: LayerKeep) -> dict[int, int]:
+    """{id of a token pruned at this step: id of the kept token it merged into} (`LayerKeep.merged_into`,
+    an index into `keep`; as `engine.rows.merge_targets`, which this layer may not import)."""
+    assert decision.merged_into is not None
+    keep = decision.keep.long().cpu()
+    into = decision.merged_into.long().cpu()  # [n] index into keep, -1 = dropped
+    merged = torch.ones(visual_ids.numel(), dtype=torch.bool)
+    merged[keep] = False
+    merged &= into >= 0
+    return dict(zip(visual_ids[merged].tolist(), visual_ids[keep[into[merged]]].tolist(), strict=True))
+
+
+def _final_targets(merges: dict[int, int], ids: torch.Tensor, total: int) -> torch.Tensor:
+    """[total] per original token the kept token (in `ids`) its state ended in, following merges of
+    merges; a kept token names itself, a chain that ends in a dropped token gives -1."""
+    kept = set(ids[ids != APPENDED].tolist())
+    out = torch.full((total,), -1, dtype=torch.long)
+    for token in range(total):
+        target, seen = token, set()
+        while target >= 0 and target not in kept and target not in seen:
+            seen.add(target)
+            target = merges.get(target, -1)
+        out[token] = target if target in kept else -1
+    return out
 
 
 def replay_kv(

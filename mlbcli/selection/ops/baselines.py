@@ -47,17 +47,21 @@ def uniform_plan(video: VideoTokens, keep: float) -> PrunePlan:
     def prune(ctx: LayerContext) -> LayerKeep:
         # ctx.visual_ids is 0..T*N-1 before the LLM
         kept, pooled = [], []
+        owner = torch.full((T * N,), -1, dtype=torch.long)  # [T*N] flat id of the cell centre pooling it
         for t, cells in enumerate(budgets):
             if cells == 0:
                 continue
             for cell in grid_cells(h, w, cells):
                 ids = torch.tensor(cell, device=ctx.hidden.device) + t * N
                 kept.append(int(ids[(len(cell) - 1) // 2]))
+                owner[ids.cpu()] = kept[-1]
                 pooled.append(ctx.hidden[0, ctx.visual_slots[ids]].mean(dim=0))
         order = torch.tensor(kept, device=ctx.hidden.device).argsort()
+        keep = torch.tensor(kept, device=ctx.hidden.device)[order]
         return LayerKeep(
-            keep=torch.tensor(kept, device=ctx.hidden.device)[order],
+            keep=keep,
             replace=torch.stack(pooled)[order],
+            merged_into=merged_index(owner, keep),
         )
 
     return PrunePlan(steps={0: prune})
@@ -78,6 +82,16 @@ def random_plan(video: VideoTokens, keep: float, seed: int) -> PrunePlan:
 def layer0_features(hidden: torch.Tensor, visual_slots: torch.Tensor, T: int, N: int) -> torch.Tensor:
     """[T, N, D] input embeddings of the visual block (`LayerContext.hidden` at layer 0)."""
     return hidden[0, visual_slots].view(T, N, -1)
+
+
+def merged_index(owner: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`LayerKeep.merged_into` from `owner` [n] (per visual token of the step, the step index of the
+    kept token whose new state took it in, -1 for none) and `keep` [k] (ascending step indices): [n]
+    index into `keep`, -1 where the owner is none or not kept. On the CPU (the engine reads it there)."""
+    owner, keep = owner.long().cpu(), keep.long().cpu()
+    slot = torch.full((owner.numel(),), -1, dtype=torch.long)  # [n] step index -> index in keep
+    slot[keep] = torch.arange(keep.numel())
+    return torch.where(owner >= 0, slot[owner.clamp(min=0)], -1)
 
 
 def missed(kept: int, target: int, num_frames: int, why: str) -> str | None:

@@ -325,7 +325,11 @@ def summary_tail(features: torch.Tensor, grid: tuple[int, int], size: int) -> to
 
 
 def visionzip_frame(
-    features: torch.Tensor, budget: int, dominant_ratio: float, variant: str = "paper"
+    features: torch.Tensor,
+    budget: int,
+    dominant_ratio: float,
+    variant: str = "paper",
+    into: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """VisionZip* for one frame: [N, D] tokens -> (kept positions [b], their states [b, D]) in the
     order the LLM sees them.
@@ -339,6 +343,7 @@ def visionzip_frame(
     - "official" (VisionZip's code): targets at arange(0, R, R // n_ctx)[:n_ctx]; a contextual token
       is target + mean(members) (target alone without members); order = the dominant tokens in
       position order, then the contextual ones (the code concatenates them; positions re-sequenced).
+    `into` [N] (filled when given): the position of the contextual target each merged token joined.
     """
     N, D = features.shape
     budget = max(0, min(int(budget), N))
@@ -367,6 +372,8 @@ def visionzip_frame(
         if others.numel():
             xn = F.normalize(x, dim=-1)
             assign = (xn[others] @ xn[targets].T).argmax(dim=1)  # [R - n_ctx] -> target slot
+            if into is not None:
+                into[others.to(into.device)] = targets[assign].to(into.device)
             members.index_add_(0, assign, x[others])
             counts.index_add_(0, assign, torch.ones(others.numel()))
         if variant == "official":

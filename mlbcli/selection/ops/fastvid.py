@@ -41,7 +41,7 @@ import torch
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
-from mlbcli.selection.ops.baselines import frame_budgets, layer0_features, missed
+from mlbcli.selection.ops.baselines import frame_budgets, layer0_features, merged_index, missed
 from mlbcli.selection.ops.clustering import (
     cosine_assign,
     density_peaks,
@@ -99,11 +99,14 @@ def fastvid_select(
     per_frame: list[int],
     params: dict[str, Any],
     saliency: torch.Tensor | None = None,
+    owner: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """[T, N, D] -> (kept flat ids ascending [k], their states [k, D], info); k = sum(per_frame).
 
     `per_frame` [T]: the tokens each frame contributes to its segment's budget; `saliency` [T, N]:
-    the vision tower's attention (None: the pseudo-[CLS] proxy)."""
+    the vision tower's attention (None: the pseudo-[CLS] proxy). `owner` [T*N] (filled when given):
+    the flat id of the anchor each merged token joined; a token that several anchor frames of its
+    segment absorb (the reference merges the whole segment into each) names the nearest one in time."""
     T, N, _ = features.shape
     x = features
     saliency = frame_saliency(x) if saliency is None else saliency.float().to(x.device)  # [T, N]
@@ -111,6 +114,7 @@ def fastvid_select(
     kept_ids: list[torch.Tensor] = []
     states: list[torch.Tensor] = []
     plans = []
+    near = torch.full((T * N,), float(T), device=x.device)  # [T*N] frames to the anchor named in owner
     for a, b in segments:
         length = b - a
         sal, ctx = segment_plan(
@@ -141,6 +145,11 @@ def fastvid_select(
                 mean = sums / counts.clamp(min=1)
                 weight = (1 / (counts + 1)).clamp(min=params["fastvid_beta"])
                 anchor_states = weight * anchor_states + (1 - weight) * mean
+                if owner is not None:
+                    gap = (members // N - t).abs().float()  # [m] frames between member and anchor
+                    closer = gap < near[members]
+                    owner[members[closer]] = anchors[assign[closer]].to(owner.device)
+                    near[members[closer]] = gap[closer]
             kept_ids.append(anchors)
             states.append(anchor_states.to(x.dtype))
     ids = torch.cat(kept_ids)
@@ -161,12 +170,18 @@ def fastvid_plan(video: VideoTokens, keep: float, params: dict[str, Any], varian
     def prune(ctx: LayerContext) -> LayerKeep:
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
         frames = video.frame_features if video.frame_features is not None else x.float().mean(1)
-        ids, states, info = fastvid_select(x, frames.to(x.device), per_frame, params, video.saliency)
+        owner = torch.full((T * N,), -1, dtype=torch.long, device=x.device)  # [T*N] anchor flat id
+        ids, states, info = fastvid_select(x, frames.to(x.device), per_frame, params, video.saliency, owner)
         note = missed(
             int(ids.numel()), token_budget(T * N, keep), T, "FastVID's official int(N * keep) per frame"
         )
         if note:
             info["keep_note"] = note
-        return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+        return LayerKeep(
+            keep=ids.to(ctx.visual_slots.device),
+            replace=states,
+            info=info,
+            merged_into=merged_index(owner, ids),
+        )
 
     return PrunePlan(steps={0: prune})

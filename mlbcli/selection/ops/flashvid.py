@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from mlbcli.models.base import VideoTokens
-from mlbcli.selection.ops.baselines import layer0_features
+from mlbcli.selection.ops.baselines import layer0_features, merged_index
 from mlbcli.selection.ops.clustering import frame_saliency
 from mlbcli.selection.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
 
@@ -102,10 +102,11 @@ def adts(features: torch.Tensor, attention: torch.Tensor, count: int) -> torch.T
 
 
 def temporal_merge(
-    x: torch.Tensor, free: torch.Tensor, threshold: float, lower_bound: int
+    x: torch.Tensor, free: torch.Tensor, threshold: float, lower_bound: int, into: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TSTM's temporal step on one segment: [L, N, D] states, [L, N] not-selected mask ->
-    (states [L, N, D] after merging, [L, N] tokens that remain)."""
+    (states [L, N, D] after merging, [L, N] tokens that remain). `into` [L, N] (filled when given):
+    the position in frame t-1 of the anchor each merged token of frame t joined, -1 elsewhere."""
     L, N, _ = x.shape
     x = x.clone()
     unit = x / x.norm(p=2, dim=-1, keepdim=True)
@@ -120,6 +121,8 @@ def temporal_merge(
         # keep at least `lower_bound` tokens: the (L N - lower_bound)-th largest similarity decides
         soft = float(best.reshape(-1).topk(L * N - lower_bound).values[-1])
         merged = best > max(soft, -1.0 + 1e-6)
+    if into is not None:
+        into.copy_(torch.where(merged, anchor, -1))
     counts = torch.ones(L, N, dtype=x.dtype, device=x.device)
     for t in range(L - 1, -1, -1):
         stay = ~merged[t]
@@ -150,21 +153,33 @@ def dpc_knn(x: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]
     return assign, centres
 
 
-def spatial_merge(states: torch.Tensor, ids: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame's TSTM survivors [m, D] -> ceil(m * ratio) cluster means at their centres' ids."""
+def spatial_merge(
+    states: torch.Tensor, ids: torch.Tensor, ratio: float, owner: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame's TSTM survivors [m, D] -> ceil(m * ratio) cluster means at their centres' ids;
+    `owner` [T*N] (filled when given): owner[ids] = the id of the centre each survivor ended in."""
     clusters = math.ceil(states.shape[0] * ratio)
+    if owner is not None:
+        owner[ids] = ids  # unclustered: each survivor stays itself
     if clusters <= 0 or ratio >= 1.0:
         return states, ids
     assign, centres = dpc_knn(states, clusters)
+    if owner is not None:
+        owner[ids] = ids[centres][assign]
     one_hot = F.one_hot(assign, num_classes=clusters).to(states.dtype)  # [m, c]
     means = torch.einsum("nc,nd->cd", one_hot, states) / one_hot.sum(0).unsqueeze(-1)
     return means, ids[centres]
 
 
 def compress(
-    features: torch.Tensor, saliency: torch.Tensor, keep: float, params: dict[str, Any]
+    features: torch.Tensor,
+    saliency: torch.Tensor,
+    keep: float,
+    params: dict[str, Any],
+    owner: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """The vision side: [T, N, D], [T, N] -> (kept flat ids ascending [k], states [k, D], info)."""
+    """The vision side: [T, N, D], [T, N] -> (kept flat ids ascending [k], states [k, D], info);
+    `owner` [T*N] (filled when given): the flat id of the kept token each merged token ended in."""
     T, N, D = features.shape
     n_sel, n_merge = frame_budget(N, keep, params["flashvid_expansion"], params["flashvid_alpha"])
     bounds = segments(features.mean(1), params["flashvid_segment_threshold"], params["flashvid_min_segments"])
@@ -180,14 +195,19 @@ def compress(
         free = torch.ones(L, N, dtype=torch.bool, device=x.device)
         free.scatter_(1, chosen, False)
         merged, remain = x, free
+        into = torch.full((L, N), -1, dtype=torch.long, device=x.device)  # [L, N] anchor in frame t-1
         if L > 1:
             lower = (n_sel + n_merge) * L  # ADTS tokens count among those that remain
-            merged, remain = temporal_merge(x, free, params["flashvid_temporal_threshold"], lower)
+            merged, remain = temporal_merge(x, free, params["flashvid_temporal_threshold"], lower, into)
         ratio = n_merge * L / max(1, int(remain.sum()))
         for t in range(L):
-            kept, at = spatial_merge(merged[t][remain[t]], flat[a + t][remain[t]], ratio)
+            kept, at = spatial_merge(merged[t][remain[t]], flat[a + t][remain[t]], ratio, owner)
             ids.append(at)
             states.append(kept.to(features.dtype))
+        for t in range(1, L):  # temporal members end where their anchor (frame t-1, resolved) does
+            m = into[t] >= 0
+            if owner is not None:
+                owner[flat[a + t][m]] = owner[flat[a + t - 1][into[t][m]]]
     order_ids = torch.cat(ids)
     order = order_ids.argsort()
     info = {"segments": [[a, b] for a, b in bounds], "adts_per_frame": n_sel, "tstm_per_frame": n_merge}
@@ -209,9 +229,15 @@ def flashvid_plan(
     def vision(ctx: LayerContext) -> LayerKeep:
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
         saliency = video.saliency if video.saliency is not None else frame_saliency(x)
-        ids, states, info = compress(x, saliency.to(x.device).float(), keep, params)
+        owner = torch.full((T * N,), -1, dtype=torch.long, device=x.device)  # [T*N] kept flat id
+        ids, states, info = compress(x, saliency.to(x.device).float(), keep, params, owner)
         info["saliency"] = "tower" if video.saliency is not None else "proxy"
-        return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+        return LayerKeep(
+            keep=ids.to(ctx.visual_slots.device),
+            replace=states,
+            info=info,
+            merged_into=merged_index(owner, ids),
+        )
 
     def inner(ctx: LayerContext) -> LayerKeep:
         assert ctx.scores is not None

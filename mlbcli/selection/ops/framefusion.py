@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from mlbcli.selection.ops.baselines import missed
+from mlbcli.selection.ops.baselines import merged_index, missed
 from mlbcli.selection.plan import LayerContext, LayerKeep, LayerPruner, PrunePlan
 
 IGNORE = -2.0  # the official similarity of a chain's first token (nothing before it to merge into)
@@ -71,12 +71,13 @@ def chain_similarity(
 
 
 def merge_runs(
-    states: torch.Tensor, order: torch.Tensor, merged: torch.Tensor
+    states: torch.Tensor, order: torch.Tensor, merged: torch.Tensor, into: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge each run of consecutive `merged` chain positions into the position before it.
 
     states [n, D]; order [n] chain order; merged [n] bool over chain positions ->
-    (kept mask [n] over the sequence, states [n, D] with the targets averaged).
+    (kept mask [n] over the sequence, states [n, D] with the targets averaged); `into` [n] (filled
+    when given): the sequence index of the target each merged token joined.
     """
     out = states.clone()
     keep = torch.ones(states.shape[0], dtype=torch.bool, device=states.device)
@@ -94,6 +95,8 @@ def merge_runs(
         members = order[i:stop]
         total = states[target].float() + states[members].float().sum(0)
         out[target] = (total / (stop - i + 1)).to(states.dtype)
+        if into is not None:
+            into[members.to(into.device)] = int(target)
         i = stop
     return keep, out
 
@@ -119,10 +122,14 @@ class FusionSettings:
 
 
 def merge_step(
-    states: torch.Tensor, ids: torch.Tensor, state: FusionState, settings: FusionSettings
+    states: torch.Tensor,
+    ids: torch.Tensor,
+    state: FusionState,
+    settings: FusionSettings,
+    into: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """One merging call: [n, D] states of the visual tokens, [n] their flat ids ->
-    (kept indices ascending, their states, info)."""
+    (kept indices ascending, their states, info); `into` as in `merge_runs`."""
     n, N = states.shape[0], settings.tokens_per_frame
     upper = pruning_ratio(state.sparsity, settings.cost, settings.depth)
     upper = 0.0 if upper is None else upper
@@ -137,7 +144,7 @@ def merge_step(
         chosen = torch.zeros_like(chosen)
         chosen[top] = True
         state.merging_done = state.pruning_done = True
-    keep, merged = merge_runs(states, order, chosen)
+    keep, merged = merge_runs(states, order, chosen, into)
     kept = keep.nonzero().squeeze(1)
     return kept, merged[kept], {"merged": int((~keep).sum()), "ratio": round(ratio, 6)}
 
@@ -182,9 +189,12 @@ def framefusion_plan(settings: FusionSettings) -> PrunePlan:
                 return LayerKeep(keep=kept.to(device), info=info)
             return LayerKeep(keep=torch.arange(n, device=device))
         states = ctx.hidden[0, ctx.visual_slots]  # [n, D] the visual tokens entering this layer
-        kept, merged, info = merge_step(states, ctx.visual_ids.to(device), state, settings)
+        into = torch.full((n,), -1, dtype=torch.long)  # [n] index (this step) of the token merged into
+        kept, merged, info = merge_step(states, ctx.visual_ids.to(device), state, settings, into)
         info["layer"] = ctx.layer
-        return LayerKeep(keep=kept.to(device), replace=merged, info=info)
+        return LayerKeep(
+            keep=kept.to(device), replace=merged, info=info, merged_into=merged_index(into, kept)
+        )
 
     layers = range(1, settings.depth)
     steps: dict[int, LayerPruner] = {0: step, **{i: step for i in layers}}

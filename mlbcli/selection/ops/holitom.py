@@ -46,7 +46,7 @@ import torch
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
-from mlbcli.selection.ops.baselines import layer0_features, missed
+from mlbcli.selection.ops.baselines import layer0_features, merged_index, missed
 from mlbcli.selection.ops.clustering import (
     assign_to_centres,
     cosine_assign,
@@ -89,13 +89,25 @@ def static_windows(
     return windows[::-1], best[-1]
 
 
-def merge_by_density(x: torch.Tensor, count: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """[n, D] -> (centre indices [count] ascending, merged states [count, D]) (HoliTom, beta merge)."""
+def merge_by_density(
+    x: torch.Tensor,
+    count: int,
+    beta: float,
+    owner: torch.Tensor | None = None,
+    ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, D] -> (centre indices [count] ascending, merged states [count, D]) (HoliTom, beta merge).
+
+    With `owner` [T*N] and `ids` [F, n] (the flat ids each of the n tokens stands for: F frames of a
+    static window, the first frame's ids being the centres' own), owner[ids] = its centre's flat id."""
     if count <= 0:
         return torch.zeros(0, dtype=torch.long, device=x.device), x[:0]
     score, dist = density_peaks(x, min(NEIGHBOURS, count))
     centres = stable_top(score, count).sort().values
     assign = assign_to_centres(dist, centres)
+    if owner is not None and ids is not None:
+        ids = ids.reshape(-1, x.shape[0])  # [F, n]
+        owner[ids] = ids[0, centres][assign].expand_as(ids).to(owner.device)
     members = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     members[centres] = False
     xf = x.float()
@@ -108,9 +120,14 @@ def merge_by_density(x: torch.Tensor, count: int, beta: float) -> tuple[torch.Te
 
 
 def holitom_outer(
-    features: torch.Tensor, budget: int, params: dict[str, Any], saliency: torch.Tensor | None = None
+    features: torch.Tensor,
+    budget: int,
+    params: dict[str, Any],
+    saliency: torch.Tensor | None = None,
+    owner: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Before the LLM (`exact`): [T, N, D] -> (kept ids ascending [budget], states, info)."""
+    """Before the LLM (`exact`): [T, N, D] -> (kept ids ascending [budget], states, info); `owner`
+    [T*N] (filled when given): the flat id of the centre each merged token joined."""
     T, N, _ = features.shape
     x = features
     unit = torch.nn.functional.normalize(x.float(), dim=-1)
@@ -137,7 +154,8 @@ def holitom_outer(
             continue
         if kind == "static":
             group = x[s : e + 1, pos].float().mean(dim=0).to(x.dtype)  # [g, D]
-            centres, merged = merge_by_density(group, count, beta)
+            window_ids = torch.arange(s, e + 1, device=x.device)[:, None] * N + pos  # [F, g]
+            centres, merged = merge_by_density(group, count, beta, owner, window_ids)
             ids.append(s * N + pos[centres])
             states.append(merged)
             continue
@@ -150,7 +168,9 @@ def holitom_outer(
             rest = torch.ones(pos.numel(), dtype=torch.bool, device=x.device)
             rest[dominant] = False
             rest_index = rest.nonzero().squeeze(1)
-            centres, merged = merge_by_density(group[rest_index], count - dominant_count, beta)
+            centres, merged = merge_by_density(
+                group[rest_index], count - dominant_count, beta, owner, s * N + pos[rest_index]
+            )
             ids.append(s * N + pos[rest_index[centres]])
             states.append(merged)
     kept = torch.cat(ids)
@@ -166,7 +186,13 @@ def holitom_outer(
 
 
 def official_dynamic(
-    x: torch.Tensor, attn: torch.Tensor, count: int, contextual: float, beta: float
+    x: torch.Tensor,
+    attn: torch.Tensor,
+    count: int,
+    contextual: float,
+    beta: float,
+    owner: torch.Tensor | None = None,
+    ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One frame's dynamic tokens x [g, D], attention [g] -> (indices into g, states) in the order the
     reference feeds them: round(count * (1 - D)) dominant (position order), then the contextual
@@ -176,15 +202,21 @@ def official_dynamic(
     rest = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     rest[dominant] = False
     rest_index = rest.nonzero().squeeze(1)
-    centres, merged = merge_by_density(x[rest_index], count - dominant_count, beta)
+    rest_ids = None if ids is None else ids[rest_index]  # [R] flat ids (`owner`, see merge_by_density)
+    centres, merged = merge_by_density(x[rest_index], count - dominant_count, beta, owner, rest_ids)
     return torch.cat([dominant, rest_index[centres]]), torch.cat([x[dominant], merged])
 
 
 def holitom_outer_official(
-    features: torch.Tensor, keep: float, params: dict[str, Any], saliency: torch.Tensor | None = None
+    features: torch.Tensor,
+    keep: float,
+    params: dict[str, Any],
+    saliency: torch.Tensor | None = None,
+    owner: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Before the LLM (`official`): [T, N, D] -> (kept ids [k] in the reference's entry order, their
-    states [k, D], info); counts by the reference's rounding (module docstring)."""
+    states [k, D], info); counts by the reference's rounding (module docstring); `owner` as in
+    `holitom_outer`."""
     T, N, _ = features.shape
     x = features
     unit = torch.nn.functional.normalize(x.float(), dim=-1)
@@ -204,7 +236,10 @@ def holitom_outer_official(
         pos_dynamic = (~static).nonzero().squeeze(1)
         if pos_static.numel():
             group = x[s : e + 1, pos_static].float().mean(dim=0).to(x.dtype)  # [g, D]
-            centres, merged = merge_by_density(group, round(pos_static.numel() * retain), beta)
+            window_ids = torch.arange(s, e + 1, device=x.device)[:, None] * N + pos_static  # [F, g]
+            centres, merged = merge_by_density(
+                group, round(pos_static.numel() * retain), beta, owner, window_ids
+            )
             ids.append(s * N + pos_static[centres])
             states.append(merged)
         count = math.ceil(pos_dynamic.numel() * retain)  # per frame of the window
@@ -212,7 +247,13 @@ def holitom_outer_official(
             if count == 0:
                 continue
             index, state = official_dynamic(
-                x[t, pos_dynamic], saliency[t, pos_dynamic], count, contextual, beta
+                x[t, pos_dynamic],
+                saliency[t, pos_dynamic],
+                count,
+                contextual,
+                beta,
+                owner,
+                t * N + pos_dynamic,
             )
             ids.append(t * N + pos_dynamic[index])
             states.append(state)
@@ -224,8 +265,11 @@ def holitom_outer_official(
     return torch.cat(ids), torch.cat(states), info
 
 
-def inner_merge(hidden: torch.Tensor, scores: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+def inner_merge(
+    hidden: torch.Tensor, scores: torch.Tensor, keep: int, into: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[n, D] states, [n] attention -> (kept indices ascending [keep], their merged states [keep, D]).
+    `into` [n] (filled when given): the index in kept of the survivor each dropped token joined.
 
     Every dropped token, in index order, halves its way into the most similar kept one: s <- (s + x)/2,
     i.e. a survivor with members x_1..x_m (in order) ends as s/2^m + sum_j x_j / 2^(m-j+1).
@@ -238,6 +282,8 @@ def inner_merge(hidden: torch.Tensor, scores: torch.Tensor, keep: int) -> tuple[
     states = hidden[kept].float()
     if dropped.numel():
         target = cosine_assign(hidden[dropped], hidden[kept])  # [d] -> kept slot
+        if into is not None:
+            into[dropped.to(into.device)] = target.to(into.device)
         total = torch.bincount(target, minlength=kept.numel())  # members per survivor
         # rank of each dropped token among its survivor's members, in index order (dropped is ascending)
         rank = torch.zeros_like(target)
@@ -265,8 +311,9 @@ def holitom_plan(
 
     def outer(ctx: LayerContext) -> LayerKeep:
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
+        owner = torch.full((T * N,), -1, dtype=torch.long, device=x.device)  # [T*N] centre flat id
         if variant == "official":
-            order, states, info = holitom_outer_official(x, keep, params, video.saliency)
+            order, states, info = holitom_outer_official(x, keep, params, video.saliency, owner)
             note = missed(int(order.numel()), budget, T, "HoliTom's official counts (ceil per frame)")
             if note:
                 info["keep_note"] = note
@@ -275,9 +322,15 @@ def holitom_plan(
                 replace=states,  # [k, D] in the reference's entry order, written into the kept slots
                 entry_ids=order,
                 info=info,
+                merged_into=merged_index(owner, order.sort().values),  # by token id, not entry slot
             )
-        ids, states, info = holitom_outer(x, budget, params, video.saliency)
-        return LayerKeep(keep=ids.to(ctx.visual_slots.device), replace=states, info=info)
+        ids, states, info = holitom_outer(x, budget, params, video.saliency, owner)
+        return LayerKeep(
+            keep=ids.to(ctx.visual_slots.device),
+            replace=states,
+            info=info,
+            merged_into=merged_index(owner, ids),
+        )
 
     steps: dict[int, LayerPruner] = {0: outer}
     if inner_layer <= 0:
@@ -287,12 +340,13 @@ def holitom_plan(
     def inner(ctx: LayerContext) -> LayerKeep:
         assert ctx.scores is not None
         states = ctx.hidden[0, ctx.visual_slots]
-        kept, merged = inner_merge(states, ctx.scores, min(inner_keep, states.shape[0]))
+        into = torch.full((states.shape[0],), -1, dtype=torch.long)  # [n] index in kept of the survivor
+        kept, merged = inner_merge(states, ctx.scores, min(inner_keep, states.shape[0]), into)
         info: dict[str, Any] = {"layer": inner_layer, "kept": int(kept.numel())}
         note = missed(int(kept.numel()), budget, T, why)
         if note:
             info["keep_note"] = note
-        return LayerKeep(keep=kept.to(ctx.visual_slots.device), replace=merged, info=info)
+        return LayerKeep(keep=kept.to(ctx.visual_slots.device), replace=merged, info=info, merged_into=into)
 
     steps[inner_layer] = inner
     return PrunePlan(steps=steps, needs_scores=frozenset({inner_layer}), query="last")

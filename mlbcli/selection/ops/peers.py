@@ -8,12 +8,16 @@ import torch
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
-from mlbcli.selection.ops.baselines import frame_budgets
+from mlbcli.selection.ops.baselines import frame_budgets, merged_index
 from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 
 def visionzip_official_frame(
-    features: torch.Tensor, attention: torch.Tensor, budget: int, ratio: float
+    features: torch.Tensor,
+    attention: torch.Tensor,
+    budget: int,
+    ratio: float,
+    into: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """VisionZip's code for one frame ([C] cokeshao/HoliTom e9b2972f `visionzip/llava_arch.py`
     L62-181, the LLaVA-OneVision port of dvlab-research/VisionZip 3151f6df): features [N, D], the
@@ -23,6 +27,7 @@ def visionzip_official_frame(
     targets at arange(0, R, max(1, R // n_ctx))[:n_ctx] of the R other tokens; every remaining token
     joins its most cosine-similar target, which becomes target + mean(members).
     [R] cosine on the features (the reference: the last layer's attention keys).
+    `into` [N] (filled when given): the position of the target each merged token joined.
     """
     from mlbcli.selection.ops.clustering import cosine_assign, stable_top
 
@@ -45,6 +50,8 @@ def visionzip_official_frame(
     merged = x[targets].clone()
     if others.numel():
         assign = cosine_assign(x[others], x[targets])  # [m] -> target slot
+        if into is not None:
+            into[others.to(into.device)] = targets[assign].to(into.device)
         sums = torch.zeros_like(merged).index_add_(0, assign, x[others])
         counts = torch.bincount(assign, minlength=n_ctx).clamp(min=1)[:, None].float()
         merged = merged + sums / counts
@@ -67,21 +74,24 @@ def visionzip_plan(video: VideoTokens, keep: float, ratio: float, variant: str) 
     def prune(ctx: LayerContext) -> LayerKeep:
         x = ctx.hidden[0, ctx.visual_slots].view(T, N, -1)  # [T, N, D]
         order, states = [], []
+        into = torch.full((T, N), -1, dtype=torch.long)  # [T, N] position of the contextual target
         if variant == "official":
             tower = video.saliency
             attention = frame_saliency(x) if tower is None else tower.to(x.device)  # [T, N]
             for t, b in enumerate(budgets):
-                idx, st = visionzip_official_frame(x[t], attention[t], b, ratio)
+                idx, st = visionzip_official_frame(x[t], attention[t], b, ratio, into[t])
                 order.append(idx + t * N)
                 states.append(st)
         else:
             for t, b in enumerate(budgets):
-                idx, st = D.visionzip_frame(x[t], b, ratio, variant)  # in the LLM's order
+                idx, st = D.visionzip_frame(x[t], b, ratio, variant, into[t])  # in the LLM's order
                 order.append(idx + t * N)
                 states.append(st)
         entry = torch.cat(order)
+        owner = torch.where(into >= 0, into + torch.arange(T)[:, None] * N, -1).flatten()  # [T*N] flat
         return LayerKeep(
             keep=entry.sort().values.to(ctx.visual_slots.device),
+            merged_into=merged_index(owner, entry.sort().values),  # by token id, not entry slot
             replace=torch.cat(states),  # [k, D] in entry order, written into the kept slots
             entry_ids=entry if variant == "official" else None,
             info={"frame_budgets": budgets, "dominant_ratio": ratio, "variant": variant},

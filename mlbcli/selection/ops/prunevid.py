@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from mlbcli.models.base import VideoTokens
 from mlbcli.selection.base import token_budget
 from mlbcli.selection.ops import debias as D
-from mlbcli.selection.ops.baselines import layer0_features, missed
+from mlbcli.selection.ops.baselines import layer0_features, merged_index, missed
 from mlbcli.selection.ops.clustering import assign_to_centres, density_peaks, runs, stable_top
 from mlbcli.selection.plan import DecodeContext, DecodePolicy, LayerContext, LayerKeep, PrunePlan
 
@@ -104,22 +104,29 @@ def temporal_segments(frame_means: torch.Tensor, ratio: float) -> list[tuple[int
     return runs(refine_labels(labels))
 
 
-def cluster_group(x: torch.Tensor, ids: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One group ([n, D] states, [n] ids) -> (merged states, their ids), clustered when n > 14."""
+def cluster_group(
+    x: torch.Tensor, ids: torch.Tensor, ratio: float, owner: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One group ([n, D] states, [n] ids) -> (merged states, their ids), clustered when n > 14;
+    `owner` [T*N] (filled when given): owner[ids] = the id of the token each one ended in."""
     n = x.shape[0]
+    if owner is not None:
+        owner[ids] = ids.to(owner.device)  # unclustered: each token stays itself
     if n <= MIN_CLUSTER_SIZE:
         return x, ids
     count = max(1, int(n * ratio))
     score, dist = density_peaks(x, NEIGHBOURS)
     centres = stable_top(score, count).sort().values
     assign = assign_to_centres(dist, centres)  # [n] -> centre slot
+    if owner is not None:
+        owner[ids] = ids[centres][assign].to(owner.device)
     sums = torch.zeros(count, x.shape[1], device=x.device).index_add_(0, assign, x.float())
     counts = torch.bincount(assign, minlength=count).clamp(min=1)[:, None]
     return (sums / counts).to(x.dtype), ids[centres]
 
 
 def prunevid_merge(
-    features: torch.Tensor, params: dict[str, Any], official: bool = False
+    features: torch.Tensor, params: dict[str, Any], official: bool = False, owner: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Before the LLM: [T, N, D] -> (ids [m], states [m, D], groups [(kind, ids)]); ids ascending, or
     with `official` in PLLaVA's order (per segment the static tokens, then each frame's dynamic ones)."""
@@ -142,14 +149,19 @@ def prunevid_merge(
                 window[:, static].mean(dim=0).to(x.dtype),
                 a * N + positions[static],
                 params["prunevid_cluster_ratio"],
+                owner,
             )
+            if owner is not None:  # a static token of a later frame ends where the segment's first did
+                owner[
+                    (torch.arange(a + 1, b, device=x.device)[:, None] * N + positions[static]).flatten()
+                ] = owner[a * N + positions[static]].repeat(W - 1)
             ids_out.append(ids)
             states_out.append(states)
             groups.append(("static", a, ids))
         for t in range(a, b):
             if bool((~static).any()):
                 states, ids = cluster_group(
-                    x[t, ~static], t * N + positions[~static], params["prunevid_cluster_ratio"]
+                    x[t, ~static], t * N + positions[~static], params["prunevid_cluster_ratio"], owner
                 )
                 ids_out.append(ids)
                 states_out.append(states)
@@ -188,7 +200,8 @@ def prunevid_plan(
 
     def merge(ctx: LayerContext) -> LayerKeep:
         x = layer0_features(ctx.hidden, ctx.visual_slots, T, N)
-        ids, states, groups = prunevid_merge(x, params, official)
+        owner = torch.full((T * N,), -1, dtype=torch.long, device=x.device)  # [T*N] cluster centre id
+        ids, states, groups = prunevid_merge(x, params, official, owner)
         state["groups"] = groups
         info = {
             "merged": int(ids.numel()),
@@ -199,6 +212,7 @@ def prunevid_plan(
             replace=states,  # [m, D] in `ids` order, written into the kept slots
             entry_ids=ids if official else None,
             info=info,
+            merged_into=merged_index(owner, ids.sort().values),  # by token id, not entry slot
         )
 
     def select(ctx: LayerContext) -> LayerKeep:

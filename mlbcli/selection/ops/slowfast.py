@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from mlbcli.selection.ops.baselines import merged_index
 from mlbcli.selection.plan import LayerContext, LayerKeep, PrunePlan
 
 if TYPE_CHECKING:
@@ -84,6 +85,12 @@ def slowfast_plan(video: VideoTokens, params: dict[str, Any], variant: str) -> P
         x = ctx.hidden[0, ctx.visual_slots].view(T, N, -1)  # [T, N, D]
         pooled, positions = slow_pool(x[slow], grid, width)  # [S, P, D], [P]
         keep = (torch.tensor(slow)[:, None] * N + positions[None]).flatten()
+        # a slow frame's token is max-pooled into its window's first token (kept); other frames' tokens
+        # live on in the appended fast tokens only, none of them a kept token (-1)
+        cell = torch.arange(N)
+        start = cell // grid[1] * grid[1] + cell % grid[1] // width * width  # [N] window start position
+        owner = torch.full((T, N), -1, dtype=torch.long)
+        owner[slow] = torch.tensor(slow)[:, None] * N + start
         fast = fast_pool(x, grid, params["fast_size"])
         info = {
             "slow_frames": slow,
@@ -94,7 +101,11 @@ def slowfast_plan(video: VideoTokens, params: dict[str, Any], variant: str) -> P
             "variant": variant,
         }
         return LayerKeep(
-            keep=keep.to(device), replace=pooled.reshape(-1, pooled.shape[-1]), append=fast, info=info
+            keep=keep.to(device),
+            replace=pooled.reshape(-1, pooled.shape[-1]),
+            append=fast,
+            info=info,
+            merged_into=merged_index(owner.flatten(), keep),
         )
 
     return PrunePlan(steps={0: prune})

@@ -162,6 +162,7 @@ def plan(method: Method, params: dict[str, Any], video: VideoTokens, context: Pl
     pool = params.get("pool_temperature", 0.0) if not probe_only else 0.0
     kept: list[torch.Tensor] = []
     pooled: list[torch.Tensor] = []  # GAPool pool mode: the kept tokens' new states
+    owned: list[torch.Tensor] = []  # GAPool pool mode, per segment [size * N]: owner's index in keep_ids
     bounds: list[list[int]] = []
     attention: list[float] = []
     start = 0
@@ -180,6 +181,7 @@ def plan(method: Method, params: dict[str, Any], video: VideoTokens, context: Pl
             )
             x = video.features[start:stop].reshape(size * N, -1)
             pooled.append(D.pooled_states(x, keep.numel(), members, owners, weights))
+            owned.append(torch.full((size * N,), -1).index_put((members,), owners + sum(map(len, kept))))
         else:
             keep = D.select_grid(scores, frames, positions, grid, per_frame[start:stop], cells)
         kept.append(keep + start * N)
@@ -187,7 +189,7 @@ def plan(method: Method, params: dict[str, Any], video: VideoTokens, context: Pl
         attention += D.per_group_mass(scores, frames, size)
         start = stop
     keep_ids = torch.cat(kept)
-    replace = torch.cat(pooled) if pooled else None
+    replace, into = (torch.cat(pooled), torch.cat(owned)) if pooled else (None, None)  # into: [T*N]
     tail = D.summary_tail(video.features, grid, s) if s else None
     info: dict[str, Any] = {
         "variant": f"two-stage {method.variant}",
@@ -210,6 +212,6 @@ def plan(method: Method, params: dict[str, Any], video: VideoTokens, context: Pl
         device = ctx.visual_slots.device
         append = None if tail is None else tail.to(device)
         new = None if replace is None else replace.to(device, ctx.hidden.dtype)
-        return LayerKeep(keep=keep_ids.to(device), replace=new, append=append, info=info)
+        return LayerKeep(keep=keep_ids.to(device), replace=new, append=append, info=info, merged_into=into)
 
     return PrunePlan(steps={0: expand})
