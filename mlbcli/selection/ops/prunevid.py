@@ -25,8 +25,12 @@ question-guided selection inside it.
     reference: max over heads and over all text rows after the visual block).
 [R] a merged token stands for its cluster centre (a static one: in the segment's first frame).
 [C] `--variant official`: alpha 0.4 at `--layer 11`, per segment the static tokens then each frame's
-    dynamic ones (PLLaVA's `merge_frames_dynamic` order, `LayerKeep.entry_ids`) at contiguous
-    positions; `exact` keeps ascending order and original positions.
+    dynamic ones, inside a group the clusters in centre-score rank (PLLaVA's `merge_frames_dynamic`
+    order, `LayerKeep.entry_ids`) at contiguous positions; after the selection the kept tokens keep
+    their merged positions (`position_ids[:, index_list]`). Equal to b12600c6's merge and selection
+    on every golden case (`tests/golden/methods/prunevid.pt`: ids, order, states within 1e-5,
+    positions; same [n] attention on both sides). `exact` keeps ascending order and original
+    positions.
 [R] decode: the reference's KV-cache pruning of layers 0..K-1 is a decode-time key mask here
     (`engine.DecodePolicy`), so decoding sees what the reference's decoding sees; the prefill's own
     text tokens keep the attention they computed over the full cache (as in the reference).
@@ -104,14 +108,20 @@ def temporal_segments(frame_means: torch.Tensor, ratio: float) -> list[tuple[int
     return runs(refine_labels(labels))
 
 
-def cluster_group(x: torch.Tensor, ids: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One group ([n, D] states, [n] ids) -> (merged states, their ids), clustered when n > 14."""
+def cluster_group(
+    x: torch.Tensor, ids: torch.Tensor, ratio: float, ranked: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One group ([n, D] states, [n] ids) -> (merged states, their ids), clustered when n > 14; the
+    clusters in position order of their centres, or with `ranked` in PLLaVA's order (cluster j is
+    the j-th best centre score: `compute_cluster_vectors` over `cluster_dpc_knn`'s labels)."""
     n = x.shape[0]
     if n <= MIN_CLUSTER_SIZE:
         return x, ids
     count = max(1, int(n * ratio))
     score, dist = density_peaks(x, NEIGHBOURS)
-    centres = stable_top(score, count).sort().values
+    centres = stable_top(score, count)  # [count] rank order
+    if not ranked:
+        centres = centres.sort().values
     assign = assign_to_centres(dist, centres)  # [n] -> centre slot
     sums = torch.zeros(count, x.shape[1], device=x.device).index_add_(0, assign, x.float())
     counts = torch.bincount(assign, minlength=count).clamp(min=1)[:, None]
@@ -142,6 +152,7 @@ def prunevid_merge(
                 window[:, static].mean(dim=0).to(x.dtype),
                 a * N + positions[static],
                 params["prunevid_cluster_ratio"],
+                ranked=official,
             )
             ids_out.append(ids)
             states_out.append(states)
@@ -149,7 +160,7 @@ def prunevid_merge(
         for t in range(a, b):
             if bool((~static).any()):
                 states, ids = cluster_group(
-                    x[t, ~static], t * N + positions[~static], params["prunevid_cluster_ratio"]
+                    x[t, ~static], t * N + positions[~static], params["prunevid_cluster_ratio"], official
                 )
                 ids_out.append(ids)
                 states_out.append(states)
