@@ -25,8 +25,9 @@ class PruneVid(PreLLMMethod):
       retention is alpha of each merged group, content-dependent) and every method answers --keep.
     - official: the reference's settings: alpha 0.4 (`prunevid_alpha`; --keep does not
       apply, alpha sets the retention), selection after its `selected_layer` 10, i.e. before decoder
-      layer 11 (`--layer 11`), per segment the static tokens then each frame's dynamic ones (the
-      order PLLaVA concatenates them) at contiguous positions.
+      layer 11 (`--layer 11`), per segment the static tokens then each frame's dynamic ones, clusters
+      in centre-score rank (the order PLLaVA concatenates them) at contiguous positions; equal to the
+      reference's merge and selection on the golden fixtures (same attention given to both).
     [R] the reference aggregates the attention by max over heads and over the text rows; the engine's
     probe gives the mean (--query question), so the scores differ while the selection rule is the same.
     """

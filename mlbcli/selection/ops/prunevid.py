@@ -25,8 +25,12 @@ question-guided selection inside it.
     reference: max over heads and over all text rows after the visual block).
 [R] a merged token stands for its cluster centre (a static one: in the segment's first frame).
 [C] `--variant official`: alpha 0.4 at `--layer 11`, per segment the static tokens then each frame's
-    dynamic ones (PLLaVA's `merge_frames_dynamic` order, `LayerKeep.entry_ids`) at contiguous
-    positions; `exact` keeps ascending order and original positions.
+    dynamic ones, inside a group the clusters in centre-score rank (PLLaVA's `merge_frames_dynamic`
+    order, `LayerKeep.entry_ids`) at contiguous positions; after the selection the kept tokens keep
+    their merged positions (`position_ids[:, index_list]`). Equal to b12600c6's merge and selection
+    on every golden case (`tests/golden/methods/prunevid.pt`: ids, order, states within 1e-5,
+    positions; same [n] attention on both sides). `exact` keeps ascending order and original
+    positions.
 [R] decode: the reference's KV-cache pruning of layers 0..K-1 is a decode-time key mask here
     (`engine.DecodePolicy`), so decoding sees what the reference's decoding sees; the prefill's own
     text tokens keep the attention they computed over the full cache (as in the reference).
@@ -105,10 +109,16 @@ def temporal_segments(frame_means: torch.Tensor, ratio: float) -> list[tuple[int
 
 
 def cluster_group(
-    x: torch.Tensor, ids: torch.Tensor, ratio: float, owner: torch.Tensor | None = None
+    x: torch.Tensor,
+    ids: torch.Tensor,
+    ratio: float,
+    owner: torch.Tensor | None = None,
+    ranked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One group ([n, D] states, [n] ids) -> (merged states, their ids), clustered when n > 14;
-    `owner` [T*N] (filled when given): owner[ids] = the id of the token each one ended in."""
+    """One group ([n, D] states, [n] ids) -> (merged states, their ids), clustered when n > 14; the
+    clusters in position order of their centres, or with `ranked` in PLLaVA's order (cluster j is
+    the j-th best centre score: `compute_cluster_vectors` over `cluster_dpc_knn`'s labels). `owner`
+    [T*N] (filled when given): owner[ids] = the id of the token each one ended in."""
     n = x.shape[0]
     if owner is not None:
         owner[ids] = ids.to(owner.device)  # unclustered: each token stays itself
@@ -116,7 +126,9 @@ def cluster_group(
         return x, ids
     count = max(1, int(n * ratio))
     score, dist = density_peaks(x, NEIGHBOURS)
-    centres = stable_top(score, count).sort().values
+    centres = stable_top(score, count)  # [count] rank order
+    if not ranked:
+        centres = centres.sort().values
     assign = assign_to_centres(dist, centres)  # [n] -> centre slot
     if owner is not None:
         owner[ids] = ids[centres][assign].to(owner.device)
@@ -150,6 +162,7 @@ def prunevid_merge(
                 a * N + positions[static],
                 params["prunevid_cluster_ratio"],
                 owner,
+                ranked=official,
             )
             if owner is not None:  # a static token of a later frame ends where the segment's first did
                 owner[
@@ -161,7 +174,11 @@ def prunevid_merge(
         for t in range(a, b):
             if bool((~static).any()):
                 states, ids = cluster_group(
-                    x[t, ~static], t * N + positions[~static], params["prunevid_cluster_ratio"], owner
+                    x[t, ~static],
+                    t * N + positions[~static],
+                    params["prunevid_cluster_ratio"],
+                    owner,
+                    official,
                 )
                 ids_out.append(ids)
                 states_out.append(states)

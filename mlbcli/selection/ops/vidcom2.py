@@ -1,17 +1,24 @@
 """VidCom2 (Video Compression Commander, EMNLP'25, arXiv 2505.14454), pre-LLM, no attention scores.
 
-[C] xuyang-liu16/VidCom2 `token_compressor/vidcom2/vidcom2.py` (944a17d) and vLLM's port
-    `video_prune/vidcom2.py` (0f17ee06): on the projector outputs of the whole video [T*N, D]
+[C] xuyang-liu16/VidCom2 `token_compressor/vidcom2/vidcom2.py` (944a17d1, golden fixtures
+    `tests/golden/methods/vidcom2.pt`) and vLLM's port `video_prune/vidcom2.py` (0f17ee06): on the
+    projector outputs of the whole video [T*N, D]
     1. keep the lowest-variance half of the channels (variance over all tokens), L2-normalise tokens;
     2. multi-scale Gaussian similarity, sum over alpha in {1/8, 1/4, 1/2, 1, 2} of
        exp(-||x - c||^2 / (2 alpha)), to the video centre (v) and to the token's frame centre (f);
     3. frame budgets: uniqueness u_t = -mean_i v_ti, p = softmax((u - max u) / 0.01),
        scale_t = min(1, keep * (1 + p_t - mean p)), k_t = clamp(round(scale_t * N), 1, N);
-    4. in every frame keep the k_t tokens with the lowest v + f (the least redundant).
-[C] vLLM's reconciliation (not in the reference repo, whose total drifts with the rounding of step 3):
-    drop the kept tokens with the highest v + f, or add the dropped ones with the lowest, until exactly
-    `max(T, int(T*N*(1-q)))` remain, q = 1 - keep (vLLM's rate convention, as `evs`).
-[R] stable sorts (ties to the lower index) instead of `topk(sorted=False)`; fp32 throughout.
+    4. in every frame keep the k_t tokens with the lowest v + f (the least redundant), per frame in
+       position order, frames in order.
+[C] `--variant official` is the authors' code: sum_t k_t tokens (content-dependent, a few tokens off
+    the budget: `keep_note`), contiguous positions (LLaVA-OneVision's path concatenates the kept
+    tokens, `models/llava.py` L152-161). Equal to it on every tie-free golden case.
+[C] `--variant vllm`, vLLM's reconciliation (not in the authors' repo): drop the kept tokens with the
+    highest v + f, or add the dropped ones with the lowest, until exactly `max(T, int(T*N*(1-q)))`
+    remain, q = 1 - keep (vLLM's rate convention, as `evs`); original positions.
+[R] ties: the authors' `topk(sorted=False)` leaves the kept set among equal scores at a frame's budget
+    edge to the kernel; here a stable sort keeps the lower index (the golden 'tied' cases: same count
+    and scores, other tokens). fp32 throughout.
 [R] runs on every family (the reference covers LLaVA-OV/Video and Qwen2/2.5/3-VL; vLLM Qwen3-VL).
 """
 
@@ -58,8 +65,9 @@ def vidcom2_scores(features: torch.Tensor, keep: float) -> tuple[torch.Tensor, l
     return v + f, budgets
 
 
-def vidcom2_keep(features: torch.Tensor, keep: float, target: int) -> tuple[torch.Tensor, list[int]]:
-    """[T, N, D] -> (kept flat ids ascending, exactly `target` of them; per-frame budgets of step 3)."""
+def vidcom2_keep(features: torch.Tensor, keep: float, target: int | None) -> tuple[torch.Tensor, list[int]]:
+    """[T, N, D] -> (kept flat ids ascending; per-frame budgets of step 3): exactly `target` of them
+    (vLLM's reconciliation), or with `target` None the sum of the budgets (the authors' code)."""
     T, N, _ = features.shape
     redundancy, budgets = vidcom2_scores(features, keep)
     mask = torch.zeros(T, N, dtype=torch.bool, device=features.device)
@@ -67,6 +75,8 @@ def vidcom2_keep(features: torch.Tensor, keep: float, target: int) -> tuple[torc
         mask[t, stable_top(redundancy[t], k, largest=False)] = True
     flat_mask, flat_score = mask.flatten(), redundancy.flatten()
     current = int(flat_mask.sum())
+    if target is None:  # the authors' code: the per-frame budgets as they round
+        return flat_mask.nonzero().squeeze(1), budgets
     if current > target:  # drop the most redundant of the kept
         kept = flat_mask.nonzero().squeeze(1)
         flat_mask[kept[stable_top(flat_score[kept], current - target)]] = False
@@ -76,15 +86,22 @@ def vidcom2_keep(features: torch.Tensor, keep: float, target: int) -> tuple[torc
     return flat_mask.nonzero().squeeze(1), budgets
 
 
-def vidcom2_plan(video: VideoTokens, keep: float) -> PrunePlan:
-    """VidCom2 before the LLM, exactly `vidcom2_count` tokens (keep < 1)."""
+def vidcom2_plan(video: VideoTokens, keep: float, variant: str = "official") -> PrunePlan:
+    """VidCom2 before the LLM (keep < 1): the authors' per-frame budgets (`official`) or exactly
+    `vidcom2_count` tokens (`vllm`)."""
     T, N = video.num_frames, video.tokens_per_frame
-    target = vidcom2_count(T, N, keep)
-    note = missed(target, token_budget(T * N, keep), T, "VidCom2 keeps at least one token per frame")
+    target = vidcom2_count(T, N, keep) if variant == "vllm" else None
+    budget = token_budget(T * N, keep)
 
     def prune(ctx: LayerContext) -> LayerKeep:
         kept, budgets = vidcom2_keep(layer0_features(ctx.hidden, ctx.visual_slots, T, N), keep, target)
-        info: dict = {"frame_budgets": budgets, "kept": target}
+        why = (
+            "VidCom2 keeps at least one token per frame"
+            if target is not None
+            else "VidCom2's per-frame budgets round(scale_t * N) (the authors' code) miss the budget"
+        )
+        note = missed(int(kept.numel()), budget, T, why)
+        info: dict = {"frame_budgets": budgets, "kept": int(kept.numel())}
         if note:
             info["keep_note"] = note
         return LayerKeep(keep=kept.to(ctx.visual_slots.device), info=info)

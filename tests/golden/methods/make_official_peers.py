@@ -10,7 +10,7 @@ sha256 is checked). It is imported from its own folder and `compute_retention_ma
 calls it; nothing of it is copied into mlbcli. Writes `evs.pt` (inputs and the official outputs: kept
 flat ids t * N + n in entry order, their states, positions) and `evs.json` (provenance).
 
-VidCom2 and PruneVid fixtures are not made here yet (see CHANGELOG).
+VidCom2 and PruneVid fixtures are made by `make_official_vidcom2_prunevid.py`.
 """
 
 from __future__ import annotations
