@@ -142,6 +142,28 @@ def run_workload(
     return took[0], peak
 
 
+def print_table(args: argparse.Namespace, results: list[dict], videos: int) -> None:
+    """The Markdown table of `results` (one row per workload, method and batch size) and the spread of the
+    times behind each rate, so a reader can judge it."""
+    print(
+        f"### Throughput: {args.arch}, {args.frames} frames, {args.videos} videos, device {args.device}, "
+        f"{args.dtype}, torch threads {torch.get_num_threads()}, keep {args.keep} (none: 1.0), "
+        f"median of {args.rounds} interleaved rounds, "
+        f"answer {args.answer_tokens} / summarize {args.summary_tokens} new tokens\n"
+    )
+    print("| workload | method | batch | videos/s | vs batch 1 | peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for row in results:
+        print(
+            f"| {row['workload']} | {row['method']} | {row['batch_size']} | {row['videos_per_s']:.2f} | "
+            f"{row['speedup_vs_batch_1']:.2f}x | {row['peak_mib']:.0f} |"
+        )
+    print()
+    for row in results:  # the spread of the time behind each videos/s, so a reader can judge it
+        label = f"{row['workload']}, {row['method']}, batch {row['batch_size']}"
+        print(f"- {label}: {spread_text(row['seconds'])} for {videos} videos")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", choices=sorted(ARCHS), default="mid")
@@ -203,23 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr)
-    print(
-        f"### Throughput: {args.arch}, {args.frames} frames, {args.videos} videos, device {args.device}, "
-        f"{args.dtype}, torch threads {torch.get_num_threads()}, keep {args.keep} (none: 1.0), "
-        f"median of {args.rounds} interleaved rounds, "
-        f"answer {args.answer_tokens} / summarize {args.summary_tokens} new tokens\n"
-    )
-    print("| workload | method | batch | videos/s | vs batch 1 | peak MiB |")
-    print("|---|---|---|---|---|---|")
-    for row in results:
-        print(
-            f"| {row['workload']} | {row['method']} | {row['batch_size']} | {row['videos_per_s']:.2f} | "
-            f"{row['speedup_vs_batch_1']:.2f}x | {row['peak_mib']:.0f} |"
-        )
-    print()
-    for row in results:  # the spread of the time behind each videos/s, so a reader can judge it
-        label = f"{row['workload']}, {row['method']}, batch {row['batch_size']}"
-        print(f"- {label}: {spread_text(row['seconds'])} for {len(clips)} videos")
+    print_table(args, results, len(clips))
     print(f"\n{before}\n{machine_line().replace('machine:', 'after:  ')}")
     if args.json:
         meta = {"arch": args.arch, "device": args.device, "dtype": args.dtype, "frames": args.frames}

@@ -21,7 +21,7 @@ from mlbcli.options import (
     RunOptions,
     options_of,
 )
-from mlbcli.options.table import fields_of
+from mlbcli.options.lookup import fields_of
 
 COMMANDS = ("answer", "compress", "summarize", "sample", "flops", "doctor")
 

@@ -20,8 +20,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from mlbcli.options.lookup import options_of
 from mlbcli.options.option import HYPER, Option, Owner
-from mlbcli.options.table import options_of
 
 #: Where `MethodCommand` leaves the given hyperparameter values (None = not given) for the body.
 METHOD_PARAMS = "mlb.method_params"

@@ -236,20 +236,7 @@ def score(
 
     try:
         with usage_errors():
-            if rows_out and len(results) != 1:
-                raise UsageError("--rows writes the graded rows of one file; give one RESULTS file")
-            scores = scoring.score_files(results, by=by, against=against, grader=grader)
-            written = []
-            if rows_out:
-                from mlbcli.eval.predictions import write_rows
-
-                written.append(write_rows(scores[0].rows, rows_out))
-            empty = [reason for reason in map(scoring.nothing_to_score, scores) if reason]
-            if empty:
-                raise MlbError("\nmlb: error: ".join(empty))
-            if plot:
-                scoring.plot(scores, plot, scoring.score_file(against, grader=grader) if against else None)
-            written += scoring.write_lmms_eval_samples(scores, samples) if samples else []
+            scores, written = _grade_and_write(results, by, against, grader, rows_out, plot, samples)
     except MlbError as error:
         raise fail(error, 1) from None
     if as_json:
@@ -262,6 +249,36 @@ def score(
             console.print(table)
     for path in [*([plot] if plot else []), *map(str, written)]:
         typer.echo(f"wrote {path}", err=True)
+
+
+def _grade_and_write(
+    results: list[str],
+    by: str | None,
+    against: str | None,
+    grader: str | None,
+    rows_out: str | None,
+    plot: str | None,
+    samples: str | None,
+) -> tuple[list[Any], list[Any]]:
+    """`mlb score`'s work before printing: the scores of `results`, and the files it wrote (--rows,
+    --lmms-eval-samples; --plot is reported by its own path)."""
+    from mlbcli.eval import score as scoring
+
+    if rows_out and len(results) != 1:
+        raise UsageError("--rows writes the graded rows of one file; give one RESULTS file")
+    scores = scoring.score_files(results, by=by, against=against, grader=grader)
+    written: list[Any] = []
+    if rows_out:
+        from mlbcli.eval.predictions import write_rows
+
+        written.append(write_rows(scores[0].rows, rows_out))
+    empty = [reason for reason in map(scoring.nothing_to_score, scores) if reason]
+    if empty:
+        raise MlbError("\nmlb: error: ".join(empty))
+    if plot:
+        scoring.plot(scores, plot, scoring.score_file(against, grader=grader) if against else None)
+    written += scoring.write_lmms_eval_samples(scores, samples) if samples else []
+    return scores, written
 
 
 # -- mlb doctor ----------------------------------------------------------------------------------------------

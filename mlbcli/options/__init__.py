@@ -3,6 +3,7 @@ from them (`ModelSpec`: model, method, sampling; `RunOptions`: how the batch run
 flags from the same table, so an option added there appears in every command that takes it.
 """
 
+from mlbcli.options.lookup import options_of
 from mlbcli.options.option import Option
 from mlbcli.options.spec import (
     REQUIRED_ON_RESUME,
@@ -14,7 +15,7 @@ from mlbcli.options.spec import (
     _model_spec,
     _validate_sampling,
 )
-from mlbcli.options.table import OPTIONS, options_of
+from mlbcli.options.table import OPTIONS
 
 __all__ = [
     "OPTIONS",

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.errors import UsageError
-from mlbcli.options.table import OPTIONS, check_choices
+from mlbcli.options.lookup import check_choices
+from mlbcli.options.table import OPTIONS
 
 if TYPE_CHECKING:
     from mlbcli.engine.pipeline import Pipeline
