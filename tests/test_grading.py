@@ -168,6 +168,27 @@ def test_an_uncategorised_row_does_not_turn_macro_into_micro() -> None:
     assert score.groups["(no category)"].n == 1 and score.groups["(errors)"].errors == 1 and score.errors == 1
 
 
+def test_lmms_eval_accuracy_is_the_tasks_own_aggregation() -> None:
+    """MLVU: lmms-eval averages over all seven dev task types, an absent one counting 0 (its number, as it
+    would print it); mlb's macro mean is over the types present. Both are shown, the difference said."""
+    rows = [
+        {**row, "correct_mlb": row["correct"], "correct_lmms_eval": row["correct"]} for row in _mlvu_rows()
+    ]
+    score = score_rows(rows)
+    assert score.accuracy_mlb == pytest.approx((0.9 + 0.25) / 2)
+    assert score.accuracy_lmms_eval == pytest.approx((0.9 + 0.25) / 7)
+    assert any("5 absent task types" in note for note in score.notes)
+    # with every type present the two agree
+    full = [
+        {"correct": True, "correct_mlb": True, "correct_lmms_eval": i % 2 == 0, "category": kind,
+         "video_id": f"{kind}{i}", "benchmark": "mlvu", "question_id": "q"}
+        for kind in ("anomaly_reco", "count", "ego", "needle", "order", "plotQA", "topic_reasoning")
+        for i in range(2)
+    ]  # fmt: skip
+    every = score_rows(full)
+    assert every.accuracy_lmms_eval == pytest.approx(0.5) and not any("absent" in n for n in every.notes)
+
+
 def test_paired_difference_in_the_benchmarks_own_averaging() -> None:
     here = _mlvu_rows()
     there = [{**row, "correct": True} for row in here]

@@ -178,3 +178,32 @@ def choose(row: dict[str, Any], grader: str) -> dict[str, Any]:
         row[name] = row.get(f"{name}_{suffix}")
     row["grader"] = grader
     return row
+
+
+def lmms_eval_accuracy(graded: list[dict[str, Any]], benchmark: str | None) -> tuple[float | None, list[str]]:
+    """The lmms-eval grader's accuracy of `graded` rows as the task's own aggregation prints it (MLVU: the
+    mean over ALL its task types, an absent one counting 0; MVBench: empty replies left out), and notes
+    for the score table; (None, []) where lmms-eval has no such task or no row carries its verdict."""
+    from mlbcli.eval.lmms_eval_grading import MLVU_DEV_TASK_TYPES, MLVU_TEST_TASK_TYPES, aggregate_lmms_eval
+
+    task = lmms_eval_task(benchmark)
+    per_category = task is not None and task.startswith(("mlvu", "mvbench"))
+    rows = [
+        r
+        for r in graded
+        if r.get("correct_lmms_eval") is not None and (r.get("category") or not per_category)
+    ]
+    if task is None or not rows:
+        return None, []
+    records = [{**r, "correct": r["correct_lmms_eval"], "counted": r.get("answer") != ""} for r in rows]
+    try:
+        accuracy = aggregate_lmms_eval(task, records)
+    except ValueError as error:  # a category lmms-eval does not know: the per-row mean stands
+        return None, [f"lmms-eval's aggregation cannot read these rows ({error})"]
+    notes = []
+    if task.startswith("mlvu"):
+        types = MLVU_DEV_TASK_TYPES if task == "mlvu_dev" else MLVU_TEST_TASK_TYPES
+        absent = len(set(types) - {r["category"] for r in rows})
+        if absent:
+            notes.append(f"lmms-eval's MLVU mean counts the {absent} absent task types as 0")
+    return accuracy, notes

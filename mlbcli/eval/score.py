@@ -223,8 +223,15 @@ def _is_macro(benchmark: str | None) -> bool:
 
 
 def summarize(rows: list[dict[str, Any]], benchmark: str | None = None) -> Stats:
-    """The accuracy of `rows` as `benchmark` aggregates it (macro over `category`, or micro)."""
-    return _macro(rows, "category") if _is_macro(benchmark) else _micro(rows)
+    """The accuracy of `rows` as `benchmark` aggregates it (macro over `category`, or micro); the
+    lmms-eval grader's accuracy as lmms-eval itself aggregates the task (`grading.lmms_eval_accuracy`)."""
+    from mlbcli.eval.grading import lmms_eval_accuracy
+
+    stats = _macro(rows, "category") if _is_macro(benchmark) else _micro(rows)
+    accuracy, notes = lmms_eval_accuracy(_graded(rows), benchmark)
+    stats.accuracy_lmms_eval = stats.accuracy_lmms_eval if accuracy is None else accuracy
+    stats.notes += notes
+    return stats
 
 
 def _outcomes(table: list[dict[str, Any]]) -> dict[tuple[Any, Any], tuple[bool, Any]]:
