@@ -46,3 +46,40 @@ def test_probe_matches_eager_attention(setup, layer, query):
     # Keeping everything after probing changes nothing downstream.
     plain = engine.prefill(adapter, embeds, positions, visual, prompt.question_index)
     torch.testing.assert_close(state.logits, plain.logits, rtol=0, atol=1e-5)
+
+
+def test_max_reduction_is_the_largest_probability_any_head_gives_from_any_row():
+    """`PrunePlan.probe_reduce="max"` (PruneVid official): per key, the max over heads and query rows of
+    the same probabilities the mean averages; it differs from the mean and bounds it from above."""
+    import torch
+
+    from mlbcli.engine.probe import ProbeCapture
+
+    class Attn:
+        head_dim, scaling = 4, 0.5
+
+    def no_rotary(q, k, cos, sin):
+        return q, k
+
+    capture = ProbeCapture(Attn(), no_rotary)
+    generator = torch.Generator().manual_seed(0)
+    capture.q = torch.randn(1, 6, 2 * 4, generator=generator)  # [B, L, Hq*d], 2 heads
+    capture.k = torch.randn(1, 6, 2 * 4, generator=generator)
+    capture.cos_sin = (torch.zeros(1, 6, 4), torch.zeros(1, 6, 4))
+    rows = torch.tensor([4, 5])
+    p = capture.probabilities(0, rows, 6)[0]  # [H, q, L]
+    assert torch.equal(capture.received(0, rows, 6, "max"), p.amax(dim=(0, 1)))
+    assert torch.equal(capture.received(0, rows, 6), p.mean(dim=(0, 1)))
+    assert bool((capture.received(0, rows, 6, "max") >= capture.received(0, rows, 6)).all())
+
+
+def test_prunevid_official_reads_the_max_and_exact_the_mean():
+    import torch
+
+    from mlbcli.models.base import VideoTokens
+    from mlbcli.selection import MethodOptions, get_method
+
+    video = VideoTokens(torch.randn(4, 16, 8), (4, 4), None, None)
+    official = get_method("prunevid", MethodOptions(variant="official")).plan(video, None)
+    exact = get_method("prunevid", MethodOptions(keep=0.5)).plan(video, None)
+    assert (official.probe_reduce, exact.probe_reduce) == ("max", "mean")

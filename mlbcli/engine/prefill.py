@@ -265,7 +265,7 @@ class _Prefill:
         for r in probing:
             row = self.rows[r]
             assert probe is not None
-            received = probe.received(r, row.seq.query_slots, row.seq.length)  # [L_r]
+            received = probe.received(r, row.seq.query_slots, row.seq.length, row.plan.probe_reduce)  # [L_r]
             full = torch.full((row.visual_in,), float("nan"), device=received.device)
             full[row.seq.visual_ids] = received[row.seq.visual_slots].float()
             row.scores[i] = full

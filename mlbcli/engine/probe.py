@@ -54,9 +54,15 @@ class ProbeCapture:
         logits = logits.masked_fill(future, float("-inf"))
         return logits.softmax(dim=-1)
 
-    def received(self, row: int, query_slots: torch.Tensor, length: int) -> torch.Tensor:
-        """[length] attention each token of batch row `row` receives, averaged over heads and query rows."""
-        return self.probabilities(row, query_slots, length)[0].mean(dim=(0, 1))
+    def received(
+        self, row: int, query_slots: torch.Tensor, length: int, reduce: str = "mean"
+    ) -> torch.Tensor:
+        """[length] attention each token of batch row `row` receives: the mean over heads and query rows,
+        or with `reduce="max"` the largest any head gives it from any query row."""
+        probabilities = self.probabilities(row, query_slots, length)[0]  # [H, q, length]
+        if reduce == "max":
+            return probabilities.amax(dim=(0, 1))
+        return probabilities.mean(dim=(0, 1))
 
 
 @contextmanager

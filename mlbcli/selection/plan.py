@@ -92,11 +92,16 @@ class PrunePlan:
     # concatenate the kept tokens do (official VisionZip, DyCoke). 1-D RoPE only: an M-RoPE row fails.
     contiguous_positions: bool = False
     decode_policy: DecodePolicy | None = None  # per-step KV policy while decoding (DyCoke stage 2)
+    # How the probe's [H, q, L] probabilities become one score per token: "mean" over heads and query
+    # rows (FastV and most methods), or "max" over both (PruneVid's official `process_attention`).
+    probe_reduce: str = "mean"
 
     def __post_init__(self) -> None:
         if 0 in self.needs_scores:
             raise ValueError("no attention scores exist before layer 0: use layer >= 1 for attention pruning")
         if not self.needs_scores <= set(self.steps):
             raise ValueError("needs_scores names a layer without a pruner")
+        if self.probe_reduce not in ("mean", "max"):
+            raise ValueError(f"probe_reduce must be 'mean' or 'max', not {self.probe_reduce!r}")
         if self.query not in ("question", "last"):
             raise ValueError(f"query must be 'question' or 'last', not {self.query!r}")

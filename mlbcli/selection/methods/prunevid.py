@@ -28,8 +28,9 @@ class PruneVid(PreLLMMethod):
       layer 11 (`--layer 11`), per segment the static tokens then each frame's dynamic ones, clusters
       in centre-score rank (the order PLLaVA concatenates them) at contiguous positions; equal to the
       reference's merge and selection on the golden fixtures (same attention given to both).
-    [R] the reference aggregates the attention by max over heads and over the text rows; the engine's
-    probe gives the mean (--query question), so the scores differ while the selection rule is the same.
+    The official variant aggregates the probe as the reference does, max over heads and over the query
+    rows (`PrunePlan.probe_reduce`); [R] the reference's rows are all text rows after the visual block,
+    mlb's the question's rows (--query question); `exact` takes the mean, as the other methods do.
     """
 
     variants = ("exact", "official")

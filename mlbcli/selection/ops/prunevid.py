@@ -21,8 +21,8 @@ question-guided selection inside it.
     merging left fewer tokens than that, all are kept (`keep_note`). `prunevid_alpha` restores the
     reference's fixed per-group int(size * alpha) (realised keep then content-dependent).
 [R] the layer: `--layer K` prunes before decoder layer K with layer K-1's attention (the reference's
-    `selected_layer` 10 is `--layer 11`); attention = mean over heads and question rows (the
-    reference: max over heads and over all text rows after the visual block).
+    `selected_layer` 10 is `--layer 11`); attention = max over heads and query rows with `official`
+    (the reference's reduction; its rows: all text after the visual block), else the mean.
 [R] a merged token stands for its cluster centre (a static one: in the segment's first frame).
 [C] `--variant official`: alpha 0.4 at `--layer 11`, per segment the static tokens then each frame's
     dynamic ones, inside a group the clusters in centre-score rank (PLLaVA's `merge_frames_dynamic`
@@ -256,4 +256,5 @@ def prunevid_plan(
         needs_scores=frozenset({layer}),
         query=query,
         decode_policy=EvictDropped(),
+        probe_reduce="max" if official else "mean",  # PLLaVA: max over heads, then over text rows
     )
