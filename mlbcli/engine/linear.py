@@ -143,7 +143,8 @@ def resolve_reads(
     (`probe_layer(kinds, K - 1)`: K - 1 itself on an all-attention decoder). A pruner whose layer K - 1
     has no full-attention layer at or before it (FastV's K = 2 on Qwen3.5, whose first is layer 3) runs
     right after the first full layer instead (K' = that layer + 1): it cannot read attention that no
-    layer before K computes. The row's `tokens_per_layer` shows where it ran, `attention_layers` what it read.
+    layer before K computes; where the same pruner already runs at K' (FrameFusion plans one before
+    every layer) the step at K is dropped. The row's `tokens_per_layer` shows where it ran, `attention_layers` what it read.
     """
     steps = dict(steps)
     reads: dict[int, int] = {}
@@ -151,6 +152,9 @@ def resolve_reads(
         read = probe_layer(kinds, layer - 1)
         if read >= layer:  # no attention before this pruner: it runs after the first layer that has some
             moved = read + 1
+            if moved in steps and steps[moved] is steps[layer]:  # one pruner before every layer
+                del steps[layer]  # (FrameFusion): it runs at `moved` anyway
+                continue
             if moved in steps:
                 raise ValueError(
                     f"the pruner of layer {layer} needs attention, and no layer before {layer} has any "

@@ -231,10 +231,17 @@ class ModelAdapter(abc.ABC):
     @classmethod
     def layer_kinds(cls, text_config: Any) -> tuple[str, ...]:
         """Per decoder layer, how it mixes tokens: "full" (attention over every earlier token, keys and
-        values cached) or "linear" (a recurrent state, O(L): Qwen3.5's Gated DeltaNet layers). The
+        values cached), "sliding" (attention over the last `sliding_window` tokens, Gemma 4: `mlb flops`
+        charges it O(L * window)) or "linear" (a recurrent state, O(L): Qwen3.5's Gated DeltaNet layers). The
         engine carries a linear layer's state instead of its keys and reads attention at full layers
         only (`engine.linear`); `mlb flops` charges each layer by its kind."""
         return ("full",) * int(text_config.num_hidden_layers)
+
+    @classmethod
+    def kv_sources(cls, text_config: Any) -> tuple[int, ...]:
+        """Per decoder layer, the layer whose KV it reads (itself unless it shares another's, Gemma 4):
+        `mlb flops` charges no K/V projections to a layer that reads another's."""
+        return tuple(range(int(text_config.num_hidden_layers)))
 
     @classmethod
     def detect(cls, config: Any) -> bool:

@@ -113,7 +113,7 @@ class Adapter(Protocol):
         """[B, D] normed hidden states -> [B, V] logits."""
 
     def layer_kinds(self, text_config: Any) -> tuple[str, ...]:
-        """Per decoder layer, "full" (attention, KV cache) or "linear" (a recurrent state, no keys)."""
+        """Per decoder layer, "full" or "sliding" (attention, KV cache) or "linear" (a recurrent state, no keys)."""
 
     @property
     def apply_rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

@@ -72,6 +72,11 @@ def aspect_preserving_size(
     return new_h, new_w
 
 
+def _config(config: Any, name: str) -> Any:
+    """`name` of a transformers config or of its dict (`mlb flops` reads both)."""
+    return config.get(name) if isinstance(config, dict) else getattr(config, name)
+
+
 @dataclass
 class Gemma4Prompt(Prompt):
     """A prompt whose frame tokens are interleaved with timestamps and `<|image>` / `<image|>`."""
@@ -338,16 +343,29 @@ class Gemma4Adapter(ModelAdapter):
     def attention_window(self, index: int) -> int | None:
         return int(self.text_config.sliding_window) if self._types[index] == "sliding_attention" else None
 
+    @classmethod
+    def layer_kinds(cls, text_config: Any) -> tuple[str, ...]:
+        """ "sliding" for the sliding-window layers of `layer_types` (`mlb flops` charges them O(L * window)),
+        "full" for the global ones; the engine treats both as attention layers."""
+        return tuple(
+            "sliding" if kind == "sliding_attention" else "full"
+            for kind in _config(text_config, "layer_types")
+        )
+
+    @classmethod
+    def kv_sources(cls, text_config: Any) -> tuple[int, ...]:
+        """The last `num_kv_shared_layers` layers read the KV of the last earlier layer of their type
+        (transformers' `kv_sharing_modes`: "reuse" reads the "store" layer of its type)."""
+        types = list(_config(text_config, "layer_types"))
+        first_shared = len(types) - int(_config(text_config, "num_kv_shared_layers") or 0)
+        return tuple(
+            i if i < first_shared else max(j for j in range(first_shared) if types[j] == types[i])
+            for i in range(len(types))
+        )
+
     @functools.cached_property
-    def _sources(self) -> list[int]:
-        modes = list(self.text_config.kv_sharing_modes)
-        sources = list(range(len(modes)))
-        for i, mode in enumerate(modes):
-            if mode == "reuse":
-                sources[i] = next(
-                    j for j, m in enumerate(modes) if m == "store" and self._types[j] == self._types[i]
-                )
-        return sources
+    def _sources(self) -> tuple[int, ...]:
+        return self.kv_sources(self.text_config)
 
     def kv_source(self, index: int) -> int:
         return self._sources[index]
