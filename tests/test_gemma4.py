@@ -125,7 +125,9 @@ def test_shared_kv_layers_hold_their_sources_cache(adapter, videos):
     assert row.visual_per_layer == [inputs.visual_slots.numel()] * 3 + [30] * 4
     assert row.infos[3]["moved_from_layer"] == 5 and set(row.scores) == {adapter.probe_layer(2)}
     # ... unless another pruner already runs there: refused.
-    two = PrunePlan(steps={**_top_k_plan(3, 40).steps, **_top_k_plan(5, 30).steps}, needs_scores=frozenset({3, 5}))
+    two = PrunePlan(
+        steps={**_top_k_plan(3, 40).steps, **_top_k_plan(5, 30).steps}, needs_scores=frozenset({3, 5})
+    )
     _, errors = engine.prefill_batch(adapter, [inputs], [two])
     assert "reads the KV" in str(errors[0]) and "already prunes" in str(errors[0])
 

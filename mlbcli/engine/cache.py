@@ -139,7 +139,7 @@ def before_shared_kv(
             target = min(spanning)
         if target == layer:
             continue
-        if target in steps and _origin(steps[target]) is _origin(steps[layer]):
+        if target in steps and callable(steps[layer]) and _origin(steps[target]) is _origin(steps[layer]):
             # One pruner planned before every layer (FrameFusion): it runs at the target anyway.
             del steps[layer]
             scores.discard(layer)
@@ -149,7 +149,8 @@ def before_shared_kv(
                 f"pruning before layer {layer} is impossible on this model (a layer at or after it reads the "
                 f"KV cache of layer {target}); layer {target}, where it would run instead, already prunes"
             )
-        steps[target] = _noting_move(steps.pop(layer), layer)
+        step = steps.pop(layer)  # a pruner; `mlb flops` moves its nominal counts the same way
+        steps[target] = _noting_move(step, layer) if callable(step) else step
         if layer in scores:
             scores.discard(layer)
             scores.add(target)

@@ -454,6 +454,12 @@ class ModelAdapter(abc.ABC):
         """The layer whose attention an attention method reads in place of `layer`'s (K-1)."""
         return layer
 
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, q] (generated ones, while decoding) -> input embeddings [B, q, D], as the stock
+        forward embeds them (Gemma 4 embeds a generated multimodal placeholder as PAD)."""
+        embeds: torch.Tensor = self.decoder.embed_tokens(input_ids)
+        return embeds
+
     def token_inputs(self, input_ids: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor | None:
         """Per-token inputs [B, q, ...] of the decoder layers that travel with their tokens (Gemma 4's
         per-layer embeddings), for tokens `input_ids` [B, q] (None: visual or appended tokens) with input

@@ -134,6 +134,9 @@ class Adapter(Protocol):
     def probe_layer(self, layer: int) -> int:
         """The layer an attention method reads in place of `layer` (a global one where `layer` slides)."""
 
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Generated token ids [B, q] -> input embeddings [B, q, D], as the stock forward embeds them."""
+
     def token_inputs(self, input_ids: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor | None:
         """Per-token layer inputs [B, q, ...] that travel with their tokens, or None."""
 

@@ -276,6 +276,12 @@ class Gemma4Adapter(ModelAdapter):
         )
         return torch.where(torch.isin(input_ids, special), self.text_config.pad_token_id, input_ids)
 
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """A generated `<|image|>` / `<|video|>` / `<|audio|>` is embedded as PAD, as the stock forward does
+        (it replaces every placeholder before embedding; its per-layer inputs then see PAD too)."""
+        embeds: torch.Tensor = self.decoder.embed_tokens(self._llm_ids(input_ids))
+        return embeds
+
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         embeds = self.decoder.embed_tokens(self._llm_ids(prompt.input_ids.to(self.device)))  # [1, L, D]
         visual = video.features.reshape(-1, video.features.shape[-1]).to(embeds.device, embeds.dtype)
