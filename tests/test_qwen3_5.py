@@ -384,3 +384,18 @@ def test_doctor_lists_the_family():
     from mlbcli.testing.tiny import TINY_FAMILIES
 
     assert "qwen3_5" in supported_model_types() and "qwen3_5" in TINY_FAMILIES
+
+
+def test_flops_schedule_is_the_one_that_runs(model_dir, adapter, frames):
+    """`mlb flops` moves FastV's K = 2 to layer 4 as the run does (no full-attention layer before layer 2
+    to read), so the nominal schedule and FLOPs are those of the row."""
+    from mlbcli.api import flops
+
+    plan = flops(model=model_dir, method="fastv", keep=0.5, frames=len(frames))
+    n = plan.visual_tokens
+    assert plan.tokens_per_layer[:4] == [n] * 4 and plan.tokens_per_layer[4] < n
+    pipe = Pipeline(adapter, method="fastv", keep=0.5)
+    stats = pipe.answer(pipe.encode(frames), QUESTION, max_new_tokens=1).stats
+    assert [c > stats.tokens_per_layer[-1] for c in stats.tokens_per_layer] == [
+        c > plan.tokens_per_layer[-1] for c in plan.tokens_per_layer
+    ]
