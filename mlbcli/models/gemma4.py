@@ -17,8 +17,11 @@ What differs from the other families, and how the engine meets it (all through `
 - Decoder. Sliding-window layers (`layer_types`, window `sliding_window`) and global layers; the engine
   masks the window over the sequence as it is (kept tokens count: stock attention on the shorter
   sequence). The last `num_kv_shared_layers` layers reuse the KV of the last earlier layer of their type;
-  the engine gives them that layer's cache object (`engine.cache.make_cache`), and refuses a pruning step
-  between a cache's writer and a reader (the pruned token would stay in the cache its reader sees).
+  the engine gives them that layer's cache object (`engine.cache.make_cache`), and runs a pruning step
+  planned between a cache's writer and a reader before the writer (`engine.cache.before_shared_kv`: the
+  pruned token would stay in the cache its reader sees). `mlb flops` charges no K/V to those layers
+  (`kv_sources`) and O(L * window) to sliding ones (`layer_kinds` "sliding").
+- Decoding embeds a generated `<|image|>`/`<|video|>`/`<|audio|>` as PAD, as the stock forward (`embed_ids`).
   Per-layer embeddings (PLE): every token carries [num_layers, ple] inputs computed from its id (the pad
   id for visual tokens) and its input embedding; they travel with their tokens (`token_inputs`).
   Rotary embeddings differ per layer type; logits are soft-capped (`final_logit_softcapping`).
