@@ -339,7 +339,8 @@ def flops(
     adapter_cls = adapter_class_for(config)
     frames = adapter_cls.frame_rule.frame_count(spec.frames or adapter_cls.default_frames)
     text_config = config.text_config if hasattr(config, "text_config") else config
-    dims = LLMDims.from_config(text_config, adapter_cls.layer_kinds(text_config))  # hybrids: per kind
+    kinds, sources = adapter_cls.layer_kinds(text_config), adapter_cls.kv_sources(text_config)
+    dims = LLMDims.from_config(text_config, kinds, sources)  # hybrids, sliding and shared layers: per kind
     chosen = get_method(spec.method, spec.method_options())
     chosen.check_layer(dims.num_layers)
     size = parse_resolution(resolution) if isinstance(resolution, str) else resolution
@@ -349,6 +350,7 @@ def flops(
     image_llm = bool(adapter_cls.renumber_input_positions)
     context = PlanContext(image_llm=image_llm, context_limit=limit)
     nominal, probes = chosen.nominal_with_context(n, frames, context)
+    nominal = _runs_where_it_reads(nominal, kinds, sources)
     schedule = tokens_per_layer(n, nominal, dims.num_layers)
     _check_context(n, frames, schedule[0], nominal, limit, image_llm)
     return FlopsPlan(
@@ -364,6 +366,26 @@ def flops(
         flops_probes=sum(probe_flops(count, layers, dims) for count, layers in probes),
         resolution=assumed,
     )
+
+
+def _runs_where_it_reads(
+    nominal: dict[int, int], kinds: Sequence[str], sources: Sequence[int]
+) -> dict[int, int]:
+    """The nominal schedule as the run executes it (`engine.prefill.prefill_batch`): a step that a
+    layer's KV sharing spans runs before it (`engine.cache.before_shared_kv`, Gemma 4), and an in-LLM
+    step (every one reads the attention of the layer before it) with no full-attention layer before it
+    runs after the first one (`engine.linear.resolve_reads`: FastV's K = 2 runs at layer 4 on Qwen3.5)."""
+    if "linear" not in kinds and list(sources) == list(range(len(sources))):
+        return nominal
+    from mlbcli.engine.cache import before_shared_kv
+    from mlbcli.engine.linear import resolve_reads
+
+    try:
+        steps, needs = before_shared_kv(dict(nominal), frozenset(k for k in nominal if k > 0), sources)
+        steps, _ = resolve_reads(steps, needs, kinds)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return steps
 
 
 def _check_context(

@@ -212,3 +212,63 @@ def test_flops_resolution_option(tiny_qwen2, tiny_model_dir):
     fixed = runner.invoke(app, ["flops", "--model", str(tiny_model_dir), "--resolution", "1280x720"])
     assert fixed.exit_code == 2
     assert "mlb: error: --resolution does not apply to llava_onevision models" in fixed.output
+
+
+def test_sliding_window_and_shared_kv_layer_terms():
+    """A sliding layer's attention term is 2·n·min(n, w)·q; a layer reading another's KV computes no K/V;
+    per-layer head dims give each layer its own query width (q = heads x d)."""
+    dims = LLMDims(
+        num_layers=2,
+        hidden=2,
+        intermediate=3,
+        num_heads=1,
+        num_kv_heads=1,
+        head_dim=2,
+        layer_kinds=("sliding", "full"),
+        window=2,
+        layer_head_dims=(2, 4),
+        kv_projections=(2, 0),
+    )
+    # n=5, layer 0 (q=2): 2nDq + 2nD(h_kv·d) + 2n·min(n,w)·q + 3nDD' = 40 + 40 + 40 + 90
+    assert layer_flops(5, dims, layer=0) == 210
+    # layer 1 (q=4, no K/V): 2nDq + 0 + 2n²q + 3nDD' = 80 + 200 + 90
+    assert layer_flops(5, dims, layer=1) == 370
+    assert visual_flops([5, 5], dims) == 580
+
+
+def test_heterogeneous_config_is_read_per_layer():
+    """Gemma 4 style: `per_layer_config` overrides head_dim on global layers (a dict from config.json)."""
+    config = {
+        "num_hidden_layers": 3,
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 4,
+        "sliding_window": 5,
+        "per_layer_config": {"2": {"head_dim": 8}},
+    }
+    dims = LLMDims.from_config(config, ("sliding", "sliding", "full"), (0, 0, 2))
+    assert dims.layer_head_dims == (4, 4, 8) and dims.window == 5
+    assert dims.kv_projections == (2, 0, 2)  # layer 1 reads layer 0's KV
+    uniform = LLMDims.from_config({**config, "per_layer_config": {}})
+    assert uniform.layer_head_dims == () and uniform.window == 0  # no kinds: every layer full, paper's D
+
+
+def test_steps_move_before_a_shared_kv_span():
+    from mlbcli.engine.cache import before_shared_kv
+    from mlbcli.selection.plan import LayerKeep
+
+    sources = [0, 1, 2, 3, 4, 3, 4]  # layers 5 and 6 read the KV of 3 and 4
+
+    def prune(ctx):
+        return LayerKeep(keep=ctx, info={"a": 1})
+
+    steps, scores = before_shared_kv({0: prune, 5: prune}, frozenset({5}), sources)
+    assert set(steps) == {0, 3} and scores == {3}
+    assert steps[3]("kept").info == {"a": 1, "moved_from_layer": 5}
+    steps, _ = before_shared_kv({2: prune, 3: prune, 4: prune, 5: prune, 6: prune}, frozenset(), sources)
+    assert set(steps) == {2, 3}  # one pruner before every layer: it runs at 3 anyway
+    with pytest.raises(ValueError, match="already prunes"):
+        before_shared_kv({3: prune, 5: lambda ctx: prune(ctx)}, frozenset(), sources)
+    assert before_shared_kv({2: 7}, frozenset({2}), list(range(7))) == ({2: 7}, frozenset({2}))

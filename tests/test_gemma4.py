@@ -116,10 +116,20 @@ def test_shared_kv_layers_hold_their_sources_cache(adapter, videos):
     batch, _ = _run(adapter, videos[:2], [_top_k_plan(2, 30), None])
     # A pruned token is gone from every reader: the shared layers see exactly their sources' keys.
     assert torch.equal(batch.key_valid[5], batch.key_valid[3])
-    # Pruning between a cache's writer and its reader would leave the token there: refused.
+    # Pruning between a cache's writer (3) and its reader (5) would leave the token there: the step runs
+    # before the writer instead, reads the layer before its new place, and says where it was planned.
     inputs = adapter.model_inputs(adapter.build_prompt(QUESTION, videos[0][1]), videos[0][1])
-    _, errors = engine.prefill_batch(adapter, [inputs], [_top_k_plan(5, 30)])
-    assert "reads the KV" in str(errors[0])
+    moved, errors = engine.prefill_batch(adapter, [inputs], [_top_k_plan(5, 30)])
+    assert not errors
+    row = moved.rows[0]
+    assert row.visual_per_layer == [inputs.visual_slots.numel()] * 3 + [30] * 4
+    assert row.infos[3]["moved_from_layer"] == 5 and set(row.scores) == {adapter.probe_layer(2)}
+    # ... unless another pruner already runs there: refused.
+    two = PrunePlan(
+        steps={**_top_k_plan(3, 40).steps, **_top_k_plan(5, 30).steps}, needs_scores=frozenset({3, 5})
+    )
+    _, errors = engine.prefill_batch(adapter, [inputs], [two])
+    assert "reads the KV" in str(errors[0]) and "already prunes" in str(errors[0])
 
 
 def test_window_mask_counts_kept_tokens():

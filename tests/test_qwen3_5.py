@@ -208,9 +208,12 @@ def test_probe_layer_is_the_nearest_full_layer():
     steps, reads = resolve_reads({0: "a", 6: "p"}, frozenset({6}), KINDS)
     assert steps == {0: "a", 6: "p"} and reads == {6: 3}
     # a step before every layer (FrameFusion): those with no attention before them stay, without scores
-    every = {k: f"s{k}" for k in range(8)}
+    pruner = object()
+    every = dict.fromkeys(range(8), pruner)
     steps, reads = resolve_reads(every, frozenset(range(1, 8)), KINDS)
     assert steps == every and reads == {4: 3, 5: 3, 6: 3, 7: 3}
+    with pytest.raises(ValueError, match="already prunes"):  # two different pruners would meet at layer 4
+        resolve_reads({2: "a", 4: "b"}, frozenset({2, 4}), KINDS)
 
 
 @pytest.mark.parametrize(("layer", "read", "pruned_at"), [(2, 3, 4), (5, 3, 5), (6, 3, 6), (4, 3, 4)])
@@ -388,3 +391,18 @@ def test_doctor_lists_the_family():
     from mlbcli.testing.tiny import TINY_FAMILIES
 
     assert "qwen3_5" in supported_model_types() and "qwen3_5" in TINY_FAMILIES
+
+
+def test_flops_schedule_is_the_one_that_runs(model_dir, adapter, frames):
+    """`mlb flops` moves FastV's K = 2 to layer 4 as the run does (no full-attention layer before layer 2
+    to read), so the nominal schedule and FLOPs are those of the row."""
+    from mlbcli.api import flops
+
+    plan = flops(model=model_dir, method="fastv", keep=0.5, frames=len(frames))
+    n = plan.visual_tokens
+    assert plan.tokens_per_layer[:4] == [n] * 4 and plan.tokens_per_layer[4] < n
+    pipe = Pipeline(adapter, method="fastv", keep=0.5)
+    stats = pipe.answer(pipe.encode(frames), QUESTION, max_new_tokens=1).stats
+    assert [c > stats.tokens_per_layer[-1] for c in stats.tokens_per_layer] == [
+        c > plan.tokens_per_layer[-1] for c in plan.tokens_per_layer
+    ]

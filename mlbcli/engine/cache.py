@@ -119,6 +119,60 @@ def kv_sources(text_config: Any) -> list[int]:
     return sources
 
 
+def before_shared_kv(
+    steps: dict[int, Any], needs_scores: frozenset[int], sources: Sequence[int]
+) -> tuple[dict[int, Any], frozenset[int]]:
+    """Where a plan's pruning steps run on a decoder whose layers share KV caches (`sources[j]`: the layer
+    whose KV layer j reads; Gemma 4). A token pruned before layer K would stay in a cache written before K
+    and read at or after it, so a step at such a K runs at the latest layer where no cache spans it, the
+    smallest source of those readers (e.g. FlashVID's default layer 25 of Gemma 4 E2B runs at 13: layers
+    15..34 read the KV of 13 and 14); it then reads the attention of the layer before its new place.
+    Returns (steps, needs_scores); a moved step's diagnostics say `moved_from_layer`. Another pruner
+    already at the new place is a `ValueError` (the caller's row error); the same pruner (a plan that
+    runs one before every layer) is dropped, as it runs there anyway."""
+    steps, scores = dict(steps), set(needs_scores)
+    for layer in sorted(steps, reverse=True):
+        target = layer
+        while target > 0 and (
+            spanning := [sources[j] for j in range(target, len(sources)) if sources[j] < target]
+        ):
+            target = min(spanning)
+        if target == layer:
+            continue
+        if target in steps and callable(steps[layer]) and _origin(steps[target]) is _origin(steps[layer]):
+            # One pruner planned before every layer (FrameFusion): it runs at the target anyway.
+            del steps[layer]
+            scores.discard(layer)
+            continue
+        if target in steps:
+            raise ValueError(
+                f"pruning before layer {layer} is impossible on this model (a layer at or after it reads the "
+                f"KV cache of layer {target}); layer {target}, where it would run instead, already prunes"
+            )
+        step = steps.pop(layer)  # a pruner; `mlb flops` moves its nominal counts the same way
+        steps[target] = _noting_move(step, layer) if callable(step) else step
+        if layer in scores:
+            scores.discard(layer)
+            scores.add(target)
+    return steps, frozenset(scores)
+
+
+def _noting_move(step: Any, origin: int) -> Any:
+    """`step` (a pruner: LayerContext -> LayerKeep) whose decision records the layer it was planned for."""
+
+    def run(ctx: Any) -> Any:
+        decision = step(ctx)
+        return dataclasses.replace(decision, info={**decision.info, "moved_from_layer": origin})
+
+    run.__wrapped__ = step  # type: ignore[attr-defined]
+    return run
+
+
+def _origin(step: Any) -> Any:
+    """The pruner a (possibly moved) step runs."""
+    return getattr(step, "__wrapped__", step)
+
+
 def unique_layers(cache: Any) -> list[Any]:
     """The cache's layer objects, each once (layers that share a KV cache hold one object)."""
     seen: dict[int, Any] = {}

@@ -125,7 +125,7 @@ class _DecodeLoop:
 
     def step(self, step: int, next_tokens: torch.Tensor) -> torch.Tensor:
         """One decode step of the live rows: [A] tokens in, [A, V] logits of the next tokens out."""
-        hidden = self.adapter.decoder.embed_tokens(next_tokens[:, None])  # [A, 1, D]
+        hidden = self.adapter.embed_ids(next_tokens[:, None])  # [A, 1, D]
         token_inputs = self.adapter.token_inputs(next_tokens[:, None], hidden)  # [A, 1, ...] or None
         positions = self.first + step  # [..., A, 1]
         cos_sin = self.adapter.rotary(hidden, positions)

@@ -144,8 +144,9 @@ def resolve_reads(
     has no full-attention layer at or before it (FastV's K = 2 on Qwen3.5, whose first is layer 3) runs
     right after the first full layer instead (K' = that layer + 1): it cannot read attention that no
     layer before K computes. The row's `tokens_per_layer` shows where it ran, `attention_layers` what it read.
-    Where that layer already has a pruner (a plan with a step before every layer, FrameFusion), the step
-    stays where it is without scores (`LayerContext.scores` None) and the method defers what needs them.
+    Where the same pruner already runs at K' (a plan with one pruner before every layer, FrameFusion),
+    the step at K stays where it is without scores (`LayerContext.scores` None) and the method defers
+    what needs them; two different pruners meeting there are an error.
     """
     steps = dict(steps)
     reads: dict[int, int] = {}
@@ -153,8 +154,13 @@ def resolve_reads(
         read = probe_layer(kinds, layer - 1)
         if read >= layer:  # no attention before this pruner: it runs after the first layer that has some
             moved = read + 1
-            if moved in steps:  # a step before every layer (FrameFusion): this one runs without scores
-                continue  # (its pruner gets `scores=None` and defers what needs attention)
+            if moved in steps and steps[moved] is steps[layer]:  # one pruner before every layer
+                continue  # (FrameFusion): this step runs without scores and defers what needs them
+            if moved in steps:
+                raise ValueError(
+                    f"the pruner of layer {layer} needs attention, and no layer before {layer} has any "
+                    f"(layers 0..{layer - 1} are linear attention); layer {moved} already prunes"
+                )
             steps[moved] = steps.pop(layer)
             layer = moved
         reads[layer] = read

@@ -135,8 +135,11 @@ class Pipeline:
             self.method = method
         else:
             self.method = get_method(method, MethodOptions(**method_options))
+        text = self.adapter.text_config
         self.dims = LLMDims.from_config(
-            self.adapter.text_config, self.adapter.layer_kinds(self.adapter.text_config)
+            text,
+            self.adapter.layer_kinds(text),
+            [self.adapter.kv_source(i) for i in range(len(self.adapter.layers))],  # shared KV: no K/V cost
         )
         self.share_prefix = share_prefix
         # A row whose method missed its budget (a `keep_note`) becomes an error row, before decoding.

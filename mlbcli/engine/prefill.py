@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbcli.engine.cache import Batch, PrefillResult, drop_rows, make_cache, one_row_batch
+from mlbcli.engine.cache import Batch, PrefillResult, before_shared_kv, drop_rows, make_cache, one_row_batch
 from mlbcli.engine.forward import row_logits, run_layer
 from mlbcli.engine.linear import LINEAR, kinds_of, resolve_reads, run_linear_layer
 from mlbcli.engine.probe import ProbeCapture, attention_probe
@@ -293,19 +293,21 @@ def prefill_batch(
     reserves = [reserve_tokens] * len(inputs) if isinstance(reserve_tokens, int) else list(reserve_tokens)
     layers = list(adapter.layers)
     kinds = kinds_of(adapter)
+    sources = [adapter.kv_source(j) for j in range(len(layers))]
     rows: list[_Row] = []
     errors: dict[int, Exception] = {}
     for index, (row_inputs, plan) in enumerate(zip(inputs, plans, strict=True)):
         plan = plan or PrunePlan()
-        try:  # where attention pruners read and run: moved on a hybrid decoder (`resolve_reads`)
-            steps, reads = resolve_reads(plan.steps, plan.needs_scores, kinds)
+        try:  # where pruners run and read: moved before shared KV caches and on hybrid decoders
+            steps, needs = before_shared_kv(plan.steps, plan.needs_scores, sources)
+            steps, reads = resolve_reads(steps, needs, kinds)
         except ValueError as exc:
             errors[index] = exc
             continue
         # a family may read another layer in place of K-1 (Gemma 4: the nearest global layer)
         reads = {k: adapter.probe_layer(r) for k, r in reads.items()}
         plan = dataclasses.replace(plan, steps=steps, needs_scores=frozenset(reads))
-        error = _plan_error(plan, len(layers), [adapter.kv_source(j) for j in range(len(layers))])
+        error = _plan_error(plan, len(layers), sources)
         if error is not None:
             errors[index] = error
         else:

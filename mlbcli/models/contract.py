@@ -113,7 +113,7 @@ class Adapter(Protocol):
         """[B, D] normed hidden states -> [B, V] logits."""
 
     def layer_kinds(self, text_config: Any) -> tuple[str, ...]:
-        """Per decoder layer, "full" (attention, KV cache) or "linear" (a recurrent state, no keys)."""
+        """Per decoder layer, "full" or "sliding" (attention, KV cache) or "linear" (a recurrent state, no keys)."""
 
     @property
     def apply_rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -133,6 +133,9 @@ class Adapter(Protocol):
 
     def probe_layer(self, layer: int) -> int:
         """The layer an attention method reads in place of `layer` (a global one where `layer` slides)."""
+
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Generated token ids [B, q] -> input embeddings [B, q, D], as the stock forward embeds them."""
 
     def token_inputs(self, input_ids: torch.Tensor | None, embeds: torch.Tensor) -> torch.Tensor | None:
         """Per-token layer inputs [B, q, ...] that travel with their tokens, or None."""

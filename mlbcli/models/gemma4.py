@@ -17,8 +17,11 @@ What differs from the other families, and how the engine meets it (all through `
 - Decoder. Sliding-window layers (`layer_types`, window `sliding_window`) and global layers; the engine
   masks the window over the sequence as it is (kept tokens count: stock attention on the shorter
   sequence). The last `num_kv_shared_layers` layers reuse the KV of the last earlier layer of their type;
-  the engine gives them that layer's cache object (`engine.cache.make_cache`), and refuses a pruning step
-  between a cache's writer and a reader (the pruned token would stay in the cache its reader sees).
+  the engine gives them that layer's cache object (`engine.cache.make_cache`), and runs a pruning step
+  planned between a cache's writer and a reader before the writer (`engine.cache.before_shared_kv`: the
+  pruned token would stay in the cache its reader sees). `mlb flops` charges no K/V to those layers
+  (`kv_sources`) and O(L * window) to sliding ones (`layer_kinds` "sliding").
+- Decoding embeds a generated `<|image|>`/`<|video|>`/`<|audio|>` as PAD, as the stock forward (`embed_ids`).
   Per-layer embeddings (PLE): every token carries [num_layers, ple] inputs computed from its id (the pad
   id for visual tokens) and its input embedding; they travel with their tokens (`token_inputs`).
   Rotary embeddings differ per layer type; logits are soft-capped (`final_logit_softcapping`).
@@ -70,6 +73,11 @@ def aspect_preserving_size(
     elif new_w == 0:
         new_h, new_w = min(int(math.floor(height / width)) * side, longest), side
     return new_h, new_w
+
+
+def _config(config: Any, name: str) -> Any:
+    """`name` of a transformers config or of its dict (`mlb flops` reads both)."""
+    return config.get(name) if isinstance(config, dict) else getattr(config, name)
 
 
 @dataclass
@@ -271,6 +279,12 @@ class Gemma4Adapter(ModelAdapter):
         )
         return torch.where(torch.isin(input_ids, special), self.text_config.pad_token_id, input_ids)
 
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """A generated `<|image|>` / `<|video|>` / `<|audio|>` is embedded as PAD, as the stock forward does
+        (it replaces every placeholder before embedding; its per-layer inputs then see PAD too)."""
+        embeds: torch.Tensor = self.decoder.embed_tokens(self._llm_ids(input_ids))
+        return embeds
+
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         embeds = self.decoder.embed_tokens(self._llm_ids(prompt.input_ids.to(self.device)))  # [1, L, D]
         visual = video.features.reshape(-1, video.features.shape[-1]).to(embeds.device, embeds.dtype)
@@ -338,16 +352,29 @@ class Gemma4Adapter(ModelAdapter):
     def attention_window(self, index: int) -> int | None:
         return int(self.text_config.sliding_window) if self._types[index] == "sliding_attention" else None
 
+    @classmethod
+    def layer_kinds(cls, text_config: Any) -> tuple[str, ...]:
+        """ "sliding" for the sliding-window layers of `layer_types` (`mlb flops` charges them O(L * window)),
+        "full" for the global ones; the engine treats both as attention layers."""
+        return tuple(
+            "sliding" if kind == "sliding_attention" else "full"
+            for kind in _config(text_config, "layer_types")
+        )
+
+    @classmethod
+    def kv_sources(cls, text_config: Any) -> tuple[int, ...]:
+        """The last `num_kv_shared_layers` layers read the KV of the last earlier layer of their type
+        (transformers' `kv_sharing_modes`: "reuse" reads the "store" layer of its type)."""
+        types = list(_config(text_config, "layer_types"))
+        first_shared = len(types) - int(_config(text_config, "num_kv_shared_layers") or 0)
+        return tuple(
+            i if i < first_shared else max(j for j in range(first_shared) if types[j] == types[i])
+            for i in range(len(types))
+        )
+
     @functools.cached_property
-    def _sources(self) -> list[int]:
-        modes = list(self.text_config.kv_sharing_modes)
-        sources = list(range(len(modes)))
-        for i, mode in enumerate(modes):
-            if mode == "reuse":
-                sources[i] = next(
-                    j for j, m in enumerate(modes) if m == "store" and self._types[j] == self._types[i]
-                )
-        return sources
+    def _sources(self) -> tuple[int, ...]:
+        return self.kv_sources(self.text_config)
 
     def kv_source(self, index: int) -> int:
         return self._sources[index]

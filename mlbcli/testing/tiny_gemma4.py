@@ -133,6 +133,13 @@ def build_tiny_gemma4(
     cfg.initializer_range = 0.5
     torch.manual_seed(seed)
     model = Gemma4ForConditionalGeneration(cfg)
+    # Gemma scales the input embeddings by sqrt(hidden) and ties the LM head to them: at 0.5 a token's
+    # own embedding dominates the residual stream (norm ~32 against ~8 added per layer) and the tied head
+    # maps it back to itself, so the model repeats one token whatever the video. A 10x smaller table
+    # lets the layers, and so the video and the question, decide the output.
+    embeddings: Any = model.get_input_embeddings()
+    with torch.no_grad():
+        embeddings.weight.mul_(0.1)
     tok.chat_template = GEMMA4_CHAT_TEMPLATE
     path = save_checkpoint(out, model, tok, {"video_preprocessor_config.json": _video_processor()})
     model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<turn|>"), tok.eos_token_id]
