@@ -197,7 +197,8 @@ def test_resume_after_the_driver_is_killed(manifest, tmp_path, tiny_model_dir):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _alive(helpers):
         time.sleep(0.5)
-    assert not _alive(helpers), "Ray helper processes outlived the killed driver"
+    survivors = {pid: _cmdline(pid) for pid in _alive(helpers)}
+    assert not survivors, f"Ray helper processes outlived the killed driver: {survivors}"
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 1, rerun.stderr  # the broken video and line fail again, nothing else
     # -q: only mlb's lines (failed items, the last line); Ray's warnings and progress stay off. Ray's
@@ -231,6 +232,13 @@ def _descendants(pid: int) -> set[int]:
                     found.add(child)
                     todo.append(child)
     return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
 
 
 def _alive(pids: set[int]) -> list[int]:

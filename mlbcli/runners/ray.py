@@ -72,6 +72,9 @@ def _connect(ray: Any, options: RayOptions) -> None:
         "logging_level": level,
     }
     if address is None:  # a local instance, for one machine (several GPUs) or a laptop
+        from mlbcli.runners.ray_reaper import watch_descendants
+
+        watch_descendants()  # Ray's helpers go when this driver goes, even by SIGKILL
         ray.init(**kwargs)
     else:
         ray.init(address=address, **kwargs)
