@@ -310,18 +310,6 @@ def flops(
     (Qwen); without it their count assumes frames at the pixel budget (`FlopsPlan.resolution` says so). A
     family with a fixed input size refuses it (`UsageError`).
     """
-    from mlbcli.engine.flops import (
-        LLMDims,
-        input_resolution,
-        parse_resolution,
-        probe_flops,
-        tokens_per_layer,
-        visual_flops,
-    )
-    from mlbcli.models import adapter_class_for, load_config
-    from mlbcli.selection import get_method
-    from mlbcli.selection.base import PlanContext
-
     spec = _model_spec(
         model=model,
         method=method,
@@ -335,6 +323,24 @@ def flops(
         positions=positions,
         saliency=saliency,
     )  # --frames 0, bad --keep, options the method does not use: the run's own UsageErrors
+    return _plan_flops(spec, model, resolution)
+
+
+def _plan_flops(spec: ModelSpec, model: str, resolution: tuple[int, int] | str | None) -> FlopsPlan:
+    """`flops` after its options were validated: the config's dims by layer kind, the method's nominal
+    schedule where it runs on this decoder, and the context check a run would make."""
+    from mlbcli.engine.flops import (
+        LLMDims,
+        input_resolution,
+        parse_resolution,
+        probe_flops,
+        tokens_per_layer,
+        visual_flops,
+    )
+    from mlbcli.models import adapter_class_for, load_config
+    from mlbcli.selection import get_method
+    from mlbcli.selection.base import PlanContext
+
     config = load_config(model)
     adapter_cls = adapter_class_for(config)
     frames = adapter_cls.frame_rule.frame_count(spec.frames or adapter_cls.default_frames)

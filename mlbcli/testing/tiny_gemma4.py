@@ -56,6 +56,34 @@ def build_gemma4_tokenizer() -> Any:
     return fast
 
 
+#: The tiny vision tower: patch 4, 3x3 pooling, 2 layers.
+_VISION: dict[str, Any] = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    head_dim=16,
+    patch_size=4,
+    pooling_kernel_size=3,
+    position_embedding_size=256,
+    initializer_range=0.5,
+)
+
+
+def _token_ids(tok: Any) -> dict[str, Any]:
+    """The config's multimodal token ids, from the tokenizer's special tokens."""
+    names = (
+        "image_token_id",
+        "video_token_id",
+        "audio_token_id",
+        "boi_token_id",
+        "eoi_token_id",
+        "boa_token_id",
+    )
+    return {name: tok.convert_tokens_to_ids(_MULTIMODAL[name.replace("_id", "")]) for name in names}
+
+
 def build_tiny_gemma4(
     out_dir: str | Path,
     *,
@@ -106,30 +134,7 @@ def build_tiny_gemma4(
             "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6},
         },
     )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=16,
-        patch_size=4,
-        pooling_kernel_size=3,
-        position_embedding_size=256,
-        initializer_range=0.5,
-    )
-    ids = {
-        name: tok.convert_tokens_to_ids(_MULTIMODAL[name.replace("_id", "")])
-        for name in (
-            "image_token_id",
-            "video_token_id",
-            "audio_token_id",
-            "boi_token_id",
-            "eoi_token_id",
-            "boa_token_id",
-        )
-    }
-    cfg: Any = Gemma4Config(text_config=text, vision_config=vision, audio_config=None, **ids)
+    cfg: Any = Gemma4Config(text_config=text, vision_config=_VISION, audio_config=None, **_token_ids(tok))
     cfg.initializer_range = 0.5
     torch.manual_seed(seed)
     model = Gemma4ForConditionalGeneration(cfg)
