@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlbcli.io.sampling import FrameRule
 from mlbcli.models.base import Prompt, VideoTokens
-from mlbcli.models.interleaved import InterleavedPrompt, embed_at_slots, tokenize_interleaved
+from mlbcli.models.interleaved import embed_at_slots, expand_video_placeholder
 from mlbcli.models.qwen2_vl import QwenVideoAdapter
 
 if TYPE_CHECKING:
@@ -170,23 +170,11 @@ class Glm4vAdapter(QwenVideoAdapter):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         placeholder = self._special("video_token_id")
-        if text.count(placeholder) != 1:
-            raise ValueError(
-                f"chat template rendered {text.count(placeholder)} video placeholders, expected 1"
-            )
-        at = text.index(placeholder)
+        image_token_id = self.model.config.image_token_id
         block = self.video_text(video)
-        expanded = text[:at] + block + text[at + len(placeholder) :]
-        prompt: InterleavedPrompt = tokenize_interleaved(
-            self.tokenizer,
-            expanded,
-            placeholder_id=self.model.config.image_token_id,
-            tokens_per_frame=video.tokens_per_frame,
-            num_visual=video.num_visual,
-            question_text=question_text,
-            question_after=at + len(block),
+        return expand_video_placeholder(
+            self.tokenizer, text, placeholder, block, image_token_id, video, question_text
         )
-        return prompt
 
     def mm_token_type_ids(self, prompt: Prompt) -> torch.Tensor:
         """Image tokens inside `<|begin_of_video|>` .. `<|end_of_video|>` 2, others 1, text 0 (the

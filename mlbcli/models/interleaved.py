@@ -99,6 +99,33 @@ def tokenize_interleaved(
     )
 
 
+def expand_video_placeholder(
+    tokenizer: Any,
+    text: str,
+    placeholder: str,
+    block: str,
+    image_token_id: int,
+    video: VideoTokens,
+    question_text: str,
+) -> InterleavedPrompt:
+    """A chat-template rendering `text` with exactly one video `placeholder` -> the prompt with the
+    family's per-frame `block` in its place (one `image_token_id` per frame, expanded to the frame's
+    tokens); the question's tokens after the block are the probe's query rows."""
+    if text.count(placeholder) != 1:
+        raise ValueError(f"chat template rendered {text.count(placeholder)} video placeholders, expected 1")
+    at = text.index(placeholder)
+    expanded = text[:at] + block + text[at + len(placeholder) :]
+    return tokenize_interleaved(
+        tokenizer,
+        expanded,
+        placeholder_id=image_token_id,
+        tokens_per_frame=video.tokens_per_frame,
+        num_visual=video.num_visual,
+        question_text=question_text,
+        question_after=at + len(block),
+    )
+
+
 def embed_at_slots(embed_tokens: Any, prompt: Prompt, video: VideoTokens, device: Any) -> torch.Tensor:
     """Token embeddings [1, L, D] of `prompt` with the frame tokens [T*N, D] written at their slots, in
     visual-id order, as the stock models' `masked_scatter` does."""

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens, resize_frames
-from mlbcli.models.interleaved import InterleavedPrompt, embed_at_slots, tokenize_interleaved
+from mlbcli.models.interleaved import embed_at_slots, expand_video_placeholder
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,23 +118,11 @@ class InternVLAdapter(ModelAdapter):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question_text}]}]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         placeholder = self._token("video_token", "<video>")
-        if text.count(placeholder) != 1:
-            raise ValueError(
-                f"chat template rendered {text.count(placeholder)} video placeholders, expected 1"
-            )
-        at = text.index(placeholder)
+        image_token_id = self.model.config.image_token_id
         block = self.video_text(video)
-        expanded = text[:at] + block + text[at + len(placeholder) :]
-        prompt: InterleavedPrompt = tokenize_interleaved(
-            self.tokenizer,
-            expanded,
-            placeholder_id=self.model.config.image_token_id,
-            tokens_per_frame=video.tokens_per_frame,
-            num_visual=video.num_visual,
-            question_text=question_text,
-            question_after=at + len(block),
+        return expand_video_placeholder(
+            self.tokenizer, text, placeholder, block, image_token_id, video, question_text
         )
-        return prompt
 
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
         return embed_at_slots(self.decoder.embed_tokens, prompt, video, self.device)  # [1, L, D]
