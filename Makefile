@@ -53,11 +53,19 @@ test: install
 
 # The lmms-eval grader (mlbcli/eval/lmms_eval_grading.py) reply by reply against lmms-eval's own task
 # functions. lmms-eval is a test-only dependency that cannot be resolved beside our torch (it wants
-# torchvision), so it goes with --no-deps into its own folder, on PYTHONPATH for this one test file only.
+# torchvision), so it goes with --no-deps into its own folder, on PYTHONPATH for these test files only.
 LMMS_EVAL_DIR := .lmms-eval-test
+# What the `python -m lmms_eval` command itself imports (the end-to-end plugin test runs it): aiohttp (its
+# LLM judge, imported by the evaluator), pytablewriter (the results table), and filelock 3.x, shadowing our
+# filelock 4 on this PYTHONPATH only: lmms-eval 0.7.3's evaluator imports `filelock._api`, gone in filelock 4.
+# Defined before LMMS_EVAL_PINS, which `:=` expands at once.
+LMMS_EVAL_CLI_PINS := filelock==3.32.7 aiohttp==3.14.5 aiosignal==1.4.0 frozenlist==1.8.0 multidict==7.2.1 \
+	yarl==1.25.1 propcache==0.5.4 aiohappyeyeballs==2.7.1 pytablewriter==1.2.1 DataProperty==1.1.1 \
+	mbstrdecoder==1.1.5 pathvalidate==3.3.1 tabledata==1.3.5 tcolorpy==0.1.7 typepy==1.3.5 chardet==6.0.0.post1
 LMMS_EVAL_PINS := lmms-eval==0.7.3 loguru==0.7.3 pytz==2026.6 datasets==5.2.0 multiprocess==0.70.19 \
 	dill==0.4.1 xxhash==4.1.0 accelerate==1.16.0 tenacity==9.2.1 evaluate==0.4.6 sacrebleu==2.6.0 \
-	portalocker==4.4.2 tabulate==0.10.0 colorama==0.4.6 lxml==6.2.1 opencv-python-headless==5.1.0.95
+	portalocker==4.4.2 tabulate==0.10.0 colorama==0.4.6 lxml==6.2.1 opencv-python-headless==5.1.0.95 \
+	$(LMMS_EVAL_CLI_PINS)
 
 $(LMMS_EVAL_DIR)/.installed: Makefile
 	rm -rf $(LMMS_EVAL_DIR)

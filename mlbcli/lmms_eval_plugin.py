@@ -13,6 +13,9 @@ One that mlb does not know is an error. Each `generate_until` call answers all i
 `mlbcli.api.answer` run (the model loads once): the request's context is the prompt text exactly as the
 task built it (mlb adds only the family's chat template), its video comes from the task's `doc_to_visual`.
 Log-likelihood requests (multiple-choice-by-perplexity tasks) are not supported: mlb generates text.
+lmms-eval's own `--device` arrives as mlb's `device` option; `--batch_size` as mlb's batch size.
+A local task works as any other (`--include_path DIR` with a task YAML whose `dataset_path: json` reads a
+local JSONL file); tests/data/lmms_eval_task is one, run end to end by tests/test_lmms_eval_plugin.py.
 
 It sits above `mlbcli.api`, as a notebook does (it calls the API inside its methods), which is why it
 lives beside `api.py` and not in `eval/`; nothing in the package imports it.
@@ -39,7 +42,8 @@ MODEL_NAME = "mlb"
 DEFAULT_MAX_NEW_TOKENS = 32
 _SPEC_ARGS = ("model", "method", "keep", "layer", "query", "variant", "frames", "fps", "dtype", "seed",
               "device", "params", "debias", "min_pixels", "max_pixels")  # fmt: skip
-_LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")  # what lmms-eval's evaluator adds to --model_args
+# What lmms-eval's evaluator adds to --model_args besides `device` (a `ModelSpec` field, so in _SPEC_ARGS).
+_LMMS_EVAL_ARGS = ("batch_size", "max_batch_size")
 
 try:  # the base class is lmms-eval's; without lmms-eval the module imports, and the class says what is missing
     _Base: Any = importlib.import_module("lmms_eval.api.model").lmms

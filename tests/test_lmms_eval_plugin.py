@@ -1,5 +1,6 @@
 """lmms-eval reads what mlb writes: `mlb score --lmms-eval-samples` samples go through each task's own
 `process_results` and aggregation function (lmms-eval 0.7.3) and give the accuracy `mlb score` prints.
+And mlb runs inside lmms-eval: the `mlb` model plugin, down to the `lmms-eval` command on a local task.
 
 lmms-eval is a test-only dependency (`make test-lmms-eval`: installed with --no-deps into its own folder, on
 PYTHONPATH); without it these tests skip.
@@ -8,14 +9,18 @@ PYTHONPATH); without it these tests skip.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 from test_lmms_eval_grading import LETTERS, reply_mix
 from typer.testing import CliRunner
 
@@ -177,13 +182,11 @@ def test_guessing_benchmarks_samples(
 
 
 # -- `lmms-eval --model mlb`: the plugin ----------------------------------------------------------------------
-# Tested on the model class with lmms-eval's own registry and Instance objects: lmms-eval's CLI loads every
-# task's dataset through the HF hub, which an offline test cannot reach.
+# The model class with lmms-eval's own registry and Instance objects, then the real command end to end on a
+# local task (tests/data/lmms_eval_task: its dataset is a JSONL file, which HF datasets reads offline).
 
 
 def test_the_entry_point_registers_model_mlb(lmms_tasks) -> None:
-    import tomllib
-
     registry = importlib.import_module("lmms_eval.models.registry_v2")
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     target = project["project"]["entry-points"]["lmms_eval.models"]["mlb"]
@@ -251,3 +254,80 @@ def test_generate_until_answers_with_mlbs_engine(lmms_tasks, tiny_model_dir: Pat
     direct = {Path(r["video_path"]).name: r for r in api.iter_rows("a.jsonl")}
     assert replies == [direct["a.mp4"]["answer"].split("\n\n")[0], direct["b.mp4"]["answer"].split("\n\n")[0]]
     assert direct["a.mp4"]["keep_realized"] < 1.0  # the tokens were pruned
+
+
+TASK_DIR = Path(__file__).resolve().parent / "data" / "lmms_eval_task"
+REPO = Path(__file__).resolve().parents[1]
+#: mlb_toy.yaml's generation_kwargs, which the direct `mlb answer` run below repeats.
+TOY_MAX_NEW_TOKENS, TOY_UNTIL = 3, "\n\n"
+
+
+def entry_point_path(tmp_path: Path) -> list[str]:
+    """Where lmms-eval's `entry_points()` finds model `mlb`: nowhere extra when the installed metadata has it;
+    else a throwaway dist-info holding pyproject's entry point. The venv's editable install of mlbcli may
+    predate the entry point (its metadata is written at `pip install` time, not read from pyproject.toml),
+    and these tests must not reinstall the package; lmms-eval discovers plugins only through
+    `importlib.metadata`, which reads any `*.dist-info` folder on sys.path, so one on the subprocess's
+    PYTHONPATH is exactly what a fresh `pip install mlbcli[lmms-eval]` would give it."""
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][
+        "lmms_eval.models"
+    ]
+    installed = importlib.metadata.entry_points(group="lmms_eval.models", name="mlb")
+    if any(ep.value == target["mlb"] for ep in installed):
+        return []
+    dist_info = tmp_path / "entry-points" / "mlbcli_lmms_eval_entry_point-0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: mlbcli-lmms-eval-entry-point\nVersion: 0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(f"[lmms_eval.models]\nmlb = {target['mlb']}\n")
+    return [str(dist_info.parent)]
+
+
+@pytest.mark.slow  # a whole lmms-eval run in a subprocess
+def test_lmms_eval_command_runs_a_local_task(lmms_tasks, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`python -m lmms_eval --model mlb ... --tasks mlb_toy --include_path tests/data/lmms_eval_task` offline:
+    lmms-eval's own pipeline (task loading, prompts, generation, process_results, aggregation, result and
+    sample files) with mlb's engine. The targets are what `mlb answer` replies to the same clips and questions,
+    one of them spoiled, so the aggregated exact match must be exactly 2/3."""
+    from mlbcli import api
+    from mlbcli.io.video import make_test_video
+
+    questions = ["What moves?", "Why?", "What colour is it?"]
+    clips = [make_test_video(tmp_path / f"clip{i}.mp4", num_frames=16 + 4 * i, seed=i + 1) for i in range(3)]
+    model_args = {"method": "fastv", "keep": 0.5, "frames": 4, "device": "cpu"}
+    Path("direct.jsonl").write_text(
+        "".join(
+            json.dumps({"video": str(c), "question": q}) + "\n" for c, q in zip(clips, questions, strict=True)
+        )
+    )
+    api.answer(["direct.jsonl"], max_new_tokens=TOY_MAX_NEW_TOKENS, run=api.RunOptions(out="direct-out.jsonl",
+               workers=0), progress=False, model=str(tiny_model_dir), **model_args)  # fmt: skip
+    by_video = {row["video_path"]: row for row in api.iter_rows("direct-out.jsonl")}
+    replies = [by_video[str(c)]["answer"].split(TOY_UNTIL, 1)[0] for c in clips]
+    assert all(replies) and all(by_video[str(c)]["keep_realized"] < 1.0 for c in clips)
+    targets = [*replies[:2], replies[2] + " (not the reply)"]
+    # The YAML's data_files path is relative: HF datasets resolves it against lmms-eval's cwd, tmp_path.
+    Path("mlb_toy_docs.jsonl").write_text(
+        "".join(json.dumps({"video": str(c), "question": q, "target": t}) + "\n"
+                for c, q, t in zip(clips, questions, targets, strict=True))
+    )  # fmt: skip
+    path = [str(REPO), *entry_point_path(tmp_path), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "HF_HOME": str(tmp_path / "hf_home"),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
+    args = ",".join([f"pretrained={tiny_model_dir}", *(f"{k}={v}" for k, v in model_args.items())])
+    command = [sys.executable, "-m", "lmms_eval", "--model", "mlb", "--model_args", args, "--tasks", "mlb_toy",
+               "--include_path", str(TASK_DIR), "--output_path", str(tmp_path / "out"), "--log_samples"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+
+    (results_file,) = (tmp_path / "out").rglob("*_results.json")
+    results = json.loads(results_file.read_text())
+    assert results["results"]["mlb_toy"]["exact_match,none"] == pytest.approx(2 / 3)
+    assert results["n-samples"]["mlb_toy"]["effective"] == 3
+    (samples_file,) = (tmp_path / "out").rglob("*_samples_mlb_toy.jsonl")
+    samples = sorted(read(samples_file), key=lambda sample: sample["doc_id"])
+    assert [sample["doc_id"] for sample in samples] == [0, 1, 2]  # one sample per doc
+    assert [sample["input"] for sample in samples] == questions  # the prompt as the task built it
+    assert [sample["filtered_resps"] for sample in samples] == replies  # mlb answer's replies, to the token
+    assert [sample["exact_match"] for sample in samples] == [1.0, 1.0, 0.0]
