@@ -11,6 +11,7 @@ from mlbcli.engine import batch as engine
 from mlbcli.engine.pipeline import Pipeline
 from mlbcli.errors import UsageError
 from mlbcli.selection import MethodOptions, get_method
+from mlbcli.selection.base import PlanContext
 
 QUESTION = "What is happening in the video?"
 QWEN_VERSIONS = {"qwen2_vl": "2", "qwen2_5_vl": "2.5"}
@@ -168,16 +169,19 @@ def test_qwen2_5_temporal_positions_follow_real_timestamps(adapters, frames):
 
 
 @pytest.mark.parametrize("name", QWEN_VERSIONS)
-@pytest.mark.parametrize("method", ["uniform", "random"])
+@pytest.mark.parametrize("method", ["uniform", "random", "visionzip"])
 def test_qwen_pruned_run_keeps_mrope_positions(adapters, frames, name, method):
-    """Pruning keeps each survivor's own 3-D position; logits equal the stock model fed those positions."""
+    """Pruning keeps each survivor's own 3-D position; logits equal the stock model fed those positions.
+    Official VisionZip feeds its tokens in its own order (`entry_ids`): `kept_ids` are then in that
+    order, and each state still sits at its own token's position."""
     adapter = adapters[name]
     video = _encode(adapter, frames)
     prompt = adapter.build_prompt(QUESTION, video)
     full_positions, _ = adapter.model.model.get_rope_index(
         prompt.input_ids, **adapter.rope_kwargs(prompt, video)
     )
-    plan = get_method(method, MethodOptions(keep=0.3, seed=3)).plan(video, prompt)
+    chosen = get_method(method, MethodOptions(keep=0.3, seed=3))
+    plan = chosen.plan_with_context(video, prompt, PlanContext(mrope=True))  # as the pipeline plans it
     assert set(plan.steps) == {0}
     decisions = []
     pruner = plan.steps[0]
@@ -186,6 +190,9 @@ def test_qwen_pruned_run_keeps_mrope_positions(adapters, frames, name, method):
     start, n = prompt.visual_start, prompt.num_visual
     keep = torch.cat([torch.arange(start), start + state.kept_ids, torch.arange(start + n, prompt.length)])
     assert 0 < state.kept_ids.numel() < n
+    if decisions[0].entry_ids is not None:  # the method's order: the slots hold these tokens, in order
+        assert torch.equal(state.kept_ids.cpu(), decisions[0].entry_ids.cpu())
+        assert not torch.equal(state.kept_ids, state.kept_ids.sort().values)
     assert state.position_ids.shape == (3, 1, keep.numel())
     assert torch.equal(state.position_ids, full_positions[..., keep])  # not renumbered
     # Reference: the stock model on the kept tokens with their 3-D positions, then stock decoding through

@@ -63,11 +63,24 @@ def test_merging_methods_return_states_that_differ_from_the_kept_features():
 
 
 def test_appended_tokens_follow_the_kept_ones():
-    sel = select_tokens("mlb", video(T=8), keep=0.25)
+    """SlowFast appends its fast tokens after the visual block: they take the positions where the text
+    after the block began (T * N on), as the engine's `insert_after_visual` gives them."""
+    features = video(T=8)
+    sel = select_tokens("slowfast", features)
     appended = (sel.ids == APPENDED).nonzero().squeeze(1)
-    if appended.numel():
-        assert int(appended.min()) > int((sel.ids != APPENDED).nonzero().max())
-        assert bool((sel.positions[1:] > sel.positions[:-1]).all())
+    assert appended.numel() > 0
+    assert int(appended.min()) > int((sel.ids != APPENDED).nonzero().max())
+    start = features.shape[0] * features.shape[1]
+    assert torch.equal(sel.positions[appended], start + torch.arange(appended.numel()))
+
+
+def test_an_official_order_keeps_each_token_at_its_own_position():
+    """Official VisionZip feeds its tokens in its own order; with original positions (as on M-RoPE
+    families) every state keeps its own token's position, whatever slot it lands in."""
+    features = video(T=4)
+    sel = select_tokens("visionzip", features, keep=0.25, variant="official", positions="original")
+    assert not torch.equal(sel.ids, sel.ids.sort().values)  # the official order differs from ascending
+    assert torch.equal(sel.positions, sel.ids)
 
 
 def test_bad_inputs_are_usage_errors():

@@ -83,6 +83,8 @@ def apply_keep(
         return seq  # keeps everything as it is (e.g. a diagnostics-only step): no copy
     if keep.numel() and (keep.min() < 0 or keep.max() >= n or not bool((keep[1:] > keep[:-1]).all())):
         raise ValueError("pruner must return unique ascending indices into visual_slots")
+    if decision.entry_ids is not None:
+        seq = relabel(seq, keep, decision.entry_ids)
     hidden = seq.hidden
     if decision.replace is not None:
         if decision.replace.shape[0] != keep.numel():
@@ -103,6 +105,25 @@ def apply_keep(
             extra_inputs = token_inputs_of(decision.append[None].to(seq.hidden.dtype))
         seq = insert_after_visual(seq, decision.append, extra_inputs)
     return seq
+
+
+def relabel(seq: RowSequence, keep: torch.Tensor, entry_ids: torch.Tensor) -> RowSequence:
+    """`seq` with its kept slots (`keep`, ascending) holding the tokens `entry_ids` [k] in that order: each
+    slot takes its token's visual id and ORIGINAL position (on M-RoPE rows, where positions are never
+    renumbered, a state must keep its own token's position), so ids, positions and the states a method
+    wrote in its own order (`LayerKeep.entry_ids`) agree."""
+    entry = entry_ids.to(seq.visual_ids.device).long()
+    ids = seq.visual_ids
+    if entry.numel() != keep.numel() or not torch.equal(entry.sort().values, ids[keep].sort().values):
+        raise ValueError("LayerKeep.entry_ids must order exactly the kept tokens' ids")
+    order = ids.argsort()
+    source = order[torch.searchsorted(ids[order], entry)]  # [k] index of each entry id in visual_slots
+    slots = seq.visual_slots[keep]
+    positions = seq.position_ids.clone()
+    positions[..., slots] = seq.position_ids[..., seq.visual_slots[source]]
+    relabelled = ids.clone()
+    relabelled[keep] = entry
+    return dataclasses.replace(seq, position_ids=positions, visual_ids=relabelled)
 
 
 def merge_targets(visual_ids: torch.Tensor, decision: LayerKeep) -> dict[int, int]:

@@ -22,7 +22,9 @@ class LayerContext:
     layer: int
     hidden: torch.Tensor  # [1, L, D] hidden states entering the layer (input embeddings at layer 0)
     visual_slots: torch.Tensor  # [n] positions in the current sequence of the prunable visual tokens
-    visual_ids: torch.Tensor  # [n] their flat ids t * N + i in the original video, ascending
+    # [n] their flat ids t * N + i in the original video: ascending, except after a step that fed them
+    # in its own order (`LayerKeep.entry_ids`)
+    visual_ids: torch.Tensor
     scores: torch.Tensor | None  # [n] attention the query rows give them at layer-1 (mean over heads, rows)
 
 
@@ -36,7 +38,9 @@ class LayerKeep:
     info: dict[str, Any] = field(default_factory=dict)  # method diagnostics (segments, budgets...)
     # [k] visual ids in the order the method feeds them to the LLM, when that differs from the slots'
     # ascending order (official peers that concatenate in their own order write the states of this
-    # order into the kept slots via `replace`); None: each kept slot holds its own token.
+    # order into the kept slots via `replace`); the engine then relabels the kept slots with these ids
+    # and moves each one's position along with it (`engine.rows.apply_keep`). None: each kept slot
+    # holds its own token.
     entry_ids: torch.Tensor | None = None
     # [n] for each visual token entering this step, the index in `keep` of the kept token whose new
     # state took it in (token merging / pooling), -1 where it was simply dropped; None: no merging.

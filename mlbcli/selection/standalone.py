@@ -200,6 +200,15 @@ def _apply(
         keep.min() < 0 or keep.max() >= visual.numel() or bool((keep[1:] <= keep[:-1]).any())
     ):
         raise ValueError(f"{step}: the pruner returned indices that are not unique, ascending and in range")
+    next_text = int(ids.numel())  # the position of the first text token after the visual block (layer 0)
+    if decision.entry_ids is not None:  # the method's own order: each kept slot takes its token's id AND
+        entry = decision.entry_ids.to(torch.long).cpu()  # original position (as engine.rows.relabel)
+        visual_ids = ids[visual]
+        order = visual_ids.argsort()
+        source = visual[order[torch.searchsorted(visual_ids[order], entry)]]
+        ids, pos = ids.clone(), pos.clone()
+        pos[visual[keep]] = pos[source]
+        ids[visual[keep]] = entry
     states = hidden[0].clone()
     if decision.replace is not None:
         states[visual[keep]] = decision.replace.to(states.dtype).cpu()
@@ -208,13 +217,11 @@ def _apply(
     alive[visual[keep]] = True
     slots = alive.nonzero().squeeze(1)
     new_ids = ids[slots].clone()
-    if decision.entry_ids is not None:  # the method's own entry order (states already written so)
-        new_ids[torch.isin(slots, visual[keep])] = decision.entry_ids.to(torch.long).cpu()
     states, pos = states[slots], pos[slots]
     if decision.append is not None and decision.append.shape[0]:
         m = decision.append.shape[0]
         at = int((new_ids != APPENDED).nonzero().max()) + 1 if new_ids.numel() else 0
-        start = int(pos[at - 1]) + 1 if at else 0
+        start = next_text  # as `engine.rows.insert_after_visual`: where the text after the block began
         states = torch.cat([states[:at], decision.append.to(states.dtype).cpu(), states[at:]])
         new_ids = torch.cat([new_ids[:at], torch.full((m,), APPENDED), new_ids[at:]])
         pos = torch.cat([pos[:at], start + torch.arange(m), pos[at:] + m])
