@@ -11,7 +11,13 @@ import torch
 
 from mlbcli import select_tokens
 from mlbcli.engine.pipeline import Pipeline, Request
-from mlbcli.selection.ops.framefusion import pruning_ratio
+from mlbcli.selection.ops.framefusion import (
+    FusionSettings,
+    FusionState,
+    merge_step,
+    prune_step,
+    pruning_ratio,
+)
 from mlbcli.testing.tiny import TINY_FAMILIES, build_tiny
 
 GOLDEN = Path(__file__).parent / "golden" / "methods" / "framefusion_official.pt"
@@ -55,6 +61,19 @@ def test_cost_is_the_average_share_over_the_layers():
             if ratio > 0:
                 assert sum(shares) / 28 == pytest.approx(cost)
     assert pruning_ratio([0.0, 0.0], 0.01, 28) is None  # two full layers already cost more than 1%
+
+
+def test_when_merges_spent_the_cost_the_next_step_prunes_to_one_token():
+    """Two layers with nothing merged already cost more than 1% of 28 layers: the next merging call
+    merges nothing and leaves the pruning to the step after it, which keeps one token and says why."""
+    settings = FusionSettings(0.01, 0.6, 0.1, 28, 16, 4, target=1)
+    state = FusionState(sparsity=[0.0, 0.0])
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    kept, states, info = merge_step(x, torch.arange(64), state, settings)
+    assert kept.numel() == 64 and info["merged"] == 0 and torch.equal(states, x)
+    assert state.merging_done and not state.pruning_done
+    kept, info = prune_step(torch.rand(64), state, settings)
+    assert kept.numel() == 1 and state.pruning_done
 
 
 def test_a_static_video_merges_into_its_first_frame():

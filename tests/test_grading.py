@@ -189,6 +189,21 @@ def test_lmms_eval_accuracy_is_the_tasks_own_aggregation() -> None:
     assert every.accuracy_lmms_eval == pytest.approx(0.5) and not any("absent" in n for n in every.notes)
 
 
+def test_mlvu_test_rows_are_aggregated_as_mlvu_test() -> None:
+    """mlb names both MLVU splits "mlvu"; lmms-eval's aggregation must still be the test split's (nine task
+    types, needleQA and sportsQA among them), not the dev split's (which has no needleQA)."""
+    rows = [
+        {"correct": True, "correct_mlb": True, "correct_lmms_eval": True, "category": kind,
+         "video_id": f"{kind}{i}", "benchmark": "mlvu_test", "question_id": "q"}
+        for kind in ("needleQA", "sportsQA")
+        for i in range(2)
+    ]  # fmt: skip
+    score = score_rows(rows)
+    assert score.accuracy_lmms_eval == pytest.approx(2 / 9)
+    assert any("7 absent task types" in note for note in score.notes)
+    assert not any("cannot read" in note for note in score.notes)
+
+
 def test_paired_difference_in_the_benchmarks_own_averaging() -> None:
     here = _mlvu_rows()
     there = [{**row, "correct": True} for row in here]

@@ -32,13 +32,15 @@ logger = logging.getLogger(__name__)
 def task_of(row: dict[str, Any]) -> str:
     """lmms-eval's task name for a row (MVBench: one task per subtask)."""
     from mlbcli.eval.benchmarks import BENCHMARKS
-    from mlbcli.eval.grading import mlb_benchmark
+    from mlbcli.eval.grading import lmms_eval_task, mlb_benchmark
 
     bench = BENCHMARKS.get(mlb_benchmark(row.get("benchmark")) or "")
     if bench is None:
         return "mlb_answer"
     if bench.name == "mvbench" and row.get("category"):
         return f"mvbench_{row['category']}"
+    if lmms_eval_task(row.get("benchmark")) == "mlvu_test":  # mlb's "mlvu" is the dev split
+        return "mlvu_test"
     return bench.lmms_eval_task
 
 

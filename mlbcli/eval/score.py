@@ -284,7 +284,8 @@ def score_rows(
 
     benchmark = _only(mlb_benchmark(row.get("benchmark")) or row.get("benchmark") for row in rows)
     macro = _is_macro(benchmark)
-    overall = summarize(rows, benchmark)
+    # the rows' own name for lmms-eval's aggregation: mlvu_test is not mlvu_dev (both are mlb's "mlvu")
+    overall = summarize(rows, _only(row.get("benchmark") for row in rows) or benchmark)
     score = FileScore(
         **asdict(overall),
         file=file,

@@ -132,7 +132,9 @@ def merge_step(
     (kept indices ascending, their states, info); `into` as in `merge_runs`."""
     n, N = states.shape[0], settings.tokens_per_frame
     upper = pruning_ratio(state.sparsity, settings.cost, settings.depth)
-    upper = 0.0 if upper is None else upper
+    if upper is None:  # earlier merges already spent the cost: no merge here; the pruning step that
+        state.merging_done = True  # follows keeps one token and says why (`prune_step`)
+        return torch.arange(n, device=states.device), states, {"merged": 0, "ratio": 0.0}
     similarity, order = chain_similarity(states, ids % N, N)
     chosen = similarity >= settings.similarity  # [n] over chain positions
     ratio = int(chosen.sum()) / n
