@@ -88,3 +88,20 @@ def test_positions_the_family_cannot_honour_are_refused_from_the_config(tmp_path
         check_model(ModelSpec(model=str(folder), method="visionzip", keep=0.5, positions="contiguous"))
     # without --positions the same method passes (the official default quietly keeps M-RoPE ids)
     assert check_model(ModelSpec(model=str(folder), method="visionzip", keep=0.5)).family == "qwen2_vl"
+
+
+def test_an_explicit_tower_saliency_needs_a_family_that_captures_it(tmp_path):
+    """GLM-4.1V's tower attention is not captured: `--saliency tower` is refused from its config, while
+    leaving it unset falls back to the proxy (the rows say so) and OneVision, which captures it, passes."""
+    from mlbcli.runners.local import check_model
+    from mlbcli.testing.tiny import build_tiny
+
+    glm = build_tiny("glm4v", tmp_path / "tiny-glm")
+    for weights in glm.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(UsageError, match="does not capture the glm4v"):
+        check_model(ModelSpec(model=str(glm), method="fastvid", keep=0.5, saliency="tower"))
+    assert check_model(ModelSpec(model=str(glm), method="fastvid", keep=0.5)).family == "glm4v"
+    assert check_model(ModelSpec(model=str(glm), method="fastvid", keep=0.5, saliency="proxy"))
+    onevision = build_tiny("llava_onevision", tmp_path / "tiny-ov")
+    assert check_model(ModelSpec(model=str(onevision), method="fastvid", keep=0.5, saliency="tower"))

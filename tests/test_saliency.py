@@ -121,6 +121,10 @@ def test_saliency_applies_only_to_methods_that_read_it():
         assert get_method(name, MethodOptions(keep=0.5)).saliency == "tower"
         assert get_method(name, MethodOptions(keep=0.5, saliency="proxy")).saliency == "proxy"
     assert get_method("evs", MethodOptions(keep=0.5)).saliency is None
+    # VisionZip's paper reading ranks by the proxy only: --saliency is refused there, and rows say None
+    with pytest.raises(UsageError, match="--variant paper"):
+        get_method("visionzip", MethodOptions(keep=0.5, variant="paper", saliency="tower"))
+    assert get_method("visionzip", MethodOptions(keep=0.5, variant="paper")).saliency is None
 
 
 def _answer(model: Path, clips: Path, out: Path, **options) -> list[dict]:

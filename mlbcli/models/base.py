@@ -168,6 +168,9 @@ class ModelAdapter(DecoderTraits, abc.ABC):
     #: Image LLMs driven on video (LLaVA-NeXT) re-sequence the tokens kept before the LLM (contiguous
     #: positions), so that pruning makes room in a short context. Video LLMs keep original positions.
     renumber_input_positions: ClassVar[bool] = False
+    #: Whether `encode_batch` captures the vision tower's attention (`VideoTokens.saliency`, `--saliency
+    #: tower`); an explicit `--saliency tower` on a family without it is refused before loading.
+    tower_saliency: ClassVar[bool] = False
     #: Multiple-choice post-prompt of the family's usual evaluation (lmms-eval's, shared by OneVision,
     #: Qwen2-VL and the LLaVA-NeXT video evaluations of SF-LLaVA).
     mc_post_prompt: ClassVar[str] = "Answer with the option's letter from the given choices directly."

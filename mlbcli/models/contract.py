@@ -185,6 +185,7 @@ class AdapterClass(Protocol):
     default_frames: int
     frame_rule: FrameRule
     renumber_input_positions: bool
+    tower_saliency: bool  # `encode_batch` fills `VideoTokens.saliency` (--saliency tower)
     option_defaults: dict[str, Any]  # the family's own settings (`--min-pixels`...) and defaults
 
     def model_class(self) -> type[Any]:

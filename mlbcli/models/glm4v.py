@@ -77,6 +77,7 @@ class Glm4vAdapter(QwenVideoAdapter):
     model_types = ("glm4v",)
     default_frames = 32
     frame_rule = GLM_FRAME_RULE
+    tower_saliency = False  # its own `encode_batch` captures nothing: the proxy
 
     @classmethod
     def model_class(cls) -> type[Any]:

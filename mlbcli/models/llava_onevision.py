@@ -29,6 +29,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
     family = "llava_onevision"
     model_types = ("llava_onevision",)
     default_frames = 32
+    tower_saliency = True  # SigLIP's feature layer (`models.saliency`)
 
     @classmethod
     def model_class(cls) -> type[Any]:

@@ -115,6 +115,7 @@ class QwenVideoAdapter(ModelAdapter):
 
     default_frames = 32
     frame_rule = QWEN_FRAME_RULE
+    tower_saliency = True  # the last vision block (`encode_batch`)
     pixel_mean: ClassVar[list[float]] = OPENAI_CLIP_MEAN  # when the checkpoint names none
     pixel_std: ClassVar[list[float]] = OPENAI_CLIP_STD
 

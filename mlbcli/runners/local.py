@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlbcli.errors import UsageError
 from mlbcli.runners.batch import Emit, Prepare, Rows, Work, run_batch
 from mlbcli.runners.tasks import ModelWorker, error_text
 from mlbcli.runners.videos import decoded, decoded_videos, saved_videos
@@ -76,6 +77,11 @@ def check_model(spec: ModelSpec) -> Any:
     text_config = getattr(config, "text_config", config)
     method = get_method(spec.method, spec.method_options())
     method.check_layer(LLMDims.from_config(text_config).num_layers)
+    if method.options.saliency == "tower" and method.reads_saliency() and not adapter_cls.tower_saliency:
+        raise UsageError(
+            f"--saliency tower: mlb does not capture the {adapter_cls.family} vision tower's attention; "
+            "use --saliency proxy, or leave it unset (the proxy is then the fallback, and rows say so)"
+        )
     rope = getattr(text_config, "rope_parameters", None) or getattr(text_config, "rope_scaling", None)
     context = PlanContext(
         image_llm=bool(adapter_cls.renumber_input_positions),

@@ -196,6 +196,11 @@ class Method(abc.ABC):
     def __init__(self, options: MethodOptions | None = None):
         self.options = options or MethodOptions()
         check_method_options(self.name, self.options, self.options_used, self.variants)
+        if self.options.saliency is not None and not self.reads_saliency():
+            raise UsageError(
+                f"--saliency does not apply to --method {self.name} --variant {self.variant}: "
+                "this reading ranks tokens by its own proxy, not by the vision tower's attention"
+            )
         #: The parameters the caller gave (names normalised, None dropped): "given" vs "default".
         self.given_params = {normalize_name(k): v for k, v in self.options.params.items() if v is not None}
         preset = self.variant_params.get(self.variant or "", {})
@@ -260,9 +265,14 @@ class Method(abc.ABC):
     def saliency(self) -> str | None:
         """What a method that reads saliency reads: "tower" (the default: the vision tower's attention,
         where the family captures it) or "proxy" (`--saliency proxy`); None for other methods."""
-        if "saliency" not in self.options_used:
+        if not self.reads_saliency():
             return None
         return self.options.saliency or "tower"
+
+    def reads_saliency(self) -> bool:
+        """Whether the method, in its variant, reads `VideoTokens.saliency` (VisionZip's paper reading
+        never does: it ranks by the proxy); `--saliency` given to one that does not is a `UsageError`."""
+        return "saliency" in self.options_used
 
     def saliency_used(self, video: VideoTokens) -> str | None:
         """The row's `saliency` column: "tower" when the method read the tower's attention of `video`,

@@ -52,6 +52,10 @@ class VisionZipStar(PeerMethod):
         "official: cokeshao/HoliTom e9b2972f (VisionZip's OneVision port)."
     )
 
+    def reads_saliency(self) -> bool:
+        """The official code ranks by the tower's attention; the paper reading by the proxy only."""
+        return self.variant == "official"
+
     def prune_plan(self, video: VideoTokens) -> PrunePlan:
         from mlbcli.selection.ops.peers import visionzip_plan
 

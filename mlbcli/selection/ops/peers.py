@@ -93,7 +93,7 @@ def visionzip_plan(video: VideoTokens, keep: float, ratio: float, variant: str) 
             keep=entry.sort().values.to(ctx.visual_slots.device),
             merged_into=merged_index(owner, entry.sort().values),  # by token id, not entry slot
             replace=torch.cat(states),  # [k, D] in entry order, written into the kept slots
-            entry_ids=entry if variant == "official" else None,
+            entry_ids=entry,  # the states' order (paper: ascending per frame, a no-op relabel)
             info={"frame_budgets": budgets, "dominant_ratio": ratio, "variant": variant},
         )
 
