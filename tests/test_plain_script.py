@@ -8,10 +8,18 @@ the count says whether the workers re-ran it.
 from __future__ import annotations
 
 import json
+import multiprocessing.spawn
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
+
+from helpers_video import scripted_decode
+
+from mlbcli.io.prefetch import prefetch
+from mlbcli.io.spawning import without_main
 
 SCRIPT = """
 from mlbcli import api
@@ -62,3 +70,86 @@ def test_a_decode_function_from_the_script_still_reaches_the_workers(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[1, 4, 9]"
     assert "keep dying" not in result.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# `without_main` itself: the stdlib function is wrapped only while a block is open.
+# --------------------------------------------------------------------------------------------------
+
+_MAIN_KEYS = {"init_main_from_path", "init_main_from_name"}
+
+
+def _reruns_main() -> bool:
+    """Whether a spawn child started now by this thread would re-run ``__main__`` (pytest's here)."""
+    return bool(_MAIN_KEYS & multiprocessing.spawn.get_preparation_data("probe").keys())
+
+
+def test_the_stdlib_function_is_the_original_again_after_a_run():
+    original = multiprocessing.spawn.get_preparation_data
+    assert _reruns_main()  # the premise: under pytest a plain spawn child would import __main__
+    out = list(prefetch([("ok", 1, None), ("ok", 2, None)], scripted_decode, workers=2, timeout_s=60))
+    assert [result for _, result in out] == [2, 4]
+    assert multiprocessing.spawn.get_preparation_data is original
+    assert _reruns_main()
+
+
+def test_nested_blocks_keep_filtering_until_the_outer_one_ends():
+    original = multiprocessing.spawn.get_preparation_data
+    with without_main():
+        assert not _reruns_main()
+        with without_main():
+            assert not _reruns_main()
+        assert not _reruns_main()  # the inner block put back the outer one's setting, not False
+        with without_main(enabled=False):  # off means "leave spawn alone", not "switch the outer off"
+            assert not _reruns_main()
+        assert multiprocessing.spawn.get_preparation_data is not original
+    assert multiprocessing.spawn.get_preparation_data is original
+    assert _reruns_main()
+
+
+def test_concurrent_blocks_filter_only_their_own_thread_and_restore_after_the_last():
+    original = multiprocessing.spawn.get_preparation_data
+    seen: dict[str, Any] = {}
+    entered, first_left, release = threading.Event(), threading.Event(), threading.Event()
+
+    def long_block() -> None:
+        with without_main():
+            entered.set()
+            first_left.wait(10)
+            seen["after the other block ended"] = _reruns_main()
+            release.wait(10)
+
+    thread = threading.Thread(target=long_block)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        assert _reruns_main()  # another thread's block does not change what this thread sends
+        with without_main():
+            assert not _reruns_main()
+        first_left.set()
+        assert multiprocessing.spawn.get_preparation_data is not original  # one block is still open
+    finally:
+        first_left.set()
+        release.set()
+        thread.join(10)
+    assert seen == {"after the other block ended": False}
+    assert multiprocessing.spawn.get_preparation_data is original
+
+
+def test_a_hook_installed_over_ours_is_not_dropped():
+    original = multiprocessing.spawn.get_preparation_data
+    calls: list[str] = []
+    try:
+        with without_main():
+            ours = multiprocessing.spawn.get_preparation_data
+
+            def theirs(name: str) -> dict[str, Any]:
+                calls.append(name)
+                return ours(name)
+
+            multiprocessing.spawn.get_preparation_data = theirs  # type: ignore[assignment]
+        assert multiprocessing.spawn.get_preparation_data is theirs
+        assert _reruns_main()  # ours, left beneath theirs, only passes data through
+        assert calls == ["probe"]
+    finally:
+        multiprocessing.spawn.get_preparation_data = original  # type: ignore[assignment]
