@@ -20,9 +20,9 @@ import subprocess, sys, time
 from mlbcli.runners.ray_reaper import watch_descendants
 watch_descendants()
 sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
-ray_like = subprocess.Popen([*sleeper, "ray::FakeAgent"])
-other = subprocess.Popen([*sleeper, "not-a-helper"])
-print(ray_like.pid, other.pid, flush=True)
+ray_like_exec = subprocess.Popen(["bash", "-c", "exec -a 'ray::IDLE' sleep 120"])
+other = subprocess.Popen([*sleeper, "/home/ray/anaconda3/bin/user-job"])  # a path, not one of Ray's
+print(ray_like_exec.pid, other.pid, flush=True)
 time.sleep(120)
 """
 

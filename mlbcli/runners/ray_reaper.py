@@ -24,6 +24,8 @@ from pathlib import Path
 
 #: Seconds between two looks at the driver's process tree (Ray starts workers during the run).
 POLL_S = 0.2
+_RAY_PARTS = (b"/ray/core/src/ray/", b"/ray/_private/", b"/ray/dashboard/", b"/ray/autoscaler/")
+
 _WATCHDOGS: list[subprocess.Popen[bytes]] = []
 
 #: Seconds the watchdog waits after SIGTERM before SIGKILL.
@@ -45,9 +47,11 @@ def _is_ray(pid: int) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    # Ray's workers and agents retitle themselves `ray::...`; raylet, gcs_server and its Python helpers
-    # run from the `ray` package's folder
-    return b"ray::" in command or b"/ray/" in command
+    # Ray's workers and agents retitle themselves `ray::...`; raylet and gcs_server are binaries inside the
+    # package (`ray/core/src/ray/...`), its Python helpers modules of `ray/_private`, `ray/dashboard`,
+    # `ray/autoscaler`. Not any "/ray/" (Ray's own images install Python under /home/ray): a user's
+    # process must never match.
+    return command.startswith(b"ray::") or any(part in command for part in _RAY_PARTS)
 
 
 def descendants(pid: int) -> set[int]:
