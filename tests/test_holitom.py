@@ -45,3 +45,19 @@ def test_static_window_merges_into_the_density_peak_of_each_cluster():
     # the wrong targets hold other states: the test tells them apart
     wrong_first = beta * window[0] + (1 - beta) * (window[1] + window[2]) / 2
     assert not torch.allclose(states[0], wrong_first) and not torch.allclose(states[0], expected_b)
+
+
+def test_official_inner_merge_keeps_its_share_of_the_tokens_that_entered():
+    """The reference's inner merge keeps round(n * (1 - r)) of the n tokens entering layer K (not of the
+    --keep budget): given the outer merge's output, the count follows it."""
+    import torch
+
+    from mlbcli import select_tokens
+
+    features = torch.randn(4, 16, 8, generator=torch.Generator().manual_seed(0))
+    outer = select_tokens("holitom", features, keep=0.5, holitom_layer=2)  # what enters the LLM
+    n = len(outer)
+    attention = torch.rand(n, generator=torch.Generator().manual_seed(1))
+    both = select_tokens("holitom", features, keep=0.5, holitom_layer=2, attention=attention)
+    assert both.layers == [0, 2]
+    assert len(both) == round(n * (1 - 0.5))  # holitom_merge_ratio's default

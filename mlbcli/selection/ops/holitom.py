@@ -341,7 +341,13 @@ def holitom_plan(
         assert ctx.scores is not None
         states = ctx.hidden[0, ctx.visual_slots]
         into = torch.full((states.shape[0],), -1, dtype=torch.long)  # [n] index in kept of the survivor
-        kept, merged = inner_merge(states, ctx.scores, min(inner_keep, states.shape[0]), into)
+        n = states.shape[0]
+        # official: round(n * (1 - r)) of the n tokens that entered (the reference's rule); exact: of the
+        # budget, so the last layer meets --keep
+        count = (
+            max(1, round(n * (1 - params["holitom_merge_ratio"]))) if variant == "official" else inner_keep
+        )
+        kept, merged = inner_merge(states, ctx.scores, min(count, n), into)
         info: dict[str, Any] = {"layer": inner_layer, "kept": int(kept.numel())}
         note = missed(int(kept.numel()), budget, T, why)
         if note:
