@@ -84,6 +84,14 @@ def _spec_options(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _limit(gen_kwargs: dict[str, Any]) -> int:
+    """The task's token limit; settings that ask for sampling or beams are refused: mlb decodes greedily,
+    and silently answering greedily where a task asked for something else would change its numbers."""
+    if gen_kwargs.get("do_sample"):
+        raise UsageError("the task asks for sampling (do_sample); mlb decodes greedily")
+    if float(gen_kwargs.get("temperature") or 0) > 0 and gen_kwargs.get("do_sample") is not False:
+        raise UsageError(f"the task asks for temperature {gen_kwargs['temperature']}; mlb decodes greedily")
+    if int(gen_kwargs.get("num_beams") or 1) > 1:
+        raise UsageError(f"the task asks for {gen_kwargs['num_beams']} beams; mlb decodes greedily")
     value = gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS
     return int(value)
 

@@ -89,12 +89,17 @@ def read(path: Path) -> list[dict[str, Any]]:
 def check_records(module: types.ModuleType, process: str, metric: str, samples: list[dict[str, Any]]) -> None:
     """Each sample's metric record is what the task's `process_results` makes of its doc and reply."""
     draws = SeededDraws()
-    if hasattr(module, "random"):
-        module.random = draws  # type: ignore[attr-defined]  (restored by the monkeypatch of the caller)
-    for sample in samples:
-        draws.key = f"0:{sample['doc']['video_id']}:{sample['doc']['question_id']}"
-        theirs = getattr(module, process)(sample["doc"], [sample["filtered_resps"]])[metric]
-        assert theirs == sample[metric], (sample["filtered_resps"], theirs, sample[metric])
+    original = getattr(module, "random", None)
+    if original is not None:
+        module.random = draws  # type: ignore[attr-defined]  (put back below)
+    try:
+        for sample in samples:
+            draws.key = f"0:{sample['doc']['video_id']}:{sample['doc']['question_id']}"
+            theirs = getattr(module, process)(sample["doc"], [sample["filtered_resps"]])[metric]
+            assert theirs == sample[metric], (sample["filtered_resps"], theirs, sample[metric])
+    finally:
+        if original is not None:
+            module.random = original  # type: ignore[attr-defined]
 
 
 def videomme_rows(tmp_path: Path, vm: types.ModuleType) -> list[dict[str, Any]]:
@@ -331,3 +336,15 @@ def test_lmms_eval_command_runs_a_local_task(lmms_tasks, tiny_model_dir: Path, t
     assert [sample["input"] for sample in samples] == questions  # the prompt as the task built it
     assert [sample["filtered_resps"] for sample in samples] == replies  # mlb answer's replies, to the token
     assert [sample["exact_match"] for sample in samples] == [1.0, 1.0, 0.0]
+
+
+def test_generation_settings_mlb_cannot_honour_are_refused():
+    """mlb decodes greedily: a task asking for sampling or beams is an error, not a silent greedy run."""
+    from mlbcli.errors import UsageError
+    from mlbcli.lmms_eval_plugin import _limit
+
+    assert _limit({"max_new_tokens": 7, "temperature": 0, "do_sample": False}) == 7
+    assert _limit({"temperature": 0.2, "do_sample": False, "max_new_tokens": 3}) == 3  # sampling off
+    for kwargs in ({"do_sample": True}, {"temperature": 0.7}, {"num_beams": 4}):
+        with pytest.raises(UsageError, match="greedily"):
+            _limit(kwargs)
