@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from golden.frames import CASES
 from test_golden import _frames
-
-from tests.golden.frames import CASES
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 FAMILIES = ("gemma4", "qwen3_5")
@@ -63,7 +62,7 @@ def encoded(pipelines: Any) -> Any:
 
 
 def test_fixtures_are_small_and_of_our_frames() -> None:
-    from tests.golden.frames import sha256
+    from golden.frames import sha256
 
     for family in FAMILIES:
         assert (GOLDEN / f"{family}_golden.npz").stat().st_size < 300_000

@@ -3,8 +3,9 @@ made by make_official_vidcom2_prunevid.py; provenance in vidcom2.json / prunevid
 
 VidCom2: xuyang-liu16/VidCom2's `vidcom2_compression` on LLaVA-OneVision's path. PruneVid:
 Visual-AI/PruneVid's `merge_frames_dynamic` (before the LLM) and `VTPWindowCache.process_attention`
-(after its layer 10, mlb's --layer 11) fed the same [n] attention as mlb; PLLaVA aggregates its
-attention by max over heads and text rows, mlb's probe by the mean, which these fixtures leave out.
+(after its layer 10, mlb's --layer 11) fed the same [n] attention as mlb; how that attention is
+aggregated (PLLaVA and mlb's official variant: max over heads and query rows, `PrunePlan.probe_reduce`)
+is outside these fixtures (tests/test_probe.py checks the reduction).
 """
 
 from __future__ import annotations

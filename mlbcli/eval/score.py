@@ -470,8 +470,8 @@ def _paired_cells(pair: Paired | None) -> list[str]:
 
 def _captions(scores: Sequence[FileScore]) -> list[str]:
     captions = [
-        "acc %: the headline grader's (each row's `grader`); mlb % and lmms-eval %: each grader's, the same "
-        "averaging. 95% CI: Wilson, clustered by video; unparsed: replies naming no single option; errors: "
+        "acc %: the headline grader's (each row's `grader`); mlb %: mlb's grader in the benchmark's averaging; "
+        "lmms-eval %: lmms-eval's grader as its task aggregates (MLVU: over all task types). 95% CI: Wilson, clustered by video; unparsed: replies naming no single option; errors: "
         "rows that failed or whose ground truth cannot be read (in no accuracy)"
     ]
     notes = sorted({s.aggregation for s in scores if s.aggregation.startswith("macro")})

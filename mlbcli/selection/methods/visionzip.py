@@ -24,7 +24,8 @@ class VisionZipStar(PeerMethod):
     [R] assignment by cosine of projector outputs (VisionZip uses attention keys).
     Variants (`--variant`):
     - official (default; [C] cokeshao/HoliTom e9b2972f `visionzip/llava_arch.py`, the OneVision port of
-      dvlab-research/VisionZip 3151f6df): per frame round(N * keep) tokens, int(b * 54/64) dominant
+      dvlab-research/VisionZip 3151f6df; [R] its per-frame count is a setting there, mlb derives it
+      from --keep): per frame round(N * keep) tokens, int(b * 54/64) dominant
       (floored), contextual = target + mean(members); per frame the dominant tokens (position order)
       then the contextual ones; positions re-sequenced (the code concatenates); targets at
       arange(0, R, R // n_ctx)[:n_ctx].

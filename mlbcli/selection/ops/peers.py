@@ -60,7 +60,8 @@ def visionzip_official_frame(
 
 def visionzip_plan(video: VideoTokens, keep: float, ratio: float, variant: str) -> PrunePlan:
     """Per frame: dominant + contextual tokens. `official`: the same budget round(N * keep) for every
-    frame (the reference takes one per-frame count), saliency from the vision tower when the family
+    frame ([R]: the reference reads that one per-frame count from a setting, mlb derives it from --keep),
+    saliency from the vision tower when the family
     gives it, the reference's order (`entry_ids`); `paper`: even budgets summing to
     token_budget(T*N, keep), the pseudo-[CLS] proxy, position order."""
     from mlbcli.selection.ops.clustering import frame_saliency
