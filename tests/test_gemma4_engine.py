@@ -105,3 +105,76 @@ def test_a_state_replaced_inside_the_llm_keeps_its_per_layer_inputs():
     assert first.token_inputs is not None
     assert torch.equal(first.token_inputs[0, [1, 2]], fresh[0])  # the kept slots 1 and 3, now 1 and 2
     assert torch.equal(first.token_inputs[0, [0, 3]], token_inputs[0, [0, 4]])
+
+
+def _top_k_plan(layer: int, keep: int) -> PrunePlan:
+    def prune(ctx: LayerContext) -> LayerKeep:
+        assert ctx.scores is not None
+        return LayerKeep(ctx.scores.topk(keep).indices.sort().values, info={})
+
+    return PrunePlan(steps={layer: prune}, needs_scores=frozenset({layer}))
+
+
+def _stock_window_reads(length: int, slots: torch.Tensor, step: int, window: int | None) -> int:
+    """Visual keys (at `slots` of a `length`-token prompt) the token of decode `step` attends to, by
+    transformers' own sliding rule: query q sees key k when q - window < k <= q (global: every key)."""
+    if window is None:
+        return int(slots.numel())
+    query = length + step  # the prompt, the `step` tokens generated before, then this one
+    return int(((slots > query - window) & (slots <= query)).sum())
+
+
+def test_decode_kv_ratio_counts_only_a_sliding_layers_window(adapter, video):
+    """More visual tokens than the window: a sliding layer reads (and the unpruned model would read) only
+    the visual keys inside its window; the ratio equals the one counted from stock's sliding rule on the
+    pruned and the unpruned sequences, layer by layer and step by step (not the count of every key)."""
+    from helpers_engine import no_eos
+
+    from mlbcli.engine.decode import Generation
+    from mlbcli.engine.flops import LLMDims
+    from mlbcli.engine.stats import decode_kv_ratio
+
+    saved = adapter.text_config.sliding_window
+    adapter.text_config.sliding_window = 48  # reaches back into the visual block, not over all of it
+    try:
+        prompt = adapter.build_prompt(QUESTION, video)
+        batch, errors = engine.prefill_batch(
+            adapter, [adapter.model_inputs(prompt, video)], [_top_k_plan(2, 60)]
+        )
+        assert not errors, errors
+        with no_eos(adapter):
+            (gen,) = engine.greedy_decode_batch(adapter, batch, max_new_tokens=4)
+        state = batch.rows[0]
+        assert len(gen.token_ids) == 4  # three decode steps
+
+        slots = prompt.visual_slots()
+        alive = torch.ones(prompt.length, dtype=torch.bool)
+        alive[slots] = False
+        alive[slots[state.kept_ids]] = True
+        pruned_slots = (alive.cumsum(0) - 1)[slots[state.kept_ids]]  # kept tokens' slots after pruning
+        windows = [adapter.attention_window(i) for i in range(len(adapter.layers))]
+        assert video.num_visual > 48 and any(w is not None for w in windows)
+
+        def counted(step: int) -> tuple[int, int]:
+            read = full = 0
+            for i, window in enumerate(windows):  # pruning before layer 2: layers 0, 1 see every token
+                length, kept = (prompt.length, slots) if i < 2 else (int(alive.sum()), pruned_slots)
+                read += _stock_window_reads(length, kept, step, window)
+                full += _stock_window_reads(prompt.length, slots, step, window)
+            return read, full
+
+        read, full = (sum(column) for column in zip(*(counted(step) for step in range(3)), strict=True))
+        assert (gen.visual_keys_read, gen.visual_keys_full) == (read, full)
+        assert read < sum(state.visual_per_layer) * 3  # the window really leaves keys out
+
+        # No decode step (one token): the stats count what the first step would read, by the same rule.
+        dims = LLMDims.from_config(
+            adapter.text_config,
+            adapter.layer_kinds(adapter.text_config),
+            [adapter.kv_source(i) for i in range(len(adapter.layers))],
+        )
+        first_read, first_full = counted(0)
+        ratio = decode_kv_ratio(state, Generation([], [], 0.0), dims)
+        assert ratio == pytest.approx(first_read / first_full)
+    finally:
+        adapter.text_config.sliding_window = saved
