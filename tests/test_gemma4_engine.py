@@ -178,3 +178,23 @@ def test_decode_kv_ratio_counts_only_a_sliding_layers_window(adapter, video):
         assert ratio == pytest.approx(first_read / first_full)
     finally:
         adapter.text_config.sliding_window = saved
+
+
+def test_decode_policy_in_the_shared_kv_span_and_extending_are_refused(adapter, video):
+    """A decode policy from layer 5 would hide keys from no layer (5 and 6 read the caches of 3 and 4),
+    and a suffix given as embeddings has no per-layer inputs: both are refused with a clear error."""
+    from mlbcli.selection.plan import DecodePolicy
+
+    class Late(DecodePolicy):
+        layer = 5
+        needs_attention = False
+
+    inputs = adapter.model_inputs(adapter.build_prompt(QUESTION, video), video)
+    _, errors = engine.prefill_batch(adapter, [inputs], [PrunePlan(decode_policy=Late())])
+    assert "layer 5 reads the KV cache of layer 3" in str(errors[0]) and "<= 3" in str(errors[0])
+
+    batch, errors = engine.prefill_batch(adapter, [inputs], [None])
+    assert not errors
+    suffix = adapter.embed_ids(torch.tensor([[5, 6]]))
+    with pytest.raises(ValueError, match="per-layer embeddings"):
+        engine.extend_batch(adapter, batch, [(suffix, torch.tensor([[inputs.length, inputs.length + 1]]))])

@@ -101,6 +101,15 @@ def _plan_error(plan: PrunePlan, num_layers: int, sources: Sequence[int] = ()) -
             f"decode-time KV pruning from layer {policy.layer} is impossible: the model has "
             f"{num_layers} decoder layers (choose 1..{num_layers - 1})"
         )
+    # A hidden key is masked in the layers reading a cache written at or after the policy's layer; a layer
+    # >= it that reads an earlier layer's cache (Gemma 4's shared KV) would still see every key.
+    shared = [j for j in range(policy.layer, len(sources)) if sources[j] < policy.layer] if policy else []
+    if policy is not None and shared:
+        return ValueError(
+            f"decode-time KV pruning from layer {policy.layer} is impossible on this model: layer "
+            f"{shared[0]} reads the KV cache of layer {sources[shared[0]]}, where nothing is hidden "
+            f"(choose a layer <= {min(sources[j] for j in shared)})"
+        )
     return None
 
 
@@ -420,6 +429,13 @@ def extend_batch(
     The cache grows in place. Rows whose sequence cannot fit the context come back as errors.
     """
     started = time.perf_counter()
+    if suffixes and adapter.token_inputs(None, suffixes[0][0][:, :1]) is not None:
+        # Per-token layer inputs (Gemma 4's per-layer embeddings) come from each token's id, which a
+        # suffix given as embeddings does not carry: the layers would run without them.
+        raise ValueError(
+            "extending a cached prefix is not supported on a family with per-token layer inputs "
+            "(Gemma 4's per-layer embeddings): prefill the whole prompt instead"
+        )
     reserves = [reserve_tokens] * len(batch) if isinstance(reserve_tokens, int) else list(reserve_tokens)
     keep, errors = _fitting_rows(adapter, batch, suffixes, reserves)
     if len(keep) < len(batch):
