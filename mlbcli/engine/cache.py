@@ -45,6 +45,14 @@ class PrefillResult:
     visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     decode_policy: DecodePolicy | None = None  # the plan's decode-time KV policy
     merges: dict[int, int] = field(default_factory=dict)  # pruned visual id -> id it was merged into
+    # What a sliding-window layer's decode reads are counted from (`engine.decode.step_visual_keys`): per
+    # decoder layer, the row's real keys in that layer's cache row (prompt, then any extended suffix) and
+    # [k_l] the key slots of its visual tokens, appended ones included; and the unpruned prompt's length
+    # (suffix included) and [n] visual slots, where the unpruned model's window would fall.
+    key_counts: list[int] = field(default_factory=list)
+    alive_keys: list[torch.Tensor] = field(default_factory=list)
+    length_in: int = 0
+    visual_slots_in: torch.Tensor | None = None
 
 
 @dataclass

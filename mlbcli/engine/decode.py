@@ -59,6 +59,40 @@ def _decode_attention(capture: Any, keys: torch.Tensor, slot: int, visible: torc
 HiddenSlots = dict[int, dict[int, torch.Tensor]]
 
 
+def step_visual_keys(
+    row: PrefillResult,
+    windows: dict[int, int | None],
+    step: int,
+    hidden: dict[int, torch.Tensor] | None = None,
+) -> tuple[int, int]:
+    """(read, full): the visual KV entries the decoding token of `step` attends to, summed over the
+    layers of `windows` (those that cache keys: layer -> its sliding window, None for a global layer),
+    and what the unpruned model's token would. `hidden`: layer -> key slots its policy hides this step.
+
+    A sliding layer sees the last `window` real keys (`rows.window_mask`; hidden keys still count):
+    with `c` real keys cached, the step's token and the `step` generated before it, key slot s is in
+    the window when c - s + step + 1 <= window (slots are 0..c-1, the prompt right-aligned before any
+    padding). The unpruned model's window falls on its own prompt, by the same rule."""
+    hidden = hidden or {}
+    read = full = 0
+    for i, window in windows.items():
+        gone = hidden.get(i)
+        if window is None or i >= len(row.key_counts):  # a global layer reads every cached visual key
+            read += row.visual_per_layer[i] - (int(gone.numel()) if gone is not None else 0)
+            full += row.visual_in
+            continue
+        slots = row.alive_keys[i]  # [k] visual key slots of this layer's cache row
+        seen = slots >= row.key_counts[i] + step + 1 - window
+        if gone is not None:
+            seen &= ~torch.isin(slots, gone.to(slots.device))
+        read += int(seen.sum())
+        if row.visual_slots_in is None:
+            full += row.visual_in
+        else:
+            full += int((row.visual_slots_in >= row.length_in + step + 1 - window).sum())
+    return read, full
+
+
 class _DecodeLoop:
     """The state of one `greedy_decode_batch` call. Rows are numbered by their batch row; `live` lists
     the rows still generating in cache-row order, and a slot is a row's place in `live`."""
@@ -78,9 +112,8 @@ class _DecodeLoop:
         # Only full-attention layers cache keys (a hybrid's linear layers read a state: `engine.linear`).
         self.kinds = kinds_of(adapter)
         self.full_layers = [i for i, kind in enumerate(self.kinds) if kind != LINEAR]
-        self.static_reads = [  # visual keys a step reads
-            sum(row.visual_per_layer[i] for i in self.full_layers) for row in batch.rows
-        ]
+        # layers that cache keys -> their sliding window (None: global), for the decode KV accounting
+        self.windows = {i: adapter.attention_window(i) for i in self.full_layers}
         # Per row with a policy: the layer whose attention it reads (its layer - 1, or the nearest full
         # layer), and the first layer whose keys it may hide (after that read, at or after its layer).
         self.reads = [self._read_layer(policy) for policy in self.policies]
@@ -154,7 +187,7 @@ class _DecodeLoop:
                 hidden = run_layer(layer, hidden, positions, cos_sin, self.cache, mask, extra)
             for slot, row in scoring:
                 self.decide_from_attention(step, i, slot, row, probe, mask, hidden_slots)
-        self.account(hidden_slots)
+        self.account(step, hidden_slots)
         return last_logits(self.adapter, hidden[:, -1])  # [A, V]
 
     def mask(self, i: int, step: int, hidden_slots: HiddenSlots) -> torch.Tensor | None:
@@ -211,12 +244,12 @@ class _DecodeLoop:
         ctx = DecodeContext(step, ids, attention[slots], self.batch.rows[row].kept_ids)
         self.decide(row, ctx, hidden_slots)
 
-    def account(self, hidden_slots: HiddenSlots) -> None:
+    def account(self, step: int, hidden_slots: HiddenSlots) -> None:
         """Decode-time KV accounting: visual keys attended this step vs the unpruned model's."""
         for row in self.live:
-            hidden_count = sum(int(slots.numel()) for slots in hidden_slots.get(row, {}).values())
-            self.results[row].visual_keys_read += self.static_reads[row] - hidden_count
-            self.results[row].visual_keys_full += self.batch.rows[row].visual_in * len(self.full_layers)
+            read, full = step_visual_keys(self.batch.rows[row], self.windows, step, hidden_slots.get(row))
+            self.results[row].visual_keys_read += read
+            self.results[row].visual_keys_full += full
 
 
 @torch.inference_mode()

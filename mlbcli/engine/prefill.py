@@ -52,6 +52,10 @@ class _Row:
     reads: dict[int, int] = field(default_factory=dict)
     visual_keys: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     merges: dict[int, int] = field(default_factory=dict)  # pruned visual id -> id it was merged into
+    key_counts: list[int] = field(default_factory=list)  # see PrefillResult.key_counts
+    alive_keys: list[torch.Tensor] = field(default_factory=list)
+    length_in: int = 0
+    visual_slots_in: torch.Tensor | None = None
 
     def result(self, cache: Any, logits: torch.Tensor, seconds: float) -> PrefillResult:
         return PrefillResult(
@@ -68,6 +72,10 @@ class _Row:
             visual_keys=self.visual_keys,
             decode_policy=self.plan.decode_policy,
             merges=self.merges,
+            key_counts=self.key_counts,
+            alive_keys=self.alive_keys,
+            length_in=self.length_in,
+            visual_slots_in=self.visual_slots_in,
         )
 
 
@@ -93,6 +101,15 @@ def _plan_error(plan: PrunePlan, num_layers: int, sources: Sequence[int] = ()) -
             f"decode-time KV pruning from layer {policy.layer} is impossible: the model has "
             f"{num_layers} decoder layers (choose 1..{num_layers - 1})"
         )
+    # A hidden key is masked in the layers reading a cache written at or after the policy's layer; a layer
+    # >= it that reads an earlier layer's cache (Gemma 4's shared KV) would still see every key.
+    shared = [j for j in range(policy.layer, len(sources)) if sources[j] < policy.layer] if policy else []
+    if policy is not None and shared:
+        return ValueError(
+            f"decode-time KV pruning from layer {policy.layer} is impossible on this model: layer "
+            f"{shared[0]} reads the KV cache of layer {sources[shared[0]]}, where nothing is hidden "
+            f"(choose a layer <= {min(sources[j] for j in shared)})"
+        )
     return None
 
 
@@ -112,7 +129,9 @@ def _start_row(index: int, inputs: ModelInputs, plan: PrunePlan, reserve: int, r
         query_slots=query.to(device),
         token_inputs=inputs.token_inputs,
     )
-    return _Row(index, plan, reserve, seq, n_in, dict(inputs.visual_residuals), reads=reads)
+    row = _Row(index, plan, reserve, seq, n_in, dict(inputs.visual_residuals), reads=reads)
+    row.length_in, row.visual_slots_in = inputs.length, seq.visual_slots
+    return row
 
 
 class _Prefill:
@@ -206,6 +225,9 @@ class _Prefill:
             empty = row.seq.visual_slots[:0]  # a linear layer caches no keys
             keys = (empty, row.seq.visual_ids[:0]) if linear else (row.seq.visual_slots, row.seq.visual_ids)
             row.visual_keys.append(keys)
+            row.key_counts.append(row.seq.length)
+            alive = torch.cat([row.seq.visual_slots, row.seq.appended_slots]).sort().values  # [alive]
+            row.alive_keys.append(empty if linear else alive)
         if self.cos_sin is None:  # recomputed only when the sequence changed, as the stock model does once
             self.cos_sin = self.adapter.rotary(self.hidden, self.positions)
         if linear:  # a recurrent state, no attention to read; padding must not run through a row's state
@@ -407,6 +429,13 @@ def extend_batch(
     The cache grows in place. Rows whose sequence cannot fit the context come back as errors.
     """
     started = time.perf_counter()
+    if suffixes and adapter.token_inputs(None, suffixes[0][0][:, :1]) is not None:
+        # Per-token layer inputs (Gemma 4's per-layer embeddings) come from each token's id, which a
+        # suffix given as embeddings does not carry: the layers would run without them.
+        raise ValueError(
+            "extending a cached prefix is not supported on a family with per-token layer inputs "
+            "(Gemma 4's per-layer embeddings): prefill the whole prompt instead"
+        )
     reserves = [reserve_tokens] * len(batch) if isinstance(reserve_tokens, int) else list(reserve_tokens)
     keep, errors = _fitting_rows(adapter, batch, suffixes, reserves)
     if len(keep) < len(batch):
@@ -444,6 +473,9 @@ def extend_batch(
             cache=batch.cache,
             logits=logits[b : b + 1],
             position_ids=torch.cat([row.position_ids, suffix[1].to(row.position_ids.device)], dim=-1),
+            # the suffix's keys follow the prompt's in every layer, in this run and in the unpruned one
+            key_counts=[count + suffix[0].shape[1] for count in row.key_counts],
+            length_in=row.length_in + suffix[0].shape[1],
             seconds=row.seconds + share,
             probe_passes=list(row.probe_passes),
         )

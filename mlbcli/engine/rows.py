@@ -91,6 +91,8 @@ def apply_keep(
             raise ValueError("LayerKeep.replace must have one row per kept token")
         hidden = hidden.clone()
         hidden[0, seq.visual_slots[keep]] = decision.replace.to(hidden.dtype)
+        if layer == 0:
+            seq = _refresh_token_inputs(seq, seq.visual_slots[keep], decision.replace, token_inputs_of)
     dropped = seq.visual_slots[~torch.isin(torch.arange(n, device=keep.device), keep)]  # [n - k]
     alive = torch.ones(seq.hidden.shape[1], dtype=torch.bool, device=hidden.device)  # [L]
     alive[dropped] = False
@@ -105,6 +107,29 @@ def apply_keep(
             extra_inputs = token_inputs_of(decision.append[None].to(seq.hidden.dtype))
         seq = insert_after_visual(seq, decision.append, extra_inputs)
     return seq
+
+
+def _refresh_token_inputs(
+    seq: RowSequence,
+    slots: torch.Tensor,
+    embeds: torch.Tensor,
+    token_inputs_of: Callable[[torch.Tensor], torch.Tensor | None] | None,
+) -> RowSequence:
+    """`seq` with the per-token layer inputs of `slots` [k] recomputed from their new input embeddings
+    `embeds` [k, D] (layer 0 only). Stock Gemma 4 computes per-layer inputs once, from the input embedding
+    (`project_per_layer_inputs(inputs_embeds, ...)` before layer 0), and never from a layer's hidden state:
+    a token merged before the LLM is an input embedding of its own, so its inputs follow it; inside the
+    LLM a replaced hidden state is no input embedding, and the token keeps the inputs it entered with."""
+    if seq.token_inputs is None or not slots.numel():
+        return seq
+    if token_inputs_of is None:
+        raise ValueError("replaced tokens need their per-token layer inputs recomputed in this family")
+    fresh = token_inputs_of(embeds[None].to(seq.hidden.dtype))  # [1, k, ...]
+    if fresh is None:
+        return seq
+    token_inputs = seq.token_inputs.clone()
+    token_inputs[0, slots.to(token_inputs.device)] = fresh[0].to(token_inputs.device, token_inputs.dtype)
+    return dataclasses.replace(seq, token_inputs=token_inputs)
 
 
 def relabel(seq: RowSequence, keep: torch.Tensor, entry_ids: torch.Tensor) -> RowSequence:

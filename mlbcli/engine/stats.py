@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mlbcli.engine.cache import PrefillResult
-from mlbcli.engine.decode import Generation
+from mlbcli.engine.decode import Generation, step_visual_keys
 from mlbcli.engine.flops import LLMDims, probe_flops, visual_flops
 from mlbcli.io.kept_tokens import KeptRecord, encode_kept
 from mlbcli.selection.base import keep_note
@@ -146,6 +146,11 @@ def decode_kv_ratio(state: PrefillResult, generation: Generation, dims: LLMDims)
     model's; with no decode step (one token, taken from the prefill), what a step would attend to."""
     if generation.visual_keys_full:
         return generation.visual_keys_read / generation.visual_keys_full
-    keyed = [i for i in range(dims.num_layers) if dims.kind(i) != "linear"]  # layers that cache keys
-    full = state.visual_in * len(keyed)
-    return sum(state.visual_per_layer[i] for i in keyed) / full if full else 1.0
+    # layers that cache keys -> their sliding window (None: global): a sliding layer reads its window only
+    windows = {
+        i: dims.window if dims.kind(i) == "sliding" and dims.window > 0 else None
+        for i in range(dims.num_layers)
+        if dims.kind(i) != "linear"
+    }
+    read, full = step_visual_keys(state, windows, 0)
+    return read / full if full else 1.0
