@@ -73,7 +73,7 @@ $(LMMS_EVAL_DIR)/.installed: Makefile
 	touch $@
 
 test-lmms-eval: install $(LMMS_EVAL_DIR)/.installed
-	PYTHONPATH=$(LMMS_EVAL_DIR) $(BIN)/python -m pytest -q tests/test_lmms_eval_grading.py tests/test_lmms_eval_plugin.py
+	PYTHONPATH=$(CURDIR)/$(LMMS_EVAL_DIR) $(BIN)/python -m pytest -q tests/test_lmms_eval_grading.py tests/test_lmms_eval_plugin.py
 
 # Everything but the tests marked slow (bench smoke runs, plugin installs, Ray, the browser): for quick
 # iterations; `make test` (and CI) runs them all.

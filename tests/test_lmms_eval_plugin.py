@@ -31,6 +31,12 @@ from mlbcli.eval.lmms_eval_grading import MLVU_DEV_TASK_TYPES, seeded_guess
 N = 120
 
 
+#: PYTHONPATH as the test run started, made absolute against the folder it started in: the command test
+#: runs lmms-eval in another folder (its task reads a relative data file), and `make test-lmms-eval` puts
+#: lmms-eval on a PYTHONPATH that may be relative.
+STARTUP_PYTHONPATH = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
 def run(args: list[Any]):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
@@ -317,7 +323,7 @@ def test_lmms_eval_command_runs_a_local_task(lmms_tasks, tiny_model_dir: Path, t
         "".join(json.dumps({"video": str(c), "question": q, "target": t}) + "\n"
                 for c, q, t in zip(clips, questions, targets, strict=True))
     )  # fmt: skip
-    path = [str(REPO), *entry_point_path(tmp_path), os.environ.get("PYTHONPATH", "")]
+    path = [str(REPO), *entry_point_path(tmp_path), *STARTUP_PYTHONPATH]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "HF_HOME": str(tmp_path / "hf_home"),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
     args = ",".join([f"pretrained={tiny_model_dir}", *(f"{k}={v}" for k, v in model_args.items())])
