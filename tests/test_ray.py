@@ -24,6 +24,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from mlbcli.cli.app import app  # noqa: E402
 from mlbcli.io.writers import read_results  # noqa: E402
+from mlbcli.runners.ray_reaper import descendants  # noqa: E402
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips it; `make test` and CI run it
 
@@ -187,9 +188,9 @@ def test_resume_after_the_driver_is_killed(manifest, tmp_path, tiny_model_dir):
     while time.monotonic() < deadline and proc.poll() is None and not lock.exists():
         time.sleep(0.1)
     time.sleep(3)  # somewhere inside the Ray run (any moment is a valid test)
-    while time.monotonic() < deadline and proc.poll() is None and not _descendants(proc.pid):
+    while time.monotonic() < deadline and proc.poll() is None and not descendants(proc.pid):
         time.sleep(0.1)
-    helpers = _descendants(proc.pid)  # the local Ray instance the driver started, and its workers
+    helpers = descendants(proc.pid)  # the local Ray instance the driver started, and its workers
     assert helpers, "the driver started no Ray processes before it was killed"
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
@@ -214,24 +215,6 @@ def test_resume_after_the_driver_is_killed(manifest, tmp_path, tiny_model_dir):
     keys = [(row["video_id"], row["question_id"]) for row in rows]
     assert len(keys) == len(set(keys)) == 6
     assert sum(1 for row in rows if row["error"]) == 2
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every process below `pid` (Linux /proc), found now."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-    return found
 
 
 def _cmdline(pid: int) -> str:

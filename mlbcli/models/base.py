@@ -130,6 +130,30 @@ class VideoTokens:
         )
 
 
+def split_videos(
+    features: torch.Tensor,
+    frame_features: torch.Tensor | None,
+    counts: Sequence[int],
+    grid: tuple[int, int] | None = None,
+) -> list[VideoTokens]:
+    """A batched tower call's output, [sum T, N, D] frame tokens and [sum T, Dv] global vectors, as one
+    `VideoTokens` per video of `counts[i]` frames; `grid` defaults to (isqrt(N), N // isqrt(N))."""
+    import math
+
+    n = int(features.shape[1])
+    side = math.isqrt(n)
+    grid = grid or (side, n // side)
+    videos, start = [], 0
+    for count in counts:
+        stop = start + count
+        frames = None if frame_features is None else frame_features[start:stop]
+        videos.append(
+            VideoTokens(features=features[start:stop], grid=grid, extra=None, frame_features=frames)
+        )
+        start = stop
+    return videos
+
+
 @dataclass
 class Prompt:
     """A tokenized prompt with one visual placeholder block.

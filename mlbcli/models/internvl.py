@@ -17,11 +17,10 @@ What the official processor (`InternVLProcessor` + `InternVLVideoProcessor`) doe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens, resize_frames
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens, resize_frames, split_videos
 from mlbcli.models.interleaved import embed_at_slots, expand_video_placeholder
 
 if TYPE_CHECKING:
@@ -87,21 +86,8 @@ class InternVLAdapter(ModelAdapter):
         pixel = torch.cat([inputs["pixel_values"] for inputs in pixel_inputs])
         out = self.model.model.get_image_features(pixel_values=pixel, return_dict=True)
         features = out.pooler_output  # [sum T, N, D], raster (g/2) x (g/2)
-        n = int(features.shape[1])
-        side = math.isqrt(n)
         frame_features = out.last_hidden_state.float().mean(dim=1)  # [sum T, Dv]
-        videos, start = [], 0
-        for count in counts:
-            videos.append(
-                VideoTokens(
-                    features=features[start : start + count],
-                    grid=(side, n // side),
-                    extra=None,
-                    frame_features=frame_features[start : start + count],
-                )
-            )
-            start += count
-        return videos
+        return split_videos(features, frame_features, counts)
 
     # -- text side ---------------------------------------------------------------------------------------
     def _token(self, attribute: str, default: str) -> str:

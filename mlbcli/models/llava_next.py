@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens, split_videos
 
 if TYPE_CHECKING:
     import numpy as np
@@ -102,19 +102,7 @@ class LlavaNextAdapter(ModelAdapter):
         side = self.model.config.vision_config.image_size // self.model.config.vision_config.patch_size
         grid = (side, side) if side * side == n else (1, n)  # "full" keeps CLS: no clean raster
         frame_features = selected.float().mean(dim=1)  # [sum T, Dv]
-        videos, start = [], 0
-        for count in counts:
-            stop = start + count
-            videos.append(
-                VideoTokens(
-                    features=features[start:stop],
-                    grid=grid,
-                    extra=None,
-                    frame_features=frame_features[start:stop],
-                )
-            )
-            start = stop
-        return videos
+        return split_videos(features, frame_features, counts, grid)
 
     # -- text side ---------------------------------------------------------------------------------------
     @property

@@ -20,7 +20,6 @@ What the stock video path does (`LlavaNextVideoModel.get_video_features`), and s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from mlbcli.models.base import (
     Prompt,
     VideoTokens,
     resize_frames,
+    split_videos,
 )
 
 if TYPE_CHECKING:
@@ -115,22 +115,9 @@ class LlavaNextVideoAdapter(ModelAdapter):
         out = self.model.model.get_video_features(pixel_values_videos=pixel, return_dict=True)
         total = sum(counts)
         features = out.pooler_output[0].reshape(total, -1, out.pooler_output.shape[-1])  # [sum T, N, D]
-        n = int(features.shape[1])
-        side = math.isqrt(n)
         # One global vector per frame: the tower's last hidden state [sum T, 1 + g*g, Dv], mean-pooled.
         frame_features = out.last_hidden_state.float().mean(dim=1)
-        videos, start = [], 0
-        for count in counts:
-            videos.append(
-                VideoTokens(
-                    features=features[start : start + count],
-                    grid=(side, n // side),
-                    extra=None,
-                    frame_features=frame_features[start : start + count],
-                )
-            )
-            start += count
-        return videos
+        return split_videos(features, frame_features, counts)
 
     # -- text side ---------------------------------------------------------------------------------------
     @property

@@ -22,12 +22,11 @@ What the official processor (`SmolVLMProcessor` + `SmolVLMVideoProcessor`) does,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens, split_videos
 from mlbcli.models.interleaved import embed_at_slots, expand_video_placeholder
 
 if TYPE_CHECKING:
@@ -179,21 +178,8 @@ class SmolVLMAdapter(ModelAdapter):
         total = sum(counts)
         flat = torch.cat(list(out.pooler_output))  # [sum T * N, D]
         features = flat.reshape(total, -1, flat.shape[-1])  # [sum T, N, D], raster (g/s) x (g/s)
-        n = int(features.shape[1])
-        side = math.isqrt(n)
         frame_features = out.last_hidden_state.float().mean(dim=1)  # [sum T, Dv]
-        videos, start = [], 0
-        for count in counts:
-            videos.append(
-                VideoTokens(
-                    features=features[start : start + count],
-                    grid=(side, n // side),
-                    extra=None,
-                    frame_features=frame_features[start : start + count],
-                )
-            )
-            start += count
-        return videos
+        return split_videos(features, frame_features, counts)
 
     # -- text side ---------------------------------------------------------------------------------------
     def _token(self, attribute: str, default: str) -> str:
