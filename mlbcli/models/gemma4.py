@@ -35,13 +35,12 @@ What differs from the other families, and how the engine meets it (all through `
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlbcli.models.base import ModelAdapter, Prompt, VideoTokens
+from mlbcli.models.interleaved import InterleavedPrompt, tokenize_interleaved
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 
     from mlbcli.models.inputs import ModelInputs
 
-log = logging.getLogger(__name__)
 
 PROCESSOR_FRAMES = 32  # `num_frames` of Gemma4VideoProcessor: what it samples by default
 DEFAULT_SOFT_TOKENS = 70  # `max_soft_tokens` of Gemma4VideoProcessor (per video frame)
@@ -80,15 +78,8 @@ def _config(config: Any, name: str) -> Any:
     return config.get(name) if isinstance(config, dict) else getattr(config, name)
 
 
-@dataclass
-class Gemma4Prompt(Prompt):
-    """A prompt whose frame tokens are interleaved with timestamps and `<|image>` / `<image|>`."""
-
-    slots: torch.Tensor | None = None
-
-    def visual_slots(self) -> torch.Tensor:
-        assert self.slots is not None
-        return self.slots
+#: Video tokens between per-frame timestamps: `slots` lists them (`models.interleaved`).
+Gemma4Prompt = InterleavedPrompt
 
 
 class _SoftcappedHead:
@@ -223,8 +214,6 @@ class Gemma4Adapter(ModelAdapter):
         return [i / UNKNOWN_FPS for i in range(video.num_frames)]
 
     def build_prompt(self, question_text: str, video: VideoTokens) -> Gemma4Prompt:
-        import torch
-
         tok = self.tokenizer
         video_tok = "<|video|>"
         video_id = int(self.model.config.video_token_id)
@@ -238,35 +227,14 @@ class Gemma4Adapter(ModelAdapter):
         block = " ".join(f"{stamp} {boi}{video_tok}{eoi}" for stamp in stamps)
         expanded = text[:at] + block + text[at + len(video_tok) :]
         # One placeholder per frame while tokenising (special tokens are atomic), then N of them.
-        enc = tok(expanded, add_special_tokens=False, return_offsets_mapping=True)
-        n = video.tokens_per_frame
-        ids: list[int] = []
-        slots: list[int] = []
-        position_of: list[int] = []
-        for token in enc.input_ids:
-            position_of.append(len(ids))
-            if token == video_id:
-                slots.extend(range(len(ids), len(ids) + n))
-                ids.extend([video_id] * n)
-            else:
-                ids.append(token)
-        if len(slots) != video.num_visual:
-            raise ValueError(f"prompt holds {len(slots)} video placeholders, expected {video.num_visual}")
-        q_start = expanded.find(question_text, at + len(block))
-        q_end = q_start + len(question_text)
-        q_rows = [
-            position_of[i]
-            for i, (a, b) in enumerate(enc.offset_mapping)
-            if q_start >= 0 and b > q_start and a < q_end
-        ] or [len(ids) - 1]
-        return Gemma4Prompt(
-            input_ids=torch.tensor([ids], dtype=torch.long),
-            visual_start=slots[0],
-            num_visual=len(slots),
-            num_extra=slots[-1] + 1 - slots[0] - len(slots),
-            question_index=torch.tensor(q_rows, dtype=torch.long),
-            text=expanded,
-            slots=torch.tensor(slots, dtype=torch.long),
+        return tokenize_interleaved(
+            tok,
+            expanded,
+            placeholder_id=video_id,
+            tokens_per_frame=video.tokens_per_frame,
+            num_visual=video.num_visual,
+            question_text=question_text,
+            question_after=at + len(block),
         )
 
     def _llm_ids(self, input_ids: torch.Tensor) -> torch.Tensor:

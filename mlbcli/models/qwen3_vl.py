@@ -49,10 +49,10 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbcli.models.base import Prompt, VideoTokens
+from mlbcli.models.interleaved import InterleavedPrompt, tokenize_interleaved
 from mlbcli.models.qwen2_vl import QwenVideoAdapter, cap_note
 
 if TYPE_CHECKING:
@@ -103,21 +103,9 @@ def smart_resize_video(
     return h_bar, w_bar
 
 
-@dataclass
-class Qwen3Prompt(Prompt):
-    """A prompt whose visual tokens are interleaved with per-patch timestamp text.
-
-    `slots` [num_visual] are the positions of the frame-token placeholders, ascending. `visual_start`
-    is the first of them and `num_extra` counts the non-visual tokens between the first and the last
-    (timestamps, `<|vision_end|>` / `<|vision_start|>`), so `visual_start + num_visual + num_extra` is
-    one past the last visual token, as for a contiguous block.
-    """
-
-    slots: torch.Tensor | None = None
-
-    def visual_slots(self) -> torch.Tensor:
-        assert self.slots is not None
-        return self.slots
+#: A prompt whose visual tokens are not contiguous (timestamps between temporal patches): `slots` lists
+#: them (`models.interleaved`).
+Qwen3Prompt = InterleavedPrompt
 
 
 class Qwen3VLAdapter(QwenVideoAdapter):
@@ -252,8 +240,6 @@ class Qwen3VLAdapter(QwenVideoAdapter):
         return token or self.tokenizer.convert_ids_to_tokens(getattr(self.model.config, config_id))
 
     def build_prompt(self, question_text: str, video: VideoTokens) -> Qwen3Prompt:
-        import torch
-
         tok = self.tokenizer
         start_tok = self._special("vision_bos_token", "vision_start_token_id")
         end_tok = self._special("vision_eos_token", "vision_end_token_id")
@@ -272,43 +258,14 @@ class Qwen3VLAdapter(QwenVideoAdapter):
         expanded = text[:at] + block + text[at + len(placeholder) :]
         # Tokenised with ONE pad per patch (special tokens are atomic, so the text around them tokenises
         # as with N), then each pad becomes the patch's N placeholders.
-        enc = tok(expanded, add_special_tokens=False, return_offsets_mapping=True)
-        n = video.tokens_per_frame
-        ids: list[int] = []
-        slots: list[int] = []
-        position_of: list[int] = []  # token index in `enc` -> index in `ids`
-        for token in enc.input_ids:
-            position_of.append(len(ids))
-            if token == pad_id:
-                slots.extend(range(len(ids), len(ids) + n))
-                ids.extend([pad_id] * n)
-            else:
-                ids.append(token)
-        if len(slots) != video.num_visual:
-            raise ValueError(f"prompt holds {len(slots)} video placeholders, expected {video.num_visual}")
-        # The question's tokens: those whose characters overlap the question text after the video block.
-        q_start = expanded.find(question_text, at + len(block))
-        q_end = q_start + len(question_text)
-        q_rows = [
-            position_of[i]
-            for i, (a, b) in enumerate(enc.offset_mapping)
-            if q_start >= 0 and b > q_start and a < q_end
-        ]
-        if not q_rows:
-            if question_text.strip():
-                log.warning(
-                    "question text not found after the video in the chat template; the attention probe "
-                    "uses the last prompt token"
-                )
-            q_rows = [len(ids) - 1]
-        return Qwen3Prompt(
-            input_ids=torch.tensor([ids], dtype=torch.long),
-            visual_start=slots[0],
-            num_visual=len(slots),
-            num_extra=slots[-1] + 1 - slots[0] - len(slots),
-            question_index=torch.tensor(q_rows, dtype=torch.long),
-            text=expanded,
-            slots=torch.tensor(slots, dtype=torch.long),
+        return tokenize_interleaved(
+            tok,
+            expanded,
+            placeholder_id=pad_id,
+            tokens_per_frame=video.tokens_per_frame,
+            num_visual=video.num_visual,
+            question_text=question_text,
+            question_after=at + len(block),
         )
 
     def embed(self, prompt: Prompt, video: VideoTokens) -> torch.Tensor:
